@@ -1,0 +1,130 @@
+//! The node's TOML config file: the commented default that `keygen` writes, and
+//! loading with errors that name the file and the field.
+
+use std::path::Path;
+
+use switchyard::NodeConfig;
+
+/// The default config file, every field commented. Kept in sync with
+/// `NodeConfig::default()` by a test.
+pub const DEFAULT_CONFIG: &str = r#"# Switchyard node configuration (TOML).
+# Every field is optional; the values below are the defaults.
+
+# Name of the network. Nodes of other networks are refused at the handshake.
+network = "switchyard-local"
+
+# Address to listen on. Port 0 picks a free port. Remove the line to not listen.
+listen = "127.0.0.1:26656"
+
+# Address other nodes should dial to reach this one (announced in the handshake).
+# Default: the bound listen address.
+# external_addr = "203.0.113.7:26656"
+
+# Peers dialed at start and redialed with backoff after every disconnect.
+# Written ID@HOST:PORT (or HOST:PORT when the id is not known).
+persistent_peers = []
+
+# Peers dialed once at start.
+peers = []
+
+# Free text sent in the handshake.
+user_agent = "switchyard/0.1.0"
+
+# Threads (actix arbiters) that run peer connections; 0 = one per CPU core.
+arbiters = 0
+
+# Run connections without encryption or authentication. Only for benchmarks and
+# trusted networks. The encrypted transport is not in this version, so a node
+# starts only with this set to true.
+insecure_plaintext = false
+
+# Seed for the node's randomness (nonces, backoff jitter); unset = from the OS.
+# seed = 42
+
+[limits]
+# Largest payload of one packet (one chunk of a message), in bytes. Bigger messages
+# are cut into chunks; this bounds how long urgent data waits behind bulk data.
+max_packet_payload = 65536
+# Default largest message on a channel, in bytes.
+max_message_size = 4194304
+# Default send queue of a channel: messages, and bytes.
+send_queue_messages = 1024
+send_queue_bytes = 4194304
+# Most messages handed to a service in one ReceivedBatch (batched channels).
+recv_capacity = 256
+# Bytes gathered into one socket write (writes also happen whenever queues run dry).
+write_batch_bytes = 262144
+# Time allowed for the Version/Verack handshake.
+handshake_timeout = "10s"
+# Interval between pings.
+ping_interval = "15s"
+# Time a ping may go unanswered; must be below ping_interval.
+pong_timeout = "10s"
+# Time without receiving anything before the peer is closed; above pong_timeout.
+idle_timeout = "1m"
+# Time a request may wait for its response, from when it was written.
+stall_timeout = "30s"
+# Most inbound and outbound connections, and connections from one IP address
+# (loopback is exempt from the per-IP limit).
+max_inbound = 40
+max_outbound = 10
+max_per_ip = 8
+# Bytes per second a peer may send us / we send one peer. Unset = unlimited.
+# recv_rate = 10485760
+# send_rate = 10485760
+# How long a banned address stays banned.
+ban_duration = "1h"
+# How long a closing connection may spend writing what is still queued.
+linger = "5s"
+# Delays between redials of a persistent peer (exponential, with jitter).
+redial_backoff_min = "250ms"
+redial_backoff_max = "30s"
+"#;
+
+/// Reads and validates a config file. The error names the file and the field.
+pub fn load(path: &Path) -> Result<NodeConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str) -> Result<NodeConfig, String> {
+    let config: NodeConfig =
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_is_the_default_config() {
+        let parsed: NodeConfig = toml::from_str(DEFAULT_CONFIG).unwrap();
+        let expected = NodeConfig {
+            user_agent: "switchyard/0.1.0".into(),
+            ..NodeConfig::default()
+        };
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse(
+            "insecure_plaintext = true\n[limits]\nping_interval = \"1s\"\npong_timeout = \"2s\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("limits.pong_timeout"), "{e}");
+        let e = parse("insecure_plaintext = true\n[limits]\nmax_inbound = \"many\"\n").unwrap_err();
+        assert!(e.contains("max_inbound"), "{e}");
+        let e = parse("insecure_plaintext = true\nlisten = \"not an address\"\n").unwrap_err();
+        assert!(e.contains("listen"), "{e}");
+        let e = parse("insecure_plaintext = true\nbogus = 1\n").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let e =
+            parse("insecure_plaintext = true\npersistent_peers = [\"nonsense\"]\n").unwrap_err();
+        assert!(e.contains("nonsense"), "{e}");
+        assert!(parse("insecure_plaintext = true\n").is_ok());
+    }
+}

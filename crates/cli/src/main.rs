@@ -1,0 +1,181 @@
+//! `switchyard`: the command line of a Switchyard node operator.
+//!
+//! * `switchyard keygen --home DIR`: a node identity and a commented default config;
+//! * `switchyard node --home DIR [--config FILE] [--listen ADDR] [--peers ID@ADDR,...]`:
+//!   run a node until Ctrl-C;
+//! * `switchyard testnet --nodes N`: a local testnet in one process (`make run`);
+//! * `switchyard status ID@ADDR`: connect as a peer and print what the node tells.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use switchyard::PeerAddr;
+
+mod config_file;
+mod node;
+mod status;
+mod testnet;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Switchyard peer-to-peer node and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a node home: identity key and a commented default config.
+    Keygen {
+        /// Directory to create (or fill).
+        #[arg(long)]
+        home: PathBuf,
+        /// Replace an existing identity.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run a node until Ctrl-C (then shut down gracefully). Logs go to stderr (RUST_LOG).
+    Node {
+        /// The node's home (from `keygen`).
+        #[arg(long)]
+        home: PathBuf,
+        /// Config file (default: HOME/config.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the config.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Persistent peers to add, comma separated ID@HOST:PORT.
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<PeerAddr>,
+    },
+    /// Run a local testnet in one process and print a summary.
+    Testnet {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Messages each node floods to its peers.
+        #[arg(long, default_value_t = 250)]
+        messages: u32,
+        /// Payload bytes of each message.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// The longest the run may take, in seconds.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Write the topology as Graphviz DOT to this file.
+        #[arg(long)]
+        dot: Option<PathBuf>,
+    },
+    /// Connect to a node as a peer and print what its handshake tells.
+    Status {
+        /// The node, ID@HOST:PORT (or HOST:PORT).
+        addr: PeerAddr,
+        /// Network name to present.
+        #[arg(long, default_value = "switchyard-local")]
+        network: String,
+        /// Seconds to wait for the node.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("switchyard: {e}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Keygen { home, force } => match node::keygen(&home, force) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Node {
+            home,
+            config,
+            listen,
+            peers,
+        } => {
+            let opts = node::NodeOptions {
+                home,
+                config,
+                listen,
+                peers,
+            };
+            match actix::System::new().block_on(node::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Testnet {
+            nodes,
+            messages,
+            size,
+            duration,
+            dot,
+        } => {
+            let opts = testnet::TestnetOptions {
+                nodes,
+                messages,
+                size,
+                duration: Duration::from_secs(duration),
+                dot,
+            };
+            match actix::System::new().block_on(testnet::run(opts)) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    if summary.lost == 0 && summary.duplicated == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Status {
+            addr,
+            network,
+            timeout,
+            json,
+        } => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            match rt.block_on(status::query(&addr, &network, Duration::from_secs(timeout))) {
+                Ok(s) if json => match serde_json::to_string_pretty(&s) {
+                    Ok(text) => {
+                        println!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                },
+                Ok(s) => {
+                    println!("{}", status::render(&addr, &s));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}

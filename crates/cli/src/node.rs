@@ -1,0 +1,86 @@
+//! `switchyard keygen` and `switchyard node`: create a node's home, run a node.
+
+use std::path::{Path, PathBuf};
+
+use switchyard::{GetInfo, NodeKey, PeerAddr, Shutdown, Switch};
+
+use crate::config_file;
+
+/// File of the identity key inside a node's home.
+pub const KEY_FILE: &str = "node_key";
+/// File of the config inside a node's home.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Creates `home` with a fresh identity and the commented default config.
+pub fn keygen(home: &Path, force: bool) -> Result<String, String> {
+    std::fs::create_dir_all(home).map_err(|e| format!("{}: {e}", home.display()))?;
+    let key_path = home.join(KEY_FILE);
+    if key_path.exists() && !force {
+        return Err(format!(
+            "{} already exists (use --force to replace the node's identity)",
+            key_path.display()
+        ));
+    }
+    let key = NodeKey::generate();
+    key.save(&key_path).map_err(|e| e.to_string())?;
+    let config_path = home.join(CONFIG_FILE);
+    if !config_path.exists() {
+        std::fs::write(&config_path, config_file::DEFAULT_CONFIG)
+            .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    }
+    Ok(format!(
+        "node id {}\nkey    {}\nconfig {}",
+        key.node_id(),
+        key_path.display(),
+        config_path.display()
+    ))
+}
+
+/// Options of `switchyard node`.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The node's home (key and default config).
+    pub home: PathBuf,
+    /// Config file instead of `HOME/config.toml`.
+    pub config: Option<PathBuf>,
+    /// Listen address override.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Extra persistent peers.
+    pub peers: Vec<PeerAddr>,
+}
+
+/// Runs a node until Ctrl-C, then shuts it down gracefully.
+pub async fn run(opts: NodeOptions) -> Result<(), String> {
+    let key = NodeKey::load(&opts.home.join(KEY_FILE)).map_err(|e| {
+        format!(
+            "{e} (create it with `switchyard keygen --home {}`)",
+            opts.home.display()
+        )
+    })?;
+    let config_path = opts
+        .config
+        .clone()
+        .unwrap_or_else(|| opts.home.join(CONFIG_FILE));
+    let mut config = config_file::load(&config_path)?;
+    if let Some(listen) = opts.listen {
+        config.listen = Some(listen);
+    }
+    config.persistent_peers.extend(opts.peers);
+    let switch = Switch::builder(config)
+        .key(key)
+        .start()
+        .map_err(|e| e.to_string())?;
+    let info = switch.send(GetInfo).await.map_err(|e| e.to_string())?;
+    match info.listen_addr {
+        Some(addr) => println!(
+            "node {} listening on {}",
+            info.id,
+            PeerAddr::new(Some(info.id), addr)
+        ),
+        None => println!("node {} (not listening)", info.id),
+    }
+    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    println!("shutting down");
+    switch.send(Shutdown).await.map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! The `switchyard` binary: arguments, config errors, keygen, node + status, testnet.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+fn temp_home(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let out = bin().arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = bin().args(["status", "not-an-address"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected ID@HOST:PORT"));
+    let out = bin().args(["testnet", "--nodes", "many"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = bin().args(["testnet", "--nodes", "1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--nodes must be between 2 and 64"));
+}
+
+#[test]
+fn keygen_writes_identity_and_commented_config_once() {
+    let home = temp_home("keygen");
+    let out = bin()
+        .args(["keygen", "--home"])
+        .arg(&home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("node id "));
+    let config = std::fs::read_to_string(home.join("config.toml")).unwrap();
+    assert!(config.contains("# Time a ping may go unanswered"));
+    let key = std::fs::read_to_string(home.join("node_key")).unwrap();
+    assert_eq!(key.trim().len(), 64);
+    let again = bin()
+        .args(["keygen", "--home"])
+        .arg(&home)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+#[test]
+fn config_errors_name_the_file_and_the_field() {
+    let home = temp_home("badconfig");
+    assert!(bin()
+        .args(["keygen", "--home"])
+        .arg(&home)
+        .status()
+        .unwrap()
+        .success());
+    let cases = [
+        (
+            "[limits]\nping_interval = \"1s\"\npong_timeout = \"5s\"\n",
+            "limits.pong_timeout",
+        ),
+        ("[limits]\nmax_inbound = -3\n", "max_inbound"),
+        ("listen = \"nowhere\"\n", "listen"),
+        ("insecure_plaintext = false\n", "insecure_plaintext"),
+        (
+            "[limits]\nhandshake_timeout = \"soon\"\n",
+            "handshake_timeout",
+        ),
+        ("this is not toml", "config"),
+    ];
+    for (i, (text, field)) in cases.iter().enumerate() {
+        let file = home.join(format!("bad{i}.toml"));
+        let body = if text.starts_with("insecure_plaintext") {
+            text.to_string()
+        } else {
+            format!("insecure_plaintext = true\n{text}")
+        };
+        std::fs::write(&file, body).unwrap();
+        let out = bin()
+            .args(["node", "--home"])
+            .arg(&home)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&file.display().to_string()),
+            "names the file: {err}"
+        );
+        if *field != "config" {
+            assert!(err.contains(field), "names {field}: {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = bin()
+        .args(["node", "--home"])
+        .arg(home.join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keygen"));
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+#[test]
+fn status_reports_a_running_node() {
+    let home = temp_home("status");
+    assert!(bin()
+        .args(["keygen", "--home"])
+        .arg(&home)
+        .status()
+        .unwrap()
+        .success());
+    let config = home.join("run.toml");
+    std::fs::write(
+        &config,
+        "insecure_plaintext = true\narbiters = 1\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut node = bin()
+        .args(["node", "--home"])
+        .arg(&home)
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(node.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(addr.contains('@'), "{line}");
+    let out = bin()
+        .args(["status", &addr, "--timeout", "5"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = addr.split('@').next().unwrap();
+    assert!(text.contains(id), "{text}");
+    assert!(text.contains("network     switchyard-local"), "{text}");
+    assert!(text.contains("ping        "), "{text}");
+    // Wrong network: the node refuses and status says so.
+    let out = bin()
+        .args(["status", &addr, "--network", "other"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let _ = node.kill();
+    let _ = node.wait();
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+#[test]
+fn testnet_summary_and_dot_file() {
+    let dot = temp_home("dot").with_extension("dot");
+    let out = bin()
+        .args([
+            "testnet",
+            "--nodes",
+            "3",
+            "--messages",
+            "50",
+            "--duration",
+            "30",
+            "--dot",
+        ])
+        .arg(&dot)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l
+            == "testnet: 3 nodes, 3 connections, 300 messages delivered, 0 lost, 0 duplicated"),
+        "{text}"
+    );
+    let graph = std::fs::read_to_string(&dot).unwrap();
+    assert!(
+        graph.starts_with("graph testnet {") && graph.contains("node0 -- node1"),
+        "{graph}"
+    );
+    std::fs::remove_file(&dot).unwrap();
+    let _ = Duration::ZERO;
+}

@@ -1,0 +1,397 @@
+//! [`Config`]: every budget and timeout of a connection, with defaults and validation.
+//!
+//! The same struct is read from the `[limits]` table of a node's TOML file (durations
+//! as human strings such as `"10s"` or `"250ms"`). [`Config::validate`] rejects values
+//! that contradict each other, naming the field, so a bad file fails at start, not in
+//! the middle of a connection.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Largest packet payload the config accepts (the wire allows up to 4 GiB, we do not).
+pub const MAX_PACKET_PAYLOAD_LIMIT: usize = 16 << 20;
+
+/// A field of [`Config`] or [`ChannelConfig`] that has a bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for `{field}`: {problem}")]
+pub struct ConfigError {
+    /// Name of the offending field, as written in the config file.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Budgets and timeouts shared by every connection of a node.
+///
+/// Every field has a default (see [`Config::default`]); a TOML file may set any subset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Largest payload of one packet (one chunk of a message), in bytes. Messages above
+    /// it are cut into chunks, so it also bounds how long a high-priority message waits
+    /// behind one chunk of bulk data. Default 64 KiB.
+    pub max_packet_payload: usize,
+    /// Default largest message on a channel, in bytes (channels may set their own).
+    /// Default 4 MiB.
+    pub max_message_size: usize,
+    /// Default send queue of a channel, in messages. Default 1024.
+    pub send_queue_messages: usize,
+    /// Default send queue of a channel, in bytes. Default 4 MiB.
+    pub send_queue_bytes: usize,
+    /// Default largest number of messages handed to a service in one `ReceivedBatch`
+    /// (batched channels); a read that decodes more is delivered as several batches.
+    /// Default 256.
+    pub recv_capacity: usize,
+    /// Bytes gathered into one socket write before it is flushed (writes also flush
+    /// whenever the queues run dry: there is no timed delay). Default 256 KiB.
+    pub write_batch_bytes: usize,
+    /// Time allowed for the `Version`/`Verack` exchange. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Interval between pings. Default 15 s.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// Time a ping may go unanswered before the peer is closed; must be below
+    /// `ping_interval`. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// Time without receiving anything at all (not even a pong) before the peer is
+    /// closed; must be above `pong_timeout`. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time a request may wait for its response, counted from when its last byte was
+    /// written. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// Most inbound connections (handshaking ones included). Default 40.
+    pub max_inbound: usize,
+    /// Most outbound connections (dialing ones included). Default 10.
+    pub max_outbound: usize,
+    /// Most connections from one IP address. Default 8.
+    pub max_per_ip: usize,
+    /// Bytes per second a peer may send us; reading pauses above it. `None`: unlimited.
+    pub recv_rate: Option<u64>,
+    /// Bytes per second we send to one peer; writing pauses above it. `None`: unlimited.
+    pub send_rate: Option<u64>,
+    /// How long a banned address stays banned. Default 1 h.
+    #[serde(with = "humantime_serde")]
+    pub ban_duration: Duration,
+    /// How long a closing connection may spend writing what is still queued (and its
+    /// `Goodbye`) before it is cut. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// First delay before redialing a persistent peer. Default 250 ms.
+    #[serde(with = "humantime_serde")]
+    pub redial_backoff_min: Duration,
+    /// Largest delay between redials of a persistent peer. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub redial_backoff_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_packet_payload: 64 << 10,
+            max_message_size: 4 << 20,
+            send_queue_messages: 1024,
+            send_queue_bytes: 4 << 20,
+            recv_capacity: 256,
+            write_batch_bytes: 256 << 10,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            pong_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(30),
+            max_inbound: 40,
+            max_outbound: 10,
+            max_per_ip: 8,
+            recv_rate: None,
+            send_rate: None,
+            ban_duration: Duration::from_secs(3600),
+            linger: Duration::from_secs(5),
+            redial_backoff_min: Duration::from_millis(250),
+            redial_backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+fn nonzero(field: &'static str, v: usize) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::new(field, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn nonzero_duration(field: &'static str, v: Duration) -> Result<(), ConfigError> {
+    if v.is_zero() {
+        return Err(ConfigError::new(field, "must be longer than zero"));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks every field and the relations between them; the error names the first
+    /// offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        nonzero("max_packet_payload", self.max_packet_payload)?;
+        if self.max_packet_payload > MAX_PACKET_PAYLOAD_LIMIT {
+            return Err(ConfigError::new(
+                "max_packet_payload",
+                format!(
+                    "{} is above the limit of {MAX_PACKET_PAYLOAD_LIMIT}",
+                    self.max_packet_payload
+                ),
+            ));
+        }
+        nonzero("max_message_size", self.max_message_size)?;
+        nonzero("send_queue_messages", self.send_queue_messages)?;
+        nonzero("send_queue_bytes", self.send_queue_bytes)?;
+        nonzero("recv_capacity", self.recv_capacity)?;
+        nonzero("write_batch_bytes", self.write_batch_bytes)?;
+        nonzero_duration("handshake_timeout", self.handshake_timeout)?;
+        nonzero_duration("ping_interval", self.ping_interval)?;
+        nonzero_duration("pong_timeout", self.pong_timeout)?;
+        nonzero_duration("idle_timeout", self.idle_timeout)?;
+        nonzero_duration("stall_timeout", self.stall_timeout)?;
+        if self.pong_timeout >= self.ping_interval {
+            return Err(ConfigError::new(
+                "pong_timeout",
+                format!(
+                    "must be below ping_interval ({:?} is not below {:?})",
+                    self.pong_timeout, self.ping_interval
+                ),
+            ));
+        }
+        if self.idle_timeout <= self.pong_timeout {
+            return Err(ConfigError::new(
+                "idle_timeout",
+                format!(
+                    "must be above pong_timeout ({:?} is not above {:?})",
+                    self.idle_timeout, self.pong_timeout
+                ),
+            ));
+        }
+        nonzero("max_outbound", self.max_outbound)?;
+        nonzero("max_per_ip", self.max_per_ip)?;
+        if self.recv_rate == Some(0) {
+            return Err(ConfigError::new(
+                "recv_rate",
+                "must be greater than zero (omit it for no limit)",
+            ));
+        }
+        if self.send_rate == Some(0) {
+            return Err(ConfigError::new(
+                "send_rate",
+                "must be greater than zero (omit it for no limit)",
+            ));
+        }
+        nonzero_duration("ban_duration", self.ban_duration)?;
+        nonzero_duration("linger", self.linger)?;
+        nonzero_duration("redial_backoff_min", self.redial_backoff_min)?;
+        if self.redial_backoff_max < self.redial_backoff_min {
+            return Err(ConfigError::new(
+                "redial_backoff_max",
+                "must not be below redial_backoff_min",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A channel with the given priority and this config's default budgets.
+    #[must_use]
+    pub fn channel(&self, priority: u16) -> ChannelConfig {
+        ChannelConfig {
+            priority,
+            max_message_size: self.max_message_size,
+            send_queue_messages: self.send_queue_messages,
+            send_queue_bytes: self.send_queue_bytes,
+            recv_capacity: self.recv_capacity,
+        }
+    }
+}
+
+/// Priority and budgets of one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelConfig {
+    /// Relative share of the connection's bandwidth when channels compete (≥ 1).
+    pub priority: u16,
+    /// Largest message on this channel, in bytes; a larger one closes the peer.
+    pub max_message_size: usize,
+    /// Most messages waiting in this channel's send queue.
+    pub send_queue_messages: usize,
+    /// Most bytes waiting in this channel's send queue (a single larger message is
+    /// accepted into an empty queue).
+    pub send_queue_bytes: usize,
+    /// Most messages in one `ReceivedBatch` delivered to the service (batched channels).
+    pub recv_capacity: usize,
+}
+
+impl ChannelConfig {
+    /// A channel with this priority and the default budgets of [`Config::default`].
+    #[must_use]
+    pub fn new(priority: u16) -> Self {
+        Config::default().channel(priority)
+    }
+
+    /// Sets the largest message size.
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets the send queue budget in messages and bytes.
+    #[must_use]
+    pub fn send_queue(mut self, messages: usize, bytes: usize) -> Self {
+        self.send_queue_messages = messages;
+        self.send_queue_bytes = bytes;
+        self
+    }
+
+    /// Sets the receive capacity in messages.
+    #[must_use]
+    pub fn recv_capacity(mut self, messages: usize) -> Self {
+        self.recv_capacity = messages;
+        self
+    }
+
+    /// Checks that every budget is usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.priority == 0 {
+            return Err(ConfigError::new("priority", "must be at least 1"));
+        }
+        nonzero("max_message_size", self.max_message_size)?;
+        nonzero("send_queue_messages", self.send_queue_messages)?;
+        nonzero("send_queue_bytes", self.send_queue_bytes)?;
+        nonzero("recv_capacity", self.recv_capacity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        ChannelConfig::new(1).validate().unwrap();
+    }
+
+    #[test]
+    fn contradictions_name_the_field() {
+        let mut c = Config {
+            pong_timeout: Duration::from_secs(20),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "pong_timeout");
+        c.pong_timeout = c.ping_interval;
+        assert_eq!(c.validate().unwrap_err().field, "pong_timeout");
+        c = Config {
+            idle_timeout: Duration::from_secs(5),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "idle_timeout");
+        for (field, cfg) in [
+            (
+                "max_packet_payload",
+                Config {
+                    max_packet_payload: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_packet_payload",
+                Config {
+                    max_packet_payload: 1 << 30,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_message_size",
+                Config {
+                    max_message_size: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "send_queue_bytes",
+                Config {
+                    send_queue_bytes: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "recv_capacity",
+                Config {
+                    recv_capacity: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "handshake_timeout",
+                Config {
+                    handshake_timeout: Duration::ZERO,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_outbound",
+                Config {
+                    max_outbound: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "send_rate",
+                Config {
+                    send_rate: Some(0),
+                    ..Config::default()
+                },
+            ),
+            (
+                "redial_backoff_max",
+                Config {
+                    redial_backoff_max: Duration::from_millis(1),
+                    ..Config::default()
+                },
+            ),
+        ] {
+            let err = cfg.validate().unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.to_string().contains(field));
+        }
+        assert_eq!(
+            ChannelConfig::new(0).validate().unwrap_err().field,
+            "priority"
+        );
+    }
+
+    #[test]
+    fn reads_a_partial_toml_like_map_with_human_durations() {
+        // rmp-serde stands in for TOML here (the CLI tests the TOML file itself).
+        #[derive(Serialize)]
+        struct Partial {
+            ping_interval: &'static str,
+            max_inbound: usize,
+        }
+        let bytes = rmp_serde::to_vec_named(&Partial {
+            ping_interval: "2s 500ms",
+            max_inbound: 3,
+        })
+        .unwrap();
+        let c: Config = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(c.ping_interval, Duration::from_millis(2500));
+        assert_eq!(c.max_inbound, 3);
+        assert_eq!(c.pong_timeout, Config::default().pong_timeout);
+    }
+}

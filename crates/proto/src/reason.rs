@@ -1,0 +1,192 @@
+//! [`DisconnectReason`]: the one list of reasons a connection to a peer is closed for.
+//!
+//! Every layer (codec, handshake, trackers, runtime, discovery) reports a close with one
+//! of these values, so a service that sees `PeerDown`, a log line, and the introspection
+//! of channel 0 all say the same thing. Each variant has a human-readable message
+//! (its `Display`), and reasons travel to the remote side in a `Goodbye` on channel 0.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::CodecError;
+use crate::handshake::HandshakeError;
+
+/// Why a connection to a peer was (or is being) closed.
+///
+/// `Display` gives the message written to logs and shown to users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The local node is shutting down gracefully.
+    #[error("node shutting down")]
+    Shutdown,
+    /// The local application asked to close this peer, with its own words.
+    #[error("closed by the application: {0}")]
+    Application(String),
+    /// The remote side closed the connection without saying why.
+    #[error("connection closed by the remote")]
+    ConnectionClosed,
+    /// The remote side closed the connection and said why (its `Goodbye`).
+    #[error("remote closed the connection: {0}")]
+    ByRemote(Box<DisconnectReason>),
+    /// Reading or writing the socket failed.
+    #[error("i/o error: {0}")]
+    Io(String),
+    /// The remote sent bytes that are not a valid packet.
+    #[error("bad packet: {0}")]
+    Codec(CodecError),
+    /// The `Version`/`Verack` handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(HandshakeError),
+    /// A ping went unanswered for the pong timeout.
+    #[error("no pong within the pong timeout")]
+    PongTimeout,
+    /// Nothing at all was received for the idle timeout.
+    #[error("nothing received within the idle timeout")]
+    IdleTimeout,
+    /// A request got no response within its stall timeout.
+    #[error("request {request_id} on channel {channel:#04x} stalled (no response in time)")]
+    Stalled {
+        /// Channel the request was sent on.
+        channel: u8,
+        /// Id of the request that got no answer.
+        request_id: u32,
+    },
+    /// The remote sent a response to a request we never made (or already answered).
+    #[error("unsolicited response {request_id} on channel {channel:#04x}")]
+    UnexpectedResponse {
+        /// Channel the response came on.
+        channel: u8,
+        /// Request id it claimed to answer.
+        request_id: u32,
+    },
+    /// A packet arrived on a channel this node does not have.
+    #[error("message on unknown channel {0:#04x}")]
+    UnknownChannel(u8),
+    /// A message exceeded its channel's `max_message_size`.
+    #[error("message on channel {channel:#04x} too large: {size} bytes or more, limit {max}")]
+    MessageTooLarge {
+        /// Channel of the message.
+        channel: u8,
+        /// Bytes seen so far (the message was cut off when it passed the limit).
+        size: usize,
+        /// The channel's limit.
+        max: usize,
+    },
+    /// The chunks of one message disagreed (a request id changed mid-message).
+    #[error("chunks of one message on channel {0:#04x} disagree on their kind")]
+    InconsistentChunks(u8),
+    /// A complete message could not be decoded as its channel's type.
+    #[error("undecodable message on channel {channel:#04x}: {error}")]
+    Undecodable {
+        /// Channel of the message.
+        channel: u8,
+        /// What the decoder said.
+        error: String,
+    },
+    /// A channel-0 (daemon) message broke the control protocol.
+    #[error("control protocol violation: {0}")]
+    ControlViolation(String),
+    /// A second connection to an already connected node lost the tie-break.
+    #[error("duplicate connection to the same node")]
+    DuplicateConnection,
+    /// The node already has its maximum number of inbound peers.
+    #[error("too many inbound peers")]
+    MaxInbound,
+    /// The node already has its maximum number of outbound peers.
+    #[error("too many outbound peers")]
+    MaxOutbound,
+    /// The node already has its maximum number of peers from this IP address.
+    #[error("too many peers from one IP address")]
+    MaxPerIp,
+    /// The peer is banned.
+    #[error("peer is banned")]
+    Banned,
+    /// The peer exceeded its send or receive rate.
+    #[error("rate limit exceeded")]
+    RateLimited,
+    /// A service judged the peer's behaviour wrong (e.g. unsolicited PEX answer).
+    #[error("misbehaviour: {0}")]
+    Misbehavior(String),
+}
+
+impl From<CodecError> for DisconnectReason {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::Io(msg) => DisconnectReason::Io(msg),
+            other => DisconnectReason::Codec(other),
+        }
+    }
+}
+
+impl From<HandshakeError> for DisconnectReason {
+    fn from(e: HandshakeError) -> Self {
+        DisconnectReason::Handshake(e)
+    }
+}
+
+impl DisconnectReason {
+    /// Whether this close was caused by the remote's misbehaviour (as opposed to local
+    /// policy, shutdown, or an ordinary network failure). Discovery uses this to score
+    /// and ban addresses.
+    #[must_use]
+    pub fn is_misbehavior(&self) -> bool {
+        matches!(
+            self,
+            DisconnectReason::Codec(_)
+                | DisconnectReason::UnknownChannel(_)
+                | DisconnectReason::MessageTooLarge { .. }
+                | DisconnectReason::InconsistentChunks(_)
+                | DisconnectReason::Undecodable { .. }
+                | DisconnectReason::ControlViolation(_)
+                | DisconnectReason::UnexpectedResponse { .. }
+                | DisconnectReason::RateLimited
+                | DisconnectReason::Misbehavior(_)
+        ) || matches!(self, DisconnectReason::Handshake(h) if h.is_misbehavior())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_human_readable() {
+        let r = DisconnectReason::MessageTooLarge {
+            channel: 0x10,
+            size: 2048,
+            max: 1024,
+        };
+        assert_eq!(
+            r.to_string(),
+            "message on channel 0x10 too large: 2048 bytes or more, limit 1024"
+        );
+        let r = DisconnectReason::ByRemote(Box::new(DisconnectReason::MaxInbound));
+        assert_eq!(
+            r.to_string(),
+            "remote closed the connection: too many inbound peers"
+        );
+        assert_eq!(
+            DisconnectReason::from(CodecError::UnknownType(9)).to_string(),
+            "bad packet: unknown packet type 0x09"
+        );
+    }
+
+    #[test]
+    fn io_errors_from_the_codec_are_not_misbehaviour() {
+        let r = DisconnectReason::from(CodecError::Io("reset".into()));
+        assert_eq!(r, DisconnectReason::Io("reset".into()));
+        assert!(!r.is_misbehavior());
+        assert!(DisconnectReason::UnknownChannel(3).is_misbehavior());
+    }
+
+    #[test]
+    fn reasons_round_trip_through_messagepack() {
+        let r = DisconnectReason::ByRemote(Box::new(DisconnectReason::Stalled {
+            channel: 2,
+            request_id: 7,
+        }));
+        let bytes = rmp_serde::to_vec(&r).unwrap();
+        let back: DisconnectReason = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, r);
+    }
+}

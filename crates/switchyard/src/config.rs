@@ -1,0 +1,155 @@
+//! [`NodeConfig`]: everything a node needs to start, with defaults for every field.
+//!
+//! Budgets and timeouts of connections live in [`Limits`](switchyard_proto::Config)
+//! (the `[limits]` table of a TOML file); this struct adds what belongs to the node:
+//! its network name, where it listens, whom it keeps connected, and its threads.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use switchyard_proto::{Config as Limits, ConfigError};
+
+use crate::addr::PeerAddr;
+
+/// Configuration of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Name of the network; nodes of other networks are refused at the handshake.
+    /// Default `"switchyard-local"`.
+    pub network: String,
+    /// Address to listen on (port 0 picks a free port); `None` does not listen.
+    /// Default `127.0.0.1:26656`.
+    pub listen: Option<SocketAddr>,
+    /// Address other nodes should dial to reach us, announced in the handshake.
+    /// Default: the bound listen address.
+    pub external_addr: Option<String>,
+    /// Peers dialed at start and redialed after every disconnect, with backoff.
+    pub persistent_peers: Vec<PeerAddr>,
+    /// Peers dialed once at start.
+    pub peers: Vec<PeerAddr>,
+    /// Free text sent in the handshake. Default `"switchyard/<version>"`.
+    pub user_agent: String,
+    /// Arbiter threads that run peers; 0 means one per CPU core. Default 0.
+    pub arbiters: usize,
+    /// Run connections without encryption or authentication. Only for benchmarks and
+    /// tests on trusted networks; until the Noise transport lands it must be `true`.
+    pub insecure_plaintext: bool,
+    /// Seed for the node's randomness (nonces, backoff jitter); `None` draws from the OS.
+    pub seed: Option<u64>,
+    /// Connection budgets and timeouts.
+    pub limits: Limits,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            network: "switchyard-local".into(),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 26656))),
+            external_addr: None,
+            persistent_peers: Vec::new(),
+            peers: Vec::new(),
+            user_agent: format!("switchyard/{}", env!("CARGO_PKG_VERSION")),
+            arbiters: 0,
+            insecure_plaintext: false,
+            seed: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// A config for tests and local testnets: listens on `127.0.0.1:0`, plaintext.
+    #[must_use]
+    pub fn local() -> Self {
+        NodeConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            insecure_plaintext: true,
+            ..NodeConfig::default()
+        }
+    }
+
+    /// Checks every field; the error names the offending one (limits fields are
+    /// prefixed `limits.`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.network.is_empty() || self.network.len() > 64 {
+            return Err(ConfigError {
+                field: "network",
+                problem: "must be 1 to 64 bytes".into(),
+            });
+        }
+        if self.user_agent.len() > 256 {
+            return Err(ConfigError {
+                field: "user_agent",
+                problem: "must be at most 256 bytes".into(),
+            });
+        }
+        if !self.insecure_plaintext {
+            return Err(ConfigError {
+                field: "insecure_plaintext",
+                problem: "the encrypted transport is not available in this version; set insecure_plaintext = true to run without encryption on a trusted network".into(),
+            });
+        }
+        self.limits.validate().map_err(|e| ConfigError {
+            field: limits_field(e.field),
+            problem: e.problem,
+        })
+    }
+
+    /// Number of arbiter threads this config asks for.
+    #[must_use]
+    pub fn arbiter_count(&self) -> usize {
+        if self.arbiters == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.arbiters
+        }
+    }
+}
+
+/// `limits.<field>` as a static string, for error messages.
+fn limits_field(field: &'static str) -> &'static str {
+    const FIELDS: &[(&str, &str)] = &[
+        ("max_packet_payload", "limits.max_packet_payload"),
+        ("max_message_size", "limits.max_message_size"),
+        ("send_queue_messages", "limits.send_queue_messages"),
+        ("send_queue_bytes", "limits.send_queue_bytes"),
+        ("recv_capacity", "limits.recv_capacity"),
+        ("write_batch_bytes", "limits.write_batch_bytes"),
+        ("handshake_timeout", "limits.handshake_timeout"),
+        ("ping_interval", "limits.ping_interval"),
+        ("pong_timeout", "limits.pong_timeout"),
+        ("idle_timeout", "limits.idle_timeout"),
+        ("stall_timeout", "limits.stall_timeout"),
+        ("max_inbound", "limits.max_inbound"),
+        ("max_outbound", "limits.max_outbound"),
+        ("max_per_ip", "limits.max_per_ip"),
+        ("recv_rate", "limits.recv_rate"),
+        ("send_rate", "limits.send_rate"),
+        ("ban_duration", "limits.ban_duration"),
+        ("linger", "limits.linger"),
+        ("redial_backoff_min", "limits.redial_backoff_min"),
+        ("redial_backoff_max", "limits.redial_backoff_max"),
+    ];
+    FIELDS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or(field, |(_, full)| full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_config_is_valid_and_default_needs_plaintext_opt_in() {
+        NodeConfig::local().validate().unwrap();
+        assert_eq!(
+            NodeConfig::default().validate().unwrap_err().field,
+            "insecure_plaintext"
+        );
+        let mut c = NodeConfig::local();
+        c.limits.pong_timeout = c.limits.ping_interval;
+        assert_eq!(c.validate().unwrap_err().field, "limits.pong_timeout");
+    }
+}

@@ -1,0 +1,146 @@
+//! [`PeerHandle`]: what a service holds to talk to one connected peer.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::Addr;
+use bytes::Bytes;
+use serde::Serialize;
+use switchyard_proto::admission::{ConnId, Direction};
+use switchyard_proto::codec::MsgKind;
+use switchyard_proto::control::CONTROL_CHANNEL;
+use switchyard_proto::handshake::Version;
+use switchyard_proto::{DisconnectReason, NodeId};
+
+use crate::error::SendError;
+use crate::outbound::Outbound;
+use crate::peer::{Close, Peer};
+
+pub(crate) struct PeerShared {
+    pub(crate) id: NodeId,
+    pub(crate) conn: ConnId,
+    pub(crate) version: Version,
+    pub(crate) remote_addr: SocketAddr,
+    pub(crate) direction: Direction,
+    pub(crate) out: Arc<Outbound>,
+    pub(crate) peer: Addr<Peer>,
+}
+
+/// A connected peer, as seen by services: cheap to clone (one `Arc`), usable from any
+/// thread.
+///
+/// `send` waits for room in the channel's send queue; `try_send` answers at once.
+/// Both resolve when the message is queued, not when it is written. Messages on one
+/// channel go out in the order they were queued.
+#[derive(Clone)]
+pub struct PeerHandle {
+    inner: Arc<PeerShared>,
+}
+
+impl fmt::Debug for PeerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Peer({}@{}#{})",
+            self.inner.id.short(),
+            self.inner.remote_addr,
+            self.inner.conn
+        )
+    }
+}
+
+impl PartialEq for PeerHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.conn == other.inner.conn
+    }
+}
+
+impl Eq for PeerHandle {}
+
+fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Bytes, SendError> {
+    rmp_serde::to_vec(msg)
+        .map(Bytes::from)
+        .map_err(|e| SendError::Encode(e.to_string()))
+}
+
+fn user_channel(channel: u8) -> Result<(), SendError> {
+    if channel == CONTROL_CHANNEL {
+        return Err(SendError::UnknownChannel(channel));
+    }
+    Ok(())
+}
+
+impl PeerHandle {
+    pub(crate) fn new(shared: PeerShared) -> Self {
+        PeerHandle {
+            inner: Arc::new(shared),
+        }
+    }
+
+    /// The remote node's id.
+    #[must_use]
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The remote socket address of this connection.
+    #[must_use]
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.inner.remote_addr
+    }
+
+    /// Who dialed this connection.
+    #[must_use]
+    pub fn direction(&self) -> Direction {
+        self.inner.direction
+    }
+
+    /// What the remote said about itself in the handshake.
+    #[must_use]
+    pub fn version(&self) -> &Version {
+        &self.inner.version
+    }
+
+    /// Whether the connection is closed or closing (sends fail with `Closed`).
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.inner.out.is_closed()
+    }
+
+    /// Encodes `msg` as MessagePack and queues it on `channel`, waiting for room.
+    pub async fn send<T: Serialize + ?Sized>(&self, channel: u8, msg: &T) -> Result<(), SendError> {
+        user_channel(channel)?;
+        let payload = encode(msg)?;
+        self.inner.out.push(channel, MsgKind::Plain, payload).await
+    }
+
+    /// Encodes `msg` as MessagePack and queues it on `channel` if there is room now.
+    pub fn try_send<T: Serialize + ?Sized>(&self, channel: u8, msg: &T) -> Result<(), SendError> {
+        user_channel(channel)?;
+        let payload = encode(msg)?;
+        self.inner.out.try_push(channel, MsgKind::Plain, payload)
+    }
+
+    /// Queues already-encoded bytes on `channel` (raw channels, or a broadcast encoded
+    /// once), waiting for room. No copy is made.
+    pub async fn send_raw(&self, channel: u8, payload: Bytes) -> Result<(), SendError> {
+        user_channel(channel)?;
+        self.inner.out.push(channel, MsgKind::Plain, payload).await
+    }
+
+    /// Queues already-encoded bytes on `channel` if there is room now.
+    pub fn try_send_raw(&self, channel: u8, payload: Bytes) -> Result<(), SendError> {
+        user_channel(channel)?;
+        self.inner.out.try_push(channel, MsgKind::Plain, payload)
+    }
+
+    /// Closes the connection with `reason`; what is already queued is still written
+    /// (within the `linger` budget). Services see `PeerDown` with this reason.
+    pub fn disconnect(&self, reason: DisconnectReason) {
+        self.inner.peer.do_send(Close {
+            reason,
+            flush: true,
+        });
+    }
+}

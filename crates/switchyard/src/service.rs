@@ -1,0 +1,411 @@
+//! Services: user actors that own channels, and the messages they receive.
+//!
+//! A service is any actix actor. It is registered on the Switch with a name, a
+//! version, and its channels; each channel has an id (1..=255), a
+//! [`ChannelConfig`] (priority and budgets), a message type, and a delivery mode:
+//!
+//! | registration | the actor implements | payload |
+//! |---|---|---|
+//! | [`Service::channel`] | `Handler<Received<T>>` | MessagePack, decoded once per message |
+//! | [`Service::batched_channel`] | `Handler<ReceivedBatch<T>>` | MessagePack, all messages of one read in one actix message |
+//! | [`Service::raw_channel`] | `Handler<Received<Bytes>>` | the reassembled bytes, no decoding, no copy |
+//! | [`Service::raw_batched_channel`] | `Handler<ReceivedBatch<Bytes>>` | same, batched |
+//!
+//! The service's own address gets [`PeerUp`] when a peer that runs a service of the
+//! same name connects, and [`PeerDown`] when it goes. Delivery respects the service's
+//! mailbox: a message is handed over with `try_send`, and when the mailbox is full the
+//! connection waits on `send().await` and stops reading its socket until the service
+//! catches up (TCP backpressure instead of memory growth).
+//!
+//! ```no_run
+//! use actix::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//! use switchyard::{ChannelConfig, PeerDown, PeerUp, Received, Service};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Chat(String);
+//!
+//! struct ChatService;
+//! impl Actor for ChatService { type Context = Context<Self>; }
+//! impl Handler<Received<Chat>> for ChatService {
+//!     type Result = ();
+//!     fn handle(&mut self, m: Received<Chat>, _: &mut Context<Self>) {
+//!         println!("{}: {}", m.peer.id(), m.msg.0);
+//!     }
+//! }
+//! impl Handler<PeerUp> for ChatService {
+//!     type Result = ();
+//!     fn handle(&mut self, up: PeerUp, _: &mut Context<Self>) {
+//!         let _ = up.0.try_send(0x10, &Chat("hello".into()));
+//!     }
+//! }
+//! impl Handler<PeerDown> for ChatService {
+//!     type Result = ();
+//!     fn handle(&mut self, _: PeerDown, _: &mut Context<Self>) {}
+//! }
+//!
+//! # fn build() -> Service {
+//! let chat = ChatService.start();
+//! Service::new("chat", 1, &chat).channel::<Chat, _>(0x10, ChannelConfig::new(5), &chat)
+//! # }
+//! ```
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use switchyard_proto::handshake::ServiceInfo;
+use switchyard_proto::{ChannelConfig, DisconnectReason};
+
+use crate::handle::PeerHandle;
+
+/// One message from a peer on a channel.
+#[derive(Debug)]
+pub struct Received<T> {
+    /// The peer it came from (reply through it).
+    pub peer: PeerHandle,
+    /// The channel it came on.
+    pub channel: u8,
+    /// The decoded message.
+    pub msg: T,
+}
+
+impl<T: 'static> Message for Received<T> {
+    type Result = ();
+}
+
+/// All messages of one channel decoded from one read of a peer's socket, in order.
+///
+/// Under light traffic a batch holds one message (no added latency); under load it
+/// holds many, so one actix message carries many network messages.
+#[derive(Debug)]
+pub struct ReceivedBatch<T> {
+    /// The peer they came from.
+    pub peer: PeerHandle,
+    /// The channel they came on.
+    pub channel: u8,
+    /// The decoded messages, oldest first.
+    pub msgs: Vec<T>,
+}
+
+impl<T: 'static> Message for ReceivedBatch<T> {
+    type Result = ();
+}
+
+/// A peer that runs a service of the same name connected (the handshake completed and
+/// the Switch admitted it). Keep the handle to send to it.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct PeerUp(pub PeerHandle);
+
+/// A peer this service saw come up is gone, and why.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct PeerDown {
+    /// The peer (sending through it now fails with `Closed`).
+    pub peer: PeerHandle,
+    /// Why it was closed.
+    pub reason: DisconnectReason,
+}
+
+/// A future that finishes a delivery the service's mailbox could not take at once.
+/// It runs on the peer's thread (not `Send`).
+pub(crate) type DeliveryFuture = Pin<Box<dyn Future<Output = Result<(), DisconnectReason>>>>;
+
+/// Decodes payloads of a channel into the type its service receives.
+pub(crate) trait WireFormat: Send + Sync + 'static {
+    type Item: Send + 'static;
+    fn decode(channel: u8, payload: Bytes) -> Result<Self::Item, DisconnectReason>;
+}
+
+/// MessagePack payloads decoded into `T`.
+pub(crate) struct MsgPack<T>(PhantomData<fn() -> T>);
+
+impl<T: DeserializeOwned + Send + 'static> WireFormat for MsgPack<T> {
+    type Item = T;
+    fn decode(channel: u8, payload: Bytes) -> Result<T, DisconnectReason> {
+        rmp_serde::from_slice(&payload).map_err(|e| DisconnectReason::Undecodable {
+            channel,
+            error: e.to_string(),
+        })
+    }
+}
+
+/// Payloads handed over as they are.
+pub(crate) struct Raw;
+
+impl WireFormat for Raw {
+    type Item = Bytes;
+    fn decode(_: u8, payload: Bytes) -> Result<Bytes, DisconnectReason> {
+        Ok(payload)
+    }
+}
+
+/// The type-erased delivery end of one channel.
+pub(crate) trait Sink: Send + Sync {
+    /// Decodes and hands `msgs` (in order) to the service. `Ok(None)`: all delivered.
+    /// `Ok(Some(f))`: the mailbox filled up; `f` delivers the rest and the caller must
+    /// wait for it before reading more. `Err`: a message was undecodable.
+    fn deliver(
+        &self,
+        peer: &PeerHandle,
+        msgs: Vec<Bytes>,
+    ) -> Result<Option<DeliveryFuture>, DisconnectReason>;
+}
+
+struct PerMessage<F: WireFormat> {
+    channel: u8,
+    to: Recipient<Received<F::Item>>,
+}
+
+impl<F: WireFormat> Sink for PerMessage<F> {
+    fn deliver(
+        &self,
+        peer: &PeerHandle,
+        msgs: Vec<Bytes>,
+    ) -> Result<Option<DeliveryFuture>, DisconnectReason> {
+        let channel = self.channel;
+        let mut iter = msgs.into_iter();
+        while let Some(payload) = iter.next() {
+            let msg = F::decode(channel, payload)?;
+            match self.to.try_send(Received {
+                peer: peer.clone(),
+                channel,
+                msg,
+            }) {
+                Ok(()) => {}
+                Err(SendError::Full(first)) => {
+                    let (to, peer) = (self.to.clone(), peer.clone());
+                    return Ok(Some(Box::pin(async move {
+                        if to.send(first).await.is_err() {
+                            return Ok(());
+                        }
+                        for payload in iter {
+                            let msg = F::decode(channel, payload)?;
+                            match to.try_send(Received {
+                                peer: peer.clone(),
+                                channel,
+                                msg,
+                            }) {
+                                Ok(()) => {}
+                                Err(SendError::Full(m)) => {
+                                    if to.send(m).await.is_err() {
+                                        return Ok(());
+                                    }
+                                }
+                                Err(SendError::Closed(_)) => return Ok(()),
+                            }
+                        }
+                        Ok(())
+                    })));
+                }
+                Err(SendError::Closed(_)) => {
+                    log::warn!(
+                        "service of channel {:#04x} is stopped; dropping its messages",
+                        self.channel
+                    );
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+struct Batched<F: WireFormat> {
+    channel: u8,
+    max_batch: usize,
+    to: Recipient<ReceivedBatch<F::Item>>,
+}
+
+impl<F: WireFormat> Sink for Batched<F> {
+    fn deliver(
+        &self,
+        peer: &PeerHandle,
+        msgs: Vec<Bytes>,
+    ) -> Result<Option<DeliveryFuture>, DisconnectReason> {
+        let max = self.max_batch.max(1);
+        let mut batches: Vec<Vec<F::Item>> = Vec::with_capacity(msgs.len().div_ceil(max));
+        let mut current = Vec::with_capacity(msgs.len().min(max));
+        for payload in msgs {
+            current.push(F::decode(self.channel, payload)?);
+            if current.len() == max {
+                batches.push(std::mem::replace(&mut current, Vec::with_capacity(max)));
+            }
+        }
+        if !current.is_empty() {
+            batches.push(current);
+        }
+        let channel = self.channel;
+        let mut iter = batches.into_iter();
+        while let Some(msgs) = iter.next() {
+            match self.to.try_send(ReceivedBatch {
+                peer: peer.clone(),
+                channel,
+                msgs,
+            }) {
+                Ok(()) => {}
+                Err(SendError::Full(first)) => {
+                    let (to, peer) = (self.to.clone(), peer.clone());
+                    return Ok(Some(Box::pin(async move {
+                        if to.send(first).await.is_err() {
+                            return Ok(());
+                        }
+                        for msgs in iter {
+                            if to
+                                .send(ReceivedBatch {
+                                    peer: peer.clone(),
+                                    channel,
+                                    msgs,
+                                })
+                                .await
+                                .is_err()
+                            {
+                                return Ok(());
+                            }
+                        }
+                        Ok(())
+                    })));
+                }
+                Err(SendError::Closed(_)) => {
+                    log::warn!(
+                        "service of channel {:#04x} is stopped; dropping its messages",
+                        self.channel
+                    );
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A channel as registered: its id, budgets, and where its messages go.
+pub(crate) struct ChannelEntry {
+    pub(crate) id: u8,
+    pub(crate) config: ChannelConfig,
+    pub(crate) sink: Arc<dyn Sink>,
+}
+
+/// A service to register on the Switch: a name, a version, lifecycle recipients, and
+/// its channels. See the [module docs](self) for an example.
+pub struct Service {
+    pub(crate) info: ServiceInfo,
+    pub(crate) up: Recipient<PeerUp>,
+    pub(crate) down: Recipient<PeerDown>,
+    pub(crate) channels: Vec<ChannelEntry>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.info.name)
+            .field("version", &self.info.version)
+            .field(
+                "channels",
+                &self.channels.iter().map(|c| c.id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Service {
+    /// A service called `name` (peers running a service of the same name are its
+    /// twins); `lifecycle` receives [`PeerUp`] and [`PeerDown`].
+    pub fn new<A>(name: impl Into<String>, version: u32, lifecycle: &Addr<A>) -> Self
+    where
+        A: Actor + Handler<PeerUp> + Handler<PeerDown>,
+        A::Context: ToEnvelope<A, PeerUp> + ToEnvelope<A, PeerDown>,
+    {
+        Service {
+            info: ServiceInfo {
+                name: name.into(),
+                version,
+            },
+            up: lifecycle.clone().recipient(),
+            down: lifecycle.clone().recipient(),
+            channels: Vec::new(),
+        }
+    }
+
+    /// The service's name and version, as announced in the handshake.
+    #[must_use]
+    pub fn info(&self) -> &ServiceInfo {
+        &self.info
+    }
+
+    fn add(mut self, id: u8, config: ChannelConfig, sink: Arc<dyn Sink>) -> Self {
+        self.channels.push(ChannelEntry { id, config, sink });
+        self
+    }
+
+    /// A channel whose MessagePack messages of type `T` reach `to` one by one as
+    /// [`Received<T>`].
+    #[must_use]
+    pub fn channel<T, A>(self, id: u8, config: ChannelConfig, to: &Addr<A>) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        A: Actor + Handler<Received<T>>,
+        A::Context: ToEnvelope<A, Received<T>>,
+    {
+        let sink = PerMessage::<MsgPack<T>> {
+            channel: id,
+            to: to.clone().recipient(),
+        };
+        self.add(id, config, Arc::new(sink))
+    }
+
+    /// A channel whose MessagePack messages of type `T` reach `to` as
+    /// [`ReceivedBatch<T>`]: everything decoded from one read, up to the channel's
+    /// `recv_capacity` messages per batch.
+    #[must_use]
+    pub fn batched_channel<T, A>(self, id: u8, config: ChannelConfig, to: &Addr<A>) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        A: Actor + Handler<ReceivedBatch<T>>,
+        A::Context: ToEnvelope<A, ReceivedBatch<T>>,
+    {
+        let sink = Batched::<MsgPack<T>> {
+            channel: id,
+            max_batch: config.recv_capacity,
+            to: to.clone().recipient(),
+        };
+        self.add(id, config, Arc::new(sink))
+    }
+
+    /// A channel that carries raw bytes: each reassembled message reaches `to` as
+    /// [`Received<Bytes>`] without decoding or copying. Send on it with
+    /// [`PeerHandle::send_raw`] / [`PeerHandle::try_send_raw`].
+    #[must_use]
+    pub fn raw_channel<A>(self, id: u8, config: ChannelConfig, to: &Addr<A>) -> Self
+    where
+        A: Actor + Handler<Received<Bytes>>,
+        A::Context: ToEnvelope<A, Received<Bytes>>,
+    {
+        let sink = PerMessage::<Raw> {
+            channel: id,
+            to: to.clone().recipient(),
+        };
+        self.add(id, config, Arc::new(sink))
+    }
+
+    /// A raw-bytes channel with batched delivery ([`ReceivedBatch<Bytes>`]).
+    #[must_use]
+    pub fn raw_batched_channel<A>(self, id: u8, config: ChannelConfig, to: &Addr<A>) -> Self
+    where
+        A: Actor + Handler<ReceivedBatch<Bytes>>,
+        A::Context: ToEnvelope<A, ReceivedBatch<Bytes>>,
+    {
+        let sink = Batched::<Raw> {
+            channel: id,
+            max_batch: config.recv_capacity,
+            to: to.clone().recipient(),
+        };
+        self.add(id, config, Arc::new(sink))
+    }
+}

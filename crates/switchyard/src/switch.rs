@@ -1,0 +1,721 @@
+//! The Switch actor: one per node. It listens, dials, admits and supervises peers,
+//! keeps persistent peers connected, broadcasts, and shuts the node down gracefully.
+//!
+//! ```no_run
+//! use switchyard::{NodeConfig, Switch, Dial, GetInfo};
+//!
+//! actix::System::new().block_on(async {
+//!     let switch = Switch::builder(NodeConfig::local()).start().expect("start");
+//!     let info = switch.send(GetInfo).await.expect("mailbox");
+//!     println!("listening on {:?} as {}", info.listen_addr, info.id);
+//!     let peer = switch.send(Dial("127.0.0.1:26656".parse().unwrap())).await;
+//!     println!("{peer:?}");
+//! });
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use switchyard_proto::admission::{Admission, ConnId, Decision, Direction};
+use switchyard_proto::backoff::Backoff;
+use switchyard_proto::handshake::{Version, PROTOCOL_VERSION};
+use switchyard_proto::{DisconnectReason, NodeId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::addr::PeerAddr;
+use crate::config::NodeConfig;
+use crate::error::{DialError, SendError, StartError};
+use crate::handle::PeerHandle;
+use crate::identity::NodeKey;
+use crate::peer::{goodbye_packet, Close, Peer, PeerInit};
+use crate::pool::ArbiterPool;
+use crate::registry::Registry;
+use crate::service::{PeerDown, PeerUp, Service};
+
+/// Builds and starts a [`Switch`].
+pub struct SwitchBuilder {
+    config: NodeConfig,
+    key: Option<NodeKey>,
+    services: Vec<Service>,
+}
+
+impl SwitchBuilder {
+    /// Registers a service (its name, version and channels).
+    #[must_use]
+    pub fn service(mut self, service: Service) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    /// Uses this identity key (default: a fresh random one).
+    #[must_use]
+    pub fn key(mut self, key: NodeKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Validates the config, binds the listen address, starts the arbiter pool and
+    /// the Switch in the current actix system, and dials the configured peers.
+    pub fn start(self) -> Result<Addr<Switch>, StartError> {
+        self.config.validate().map_err(StartError::Config)?;
+        let registry = Arc::new(Registry::build(self.services, &self.config.limits)?);
+        let listener = match self.config.listen {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                l.set_nonblocking(true)
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                Some(l)
+            }
+            None => None,
+        };
+        let listen_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let key = self.key.unwrap_or_else(NodeKey::generate);
+        let mut rng = match self.config.seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_entropy(),
+        };
+        let id = key.node_id();
+        let limits = &self.config.limits;
+        let admission = Admission::new(
+            id,
+            limits.max_inbound,
+            limits.max_outbound,
+            limits.max_per_ip,
+        );
+        let persistent = self
+            .config
+            .persistent_peers
+            .iter()
+            .map(|addr| Persistent {
+                addr: addr.clone(),
+                id: addr.id,
+                backoff: Backoff::new(limits.redial_backoff_min, limits.redial_backoff_max),
+                scheduled: false,
+            })
+            .collect();
+        let nonce = rng.gen();
+        let switch = Switch {
+            pool: ArbiterPool::new(self.config.arbiter_count()),
+            config: self.config,
+            id,
+            nonce,
+            registry,
+            admission,
+            peers: HashMap::new(),
+            next_conn: 0,
+            listener,
+            listen_addr,
+            listener_task: None,
+            persistent,
+            rng,
+            shutting_down: false,
+            shutdown_waiters: Vec::new(),
+        };
+        Ok(switch.start())
+    }
+}
+
+/// A connection about to get its Peer.
+struct NewConn {
+    conn: ConnId,
+    direction: Direction,
+    remote_addr: SocketAddr,
+    expected: Option<NodeId>,
+    reply: Option<crate::peer::AdmitReply>,
+}
+
+struct PeerEntry {
+    addr: Addr<Peer>,
+    handle: Option<PeerHandle>,
+    /// Services (by index) that got `PeerUp` for this peer.
+    up: Vec<usize>,
+}
+
+struct Persistent {
+    addr: PeerAddr,
+    id: Option<NodeId>,
+    backoff: Backoff,
+    scheduled: bool,
+}
+
+/// The node's supervisor (see the [module docs](self)).
+pub struct Switch {
+    config: NodeConfig,
+    id: NodeId,
+    nonce: u64,
+    registry: Arc<Registry>,
+    pool: ArbiterPool,
+    admission: Admission,
+    peers: HashMap<ConnId, PeerEntry>,
+    next_conn: ConnId,
+    listener: Option<std::net::TcpListener>,
+    listen_addr: Option<SocketAddr>,
+    listener_task: Option<SpawnHandle>,
+    persistent: Vec<Persistent>,
+    rng: rand::rngs::StdRng,
+    shutting_down: bool,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Switch {
+    /// Starts building a node with `config`.
+    #[must_use]
+    pub fn builder(config: NodeConfig) -> SwitchBuilder {
+        SwitchBuilder {
+            config,
+            key: None,
+            services: Vec::new(),
+        }
+    }
+
+    fn local_version(&self) -> Version {
+        Version {
+            protocol: PROTOCOL_VERSION,
+            network: self.config.network.clone(),
+            node_id: self.id,
+            listen_addr: self
+                .config
+                .external_addr
+                .clone()
+                .or_else(|| self.listen_addr.map(|a| a.to_string())),
+            services: self.registry.service_infos(),
+            user_agent: self.config.user_agent.clone(),
+            nonce: self.nonce,
+        }
+    }
+
+    fn next_conn(&mut self) -> ConnId {
+        self.next_conn += 1;
+        self.next_conn
+    }
+
+    fn spawn_peer(&mut self, stream: TcpStream, conn: NewConn, ctx: &mut Context<Self>) {
+        let NewConn {
+            conn,
+            direction,
+            remote_addr,
+            expected,
+            reply,
+        } = conn;
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("cannot hand over connection from {remote_addr}: {e}");
+                let _ = self.admission.on_closed(conn);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(DisconnectReason::Io(e.to_string())));
+                }
+                return;
+            }
+        };
+        let init = PeerInit {
+            conn,
+            direction,
+            stream,
+            remote_addr,
+            expected,
+            local: self.local_version(),
+            registry: self.registry.clone(),
+            switch: ctx.address(),
+            reply,
+        };
+        let arbiter = self.pool.next();
+        let addr = Peer::start_in_arbiter(&arbiter, move |ctx| Peer::new(init, ctx));
+        self.peers.insert(
+            conn,
+            PeerEntry {
+                addr,
+                handle: None,
+                up: Vec::new(),
+            },
+        );
+    }
+
+    /// Refuses an inbound connection: tells it why, then closes once it has read that.
+    fn refuse(&self, mut stream: TcpStream, reason: DisconnectReason) {
+        log::info!(
+            "refusing connection from {}: {reason}",
+            stream
+                .peer_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string())
+        );
+        let goodbye = goodbye_packet(&reason, &self.registry);
+        let linger = self.config.limits.linger.min(Duration::from_secs(1));
+        actix::spawn(async move {
+            let _ = tokio::time::timeout(linger, async {
+                stream.write_all(&goodbye).await?;
+                stream.shutdown().await?;
+                let mut sink = [0u8; 1024];
+                while stream.read(&mut sink).await? > 0 {}
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+        });
+    }
+
+    fn dial(&mut self, addr: PeerAddr) -> ResponseActFuture<Self, Result<PeerHandle, DialError>> {
+        if self.shutting_down {
+            return Box::pin(fut::ready(Err(DialError::ShuttingDown)));
+        }
+        if addr.id == Some(self.id) {
+            return Box::pin(fut::ready(Err(DialError::SelfDial)));
+        }
+        if let Some(id) = addr.id.filter(|id| self.admission.is_connected(id)) {
+            return Box::pin(fut::ready(Err(DialError::AlreadyConnected(id))));
+        }
+        let target = addr.host_port();
+        let timeout = self.config.limits.handshake_timeout;
+        let connect = async move {
+            match tokio::time::timeout(timeout, TcpStream::connect(&target)).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(DialError::Connect {
+                    addr: target,
+                    error: e.to_string(),
+                }),
+                Err(_) => Err(DialError::Connect {
+                    addr: target,
+                    error: "timed out".into(),
+                }),
+            }
+        };
+        Box::pin(connect.into_actor(self).then(move |res, act, ctx| {
+            let waiting = res.and_then(|stream| {
+                let remote = stream.peer_addr().map_err(|e| DialError::Connect {
+                    addr: addr.to_string(),
+                    error: e.to_string(),
+                })?;
+                let conn = act.next_conn();
+                act.admission
+                    .on_connecting(Instant::now(), conn, Direction::Outbound, remote.ip())
+                    .map_err(DialError::Closed)?;
+                let (tx, rx) = oneshot::channel();
+                let new = NewConn {
+                    conn,
+                    direction: Direction::Outbound,
+                    remote_addr: remote,
+                    expected: addr.id,
+                    reply: Some(tx),
+                };
+                act.spawn_peer(stream, new, ctx);
+                Ok(rx)
+            });
+            async move {
+                let rx = waiting?;
+                match rx.await {
+                    Ok(Ok(handle)) => Ok(handle),
+                    Ok(Err(reason)) => Err(DialError::Closed(reason)),
+                    Err(_) => Err(DialError::Closed(DisconnectReason::Shutdown)),
+                }
+            }
+            .into_actor(act)
+        }))
+    }
+
+    fn dial_persistent(&mut self, index: usize, ctx: &mut Context<Self>) {
+        let Some(p) = self.persistent.get_mut(index) else {
+            return;
+        };
+        p.scheduled = false;
+        if self.shutting_down || p.id.is_some_and(|id| self.admission.is_connected(&id)) {
+            return;
+        }
+        let addr = p.addr.clone();
+        ctx.spawn(self.dial(addr).map(move |res, act, ctx| {
+            let Some(p) = act.persistent.get_mut(index) else {
+                return;
+            };
+            match res {
+                Ok(handle) => {
+                    p.id = Some(handle.id());
+                }
+                Err(DialError::AlreadyConnected(id)) => p.id = Some(id),
+                Err(DialError::ShuttingDown) => {}
+                Err(e) => {
+                    let connected = p.id.is_some_and(|id| act.admission.is_connected(&id));
+                    if !connected {
+                        log::debug!("persistent peer {}: {e}", p.addr);
+                        act.schedule_redial(index, ctx);
+                    }
+                }
+            }
+        }));
+    }
+
+    fn schedule_redial(&mut self, index: usize, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        let random = self.rng.gen();
+        let Some(p) = self.persistent.get_mut(index) else {
+            return;
+        };
+        if std::mem::replace(&mut p.scheduled, true) {
+            return;
+        }
+        let delay = p.backoff.next_delay(random);
+        log::info!("redialing persistent peer {} in {delay:?}", p.addr);
+        ctx.run_later(delay, move |act, ctx| act.dial_persistent(index, ctx));
+    }
+
+    fn finish_shutdown_if_done(&mut self) {
+        if self.shutting_down && self.peers.is_empty() {
+            for w in self.shutdown_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+}
+
+impl Actor for Switch {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+        if let Some(std_listener) = self.listener.take() {
+            match TcpListener::from_std(std_listener) {
+                Ok(listener) => {
+                    let accepts = futures_util::stream::unfold(listener, |l| async move {
+                        let res = l.accept().await;
+                        if res.is_err() {
+                            // Out of descriptors or similar: back off instead of spinning.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Some((res, l))
+                    });
+                    self.listener_task = Some(ctx.add_stream(accepts));
+                }
+                Err(e) => log::error!("cannot listen: {e}"),
+            }
+        }
+        log::info!(
+            "node {} up on {} ({} arbiters, services: {:?})",
+            self.id,
+            self.listen_addr
+                .map_or_else(|| "no listener".into(), |a| a.to_string()),
+            self.pool.len(),
+            self.registry
+                .service_infos()
+                .iter()
+                .map(|s| &s.name)
+                .collect::<Vec<_>>()
+        );
+        for i in 0..self.persistent.len() {
+            self.dial_persistent(i, ctx);
+        }
+        for addr in self.config.peers.clone() {
+            ctx.spawn(self.dial(addr.clone()).map(move |res, _, _| {
+                if let Err(e) = res {
+                    log::warn!("dial {addr}: {e}");
+                }
+            }));
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.pool.stop();
+        log::info!("node {} stopped", self.id);
+    }
+}
+
+impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Switch {
+    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Self::Context) {
+        let (stream, remote) = match item {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                return;
+            }
+        };
+        if self.shutting_down {
+            return self.refuse(stream, DisconnectReason::Shutdown);
+        }
+        let conn = self.next_conn();
+        match self
+            .admission
+            .on_connecting(Instant::now(), conn, Direction::Inbound, remote.ip())
+        {
+            Ok(()) => {
+                let new = NewConn {
+                    conn,
+                    direction: Direction::Inbound,
+                    remote_addr: remote,
+                    expected: None,
+                    reply: None,
+                };
+                self.spawn_peer(stream, new, ctx);
+            }
+            Err(reason) => self.refuse(stream, reason),
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+/// Connect to a peer. Resolves when the peer is admitted (handshake done), or fails.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<PeerHandle, DialError>")]
+pub struct Dial(pub PeerAddr);
+
+impl Handler<Dial> for Switch {
+    type Result = ResponseActFuture<Self, Result<PeerHandle, DialError>>;
+
+    fn handle(&mut self, msg: Dial, _: &mut Self::Context) -> Self::Result {
+        self.dial(msg.0)
+    }
+}
+
+/// What a node is: its id, where it listens, how many peers it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub id: NodeId,
+    /// The bound listen address (with the real port when 0 was asked for).
+    pub listen_addr: Option<SocketAddr>,
+    /// The network name.
+    pub network: String,
+    /// Admitted peers.
+    pub peers: usize,
+}
+
+/// Ask the node who it is.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "NodeInfo")]
+pub struct GetInfo;
+
+impl Handler<GetInfo> for Switch {
+    type Result = MessageResult<GetInfo>;
+
+    fn handle(&mut self, _: GetInfo, _: &mut Self::Context) -> Self::Result {
+        MessageResult(NodeInfo {
+            id: self.id,
+            listen_addr: self.listen_addr,
+            network: self.config.network.clone(),
+            peers: self.admission.peers(),
+        })
+    }
+}
+
+/// The handles of every admitted peer.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<PeerHandle>")]
+pub struct GetPeers;
+
+impl Handler<GetPeers> for Switch {
+    type Result = MessageResult<GetPeers>;
+
+    fn handle(&mut self, _: GetPeers, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.peers
+                .values()
+                .filter_map(|e| e.handle.clone())
+                .collect(),
+        )
+    }
+}
+
+/// Send `msg` on `channel` to every admitted peer: encoded once, queued with
+/// `try_send` semantics. Answers how many peers accepted it.
+#[derive(Debug, Clone)]
+pub struct Broadcast<T> {
+    /// Channel to send on.
+    pub channel: u8,
+    /// The message.
+    pub msg: T,
+}
+
+impl<T: Serialize + Send + 'static> Message for Broadcast<T> {
+    type Result = Result<usize, SendError>;
+}
+
+impl<T: Serialize + Send + 'static> Handler<Broadcast<T>> for Switch {
+    type Result = Result<usize, SendError>;
+
+    fn handle(&mut self, msg: Broadcast<T>, _: &mut Self::Context) -> Self::Result {
+        let payload = rmp_serde::to_vec(&msg.msg).map_err(|e| SendError::Encode(e.to_string()))?;
+        Ok(self.broadcast_raw(msg.channel, Bytes::from(payload)))
+    }
+}
+
+/// Like [`Broadcast`], with bytes already encoded (raw channels).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "usize")]
+pub struct BroadcastRaw {
+    /// Channel to send on.
+    pub channel: u8,
+    /// The bytes.
+    pub payload: Bytes,
+}
+
+impl Handler<BroadcastRaw> for Switch {
+    type Result = usize;
+
+    fn handle(&mut self, msg: BroadcastRaw, _: &mut Self::Context) -> usize {
+        self.broadcast_raw(msg.channel, msg.payload)
+    }
+}
+
+impl Switch {
+    fn broadcast_raw(&self, channel: u8, payload: Bytes) -> usize {
+        self.peers
+            .values()
+            .filter_map(|e| e.handle.as_ref())
+            .filter(|h| h.try_send_raw(channel, payload.clone()).is_ok())
+            .count()
+    }
+}
+
+/// Close every peer gracefully (queued messages are written, peers are told
+/// `Shutdown`, services see `PeerDown`), stop listening, then stop the Switch and its
+/// arbiters. Resolves when every peer is closed.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for Switch {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        if !self.shutting_down {
+            log::info!(
+                "node {} shutting down ({} connections)",
+                self.id,
+                self.peers.len()
+            );
+            self.shutting_down = true;
+            if let Some(task) = self.listener_task.take() {
+                ctx.cancel_future(task);
+            }
+            for entry in self.peers.values() {
+                entry.addr.do_send(Close {
+                    reason: DisconnectReason::Shutdown,
+                    flush: true,
+                });
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        self.shutdown_waiters.push(tx);
+        self.finish_shutdown_if_done();
+        Box::pin(
+            async move {
+                let _ = rx.await;
+            }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}
+
+/// From a Peer whose handshake completed: may it stay?
+#[derive(Message)]
+#[rtype(result = "Result<(), DisconnectReason>")]
+pub(crate) struct Register {
+    pub(crate) conn: ConnId,
+    pub(crate) handle: PeerHandle,
+}
+
+impl Handler<Register> for Switch {
+    type Result = Result<(), DisconnectReason>;
+
+    fn handle(&mut self, msg: Register, _: &mut Self::Context) -> Self::Result {
+        if self.shutting_down {
+            return Err(DisconnectReason::Shutdown);
+        }
+        let handle = msg.handle;
+        let id = handle.id();
+        match self.admission.on_handshake(msg.conn, id) {
+            Decision::Admit => {}
+            Decision::Replace(old) => {
+                if let Some(entry) = self.peers.get_mut(&old) {
+                    // Tell services the old connection is gone before the new one is up.
+                    if let Some(old_handle) = entry.handle.clone() {
+                        for i in entry.up.drain(..) {
+                            if let Some(s) = self.registry.services.get(i) {
+                                s.down.do_send(PeerDown {
+                                    peer: old_handle.clone(),
+                                    reason: DisconnectReason::DuplicateConnection,
+                                });
+                            }
+                        }
+                    }
+                    entry.addr.do_send(Close {
+                        reason: DisconnectReason::DuplicateConnection,
+                        flush: false,
+                    });
+                }
+            }
+            Decision::Reject(reason) => return Err(reason),
+        }
+        let remote_services = &handle.version().services;
+        let mut up = Vec::new();
+        for (i, s) in self.registry.services.iter().enumerate() {
+            if remote_services.iter().any(|r| r.name == s.info.name) {
+                s.up.do_send(PeerUp(handle.clone()));
+                up.push(i);
+            }
+        }
+        for p in &mut self.persistent {
+            if p.id == Some(id) {
+                p.backoff.reset();
+            }
+        }
+        log::info!(
+            "peer up: {}@{} ({:?}, {})",
+            id,
+            handle.remote_addr(),
+            handle.direction(),
+            handle.version().user_agent
+        );
+        if let Some(entry) = self.peers.get_mut(&msg.conn) {
+            entry.handle = Some(handle);
+            entry.up = up;
+        }
+        Ok(())
+    }
+}
+
+/// From a Peer that stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PeerClosed {
+    pub(crate) conn: ConnId,
+    pub(crate) reason: DisconnectReason,
+}
+
+impl Handler<PeerClosed> for Switch {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerClosed, ctx: &mut Self::Context) {
+        let node = self.admission.on_closed(msg.conn);
+        if let Some(entry) = self.peers.remove(&msg.conn) {
+            if let Some(handle) = entry.handle {
+                for i in entry.up {
+                    if let Some(s) = self.registry.services.get(i) {
+                        s.down.do_send(PeerDown {
+                            peer: handle.clone(),
+                            reason: msg.reason.clone(),
+                        });
+                    }
+                }
+                log::info!("peer down: {} ({})", handle.id(), msg.reason);
+            }
+        }
+        if let Some(node) = node {
+            let redial: Vec<usize> = (0..self.persistent.len())
+                .filter(|&i| self.persistent.get(i).is_some_and(|p| p.id == Some(node)))
+                .collect();
+            for i in redial {
+                self.schedule_redial(i, ctx);
+            }
+        }
+        self.finish_shutdown_if_done();
+    }
+}

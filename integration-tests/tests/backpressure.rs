@@ -1,0 +1,114 @@
+//! Slow and stopped services: keepalive survives slowness, queues bound memory.
+
+use std::time::Duration;
+
+use switchyard::{ChannelConfig, Dial, SendError, Shutdown};
+use switchyard_integration_tests::*;
+
+#[actix::test]
+async fn a_service_slower_than_the_pong_timeout_keeps_its_peer() {
+    init_logs();
+    let chans = [(1, ChannelConfig::new(1), Mode::PerMessage)];
+    let a = start_node(test_config(), &chans).await;
+    // Each delivery at B takes 4 pong timeouts.
+    let slow = fast_limits().pong_timeout * 4;
+    let b = start_node_with(test_config(), &chans, |r| r.with_delay(slow)).await;
+    let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
+    for seq in 0..3 {
+        to_b.send(1, &TestMsg { seq, body: vec![] }).await.unwrap();
+    }
+    assert!(b.log.wait_for(slow * 5, |l| l.msgs.len() == 3).await);
+    // Several ping intervals later, still connected on both sides.
+    tokio::time::sleep(fast_limits().ping_interval * 3).await;
+    assert!(!to_b.is_closed());
+    assert_eq!(a.log.lock().events, vec![Event::Up(b.id)]);
+    assert_eq!(b.log.lock().events, vec![Event::Up(a.id)]);
+    a.switch.send(Shutdown).await.unwrap();
+    b.switch.send(Shutdown).await.unwrap();
+}
+
+#[actix::test]
+async fn a_stopped_service_bounds_memory_and_the_sender_sees_full() {
+    init_logs();
+    let mut config = test_config();
+    // The receiver will not read for a while: keep the keepalive out of this test.
+    config.limits.ping_interval = Duration::from_secs(60);
+    config.limits.pong_timeout = Duration::from_secs(30);
+    config.limits.idle_timeout = Duration::from_secs(120);
+    let chans = [(
+        1,
+        ChannelConfig::new(1).send_queue(64, 64 << 10),
+        Mode::PerMessage,
+    )];
+    let a = start_node(config.clone(), &chans).await;
+    let b = start_node_with(config, &chans, |r| r.with_mailbox(4)).await;
+    b.gate.send(false).unwrap();
+    let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
+
+    let body = vec![0x5a; 1024];
+    let mut accepted = 0u64;
+    let mut full = false;
+    // Without backpressure this loop would queue everything; with it, `Full` comes
+    // once the queue, both socket buffers and the service's mailbox are full.
+    for _round in 0..200_000 {
+        match to_b.try_send(
+            1,
+            &TestMsg {
+                seq: accepted,
+                body: body.clone(),
+            },
+        ) {
+            Ok(()) => accepted += 1,
+            Err(SendError::Full(1)) => {
+                // Give the writer a moment: the queue may drain into the socket.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if to_b
+                    .try_send(
+                        1,
+                        &TestMsg {
+                            seq: accepted,
+                            body: body.clone(),
+                        },
+                    )
+                    .is_err()
+                {
+                    full = true;
+                    break;
+                }
+                accepted += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+        if accepted.is_multiple_of(64) {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(full, "the sender must see Full (accepted {accepted})");
+    // Queue (64 KiB) + kernel socket buffers + reader and mailbox: a few MiB at most.
+    eprintln!("accepted before Full: {accepted} messages of 1 KiB");
+    assert!(
+        accepted < 50_000,
+        "memory is bounded ({accepted} KiB accepted of 200 000 tried)"
+    );
+    assert!(
+        b.log.lock().msgs.len() <= 8,
+        "the stopped service got at most its mailbox"
+    );
+
+    // Open the gate: everything accepted arrives, in order, exactly once.
+    b.gate.send(true).unwrap();
+    assert!(
+        b.log
+            .wait_for(Duration::from_secs(20), |l| l.msgs.len() as u64 == accepted)
+            .await
+    );
+    assert!(b
+        .log
+        .lock()
+        .msgs
+        .iter()
+        .enumerate()
+        .all(|(i, m)| m.2.seq == i as u64));
+    a.switch.send(Shutdown).await.unwrap();
+    b.switch.send(Shutdown).await.unwrap();
+}

@@ -1,0 +1,231 @@
+//! Connection lifecycle: duplicate tie-break, limits, persistent peers, shutdown.
+
+use std::time::Duration;
+
+use switchyard::{
+    ChannelConfig, Dial, DialError, Direction, DisconnectReason, GetPeers, NodeKey, Shutdown,
+};
+use switchyard_integration_tests::*;
+
+fn chans() -> Vec<(u8, ChannelConfig, Mode)> {
+    vec![(1, ChannelConfig::new(1), Mode::PerMessage)]
+}
+
+#[actix::test]
+async fn simultaneous_dials_keep_the_connection_dialed_by_the_lower_id() {
+    init_logs();
+    for _round in 0..3 {
+        let a = start_node(test_config(), &chans()).await;
+        let b = start_node(test_config(), &chans()).await;
+        let (ra, rb) = tokio::join!(
+            a.switch.send(Dial(b.peer_addr())),
+            b.switch.send(Dial(a.peer_addr()))
+        );
+        let _ = (ra.unwrap(), rb.unwrap());
+        // Let both sides settle, then check they agree.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pa = a.switch.send(GetPeers).await.unwrap();
+        let pb = b.switch.send(GetPeers).await.unwrap();
+        assert_eq!((pa.len(), pb.len()), (1, 1), "one connection survives");
+        let (low, high, low_peers, high_peers) = if a.id < b.id {
+            (&a, &b, &pa, &pb)
+        } else {
+            (&b, &a, &pb, &pa)
+        };
+        assert_eq!(low_peers[0].id(), high.id);
+        assert_eq!(high_peers[0].id(), low.id);
+        assert_eq!(
+            low_peers[0].direction(),
+            Direction::Outbound,
+            "the lower id dialed the survivor"
+        );
+        assert_eq!(high_peers[0].direction(), Direction::Inbound);
+        assert_eq!(low_peers[0].remote_addr().port(), high.addr.port());
+        // Services see a consistent story: the last event for the peer is Up.
+        for n in [&a, &b] {
+            let events = n.log.lock().events.clone();
+            assert!(matches!(events.last(), Some(Event::Up(_))), "{events:?}");
+            let ups = events.iter().filter(|e| matches!(e, Event::Up(_))).count();
+            let downs = events
+                .iter()
+                .filter(|e| matches!(e, Event::Down(..)))
+                .count();
+            assert_eq!(ups, downs + 1, "{events:?}");
+        }
+        a.switch.send(Shutdown).await.unwrap();
+        b.switch.send(Shutdown).await.unwrap();
+    }
+}
+
+#[actix::test]
+async fn max_inbound_and_max_outbound_refuse_with_their_reasons() {
+    init_logs();
+    let mut cfg = test_config();
+    cfg.limits.max_inbound = 1;
+    let hub = start_node(cfg, &chans()).await;
+    let x = start_node(test_config(), &chans()).await;
+    let y = start_node(test_config(), &chans()).await;
+    x.switch.send(Dial(hub.peer_addr())).await.unwrap().unwrap();
+    let refused = y.switch.send(Dial(hub.peer_addr())).await.unwrap();
+    assert_eq!(
+        refused.unwrap_err(),
+        DialError::Closed(DisconnectReason::ByRemote(Box::new(
+            DisconnectReason::MaxInbound
+        )))
+    );
+
+    let mut cfg = test_config();
+    cfg.limits.max_outbound = 1;
+    let dialer = start_node(cfg, &chans()).await;
+    dialer
+        .switch
+        .send(Dial(x.peer_addr()))
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = dialer.switch.send(Dial(y.peer_addr())).await.unwrap();
+    assert_eq!(
+        refused.unwrap_err(),
+        DialError::Closed(DisconnectReason::MaxOutbound)
+    );
+    for n in [hub, x, y, dialer] {
+        n.switch.send(Shutdown).await.unwrap();
+    }
+}
+
+#[actix::test]
+async fn a_persistent_peer_is_redialed_after_its_node_restarts() {
+    init_logs();
+    let key = NodeKey::generate();
+    let b = start_node_keyed(test_config(), key.clone()).await;
+    let b_addr = b.addr;
+    let mut cfg = test_config();
+    cfg.persistent_peers = vec![b.peer_addr()];
+    let a = start_node(cfg, &chans()).await;
+    assert!(
+        a.log
+            .wait_for(Duration::from_secs(5), |l| l.events
+                == vec![Event::Up(b.id)])
+            .await
+    );
+
+    // B goes away gracefully; A sees why.
+    b.switch.send(Shutdown).await.unwrap();
+    assert!(
+        a.log
+            .wait_for(Duration::from_secs(5), |l| l.events.len() == 2)
+            .await
+    );
+    assert_eq!(
+        a.log.lock().events[1],
+        Event::Down(
+            b.id,
+            DisconnectReason::ByRemote(Box::new(DisconnectReason::Shutdown))
+        )
+    );
+    // Let a redial or two fail against the closed port, then bring B back on it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut cfg = test_config();
+    cfg.listen = Some(b_addr);
+    let b2 = start_node_keyed(cfg, key).await;
+    assert!(
+        a.log
+            .wait_for(Duration::from_secs(10), |l| l.events.len() == 3)
+            .await,
+        "A reconnects: {:?}",
+        a.log.lock().events
+    );
+    assert_eq!(a.log.lock().events[2], Event::Up(b2.id));
+    a.switch.send(Shutdown).await.unwrap();
+    b2.switch.send(Shutdown).await.unwrap();
+}
+
+async fn start_node_keyed(config: switchyard::NodeConfig, key: NodeKey) -> Node {
+    use actix::prelude::*;
+    use switchyard::{GetInfo, Service, Switch};
+    let log = Shared::default();
+    let (recorder, gate) = Recorder::new(log.clone());
+    let recorder = recorder.start();
+    let service = Service::new(SERVICE, 1, &recorder).channel::<TestMsg, _>(
+        1,
+        ChannelConfig::new(1),
+        &recorder,
+    );
+    let switch = Switch::builder(config)
+        .key(key)
+        .service(service)
+        .start()
+        .expect("start");
+    let info = switch.send(GetInfo).await.unwrap();
+    Node {
+        switch,
+        id: info.id,
+        addr: info.listen_addr.unwrap(),
+        log,
+        gate,
+    }
+}
+
+#[actix::test]
+async fn graceful_shutdown_delivers_everything_queued() {
+    init_logs();
+    let chans = [(
+        1,
+        ChannelConfig::new(1).send_queue(20_000, 64 << 20),
+        Mode::Batched,
+    )];
+    let a = start_node(test_config(), &chans).await;
+    let b = start_node(test_config(), &chans).await;
+    let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
+    const N: u64 = 10_000;
+    for seq in 0..N {
+        to_b.try_send(
+            1,
+            &TestMsg {
+                seq,
+                body: vec![9; 512],
+            },
+        )
+        .unwrap();
+    }
+    // Shut A down at once: the queue must still be written before the goodbye.
+    a.switch.send(Shutdown).await.unwrap();
+    assert!(
+        b.log
+            .wait_for(Duration::from_secs(10), |l| l.events.len() == 2)
+            .await
+    );
+    {
+        let log = b.log.lock();
+        assert_eq!(log.msgs.len() as u64, N, "everything queued was delivered");
+        assert!(log
+            .msgs
+            .iter()
+            .enumerate()
+            .all(|(i, m)| m.2.seq == i as u64));
+        assert_eq!(
+            log.events[1],
+            Event::Down(
+                a.id,
+                DisconnectReason::ByRemote(Box::new(DisconnectReason::Shutdown))
+            )
+        );
+    }
+    assert_eq!(
+        a.log.lock().events,
+        vec![
+            Event::Up(b.id),
+            Event::Down(b.id, DisconnectReason::Shutdown)
+        ]
+    );
+    assert!(to_b
+        .try_send(
+            1,
+            &TestMsg {
+                seq: 0,
+                body: vec![]
+            }
+        )
+        .is_err());
+    b.switch.send(Shutdown).await.unwrap();
+}

@@ -1,0 +1,246 @@
+//! Raw misbehaving peers over plain TCP. Each is closed with its own reason (which
+//! the node tells it in a `Goodbye`), while an honest peer connected to the same node
+//! keeps exchanging messages throughout.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard::proto::codec::{CodecError, Packet};
+use switchyard::proto::control::Control;
+use switchyard::proto::handshake::HandshakeError;
+use switchyard::{ChannelConfig, Dial, DisconnectReason, Shutdown};
+use switchyard_integration_tests::*;
+
+const NET: &str = "switchyard-local";
+const WAIT: Duration = Duration::from_secs(5);
+
+fn handshake_error(c: &Closed) -> Option<&HandshakeError> {
+    match c {
+        Closed::Goodbye(DisconnectReason::Handshake(e)) => Some(e),
+        _ => None,
+    }
+}
+
+#[actix::test]
+async fn misbehaving_peers_are_closed_with_their_reason_and_honest_peers_keep_going() {
+    init_logs();
+    let chans = [(1, ChannelConfig::new(1), Mode::PerMessage)];
+    let node = start_node(test_config(), &chans).await;
+    let honest = start_node(test_config(), &chans).await;
+    let to_node = honest
+        .switch
+        .send(Dial(node.peer_addr()))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The honest peer sends a message every 5 ms for the whole test.
+    let running = Arc::new(AtomicBool::new(true));
+    let flag = running.clone();
+    let sender = actix::spawn(async move {
+        let mut seq = 0;
+        while flag.load(Ordering::Relaxed) {
+            to_node
+                .send(
+                    1,
+                    &TestMsg {
+                        seq,
+                        body: vec![1, 2, 3],
+                    },
+                )
+                .await
+                .unwrap();
+            seq += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        seq
+    });
+    let honest_count = || {
+        node.log
+            .lock()
+            .msgs
+            .iter()
+            .filter(|m| m.1 == honest.id)
+            .count()
+    };
+
+    // Garbage bytes: not a packet type.
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(
+        raw.closed(WAIT, false).await,
+        Closed::Goodbye(DisconnectReason::Codec(CodecError::UnknownType(b'G')))
+    );
+
+    // An oversized length prefix, before any payload.
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.write(&[0x03, 0x00, 0x01, 0xff, 0xff, 0xff, 0xff]).await;
+    let closed = raw.closed(WAIT, false).await;
+    assert!(
+        matches!(
+            closed,
+            Closed::Goodbye(DisconnectReason::Codec(CodecError::Oversized {
+                len: 0xffff_ffff,
+                ..
+            }))
+        ),
+        "{closed:?}"
+    );
+
+    // Verack first.
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.send_control(&Control::Verack).await;
+    let closed = raw.closed(WAIT, false).await;
+    assert_eq!(
+        handshake_error(&closed),
+        Some(&HandshakeError::VerackBeforeVersion),
+        "{closed:?}"
+    );
+
+    // A message before the handshake.
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.send_msg(
+        1,
+        encode(&TestMsg {
+            seq: 0,
+            body: vec![],
+        }),
+    )
+    .await;
+    let closed = raw.closed(WAIT, false).await;
+    assert!(
+        matches!(
+            handshake_error(&closed),
+            Some(HandshakeError::UnexpectedPacket(_))
+        ),
+        "{closed:?}"
+    );
+
+    // Wrong network.
+    let mut raw = RawPeer::connect(node.addr).await;
+    let v = raw.version("some-other-net");
+    raw.send_control(&Control::Version(v)).await;
+    let closed = raw.closed(WAIT, false).await;
+    assert!(
+        matches!(
+            handshake_error(&closed),
+            Some(HandshakeError::NetworkMismatch { .. })
+        ),
+        "{closed:?}"
+    );
+
+    // Silence: the handshake times out.
+    let mut raw = RawPeer::connect(node.addr).await;
+    let closed = raw.closed(fast_limits().handshake_timeout * 3, false).await;
+    assert_eq!(
+        handshake_error(&closed),
+        Some(&HandshakeError::Timeout),
+        "{closed:?}"
+    );
+
+    // A second Version after the handshake.
+    let mut raw = RawPeer::connect(node.addr).await;
+    let v = raw.handshake(NET).await;
+    assert_eq!(v.node_id, node.id);
+    raw.send_control(&Control::Version(raw.version(NET))).await;
+    let closed = raw.closed(WAIT, true).await;
+    assert_eq!(
+        handshake_error(&closed),
+        Some(&HandshakeError::DuplicateVersion),
+        "{closed:?}"
+    );
+
+    // A channel this node does not have.
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.handshake(NET).await;
+    raw.send_msg(0x77, vec![1u8, 2, 3]).await;
+    assert_eq!(
+        raw.closed(WAIT, true).await,
+        Closed::Goodbye(DisconnectReason::UnknownChannel(0x77))
+    );
+
+    // An undecodable message on a real channel.
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.handshake(NET).await;
+    raw.send_msg(1, vec![0xc1u8, 0xff, 0x00]).await;
+    let closed = raw.closed(WAIT, true).await;
+    assert!(
+        matches!(
+            closed,
+            Closed::Goodbye(DisconnectReason::Undecodable { channel: 1, .. })
+        ),
+        "{closed:?}"
+    );
+
+    // A message over the channel's size limit (announced by chunks).
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.handshake(NET).await;
+    let chunk = vec![0u8; 60 * 1024];
+    for _ in 0..80 {
+        raw.send(Packet::Msg(switchyard::proto::codec::Msg {
+            channel: 1,
+            eof: false,
+            kind: switchyard::proto::codec::MsgKind::Plain,
+            payload: chunk.clone().into(),
+        }))
+        .await;
+    }
+    let closed = raw.closed(WAIT, true).await;
+    assert!(
+        matches!(
+            closed,
+            Closed::Goodbye(DisconnectReason::MessageTooLarge { channel: 1, .. })
+        ),
+        "{closed:?}"
+    );
+
+    // Silence after the handshake: no pongs.
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.handshake(NET).await;
+    let closed = raw.closed(fast_limits().idle_timeout * 2, false).await;
+    assert!(
+        matches!(
+            closed,
+            Closed::Goodbye(DisconnectReason::PongTimeout | DisconnectReason::IdleTimeout)
+        ),
+        "{closed:?}"
+    );
+
+    // Throughout, the honest peer stayed up and its messages kept arriving.
+    let before = honest_count();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(honest_count() > before, "honest messages still arrive");
+    running.store(false, Ordering::Relaxed);
+    let sent = sender.await.unwrap();
+    assert!(
+        node.log
+            .wait_for(WAIT, |l| l.msgs.iter().filter(|m| m.1 == honest.id).count()
+                as u64
+                == sent)
+            .await
+    );
+    let seqs: Vec<u64> = node
+        .log
+        .lock()
+        .msgs
+        .iter()
+        .filter(|m| m.1 == honest.id)
+        .map(|m| m.2.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..sent).collect::<Vec<_>>(),
+        "honest messages complete and in order"
+    );
+    let downs = node
+        .log
+        .lock()
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Down(id, _) if *id == honest.id))
+        .count();
+    assert_eq!(downs, 0, "the honest peer was never closed");
+    honest.switch.send(Shutdown).await.unwrap();
+    node.switch.send(Shutdown).await.unwrap();
+}
