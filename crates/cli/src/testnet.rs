@@ -90,10 +90,11 @@ impl Handler<PeerUp> for GossipService {
         let mut t = self.tally.lock().unwrap_or_else(|e| e.into_inner());
         if t.links.insert(link) {
             println!(
-                "connected: node{} <-> node{} ({} -> {})",
+                "connected: node{} <-> node{} ({:?} connection from node{} to {})",
                 link.0,
                 link.1,
-                self.name_of(&up.0.id()),
+                up.0.direction(),
+                self.index,
                 up.0.remote_addr()
             );
         }

@@ -294,3 +294,250 @@ impl Scheduler {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cfg(priority: u16) -> ChannelConfig {
+        ChannelConfig {
+            priority,
+            max_message_size: 1 << 24,
+            send_queue_messages: 1 << 20,
+            send_queue_bytes: 1 << 30,
+            recv_capacity: 1,
+        }
+    }
+
+    fn bytes(n: usize) -> Bytes {
+        Bytes::from(vec![0xab; n])
+    }
+
+    #[test]
+    fn budgets_in_messages_and_bytes() {
+        let mut s = Scheduler::new(100);
+        s.add_channel(1, &cfg(1).send_queue(2, 50).max_message_size(1000));
+        assert_eq!(
+            s.push(9, MsgKind::Plain, bytes(1)),
+            Err(PushError::UnknownChannel(9))
+        );
+        assert_eq!(
+            s.push(1, MsgKind::Plain, bytes(1001)),
+            Err(PushError::TooLarge {
+                size: 1001,
+                max: 1000
+            })
+        );
+        // A message above the byte budget still enters an empty queue.
+        s.push(1, MsgKind::Plain, bytes(80)).unwrap();
+        assert_eq!(s.push(1, MsgKind::Plain, bytes(1)), Err(PushError::Full));
+        let c = s.poll_chunk().unwrap();
+        assert_eq!((c.payload.len(), c.eof), (80, true));
+        s.push(1, MsgKind::Plain, bytes(30)).unwrap();
+        s.push(1, MsgKind::Plain, bytes(20)).unwrap();
+        assert_eq!(s.check(1, 1), Err(PushError::Full), "message budget");
+        assert_eq!(s.queued_bytes(), 50);
+        let st = s.stats(1).unwrap();
+        assert_eq!(
+            (
+                st.queued_messages,
+                st.queued_bytes,
+                st.sent_messages,
+                st.sent_bytes
+            ),
+            (2, 50, 1, 80)
+        );
+    }
+
+    #[test]
+    fn chunks_carry_kind_and_eof_only_on_the_last() {
+        let mut s = Scheduler::new(10);
+        s.add_channel(4, &cfg(1));
+        s.push(
+            4,
+            MsgKind::Request(7),
+            Bytes::from((0u8..25).collect::<Vec<_>>()),
+        )
+        .unwrap();
+        s.push(4, MsgKind::Plain, Bytes::new()).unwrap();
+        let chunks: Vec<Chunk> = std::iter::from_fn(|| s.poll_chunk()).collect();
+        let shape: Vec<(usize, bool, MsgKind)> = chunks
+            .iter()
+            .map(|c| (c.payload.len(), c.eof, c.kind))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (10, false, MsgKind::Request(7)),
+                (10, false, MsgKind::Request(7)),
+                (5, true, MsgKind::Request(7)),
+                (0, true, MsgKind::Plain),
+            ]
+        );
+        assert_eq!(chunks[1].payload[0], 10, "chunks are consecutive slices");
+        assert!(s.is_empty());
+        let mut wire = BytesMut::new();
+        chunks[2].encode(&mut wire);
+        assert_eq!(wire.len(), chunks[2].encoded_len());
+        assert_eq!(&wire[..11], &[3, 4, 0x03, 0, 0, 0, 7, 0, 0, 0, 5]);
+    }
+
+    #[test]
+    fn a_rejoining_channel_waits_at_most_one_chunk() {
+        let mut s = Scheduler::new(10);
+        s.add_channel(1, &cfg(1));
+        s.add_channel(2, &cfg(1));
+        s.push(2, MsgKind::Plain, bytes(10)).unwrap();
+        let _ = s.poll_chunk();
+        // Channel 2 has history; channel 1 is a bulk backlog.
+        s.push(1, MsgKind::Plain, bytes(10_000)).unwrap();
+        for _ in 0..50 {
+            let _ = s.poll_chunk();
+        }
+        s.push(2, MsgKind::Plain, bytes(3)).unwrap();
+        // It rejoins at the bulk channel's virtual time: no burst credit, no penalty
+        // for its history, so it ties and goes within one chunk.
+        let next: Vec<u8> = (0..2).map(|_| s.poll_chunk().unwrap().channel).collect();
+        assert!(next.contains(&2), "{next:?}");
+    }
+
+    /// Polls `n` chunks while keeping every channel backlogged.
+    fn run_backlogged(s: &mut Scheduler, ids: &[u8], sizes: &[usize], n: usize) -> Vec<u64> {
+        let mut sent = vec![0u64; ids.len()];
+        for (k, &id) in ids.iter().enumerate() {
+            for _ in 0..2 {
+                s.push(id, MsgKind::Plain, bytes(sizes[k])).unwrap();
+            }
+        }
+        for _ in 0..n {
+            let c = s.poll_chunk().unwrap();
+            let k = ids.iter().position(|&id| id == c.channel).unwrap();
+            sent[k] += c.payload.len() as u64;
+            if s.stats(c.channel).unwrap().queued_messages < 2 {
+                s.push(c.channel, MsgKind::Plain, bytes(sizes[k])).unwrap();
+            }
+        }
+        sent
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// With every channel backlogged, each gets its priority's share of bytes.
+        #[test]
+        fn shares_follow_priorities(
+            prios in proptest::collection::vec(1u16..=20, 2..=6),
+            sizes in proptest::collection::vec(1usize..3000, 6),
+            chunk in 64usize..1024,
+        ) {
+            let mut s = Scheduler::new(chunk);
+            let ids: Vec<u8> = (0..prios.len() as u8).map(|i| i * 7 + 1).collect();
+            for (id, p) in ids.iter().zip(&prios) {
+                s.add_channel(*id, &cfg(*p));
+            }
+            let sent = run_backlogged(&mut s, &ids, &sizes, 20_000);
+            let total: u64 = sent.iter().sum();
+            let psum: u64 = prios.iter().map(|&p| u64::from(p)).sum();
+            for (k, &p) in prios.iter().enumerate() {
+                let share = sent[k] as f64 / total as f64;
+                let expected = f64::from(p) / psum as f64;
+                prop_assert!((share - expected).abs() <= 0.05 * expected,
+                    "channel {k} priority {p}: share {share:.4}, expected {expected:.4}");
+            }
+        }
+
+        /// An urgent message queued behind megabytes of bulk data waits for at most
+        /// one chunk per other busy channel, whatever the urgent channel's history.
+        #[test]
+        fn head_of_line_is_bounded(
+            bulk_prios in proptest::collection::vec(1u16..=5, 1..=3),
+            urgent_prio in 1u16..=100,
+            history in 0usize..50,
+            before in 0usize..500,
+        ) {
+            let chunk = 16 * 1024;
+            let mut s = Scheduler::new(chunk);
+            let urgent = 200u8;
+            s.add_channel(urgent, &cfg(urgent_prio));
+            for (i, p) in bulk_prios.iter().enumerate() {
+                s.add_channel(i as u8 + 1, &cfg(*p));
+                for _ in 0..32 {
+                    s.push(i as u8 + 1, MsgKind::Plain, bytes(64 * 1024)).unwrap();
+                }
+            }
+            // The urgent channel's history: some traffic, fully drained.
+            for _ in 0..history {
+                s.push(urgent, MsgKind::Plain, bytes(chunk)).unwrap();
+            }
+            while s.stats(urgent).unwrap().queued_messages > 0 {
+                let _ = s.poll_chunk();
+            }
+            for _ in 0..before {
+                let _ = s.poll_chunk();
+            }
+            let busy = (1..=bulk_prios.len() as u8).filter(|&c| s.stats(c).unwrap().queued_messages > 0).count();
+            s.push(urgent, MsgKind::Plain, bytes(100)).unwrap();
+            let mut bytes_before = 0;
+            loop {
+                let c = s.poll_chunk().unwrap();
+                if c.channel == urgent {
+                    break;
+                }
+                bytes_before += c.payload.len();
+            }
+            prop_assert!(bytes_before <= busy * chunk, "{bytes_before} bytes before the urgent message, {busy} busy channels");
+        }
+
+        /// Any sequence of pushes and polls keeps the budgets, never panics, and each
+        /// channel's chunks rebuild exactly the messages pushed, in order.
+        #[test]
+        fn streams_rebuild_exactly(ops in proptest::collection::vec((0u8..4, 0usize..700, any::<bool>()), 1..300), chunk in 1usize..256) {
+            let mut s = Scheduler::new(chunk);
+            for id in 0..3u8 {
+                s.add_channel(id, &cfg(u16::from(id) + 1).send_queue(8, 2000).max_message_size(600));
+            }
+            let mut pushed: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
+            let mut got: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
+            let mut partial: Vec<Vec<u8>> = vec![Vec::new(); 4];
+            let mut counter = 0u8;
+            let take = |s: &mut Scheduler, got: &mut Vec<Vec<Vec<u8>>>, partial: &mut Vec<Vec<u8>>| {
+                if let Some(c) = s.poll_chunk() {
+                    assert!(c.payload.len() <= chunk);
+                    let p = &mut partial[usize::from(c.channel)];
+                    p.extend_from_slice(&c.payload);
+                    if c.eof {
+                        got[usize::from(c.channel)].push(std::mem::take(p));
+                    }
+                }
+            };
+            for (ch, len, poll) in ops {
+                if poll {
+                    take(&mut s, &mut got, &mut partial);
+                } else {
+                    counter = counter.wrapping_add(1);
+                    let msg = vec![counter; len];
+                    let before = s.stats(ch).map(|st| (st.queued_messages, st.queued_bytes));
+                    match s.push(ch, MsgKind::Plain, Bytes::from(msg.clone())) {
+                        Ok(()) => pushed[usize::from(ch)].push(msg),
+                        Err(PushError::Full) => {
+                            let (m, b) = before.unwrap();
+                            prop_assert!(m >= 8 || b + len > 2000);
+                        }
+                        Err(PushError::TooLarge { .. }) => prop_assert!(len > 600),
+                        Err(PushError::UnknownChannel(c)) => prop_assert_eq!(c, 3),
+                    }
+                    for id in 0..3u8 {
+                        let st = s.stats(id).unwrap();
+                        prop_assert!(st.queued_messages <= 8);
+                        prop_assert!(st.queued_messages <= 1 || st.queued_bytes <= 2000);
+                    }
+                }
+            }
+            while !s.is_empty() {
+                take(&mut s, &mut got, &mut partial);
+            }
+            prop_assert_eq!(got, pushed);
+        }
+    }
+}
