@@ -112,3 +112,36 @@ async fn a_stopped_service_bounds_memory_and_the_sender_sees_full() {
     a.switch.send(Shutdown).await.unwrap();
     b.switch.send(Shutdown).await.unwrap();
 }
+
+#[actix::test]
+async fn shutdown_completes_even_when_a_service_never_consumes() {
+    init_logs();
+    let mut config = test_config();
+    config.limits.ping_interval = Duration::from_secs(60);
+    config.limits.pong_timeout = Duration::from_secs(30);
+    config.limits.idle_timeout = Duration::from_secs(120);
+    config.limits.linger = Duration::from_millis(500);
+    let chans = [(1, ChannelConfig::new(1), Mode::PerMessage)];
+    let a = start_node(config.clone(), &chans).await;
+    let b = start_node_with(config, &chans, |r| r.with_mailbox(2)).await;
+    b.gate.send(false).unwrap();
+    let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
+    for seq in 0..64 {
+        let _ = to_b.try_send(
+            1,
+            &TestMsg {
+                seq,
+                body: vec![0; 64],
+            },
+        );
+    }
+    assert!(
+        b.log
+            .wait_for(Duration::from_secs(5), |l| !l.msgs.is_empty())
+            .await
+    );
+    // B's peer is blocked delivering to its stuck service; shutting B down must not hang.
+    let done = tokio::time::timeout(Duration::from_secs(20), b.switch.send(Shutdown)).await;
+    assert!(done.is_ok(), "shutdown finished");
+    a.switch.send(Shutdown).await.unwrap();
+}

@@ -600,6 +600,20 @@ impl Handler<Shutdown> for Switch {
                     flush: true,
                 });
             }
+            // A peer stuck delivering to a service that never consumes cannot close
+            // itself; do not let it hold the node forever.
+            let limit = self.config.limits.linger * 2 + Duration::from_secs(1);
+            ctx.run_later(limit, |act, _| {
+                if !act.peers.is_empty() {
+                    log::warn!(
+                        "{} peers did not close within the shutdown limit; stopping anyway",
+                        act.peers.len()
+                    );
+                }
+                for w in act.shutdown_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            });
         }
         let (tx, rx) = oneshot::channel();
         self.shutdown_waiters.push(tx);
