@@ -4,7 +4,8 @@
 //! * `switchyard node --home DIR [--config FILE] [--listen ADDR] [--peers ID@ADDR,...]`:
 //!   run a node until Ctrl-C;
 //! * `switchyard testnet --nodes N`: a local testnet in one process (`make run`);
-//! * `switchyard status ID@ADDR`: connect as a peer and print what the node tells.
+//! * `switchyard status ID@ADDR`: connect as a peer and print what the node tells;
+//! * `switchyard bench [--quick] [--json FILE]`: Switchyard beside a raw-TCP baseline.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use switchyard::PeerAddr;
 
+mod bench;
 mod config_file;
 mod node;
 mod status;
@@ -88,6 +90,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure throughput, latency, broadcast, memory and connection setup against a
+    /// raw-TCP baseline in the same run, and print the ratios.
+    Bench {
+        /// All scenarios in under a minute (smaller counts).
+        #[arg(long)]
+        quick: bool,
+        /// Tiny counts, for the test suite.
+        #[arg(long, hide = true)]
+        smoke: bool,
+        /// Write every figure, with the machine's facts, to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Light clients for the memory scenario of `bench` (internal).
+    #[command(hide = true)]
+    BenchClients {
+        /// Where to connect.
+        addr: String,
+        /// How many connections.
+        #[arg(long)]
+        count: u64,
+        /// Complete the handshake on each.
+        #[arg(long)]
+        handshake: bool,
+    },
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
@@ -149,6 +176,21 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Command::Bench { quick, smoke, json } => {
+            let opts = bench::BenchOptions { quick, smoke, json };
+            match actix::System::new().block_on(bench::run(opts)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::BenchClients {
+            addr,
+            count,
+            handshake,
+        } => match bench::clients(&addr, count, handshake) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
         Command::Status {
             addr,
             network,

@@ -28,8 +28,21 @@ pub struct Status {
     pub ping: Option<Duration>,
 }
 
-/// Connects to `addr` on `network` and runs the handshake as a light client.
-pub async fn query(addr: &PeerAddr, network: &str, timeout: Duration) -> Result<Status, String> {
+/// An open connection after a completed handshake.
+pub struct Session {
+    rd: FramedRead<tokio::net::tcp::OwnedReadHalf, PacketCodec>,
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    version: Version,
+    elapsed: Duration,
+}
+
+/// Connects to `addr` on `network` and completes the handshake as a light client
+/// (no services); the connection stays open while the result is held.
+pub async fn connect_light(
+    addr: &PeerAddr,
+    network: &str,
+    timeout: Duration,
+) -> Result<Session, String> {
     let t0 = Instant::now();
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr.host_port()))
         .await
@@ -96,11 +109,27 @@ pub async fn query(addr: &PeerAddr, network: &str, timeout: Duration) -> Result<
         hs.handle_packet(Instant::now(), &packet)
             .map_err(|e| format!("handshake: {e}"))?;
     }
-    let handshake = t0.elapsed();
     let version = hs
         .remote()
         .cloned()
         .ok_or("handshake finished without a version")?;
+    Ok(Session {
+        rd,
+        wr,
+        version,
+        elapsed: t0.elapsed(),
+    })
+}
+
+/// Connects to `addr` on `network`, runs the handshake as a light client, and times
+/// one ping.
+pub async fn query(addr: &PeerAddr, network: &str, timeout: Duration) -> Result<Status, String> {
+    let Session {
+        mut rd,
+        mut wr,
+        version,
+        elapsed: handshake,
+    } = connect_light(addr, network, timeout).await?;
     // One ping for the round-trip time.
     let t1 = Instant::now();
     wr.write_all(&[switchyard::proto::codec::TYPE_PING])

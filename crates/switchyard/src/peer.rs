@@ -170,7 +170,9 @@ impl Peer {
         match &reason {
             DisconnectReason::Shutdown
             | DisconnectReason::Application(_)
-            | DisconnectReason::ByRemote(_) => {
+            | DisconnectReason::ByRemote(_)
+            | DisconnectReason::ConnectionClosed
+            | DisconnectReason::DuplicateConnection => {
                 log::info!("peer {} closed: {reason}", self.label());
             }
             _ => log::warn!("peer {} closed: {reason}", self.label()),

@@ -1,0 +1,530 @@
+//! The Switchyard side of each scenario: real nodes on loopback, counted at the
+//! receiving service actor.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use switchyard::{
+    ChannelConfig, Dial, DisconnectReason, GetInfo, GetPeers, NodeConfig, PeerAddr, PeerDown,
+    PeerHandle, PeerUp, Received, ReceivedBatch, Service, Shutdown, Switch,
+};
+use tokio::sync::{mpsc, Notify};
+
+use super::{baseline, pct_us, BenchOptions, Row};
+
+const DATA: u8 = 1;
+const BULK: u8 = 2;
+const URGENT: u8 = 3;
+
+/// A MessagePack message: a byte string.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Blob(#[serde(with = "serde_bytes")] pub(crate) Vec<u8>);
+
+/// Counts what arrives; echoes pings; keeps the handles it was given.
+pub(crate) struct Counter {
+    pub(crate) msgs: Arc<AtomicU64>,
+    pub(crate) target: Arc<AtomicU64>,
+    pub(crate) done: Arc<Notify>,
+    pub(crate) peers: Arc<Mutex<Vec<PeerHandle>>>,
+    /// Where pongs go (the driver of a latency run).
+    pub(crate) pongs: Option<mpsc::UnboundedSender<()>>,
+    pub(crate) echo: bool,
+}
+
+impl Counter {
+    fn count(&self, n: u64) {
+        let total = self.msgs.fetch_add(n, Ordering::Relaxed) + n;
+        if total >= self.target.load(Ordering::Relaxed) {
+            self.done.notify_one();
+        }
+    }
+}
+
+impl Actor for Counter {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(256);
+    }
+}
+
+impl Handler<Received<Blob>> for Counter {
+    type Result = ();
+    fn handle(&mut self, m: Received<Blob>, _: &mut Self::Context) {
+        if m.channel == URGENT {
+            if self.echo {
+                let _ = m.peer.try_send(URGENT, &m.msg);
+            } else if let Some(p) = &self.pongs {
+                let _ = p.send(());
+            }
+            return;
+        }
+        self.count(1);
+    }
+}
+
+impl Handler<ReceivedBatch<Blob>> for Counter {
+    type Result = ();
+    fn handle(&mut self, m: ReceivedBatch<Blob>, _: &mut Self::Context) {
+        self.count(m.msgs.len() as u64);
+    }
+}
+
+impl Handler<Received<Bytes>> for Counter {
+    type Result = ();
+    fn handle(&mut self, _: Received<Bytes>, _: &mut Self::Context) {
+        self.count(1);
+    }
+}
+
+impl Handler<ReceivedBatch<Bytes>> for Counter {
+    type Result = ();
+    fn handle(&mut self, m: ReceivedBatch<Bytes>, _: &mut Self::Context) {
+        self.count(m.msgs.len() as u64);
+    }
+}
+
+impl Handler<PeerUp> for Counter {
+    type Result = ();
+    fn handle(&mut self, up: PeerUp, _: &mut Self::Context) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(up.0);
+    }
+}
+
+impl Handler<PeerDown> for Counter {
+    type Result = ();
+    fn handle(&mut self, down: PeerDown, _: &mut Self::Context) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| p != &down.peer);
+    }
+}
+
+/// How the data channel delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    PerMessage,
+    Batched,
+    Raw,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::PerMessage => "throughput msgpack per-message",
+            Mode::Batched => "throughput msgpack batched",
+            Mode::Raw => "throughput raw Bytes",
+        }
+    }
+}
+
+/// A running node with its counting service.
+pub(crate) struct BenchNode {
+    pub(crate) switch: Addr<Switch>,
+    pub(crate) addr: PeerAddr,
+    pub(crate) counter: Arc<AtomicU64>,
+    pub(crate) target: Arc<AtomicU64>,
+    pub(crate) done: Arc<Notify>,
+    arbiter: Arbiter,
+}
+
+impl BenchNode {
+    pub(crate) async fn stop(self) {
+        let _ = self.switch.send(Shutdown).await;
+        self.arbiter.stop();
+    }
+}
+
+pub(crate) fn data_channel() -> ChannelConfig {
+    ChannelConfig::new(1)
+        .send_queue(4096, 64 << 20)
+        .max_message_size(4 << 20)
+        .recv_capacity(1024)
+}
+
+/// Starts a node whose service runs on its own arbiter.
+pub(crate) async fn node(
+    mode: Mode,
+    config: NodeConfig,
+    pongs: Option<mpsc::UnboundedSender<()>>,
+    echo: bool,
+) -> Result<BenchNode, String> {
+    let msgs = Arc::new(AtomicU64::new(0));
+    let target = Arc::new(AtomicU64::new(u64::MAX));
+    let done = Arc::new(Notify::new());
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let arbiter = Arbiter::new();
+    let counter = {
+        let (msgs, target, done, peers) =
+            (msgs.clone(), target.clone(), done.clone(), peers.clone());
+        Counter::start_in_arbiter(&arbiter.handle(), move |_| Counter {
+            msgs,
+            target,
+            done,
+            peers,
+            pongs,
+            echo,
+        })
+    };
+    let mut service = Service::new("bench", 1, &counter);
+    service = match mode {
+        Mode::PerMessage => service.channel::<Blob, _>(DATA, data_channel(), &counter),
+        Mode::Batched => service.batched_channel::<Blob, _>(DATA, data_channel(), &counter),
+        Mode::Raw => service.raw_batched_channel(DATA, data_channel(), &counter),
+    };
+    service = service
+        .raw_batched_channel(BULK, data_channel(), &counter)
+        .channel::<Blob, _>(URGENT, ChannelConfig::new(100), &counter);
+    let switch = Switch::builder(config)
+        .service(service)
+        .start()
+        .map_err(|e| e.to_string())?;
+    let info = switch.send(GetInfo).await.map_err(|e| e.to_string())?;
+    let addr = PeerAddr::new(Some(info.id), info.listen_addr.ok_or("not listening")?);
+    Ok(BenchNode {
+        switch,
+        addr,
+        counter: msgs,
+        target,
+        done,
+        arbiter,
+    })
+}
+
+pub(crate) fn bench_config() -> NodeConfig {
+    let mut c = NodeConfig {
+        arbiters: 1,
+        ..NodeConfig::local()
+    };
+    c.limits.max_inbound = 4096;
+    c.limits.max_outbound = 4096;
+    c
+}
+
+async fn pair(mode: Mode) -> Result<(BenchNode, BenchNode, PeerHandle), String> {
+    let a = node(mode, bench_config(), None, false).await?;
+    let b = node(mode, bench_config(), None, true).await?;
+    let to_b = a
+        .switch
+        .send(Dial(b.addr.clone()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok((a, b, to_b))
+}
+
+async fn wait_count(n: &BenchNode, count: u64, limit: Duration) -> Result<(), String> {
+    n.target.store(count, Ordering::Relaxed);
+    let deadline = Instant::now() + limit;
+    while n.counter.load(Ordering::Relaxed) < count {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "timed out: {} of {count} messages arrived",
+                n.counter.load(Ordering::Relaxed)
+            ));
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(20), n.done.notified()).await;
+    }
+    Ok(())
+}
+
+/// Seconds for `count` messages of `size` bytes on a fresh pair of nodes.
+async fn sy_throughput(mode: Mode, size: usize, count: u64) -> Result<f64, String> {
+    let (a, b, to_b) = pair(mode).await?;
+    let t0 = Instant::now();
+    let sender = actix::spawn(async move {
+        match mode {
+            Mode::Raw => {
+                let payload = Bytes::from(vec![0x5a; size]);
+                for _ in 0..count {
+                    if to_b.send_raw(DATA, payload.clone()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            _ => {
+                let blob = Blob(vec![0x5a; size]);
+                for _ in 0..count {
+                    if to_b.send(DATA, &blob).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let res = wait_count(&b, count, Duration::from_secs(120)).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let _ = sender.await;
+    a.stop().await;
+    b.stop().await;
+    res.map(|()| secs)
+}
+
+fn size_name(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
+/// One-way throughput rows for one message size.
+pub async fn throughput(opts: &BenchOptions, size: usize) -> Result<Vec<Row>, String> {
+    let full = match size {
+        64 => 2_000_000,
+        1024 => 500_000,
+        s if s <= 64 << 10 => 8192,
+        _ => 512,
+    };
+    let count = opts.scale(full);
+    let base_secs = baseline::throughput(size, count).await;
+    let mb = |secs: f64| (size as f64 * count as f64) / secs / 1e6;
+    let rate = |secs: f64| count as f64 / secs;
+    let mut rows = Vec::new();
+    for mode in [Mode::PerMessage, Mode::Batched, Mode::Raw] {
+        let secs = sy_throughput(mode, size, count).await?;
+        let note = "baseline: tokio + LengthDelimitedCodec, 64 frames per flush";
+        rows.push(Row::new(
+            mode.name(),
+            &size_name(size),
+            mb(base_secs),
+            mb(secs),
+            "MB/s",
+            note,
+        ));
+        rows.push(Row::new(
+            mode.name(),
+            &size_name(size),
+            rate(base_secs),
+            rate(secs),
+            "msgs/s",
+            note,
+        ));
+    }
+    Ok(rows)
+}
+
+async fn ping_loop(
+    to_b: &PeerHandle,
+    pongs: &mut mpsc::UnboundedReceiver<()>,
+    count: u64,
+) -> Result<Vec<Duration>, String> {
+    let blob = Blob(vec![1u8; 48]);
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let t0 = Instant::now();
+        to_b.send(URGENT, &blob).await.map_err(|e| e.to_string())?;
+        match tokio::time::timeout(Duration::from_secs(5), pongs.recv()).await {
+            Ok(Some(())) => out.push(t0.elapsed()),
+            _ => return Err("pong missing".into()),
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Idle round trips, and high-priority round trips under a 1 MiB bulk load.
+pub async fn latency(opts: &BenchOptions) -> Result<Vec<Row>, String> {
+    let count = opts.scale(20_000);
+    let mut base = baseline::rtt(count).await;
+    base.sort_unstable();
+    let (tx, mut pongs) = mpsc::unbounded_channel();
+    let a = node(Mode::Raw, bench_config(), Some(tx), false).await?;
+    let b = node(Mode::Raw, bench_config(), None, true).await?;
+    let to_b = a
+        .switch
+        .send(Dial(b.addr.clone()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let idle = ping_loop(&to_b, &mut pongs, count).await?;
+    // Saturate the connection with 1 MiB bulk messages on a low-priority channel.
+    let running = Arc::new(AtomicBool::new(true));
+    let bulk = {
+        let (to_b, running) = (to_b.clone(), running.clone());
+        actix::spawn(async move {
+            let mb = Bytes::from(vec![0u8; 1 << 20]);
+            while running.load(Ordering::Relaxed) {
+                if to_b.send_raw(BULK, mb.clone()).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let loaded_count = (count / 4).max(8);
+    let loaded = ping_loop(&to_b, &mut pongs, loaded_count).await;
+    running.store(false, Ordering::Relaxed);
+    let _ = bulk.await;
+    let bulk_msgs = b.counter.load(Ordering::Relaxed);
+    a.stop().await;
+    b.stop().await;
+    let loaded = loaded?;
+    let note = "baseline: tokio + LengthDelimitedCodec ping-pong";
+    let load_note = format!("baseline: switchyard idle; {bulk_msgs} MiB of bulk moved meanwhile");
+    Ok(vec![
+        Row::new(
+            "idle round trip p50",
+            "64 B",
+            pct_us(&base, 0.5),
+            pct_us(&idle, 0.5),
+            "us",
+            note,
+        ),
+        Row::new(
+            "idle round trip p99",
+            "64 B",
+            pct_us(&base, 0.99),
+            pct_us(&idle, 0.99),
+            "us",
+            note,
+        ),
+        Row::new(
+            "idle round trip p99.9",
+            "64 B",
+            pct_us(&base, 0.999),
+            pct_us(&idle, 0.999),
+            "us",
+            note,
+        ),
+        Row::new(
+            "high-priority round trip p50 under 1 MiB bulk",
+            "64 B",
+            pct_us(&idle, 0.5),
+            pct_us(&loaded, 0.5),
+            "us",
+            &load_note,
+        ),
+        Row::new(
+            "high-priority round trip p99 under 1 MiB bulk",
+            "64 B",
+            pct_us(&idle, 0.99),
+            pct_us(&loaded, 0.99),
+            "us",
+            &load_note,
+        ),
+    ])
+}
+
+/// One node to 16 peers, 1 KiB messages, encoded once.
+pub async fn broadcast(opts: &BenchOptions) -> Result<Vec<Row>, String> {
+    const PEERS: usize = 16;
+    const SIZE: usize = 1024;
+    let count = opts.scale(50_000);
+    let base_secs = baseline::broadcast(PEERS, SIZE, count).await;
+    let hub = node(Mode::Batched, bench_config(), None, false).await?;
+    let mut leaves = Vec::new();
+    for _ in 0..PEERS {
+        leaves.push(node(Mode::Batched, bench_config(), None, false).await?);
+    }
+    let mut handles = Vec::new();
+    for leaf in &leaves {
+        let h = hub
+            .switch
+            .send(Dial(leaf.addr.clone()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        handles.push(h);
+    }
+    let encoded =
+        Bytes::from(rmp_serde::to_vec(&Blob(vec![0x5a; SIZE])).map_err(|e| e.to_string())?);
+    let t0 = Instant::now();
+    let sender = actix::spawn(async move {
+        for _ in 0..count {
+            for h in &handles {
+                if h.send_raw(DATA, encoded.clone()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    for leaf in &leaves {
+        wait_count(leaf, count, Duration::from_secs(120)).await?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let _ = sender.await;
+    hub.stop().await;
+    for leaf in leaves {
+        leaf.stop().await;
+    }
+    let total = (PEERS as u64 * count) as f64;
+    Ok(vec![Row::new(
+        "broadcast to 16 peers (aggregate)",
+        "1 KiB",
+        total / base_secs,
+        total / secs,
+        "msgs/s",
+        "baseline: one tokio sender writing to 16 framed connections",
+    )])
+}
+
+/// Time from dial to admission (the handshake done, `PeerUp` sent).
+pub async fn connect(opts: &BenchOptions) -> Result<Vec<Row>, String> {
+    let count = opts.scale(300);
+    let mut base = baseline::connect(count).await;
+    base.sort_unstable();
+    let server = node(Mode::Batched, bench_config(), None, false).await?;
+    let client = node(Mode::Batched, bench_config(), None, false).await?;
+    let mut times = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let t0 = Instant::now();
+        let h = client
+            .switch
+            .send(Dial(server.addr.clone()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        times.push(t0.elapsed());
+        h.disconnect(DisconnectReason::Application("bench".into()));
+        // Wait until both sides forgot the connection before the next dial.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let a = client
+                .switch
+                .send(GetPeers)
+                .await
+                .map_err(|e| e.to_string())?
+                .len();
+            let b = server
+                .switch
+                .send(GetPeers)
+                .await
+                .map_err(|e| e.to_string())?
+                .len();
+            if (a == 0 && b == 0) || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    times.sort_unstable();
+    client.stop().await;
+    server.stop().await;
+    let note = "baseline: plain TCP connect";
+    Ok(vec![
+        Row::new(
+            "connection setup p50 (dial to PeerUp)",
+            "-",
+            pct_us(&base, 0.5),
+            pct_us(&times, 0.5),
+            "us",
+            note,
+        ),
+        Row::new(
+            "connection setup p99 (dial to PeerUp)",
+            "-",
+            pct_us(&base, 0.99),
+            pct_us(&times, 0.99),
+            "us",
+            note,
+        ),
+    ])
+}
