@@ -59,9 +59,10 @@ impl PartialEq for PeerHandle {
 impl Eq for PeerHandle {}
 
 fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Bytes, SendError> {
-    rmp_serde::to_vec(msg)
-        .map(Bytes::from)
-        .map_err(|e| SendError::Encode(e.to_string()))
+    // One allocation for typical small messages instead of a growth series.
+    let mut buf = Vec::with_capacity(128);
+    rmp_serde::encode::write(&mut buf, msg).map_err(|e| SendError::Encode(e.to_string()))?;
+    Ok(Bytes::from(buf))
 }
 
 fn user_channel(channel: u8) -> Result<(), SendError> {

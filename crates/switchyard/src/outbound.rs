@@ -116,6 +116,22 @@ impl Outbound {
         Ok(())
     }
 
+    /// Tries to queue under the lock: `Ok(true)` queued, `Ok(false)` full.
+    fn push_locked(&self, channel: u8, kind: MsgKind, payload: &Bytes) -> Result<bool, SendError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(SendError::Closed);
+        }
+        match st.sched.push(channel, kind, payload.clone()) {
+            Ok(()) => {
+                self.wake_writer(st);
+                Ok(true)
+            }
+            Err(PushError::Full) => Ok(false),
+            Err(e) => Err(Self::map_err(channel, e)),
+        }
+    }
+
     /// Queues a message, waiting for room in the channel's queue.
     pub(crate) async fn push(
         &self,
@@ -123,25 +139,19 @@ impl Outbound {
         kind: MsgKind,
         payload: Bytes,
     ) -> Result<(), SendError> {
+        // Fast path: room now, no waiter registration.
+        if self.push_locked(channel, kind, &payload)? {
+            return Ok(());
+        }
         let room = self
             .room(channel)
             .ok_or(SendError::UnknownChannel(channel))?;
         loop {
             let mut notified = pin!(room.notified());
             notified.as_mut().enable();
-            {
-                let mut st = self.lock();
-                if st.closed {
-                    return Err(SendError::Closed);
-                }
-                match st.sched.push(channel, kind, payload.clone()) {
-                    Ok(()) => {
-                        self.wake_writer(st);
-                        return Ok(());
-                    }
-                    Err(PushError::Full) => {}
-                    Err(e) => return Err(Self::map_err(channel, e)),
-                }
+            // Registered before checking again, so a drain in between is not missed.
+            if self.push_locked(channel, kind, &payload)? {
+                return Ok(());
             }
             notified.await;
         }
