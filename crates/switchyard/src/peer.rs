@@ -111,6 +111,15 @@ impl Peer {
                 .recv_rate
                 .map(|r| TokenBucket::new(now, r, (r / 10).max(limits.max_packet_payload as u64))),
         };
+        if let Some(size) = limits.socket_buffer {
+            let sock = socket2::SockRef::from(&init.stream);
+            if let Err(e) = sock
+                .set_send_buffer_size(size)
+                .and_then(|()| sock.set_recv_buffer_size(size))
+            {
+                log::debug!("{}: cannot size socket buffers: {e}", init.remote_addr);
+            }
+        }
         match tokio::net::TcpStream::from_std(init.stream) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
