@@ -102,6 +102,10 @@ enum Command {
         /// Write every figure, with the machine's facts, to this JSON file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Run only the scenarios whose name contains this text (e.g. "64 B",
+        /// "latency", "memory").
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Light clients for the memory scenario of `bench` (internal).
     #[command(hide = true)]
@@ -176,8 +180,18 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Bench { quick, smoke, json } => {
-            let opts = bench::BenchOptions { quick, smoke, json };
+        Command::Bench {
+            quick,
+            smoke,
+            json,
+            only,
+        } => {
+            let opts = bench::BenchOptions {
+                quick,
+                smoke,
+                json,
+                only,
+            };
             match actix::System::new().block_on(bench::run(opts)) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(e),

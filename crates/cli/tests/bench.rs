@@ -19,7 +19,7 @@ fn bench_writes_every_scenario_to_json() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("| scenario | size | baseline | switchyard | ratio | unit |"),
+        stdout.contains("| scenario | size | baseline | switchyard | ratio | unit | note |"),
         "{stdout}"
     );
     let report: serde_json::Value =
@@ -36,8 +36,10 @@ fn bench_writes_every_scenario_to_json() {
         "idle round trip p50",
         "idle round trip p99",
         "idle round trip p99.9",
-        "high-priority round trip p50 under 1 MiB bulk",
-        "high-priority round trip p99 under 1 MiB bulk",
+        "high-priority round trip p50 under 1 MiB bulk, OS-tuned socket buffers",
+        "high-priority round trip p99 under 1 MiB bulk, OS-tuned socket buffers",
+        "high-priority round trip p50 under 1 MiB bulk, socket_buffer 64 KiB",
+        "high-priority round trip p99 under 1 MiB bulk, socket_buffer 64 KiB",
         "broadcast to 16 peers (aggregate)",
         "memory per idle peer",
         "connection setup p50 (dial to PeerUp)",

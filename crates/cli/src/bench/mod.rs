@@ -32,6 +32,8 @@ pub struct BenchOptions {
     pub smoke: bool,
     /// Where to write every figure as JSON.
     pub json: Option<PathBuf>,
+    /// Run only the steps whose name contains this (e.g. "64 B", "latency").
+    pub only: Option<String>,
 }
 
 impl BenchOptions {
@@ -145,17 +147,18 @@ fn fmt_num(x: f64) -> String {
 /// Renders rows as a Markdown table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | size | baseline | switchyard | ratio | unit |\n|---|---|---:|---:|---:|---|\n",
+        "| scenario | size | baseline | switchyard | ratio | unit | note |\n|---|---|---:|---:|---:|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} | {} |\n",
+            "| {} | {} | {} | {} | {:.2} | {} | {} |\n",
             r.scenario,
             r.size,
             fmt_num(r.baseline),
             fmt_num(r.switchyard),
             r.ratio,
-            r.unit
+            r.unit,
+            r.note
         ));
     }
     out
@@ -194,8 +197,15 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut rows = Vec::new();
-    let mut ceiling = None;
     for (name, step) in steps {
+        if opts
+            .only
+            .as_ref()
+            .is_some_and(|o| !name.contains(o.as_str()))
+        {
+            bar.inc(1);
+            continue;
+        }
         bar.set_message(name);
         match step {
             0..=3 => {
@@ -203,7 +213,6 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
                 rows.extend(sy::throughput(&opts, size).await?);
                 if size == 64 {
                     let c = ceiling::actix_ceiling(&opts).await;
-                    ceiling = Some(c);
                     if let Some(per_msg) = rows.iter().find(|r| {
                         r.scenario == "throughput msgpack per-message"
                             && r.size == "64 B"
@@ -228,7 +237,6 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let _ = ceiling;
     rows.push(Row::new(
         "switchyard encrypted",
         "-",

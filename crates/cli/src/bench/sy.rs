@@ -330,14 +330,23 @@ async fn ping_loop(
     Ok(out)
 }
 
-/// Idle round trips, and high-priority round trips under a 1 MiB bulk load.
-pub async fn latency(opts: &BenchOptions) -> Result<Vec<Row>, String> {
-    let count = opts.scale(20_000);
-    let mut base = baseline::rtt(count).await;
-    base.sort_unstable();
+/// Socket buffer size of the tuned head-of-line run: small enough that little bulk
+/// waits in the kernel ahead of an urgent message (see `limits.socket_buffer`).
+const TUNED_SOCKET_BUFFER: usize = 64 << 10;
+
+/// Round trips of one pair of nodes: idle, then under a 1 MiB bulk load on a
+/// low-priority channel of the same connection.
+struct LoadedRtt {
+    idle: Vec<Duration>,
+    loaded: Vec<Duration>,
+    /// Bulk throughput while the loaded round trips ran, in MB/s.
+    bulk_mb_s: f64,
+}
+
+async fn loaded_rtt(config: NodeConfig, count: u64) -> Result<LoadedRtt, String> {
     let (tx, mut pongs) = mpsc::unbounded_channel();
-    let a = node(Mode::Raw, bench_config(), Some(tx), false).await?;
-    let b = node(Mode::Raw, bench_config(), None, true).await?;
+    let a = node(Mode::Raw, config.clone(), Some(tx), false).await?;
+    let b = node(Mode::Raw, config, None, true).await?;
     let to_b = a
         .switch
         .send(Dial(b.addr.clone()))
@@ -360,57 +369,65 @@ pub async fn latency(opts: &BenchOptions) -> Result<Vec<Row>, String> {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let loaded_count = (count / 4).max(8);
+    let before = b.counter.load(Ordering::Relaxed);
+    let t0 = Instant::now();
     let loaded = ping_loop(&to_b, &mut pongs, loaded_count).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let moved = b.counter.load(Ordering::Relaxed) - before;
     running.store(false, Ordering::Relaxed);
     let _ = bulk.await;
-    let bulk_msgs = b.counter.load(Ordering::Relaxed);
     a.stop().await;
     b.stop().await;
-    let loaded = loaded?;
+    Ok(LoadedRtt {
+        idle,
+        loaded: loaded?,
+        bulk_mb_s: moved as f64 * (1u64 << 20) as f64 / secs / 1e6,
+    })
+}
+
+/// Idle round trips, and high-priority round trips under a 1 MiB bulk load, once
+/// with the OS's autotuned socket buffers and once with small fixed ones.
+pub async fn latency(opts: &BenchOptions) -> Result<Vec<Row>, String> {
+    let count = opts.scale(20_000);
+    let mut base = baseline::rtt(count).await;
+    base.sort_unstable();
+    let auto = loaded_rtt(bench_config(), count).await?;
+    let mut tuned_config = bench_config();
+    tuned_config.limits.socket_buffer = Some(TUNED_SOCKET_BUFFER);
+    let tuned = loaded_rtt(tuned_config, count).await?;
     let note = "baseline: tokio + LengthDelimitedCodec ping-pong";
-    let load_note = format!("baseline: switchyard idle; {bulk_msgs} MiB of bulk moved meanwhile");
-    Ok(vec![
-        Row::new(
-            "idle round trip p50",
+    let mut rows = Vec::new();
+    for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+        rows.push(Row::new(
+            &format!("idle round trip {name}"),
             "64 B",
-            pct_us(&base, 0.5),
-            pct_us(&idle, 0.5),
+            pct_us(&base, q),
+            pct_us(&auto.idle, q),
             "us",
             note,
-        ),
-        Row::new(
-            "idle round trip p99",
-            "64 B",
-            pct_us(&base, 0.99),
-            pct_us(&idle, 0.99),
-            "us",
-            note,
-        ),
-        Row::new(
-            "idle round trip p99.9",
-            "64 B",
-            pct_us(&base, 0.999),
-            pct_us(&idle, 0.999),
-            "us",
-            note,
-        ),
-        Row::new(
-            "high-priority round trip p50 under 1 MiB bulk",
-            "64 B",
-            pct_us(&idle, 0.5),
-            pct_us(&loaded, 0.5),
-            "us",
-            &load_note,
-        ),
-        Row::new(
-            "high-priority round trip p99 under 1 MiB bulk",
-            "64 B",
-            pct_us(&idle, 0.99),
-            pct_us(&loaded, 0.99),
-            "us",
-            &load_note,
-        ),
-    ])
+        ));
+    }
+    let tuned_label = format!("socket_buffer {} KiB", TUNED_SOCKET_BUFFER >> 10);
+    for (label, run) in [
+        ("OS-tuned socket buffers", &auto),
+        (tuned_label.as_str(), &tuned),
+    ] {
+        let load_note = format!(
+            "baseline: the same nodes idle; bulk moved {:.0} MB/s meanwhile",
+            run.bulk_mb_s
+        );
+        for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+            rows.push(Row::new(
+                &format!("high-priority round trip {name} under 1 MiB bulk, {label}"),
+                "64 B",
+                pct_us(&run.idle, q),
+                pct_us(&run.loaded, q),
+                "us",
+                &load_note,
+            ));
+        }
+    }
+    Ok(rows)
 }
 
 /// One node to 16 peers, 1 KiB messages, encoded once.
