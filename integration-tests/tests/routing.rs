@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use switchyard::{ChannelConfig, Dial, Shutdown};
+use switchyard::{ChannelConfig, Dial, SendError, Shutdown};
 use switchyard_integration_tests::*;
 
 fn channels() -> Vec<(u8, ChannelConfig, Mode)> {
@@ -128,6 +128,83 @@ async fn a_million_small_messages_arrive_complete_and_ordered() {
             log.deliveries,
             N as f64 / log.deliveries as f64
         );
+    }
+    a.switch.send(Shutdown).await.unwrap();
+    b.switch.send(Shutdown).await.unwrap();
+}
+
+#[actix::test]
+async fn send_all_queues_runs_in_order_waiting_for_room() {
+    init_logs();
+    // Queues far smaller than the runs, so send_all must wait for room repeatedly.
+    let chans = [
+        (
+            1,
+            ChannelConfig::new(1)
+                .send_queue(16, 4096)
+                .max_message_size(2048),
+            Mode::Batched,
+        ),
+        (3, ChannelConfig::new(1).send_queue(4, 1 << 20), Mode::Raw),
+    ];
+    let a = start_node(test_config(), &chans).await;
+    let b = start_node(test_config(), &chans).await;
+    let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
+
+    let msgs: Vec<TestMsg> = (0..1000u64)
+        .map(|seq| TestMsg {
+            seq,
+            body: vec![seq as u8; (seq % 40) as usize],
+        })
+        .collect();
+    to_b.send_all(1, &msgs).await.unwrap();
+    let raw = (0..50usize).map(|i| bytes::Bytes::from(vec![1u8; 1000 + i]));
+    to_b.send_all_raw(3, raw).await.unwrap();
+
+    // Errors: an unknown channel, and an oversized message in the middle of a run
+    // (the messages before it stay queued, the rest are not sent).
+    assert!(matches!(
+        to_b.send_all(9, &msgs[..1]).await,
+        Err(SendError::UnknownChannel(9))
+    ));
+    let tail = [
+        TestMsg {
+            seq: 1000,
+            body: vec![],
+        },
+        TestMsg {
+            seq: 1001,
+            body: vec![0; 4096],
+        },
+        TestMsg {
+            seq: 1002,
+            body: vec![],
+        },
+    ];
+    assert!(matches!(
+        to_b.send_all(1, &tail).await,
+        Err(SendError::TooLarge { channel: 1, .. })
+    ));
+
+    assert!(
+        b.log
+            .wait_for(Duration::from_secs(20), |l| l.msgs.len() == 1001
+                && l.raw.len() == 50)
+            .await
+    );
+    // Nothing more arrives after the failed run's first message.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    {
+        let log = b.log.lock();
+        let seqs: Vec<u64> = log.msgs.iter().map(|m| m.2.seq).collect();
+        assert_eq!(seqs, (0..=1000).collect::<Vec<_>>());
+        assert!(log
+            .msgs
+            .iter()
+            .take(1000)
+            .all(|(_, _, m)| m.body == vec![m.seq as u8; (m.seq % 40) as usize]));
+        let sizes: Vec<usize> = log.raw.iter().map(|r| r.2).collect();
+        assert_eq!(sizes, (0..50).map(|i| 1000 + i).collect::<Vec<_>>());
     }
     a.switch.send(Shutdown).await.unwrap();
     b.switch.send(Shutdown).await.unwrap();

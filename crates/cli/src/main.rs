@@ -127,8 +127,14 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    // A running node reports its connections; the tools stay quiet unless asked.
+    let default_filter = match cli.command {
+        Command::Node { .. } => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+        .init();
     match cli.command {
         Command::Keygen { home, force } => match node::keygen(&home, force) {
             Ok(report) => {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::Addr;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use switchyard_proto::admission::{ConnId, Direction};
 use switchyard_proto::codec::MsgKind;
@@ -63,6 +63,33 @@ fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Bytes, SendError> {
     let mut buf = Vec::with_capacity(128);
     rmp_serde::encode::write(&mut buf, msg).map_err(|e| SendError::Encode(e.to_string()))?;
     Ok(Bytes::from(buf))
+}
+
+/// Encodes every message into one buffer and hands out a zero-copy slice per
+/// message: one allocation for the run instead of one per message (the writer frees
+/// them on another thread, where each free costs more than the encoding).
+fn encode_all<'a, T, I>(msgs: I) -> Result<Vec<Bytes>, SendError>
+where
+    T: Serialize + ?Sized + 'a,
+    I: IntoIterator<Item = &'a T>,
+{
+    let mut buf = BytesMut::new();
+    let mut ends = Vec::new();
+    for msg in msgs {
+        rmp_serde::encode::write(&mut (&mut buf).writer(), msg)
+            .map_err(|e| SendError::Encode(e.to_string()))?;
+        ends.push(buf.len());
+    }
+    let all = buf.freeze();
+    let mut start = 0;
+    Ok(ends
+        .into_iter()
+        .map(|end| {
+            let payload = all.slice(start..end);
+            start = end;
+            payload
+        })
+        .collect())
 }
 
 fn user_channel(channel: u8) -> Result<(), SendError> {
@@ -128,6 +155,33 @@ impl PeerHandle {
     pub async fn send_raw(&self, channel: u8, payload: Bytes) -> Result<(), SendError> {
         user_channel(channel)?;
         self.inner.out.push(channel, MsgKind::Plain, payload).await
+    }
+
+    /// Encodes each message of `msgs` and queues them on `channel` in order, waiting
+    /// for room whenever the queue is full.
+    ///
+    /// The same as calling [`send`](Self::send) for each, but every run that fits is
+    /// queued under one lock with one wake-up of the writer: for small messages this
+    /// is several times the rate of single sends. On error, the messages before the
+    /// failing one stay queued.
+    pub async fn send_all<'a, T, I>(&self, channel: u8, msgs: I) -> Result<(), SendError>
+    where
+        T: Serialize + ?Sized + 'a,
+        I: IntoIterator<Item = &'a T>,
+    {
+        user_channel(channel)?;
+        let payloads = encode_all(msgs)?;
+        self.inner.out.push_all(channel, payloads).await
+    }
+
+    /// Queues already-encoded payloads on `channel` in order, waiting for room
+    /// whenever the queue is full: [`send_all`](Self::send_all) for raw bytes.
+    pub async fn send_all_raw<I>(&self, channel: u8, payloads: I) -> Result<(), SendError>
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        user_channel(channel)?;
+        self.inner.out.push_all(channel, payloads).await
     }
 
     /// Queues already-encoded bytes on `channel` if there is room now.

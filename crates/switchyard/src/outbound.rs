@@ -116,20 +116,28 @@ impl Outbound {
         Ok(())
     }
 
-    /// Tries to queue under the lock: `Ok(true)` queued, `Ok(false)` full.
-    fn push_locked(&self, channel: u8, kind: MsgKind, payload: &Bytes) -> Result<bool, SendError> {
+    /// Tries to queue under the lock; gives the payload back when the channel is full.
+    /// The budget is checked before the payload is moved, so nothing is cloned.
+    fn push_locked(
+        &self,
+        channel: u8,
+        kind: MsgKind,
+        payload: Bytes,
+    ) -> Result<Option<Bytes>, SendError> {
         let mut st = self.lock();
         if st.closed {
             return Err(SendError::Closed);
         }
-        match st.sched.push(channel, kind, payload.clone()) {
-            Ok(()) => {
-                self.wake_writer(st);
-                Ok(true)
-            }
-            Err(PushError::Full) => Ok(false),
-            Err(e) => Err(Self::map_err(channel, e)),
+        match st.sched.check(channel, payload.len()) {
+            Ok(()) => {}
+            Err(PushError::Full) => return Ok(Some(payload)),
+            Err(e) => return Err(Self::map_err(channel, e)),
         }
+        st.sched
+            .push(channel, kind, payload)
+            .map_err(|e| Self::map_err(channel, e))?;
+        self.wake_writer(st);
+        Ok(None)
     }
 
     /// Queues a message, waiting for room in the channel's queue.
@@ -140,9 +148,9 @@ impl Outbound {
         payload: Bytes,
     ) -> Result<(), SendError> {
         // Fast path: room now, no waiter registration.
-        if self.push_locked(channel, kind, &payload)? {
+        let Some(mut payload) = self.push_locked(channel, kind, payload)? else {
             return Ok(());
-        }
+        };
         let room = self
             .room(channel)
             .ok_or(SendError::UnknownChannel(channel))?;
@@ -150,11 +158,68 @@ impl Outbound {
             let mut notified = pin!(room.notified());
             notified.as_mut().enable();
             // Registered before checking again, so a drain in between is not missed.
-            if self.push_locked(channel, kind, &payload)? {
-                return Ok(());
+            match self.push_locked(channel, kind, payload)? {
+                None => return Ok(()),
+                Some(back) => payload = back,
             }
             notified.await;
         }
+    }
+
+    /// Queues every payload in order, waiting for room whenever the channel is full.
+    /// Each run of payloads that fits is queued under one lock with at most one
+    /// writer wake-up. On error, the payloads before the failing one stay queued.
+    pub(crate) async fn push_all(
+        &self,
+        channel: u8,
+        payloads: impl IntoIterator<Item = Bytes>,
+    ) -> Result<(), SendError> {
+        let room = self
+            .room(channel)
+            .ok_or(SendError::UnknownChannel(channel))?;
+        let mut payloads = payloads.into_iter();
+        let mut pending = payloads.next();
+        while pending.is_some() {
+            let mut notified = pin!(room.notified());
+            notified.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if st.closed {
+                    return Err(SendError::Closed);
+                }
+                let mut queued = false;
+                let mut failure = None;
+                while let Some(payload) = pending.take() {
+                    match st.sched.check(channel, payload.len()) {
+                        Ok(()) => {}
+                        Err(PushError::Full) => {
+                            pending = Some(payload);
+                            break;
+                        }
+                        Err(e) => {
+                            failure = Some(Self::map_err(channel, e));
+                            break;
+                        }
+                    }
+                    if let Err(e) = st.sched.push(channel, MsgKind::Plain, payload) {
+                        failure = Some(Self::map_err(channel, e));
+                        break;
+                    }
+                    queued = true;
+                    pending = payloads.next();
+                }
+                if queued {
+                    self.wake_writer(st);
+                }
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+            }
+            if pending.is_some() {
+                notified.await;
+            }
+        }
+        Ok(())
     }
 
     /// Asks the writer to send a ping.
