@@ -247,6 +247,12 @@ async fn write_loop(
             batch.write_to(&mut io).await?;
             if let Some(until) = rate.as_mut().and_then(|r| r.consume(Instant::now(), len)) {
                 tokio::time::sleep_until(until.into()).await;
+            } else if len >= batch_limit as u64 {
+                // A streak of full batches into a socket with room never returns
+                // Pending, and tokio's cooperative budget would let this loop run for
+                // 128 writes (tens of MB) before the arbiter's other actors, such as
+                // the Peer reading a pong on the same thread, get a turn.
+                tokio::task::yield_now().await;
             }
         }
         if finish {

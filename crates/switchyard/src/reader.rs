@@ -18,6 +18,12 @@ use tokio_util::io::poll_read_buf;
 const MIN_READ: usize = 2 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
+/// Bytes read in a row (the socket never empty) after which the reader lets the
+/// arbiter run its other actors once. Without it, a connection under bulk load keeps
+/// its thread for 16 batches at a time (actix's per-stream limit), and the Muxes and
+/// Peers sharing the thread wait behind several megabytes.
+const STREAK_LIMIT: usize = 1 << 20;
+
 /// Every packet decoded from one read, and how many bytes the read brought.
 pub(crate) struct ReadBatch {
     pub(crate) packets: Vec<Packet>,
@@ -29,6 +35,8 @@ pub(crate) struct PacketReader<R = OwnedReadHalf> {
     buf: BytesMut,
     codec: PacketCodec,
     next_read: usize,
+    /// Bytes read since the socket last had nothing to read.
+    streak: usize,
     done: bool,
 }
 
@@ -39,6 +47,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             buf: BytesMut::new(),
             codec,
             next_read: MIN_READ,
+            streak: 0,
             done: false,
         }
     }
@@ -52,13 +61,21 @@ impl<R: AsyncRead + Unpin> Stream for PacketReader<R> {
         if this.done {
             return Poll::Ready(None);
         }
+        if this.streak >= STREAK_LIMIT {
+            this.streak = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let mut bytes = 0;
         loop {
             if this.buf.capacity() - this.buf.len() < this.next_read / 2 {
                 this.buf.reserve(this.next_read);
             }
             let n = match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    this.streak = 0;
+                    return Poll::Pending;
+                }
                 Poll::Ready(Err(e)) => {
                     this.done = true;
                     return Poll::Ready(Some(Err(e.into())));
@@ -82,6 +99,7 @@ impl<R: AsyncRead + Unpin> Stream for PacketReader<R> {
                 };
             }
             bytes += n;
+            this.streak += n;
             // Grow reads that fill the buffer; shrink back when traffic is light.
             this.next_read = if n >= this.next_read {
                 (this.next_read * 2).min(MAX_READ)
@@ -106,5 +124,53 @@ impl<R: AsyncRead + Unpin> Stream for PacketReader<R> {
                 return Poll::Ready(Some(Ok(ReadBatch { packets, bytes })));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
+    use switchyard_proto::codec::TYPE_PING;
+
+    use super::*;
+
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A socket that always has data gives up its thread once per `STREAK_LIMIT`
+    /// bytes (and asks to be polled again), and loses nothing by doing so.
+    #[test]
+    fn a_read_streak_yields_and_resumes() {
+        let input = vec![TYPE_PING; 3 * STREAK_LIMIT + 10];
+        let mut reader = PacketReader::new(&input[..], PacketCodec::new(1024));
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (mut pings, mut yields) = (0, 0);
+        loop {
+            match Pin::new(&mut reader).poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(batch))) => {
+                    assert!(batch.packets.iter().all(|p| *p == Packet::Ping));
+                    pings += batch.packets.len();
+                }
+                Poll::Ready(Some(Err(e))) => panic!("{e}"),
+                Poll::Ready(None) => break,
+                Poll::Pending => {
+                    yields += 1;
+                    assert_eq!(counter.0.load(Ordering::Relaxed), yields, "woken to resume");
+                }
+            }
+        }
+        assert_eq!(pings, input.len());
+        // Reads overshoot the limit a little, so the last streak may end at EOF.
+        assert!((2..=3).contains(&yields), "{yields} yields");
     }
 }
