@@ -151,10 +151,11 @@ async fn send_all_queues_runs_in_order_waiting_for_room() {
     let b = start_node(test_config(), &chans).await;
     let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
 
+    // About 500 KB in all: several encode runs, each waiting for room.
     let msgs: Vec<TestMsg> = (0..1000u64)
         .map(|seq| TestMsg {
             seq,
-            body: vec![seq as u8; (seq % 40) as usize],
+            body: vec![seq as u8; (seq % 40) as usize * 25],
         })
         .collect();
     to_b.send_all(1, &msgs).await.unwrap();
@@ -202,7 +203,7 @@ async fn send_all_queues_runs_in_order_waiting_for_room() {
             .msgs
             .iter()
             .take(1000)
-            .all(|(_, _, m)| m.body == vec![m.seq as u8; (m.seq % 40) as usize]));
+            .all(|(_, _, m)| m.body == vec![m.seq as u8; (m.seq % 40) as usize * 25]));
         let sizes: Vec<usize> = log.raw.iter().map(|r| r.2).collect();
         assert_eq!(sizes, (0..50).map(|i| 1000 + i).collect::<Vec<_>>());
     }

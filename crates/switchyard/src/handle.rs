@@ -65,17 +65,26 @@ fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Bytes, SendError> {
     Ok(Bytes::from(buf))
 }
 
-/// Encodes every message into one buffer and hands out a zero-copy slice per
-/// message: one allocation for the run instead of one per message (the writer frees
-/// them on another thread, where each free costs more than the encoding).
-fn encode_all<'a, T, I>(msgs: I) -> Result<Vec<Bytes>, SendError>
+/// Encoded bytes gathered before a run of `send_all` is queued: large enough that a
+/// run of small messages shares one allocation, small enough that a long iterator is
+/// encoded as the queue drains rather than all at once.
+const ENCODE_RUN_BYTES: usize = 64 << 10;
+
+/// Encodes messages from `msgs` into one buffer until it holds `ENCODE_RUN_BYTES` or
+/// the iterator ends, and hands out a zero-copy slice per message: one allocation for
+/// the run instead of one per message (the writer frees them on another thread, where
+/// each free costs more than the encoding).
+fn encode_run<'a, T, I>(msgs: &mut I) -> Result<Vec<Bytes>, SendError>
 where
     T: Serialize + ?Sized + 'a,
-    I: IntoIterator<Item = &'a T>,
+    I: Iterator<Item = &'a T>,
 {
     let mut buf = BytesMut::new();
     let mut ends = Vec::new();
-    for msg in msgs {
+    while buf.len() < ENCODE_RUN_BYTES {
+        let Some(msg) = msgs.next() else {
+            break;
+        };
         rmp_serde::encode::write(&mut (&mut buf).writer(), msg)
             .map_err(|e| SendError::Encode(e.to_string()))?;
         ends.push(buf.len());
@@ -161,17 +170,25 @@ impl PeerHandle {
     /// for room whenever the queue is full.
     ///
     /// The same as calling [`send`](Self::send) for each, but every run that fits is
-    /// queued under one lock with one wake-up of the writer: for small messages this
-    /// is several times the rate of single sends. On error, the messages before the
-    /// failing one stay queued.
+    /// queued under one lock with one wake-up of the writer, and runs of small messages
+    /// are encoded into one buffer: for small messages this is several times the rate
+    /// of single sends. Messages are encoded as the queue takes them (64 KiB at a
+    /// time), so a long iterator does not sit encoded in memory. On error, the
+    /// messages before the failing one stay queued.
     pub async fn send_all<'a, T, I>(&self, channel: u8, msgs: I) -> Result<(), SendError>
     where
         T: Serialize + ?Sized + 'a,
         I: IntoIterator<Item = &'a T>,
     {
         user_channel(channel)?;
-        let payloads = encode_all(msgs)?;
-        self.inner.out.push_all(channel, payloads).await
+        let mut msgs = msgs.into_iter();
+        loop {
+            let run = encode_run(&mut msgs)?;
+            if run.is_empty() {
+                return Ok(());
+            }
+            self.inner.out.push_all(channel, run).await?;
+        }
     }
 
     /// Queues already-encoded payloads on `channel` in order, waiting for room
