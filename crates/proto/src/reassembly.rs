@@ -115,6 +115,13 @@ impl Reassembler {
                 if partial.kind != chunk.kind {
                     return Err(DisconnectReason::InconsistentChunks(channel));
                 }
+                let len = partial.buf.len();
+                if partial.buf.capacity() - len < chunk.payload.len() {
+                    // Grow fourfold (within `max`, checked above): a large message is
+                    // copied once or twice on its way up instead of at every doubling.
+                    let target = len.saturating_mul(4).clamp(size, max);
+                    partial.buf.reserve(target - len);
+                }
                 partial.buf.extend_from_slice(&chunk.payload);
                 if chunk.eof {
                     Ok(Some(Message {
@@ -216,6 +223,24 @@ mod tests {
                 .len(),
             5
         );
+    }
+
+    #[test]
+    fn growth_stays_within_the_limit_and_a_message_of_exactly_max_completes() {
+        let mut r = Reassembler::new();
+        r.add_channel(1, 5000);
+        let part = [7u8; 1000];
+        for _ in 0..4 {
+            assert_eq!(r.push(chunk(1, false, MsgKind::Plain, &part)), Ok(None));
+        }
+        // 4000 buffered: growing fourfold would pass the limit; it stops at 5000.
+        let msg = r
+            .push(chunk(1, true, MsgKind::Plain, &part))
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.payload.len(), 5000);
+        assert!(msg.payload.iter().all(|b| *b == 7));
+        assert_eq!(r.buffered(), 0);
     }
 
     #[test]
