@@ -210,3 +210,74 @@ async fn send_all_queues_runs_in_order_waiting_for_room() {
     a.switch.send(Shutdown).await.unwrap();
     b.switch.send(Shutdown).await.unwrap();
 }
+
+/// Serializes as the number 7, or fails when told to.
+struct Flaky(bool);
+
+impl serde::Serialize for Flaky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 {
+            Err(serde::ser::Error::custom("refused"))
+        } else {
+            s.serialize_u64(7)
+        }
+    }
+}
+
+#[actix::test]
+async fn send_all_runs_caller_code_outside_the_lock_and_keeps_what_encoded() {
+    init_logs();
+    let chans = [(3, ChannelConfig::new(1), Mode::Raw)];
+    let a = start_node(test_config(), &chans).await;
+    let b = start_node(test_config(), &chans).await;
+    let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
+
+    // An iterator that uses the same handle while it is being drained must not
+    // deadlock on the send lock.
+    let inner = to_b.clone();
+    let reentrant = (0..3usize).map(move |i| {
+        inner
+            .try_send_raw(3, bytes::Bytes::from(vec![2u8; 100]))
+            .unwrap();
+        bytes::Bytes::from(vec![1u8; 10 + i])
+    });
+    tokio::time::timeout(Duration::from_secs(5), to_b.send_all_raw(3, reentrant))
+        .await
+        .expect("send_all_raw returns")
+        .unwrap();
+    assert!(
+        b.log
+            .wait_for(Duration::from_secs(5), |l| l.raw.len() == 6)
+            .await
+    );
+
+    // A message that fails to encode: the ones before it are sent, the rest not.
+    let msgs = [
+        Flaky(false),
+        Flaky(false),
+        Flaky(false),
+        Flaky(true),
+        Flaky(false),
+    ];
+    assert!(matches!(
+        to_b.send_all(3, &msgs).await,
+        Err(SendError::Encode(_))
+    ));
+    assert!(
+        b.log
+            .wait_for(Duration::from_secs(5), |l| l.raw.len() == 9)
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    {
+        let log = b.log.lock();
+        let sizes: Vec<usize> = log.raw.iter().map(|r| r.2).collect();
+        assert_eq!(sizes.len(), 9, "nothing after the failed message");
+        let mut first = sizes[..6].to_vec();
+        first.sort_unstable();
+        assert_eq!(first, vec![10, 11, 12, 100, 100, 100]);
+        assert_eq!(&sizes[6..], &[1, 1, 1], "MessagePack 7 is one byte");
+    }
+    a.switch.send(Shutdown).await.unwrap();
+    b.switch.send(Shutdown).await.unwrap();
+}

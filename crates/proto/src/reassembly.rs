@@ -117,10 +117,14 @@ impl Reassembler {
                 }
                 let len = partial.buf.len();
                 if partial.buf.capacity() - len < chunk.payload.len() {
-                    // Grow fourfold (within `max`, checked above): a large message is
-                    // copied once or twice on its way up instead of at every doubling.
+                    // Grow fourfold, never past `max` (checked above): a large message
+                    // is copied once or twice on its way up instead of at every
+                    // doubling. A fresh exact allocation, because `reserve` may double
+                    // the capacity beyond what was asked.
                     let target = len.saturating_mul(4).clamp(size, max);
-                    partial.buf.reserve(target - len);
+                    let mut grown = BytesMut::with_capacity(target);
+                    grown.extend_from_slice(&partial.buf);
+                    partial.buf = grown;
                 }
                 partial.buf.extend_from_slice(&chunk.payload);
                 if chunk.eof {
@@ -233,6 +237,7 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(r.push(chunk(1, false, MsgKind::Plain, &part)), Ok(None));
         }
+        assert!(r.slots[1].partial.as_ref().unwrap().buf.capacity() <= 5000);
         // 4000 buffered: growing fourfold would pass the limit; it stops at 5000.
         let msg = r
             .push(chunk(1, true, MsgKind::Plain, &part))

@@ -70,35 +70,46 @@ fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Bytes, SendError> {
 /// encoded as the queue drains rather than all at once.
 const ENCODE_RUN_BYTES: usize = 64 << 10;
 
+/// Most payloads of `send_all_raw` taken from the caller's iterator per run (the
+/// iterator runs outside the send lock, a run at a time).
+const RAW_RUN_MESSAGES: usize = 256;
+
 /// Encodes messages from `msgs` into one buffer until it holds `ENCODE_RUN_BYTES` or
 /// the iterator ends, and hands out a zero-copy slice per message: one allocation for
 /// the run instead of one per message (the writer frees them on another thread, where
-/// each free costs more than the encoding).
-fn encode_run<'a, T, I>(msgs: &mut I) -> Result<Vec<Bytes>, SendError>
+/// each free costs more than the encoding). When a message fails to encode, the run
+/// holds the messages before it and the error comes with it.
+fn encode_run<'a, T, I>(msgs: &mut I) -> (Vec<Bytes>, Option<SendError>)
 where
     T: Serialize + ?Sized + 'a,
     I: Iterator<Item = &'a T>,
 {
     let mut buf = BytesMut::new();
     let mut ends = Vec::new();
+    let mut failure = None;
     while buf.len() < ENCODE_RUN_BYTES {
         let Some(msg) = msgs.next() else {
             break;
         };
-        rmp_serde::encode::write(&mut (&mut buf).writer(), msg)
-            .map_err(|e| SendError::Encode(e.to_string()))?;
+        if let Err(e) = rmp_serde::encode::write(&mut (&mut buf).writer(), msg) {
+            // Drop whatever the failed message wrote before it failed.
+            buf.truncate(ends.last().copied().unwrap_or(0));
+            failure = Some(SendError::Encode(e.to_string()));
+            break;
+        }
         ends.push(buf.len());
     }
     let all = buf.freeze();
     let mut start = 0;
-    Ok(ends
+    let run = ends
         .into_iter()
         .map(|end| {
             let payload = all.slice(start..end);
             start = end;
             payload
         })
-        .collect())
+        .collect();
+    (run, failure)
 }
 
 fn user_channel(channel: u8) -> Result<(), SendError> {
@@ -183,11 +194,14 @@ impl PeerHandle {
         user_channel(channel)?;
         let mut msgs = msgs.into_iter();
         loop {
-            let run = encode_run(&mut msgs)?;
-            if run.is_empty() {
+            let (run, failure) = encode_run(&mut msgs);
+            if run.is_empty() && failure.is_none() {
                 return Ok(());
             }
             self.inner.out.push_all(channel, run).await?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
         }
     }
 
@@ -198,7 +212,14 @@ impl PeerHandle {
         I: IntoIterator<Item = Bytes>,
     {
         user_channel(channel)?;
-        self.inner.out.push_all(channel, payloads).await
+        let mut payloads = payloads.into_iter();
+        loop {
+            let run: Vec<Bytes> = payloads.by_ref().take(RAW_RUN_MESSAGES).collect();
+            if run.is_empty() {
+                return Ok(());
+            }
+            self.inner.out.push_all(channel, run).await?;
+        }
     }
 
     /// Queues already-encoded bytes on `channel` if there is room now.

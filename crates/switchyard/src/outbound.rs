@@ -166,20 +166,16 @@ impl Outbound {
         }
     }
 
-    /// Queues every payload in order, waiting for room whenever the channel is full.
-    /// Each run of payloads that fits is queued under one lock with at most one
-    /// writer wake-up. On error, the payloads before the failing one stay queued.
-    pub(crate) async fn push_all(
-        &self,
-        channel: u8,
-        payloads: impl IntoIterator<Item = Bytes>,
-    ) -> Result<(), SendError> {
+    /// Queues every payload of `run` in order, waiting for room whenever the channel is
+    /// full. Each part of the run that fits is queued under one lock with at most one
+    /// writer wake-up. The run is already materialized: no caller code runs under the
+    /// lock. On error, the payloads before the failing one stay queued.
+    pub(crate) async fn push_all(&self, channel: u8, run: Vec<Bytes>) -> Result<(), SendError> {
         let room = self
             .room(channel)
             .ok_or(SendError::UnknownChannel(channel))?;
-        let mut payloads = payloads.into_iter();
-        let mut pending = payloads.next();
-        while pending.is_some() {
+        let mut run = run.into_iter().peekable();
+        while run.peek().is_some() {
             let mut notified = pin!(room.notified());
             notified.as_mut().enable();
             {
@@ -189,24 +185,23 @@ impl Outbound {
                 }
                 let mut queued = false;
                 let mut failure = None;
-                while let Some(payload) = pending.take() {
+                while let Some(payload) = run.peek() {
                     match st.sched.check(channel, payload.len()) {
                         Ok(()) => {}
-                        Err(PushError::Full) => {
-                            pending = Some(payload);
-                            break;
-                        }
+                        Err(PushError::Full) => break,
                         Err(e) => {
                             failure = Some(Self::map_err(channel, e));
                             break;
                         }
                     }
+                    let Some(payload) = run.next() else {
+                        break;
+                    };
                     if let Err(e) = st.sched.push(channel, MsgKind::Plain, payload) {
                         failure = Some(Self::map_err(channel, e));
                         break;
                     }
                     queued = true;
-                    pending = payloads.next();
                 }
                 if queued {
                     self.wake_writer(st);
@@ -215,7 +210,7 @@ impl Outbound {
                     return Err(e);
                 }
             }
-            if pending.is_some() {
+            if run.peek().is_some() {
                 notified.await;
             }
         }
