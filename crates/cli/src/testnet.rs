@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use switchyard::{
-    Broadcast, ChannelConfig, Dial, GetInfo, GetPeers, NodeConfig, NodeId, PeerDown, PeerUp,
-    ReceivedBatch, Service, Shutdown, Switch,
+    Broadcast, ChannelConfig, Dial, Direction, GetInfo, GetPeers, NodeConfig, NodeId, PeerDown,
+    PeerUp, ReceivedBatch, Service, Shutdown, Switch,
 };
 
 /// Channel of the gossip service.
@@ -56,6 +56,9 @@ struct Tally {
     duplicated: u64,
     /// Connections as (low index, high index).
     links: HashSet<(u16, u16)>,
+    /// Connection ends that are up, as (this node, the other): a connection is ready
+    /// for broadcasts from both sides only when both of its ends are here.
+    ends: HashSet<(u16, u16)>,
     downs: u64,
 }
 
@@ -88,12 +91,16 @@ impl Handler<PeerUp> for GossipService {
         };
         let link = (self.index.min(other), self.index.max(other));
         let mut t = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+        t.ends.insert((self.index, other));
         if t.links.insert(link) {
+            let how = match up.0.direction() {
+                Direction::Outbound => "dialed",
+                Direction::Inbound => "accepted from",
+            };
             println!(
-                "connected: node{} <-> node{} ({:?} connection from node{} to {})",
+                "connected: node{} <-> node{} (node{} {how} {})",
                 link.0,
                 link.1,
-                up.0.direction(),
                 self.index,
                 up.0.remote_addr()
             );
@@ -210,8 +217,10 @@ pub async fn run(opts: TestnetOptions) -> Result<Summary, String> {
             log::warn!("dial failed: {e}");
         }
     }
-    let expected_links = n * (n - 1) / 2;
-    while tally.lock().map_or(0, |t| t.links.len()) < expected_links && Instant::now() < deadline {
+    // Both ends of every connection: a Switch broadcasts only to peers it has
+    // registered, and the accepting side registers a moment after the dialer.
+    let expected_ends = n * (n - 1);
+    while tally.lock().map_or(0, |t| t.ends.len()) < expected_ends && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Each node floods its messages to all of its peers.
