@@ -15,6 +15,18 @@ fn temp_home(name: &str) -> PathBuf {
     dir
 }
 
+/// A fresh home with an identity and the default config.
+fn keygen(name: &str) -> PathBuf {
+    let home = temp_home(name);
+    assert!(bin()
+        .args(["keygen", "--home"])
+        .arg(&home)
+        .status()
+        .unwrap()
+        .success());
+    home
+}
+
 #[test]
 fn bad_arguments_are_usage_errors() {
     let out = bin().arg("frobnicate").output().unwrap();
@@ -59,13 +71,7 @@ fn keygen_writes_identity_and_commented_config_once() {
 
 #[test]
 fn config_errors_name_the_file_and_the_field() {
-    let home = temp_home("badconfig");
-    assert!(bin()
-        .args(["keygen", "--home"])
-        .arg(&home)
-        .status()
-        .unwrap()
-        .success());
+    let home = keygen("badconfig");
     let cases = [
         (
             "[limits]\nping_interval = \"1s\"\npong_timeout = \"5s\"\n",
@@ -118,34 +124,7 @@ fn config_errors_name_the_file_and_the_field() {
 
 #[test]
 fn status_reports_a_running_node() {
-    let home = temp_home("status");
-    assert!(bin()
-        .args(["keygen", "--home"])
-        .arg(&home)
-        .status()
-        .unwrap()
-        .success());
-    let config = home.join("run.toml");
-    std::fs::write(
-        &config,
-        "insecure_plaintext = true\narbiters = 1\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let mut node = bin()
-        .args(["node", "--home"])
-        .arg(&home)
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(node.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(addr.contains('@'), "{line}");
+    let (mut node, addr, home) = start_node("status", None, false);
     let out = bin()
         .args(["status", &addr, "--timeout", "5"])
         .output()
@@ -203,4 +182,80 @@ fn testnet_summary_and_dot_file() {
     );
     std::fs::remove_file(&dot).unwrap();
     let _ = Duration::ZERO;
+}
+
+/// Starts `switchyard node` on a fresh home listening on port 0; returns the child
+/// (its stderr piped when `log`) and its `ID@HOST:PORT` (the first line it prints).
+fn start_node(
+    name: &str,
+    peers: Option<&str>,
+    log: bool,
+) -> (std::process::Child, String, PathBuf) {
+    let home = keygen(name);
+    let config = home.join("run.toml");
+    std::fs::write(
+        &config,
+        "insecure_plaintext = true\narbiters = 1\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut cmd = bin();
+    cmd.args(["node", "--home"])
+        .arg(&home)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(if log { Stdio::piped() } else { Stdio::null() });
+    if let Some(peers) = peers {
+        cmd.args(["--peers", peers]);
+    }
+    let mut node = cmd.spawn().unwrap();
+    let mut line = String::new();
+    let mut out = BufReader::new(node.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(addr.contains('@'), "{line}");
+    // Keep draining stdout so the node never blocks on a full pipe.
+    std::thread::spawn(move || out.lines().map_while(Result::ok).count());
+    (node, addr, home)
+}
+
+/// Reads log lines until one contains every one of `needles`.
+fn wait_for_log(lines: &mut impl Iterator<Item = String>, needles: &[&str]) -> String {
+    for line in lines.by_ref() {
+        if needles.iter().all(|n| line.contains(n)) {
+            return line;
+        }
+    }
+    panic!("log ended before a line with {needles:?}");
+}
+
+#[test]
+fn node_shuts_down_gracefully_on_ctrl_c() {
+    let (mut a, a_addr, a_home) = start_node("ctrlc-a", None, false);
+    let (mut b, _, b_home) = start_node("ctrlc-b", Some(&a_addr), true);
+    let a_id = a_addr.split('@').next().unwrap().to_owned();
+    let mut b_log = BufReader::new(b.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    wait_for_log(&mut b_log, &["peer up:", &a_id]);
+
+    // Ctrl-C (SIGINT) to A: it closes its peers with reason `shutdown` and exits 0.
+    assert!(Command::new("kill")
+        .args(["-INT", &a.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let line = wait_for_log(&mut b_log, &["peer down:", &a_id]);
+    assert!(
+        line.contains("remote closed the connection: node shutting down"),
+        "{line}"
+    );
+    let status = a.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let _ = b.kill();
+    let _ = b.wait();
+    std::fs::remove_dir_all(&a_home).unwrap();
+    std::fs::remove_dir_all(&b_home).unwrap();
 }
