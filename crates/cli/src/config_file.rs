@@ -57,8 +57,8 @@ write_batch_bytes = 262144
 # SO_SNDBUF/SO_RCVBUF of peer sockets in bytes; unset = the OS's autotuning.
 # Smaller buffers keep urgent messages from waiting behind bulk data in the
 # kernel, at some cost in throughput on long, fast links (on a 2-core loopback
-# test, 64 KiB took the p99 of urgent messages under bulk load from ~15x idle to
-# ~2x, and the bulk from 3.5 to 2.3 GB/s).
+# test, 64 KiB took the p99 of urgent messages under bulk load from ~20x idle to
+# ~2x, and the bulk from 3.4 to 2.1 GB/s).
 # socket_buffer = 65536
 # Time allowed for the Version/Verack handshake.
 handshake_timeout = "10s"
