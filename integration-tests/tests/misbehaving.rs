@@ -244,3 +244,54 @@ async fn misbehaving_peers_are_closed_with_their_reason_and_honest_peers_keep_go
     honest.switch.send(Shutdown).await.unwrap();
     node.switch.send(Shutdown).await.unwrap();
 }
+
+/// A peer that never reads, so that our writes block, while it sends pongs nobody
+/// asked for: a pong only answers a ping that was really written, so the keepalive
+/// still closes it (otherwise it could hold the connection, and full send queues,
+/// forever).
+#[actix::test]
+async fn a_peer_that_never_reads_is_closed_despite_unasked_pongs() {
+    init_logs();
+    let chans = [(
+        1,
+        ChannelConfig::new(1).send_queue(64, 8 << 20),
+        Mode::PerMessage,
+    )];
+    let node = start_node(test_config(), &chans).await;
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.handshake(NET).await;
+    let raw_id = raw.id;
+    assert!(
+        node.log
+            .wait_for(WAIT, |l| l.events.contains(&Event::Up(raw_id)))
+            .await
+    );
+    let to_raw = node.log.handle_of(raw_id).unwrap();
+    // Fill the socket buffers, then the queue: the raw peer reads nothing from here on.
+    let filler = actix::spawn(async move {
+        let big = TestMsg {
+            seq: 0,
+            body: vec![0; 256 << 10],
+        };
+        while to_raw.send(1, &big).await.is_ok() {}
+    });
+    let started = std::time::Instant::now();
+    let reason = loop {
+        raw.send(Packet::Pong).await;
+        let down = node.log.lock().events.iter().find_map(|e| match e {
+            Event::Down(id, reason) if *id == raw_id => Some(reason.clone()),
+            _ => None,
+        });
+        if let Some(reason) = down {
+            break reason;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a peer that reads nothing was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reason, DisconnectReason::PongTimeout);
+    filler.await.unwrap();
+    node.switch.send(Shutdown).await.unwrap();
+}

@@ -58,6 +58,11 @@ impl Keepalive {
     }
 
     /// A pong arrived: the outstanding ping is answered.
+    ///
+    /// Call this only for a pong that can answer a ping of ours that has been
+    /// written to the socket; any other pong is just traffic
+    /// ([`on_receive`](Self::on_receive)). Otherwise a peer that never reads could
+    /// keep its connection alive by sending pongs nobody asked for.
     pub fn on_pong(&mut self, now: Instant) {
         self.on_receive(now);
         if let Some(sent) = self.ping_sent.take() {
@@ -71,7 +76,11 @@ impl Keepalive {
         self.paused = true;
     }
 
-    /// Reading resumed: the pong and idle deadlines restart from `now`.
+    /// Reading resumed: the pong and idle deadlines restart from `now`. (Not merely
+    /// shifted by the pause: after a pause our own socket holds a backlog that is
+    /// read before the remote's pong, and that time is not the remote's fault. A
+    /// remote that keeps us paused is sending data, so it is alive; its rate is
+    /// bounded by `recv_rate` and by the services' backpressure.)
     pub fn resume(&mut self, now: Instant) {
         self.paused = false;
         self.last_recv = self.last_recv.max(now);

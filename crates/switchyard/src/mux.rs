@@ -203,6 +203,7 @@ async fn write_loop(
     let mut touched: Vec<u8> = Vec::new();
     loop {
         let mut finish = false;
+        let mut ping = false;
         {
             let mut st = out.lock();
             if std::mem::take(&mut st.pong_due) {
@@ -210,6 +211,7 @@ async fn write_loop(
             }
             if std::mem::take(&mut st.ping_due) {
                 batch.put_u8(TYPE_PING);
+                ping = true;
             }
             while batch.len < batch_limit {
                 let Some(chunk) = st.sched.poll_chunk() else {
@@ -245,6 +247,10 @@ async fn write_loop(
         if batch.len > 0 {
             let len = batch.len as u64;
             batch.write_to(&mut io).await?;
+            if ping {
+                let mut st = out.lock();
+                st.pings_written = st.pings_written.saturating_add(1);
+            }
             if let Some(until) = rate.as_mut().and_then(|r| r.consume(Instant::now(), len)) {
                 tokio::time::sleep_until(until.into()).await;
             } else if len >= batch_limit as u64 {

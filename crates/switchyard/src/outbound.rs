@@ -32,6 +32,9 @@ pub(crate) struct OutState {
     pub(crate) flush: bool,
     /// The writer is waiting for work (the next push must wake it).
     pub(crate) writer_idle: bool,
+    /// Pings written to the socket and not yet matched with a pong: a pong counts as
+    /// an answer only when it can answer a ping that really went out.
+    pub(crate) pings_written: u32,
 }
 
 pub(crate) struct Outbound {
@@ -56,6 +59,7 @@ impl Outbound {
                 closed: false,
                 flush: false,
                 writer_idle: false,
+                pings_written: 0,
             }),
             writer: Notify::new(),
             rooms,
@@ -222,6 +226,16 @@ impl Outbound {
         let mut st = self.lock();
         st.ping_due = true;
         self.wake_writer(st);
+    }
+
+    /// Takes one written, unanswered ping, if there is one.
+    pub(crate) fn take_written_ping(&self) -> bool {
+        let mut st = self.lock();
+        if st.pings_written == 0 {
+            return false;
+        }
+        st.pings_written -= 1;
+        true
     }
 
     /// Asks the writer to answer a ping (pending pongs collapse into one).

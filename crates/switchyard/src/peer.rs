@@ -76,6 +76,8 @@ pub struct Peer {
     timer: Option<(Instant, SpawnHandle)>,
     reason: Option<DisconnectReason>,
     remote_said_goodbye: bool,
+    /// When a pong arrived that no written ping of ours could explain yet.
+    early_pong: Option<Instant>,
     reply: Option<AdmitReply>,
     linger_until: Option<Instant>,
     recv_rate: Option<TokenBucket>,
@@ -105,6 +107,7 @@ impl Peer {
             timer: None,
             reason: None,
             remote_said_goodbye: false,
+            early_pong: None,
             reply: init.reply,
             linger_until: None,
             recv_rate: limits
@@ -285,7 +288,16 @@ impl Peer {
                 Phase::Closing => return,
                 Phase::Active(keepalive) => match packet {
                     Packet::Ping => self.out.send_pong(),
-                    Packet::Pong => keepalive.on_pong(now),
+                    Packet::Pong => {
+                        keepalive.on_receive(now);
+                        if self.out.take_written_ping() {
+                            keepalive.on_pong(now);
+                        } else {
+                            // Before our ping is out (or unasked): it answers only
+                            // once the Mux reports the ping written.
+                            self.early_pong = Some(now);
+                        }
+                    }
                     Packet::Msg(m) => match self.reassembler.push(m) {
                         Err(reason) => {
                             close = Some(reason);
@@ -428,6 +440,12 @@ impl Peer {
                 hs.poll_timeout()
             }
             Phase::Active(k) => {
+                if let Some(at) = self.early_pong {
+                    if self.out.take_written_ping() {
+                        self.early_pong = None;
+                        k.on_pong(at);
+                    }
+                }
                 while let Some(action) = k.on_tick(now) {
                     match action {
                         KeepaliveAction::SendPing => self.out.send_ping(),
