@@ -2,7 +2,8 @@
 //! read, so a Peer can hand everything one read produced to a service at once.
 //!
 //! The read buffer adapts to traffic: it starts small (an idle peer costs little
-//! memory) and grows to large reads under load.
+//! memory) and grows to large reads under load. A batch holds at most
+//! `MAX_BATCH_PACKETS` packets; a read that brings more is handed over in several.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,6 +18,11 @@ use tokio_util::io::poll_read_buf;
 
 const MIN_READ: usize = 2 * 1024;
 const MAX_READ: usize = 256 * 1024;
+
+/// Most packets in one batch: a read of 256 KiB of one-byte packets would otherwise
+/// become a 12 MiB vector of decoded packets. The rest stay in the buffer (as bytes)
+/// for the next batch.
+const MAX_BATCH_PACKETS: usize = 4096;
 
 /// Bytes read in a row (the socket never empty) after which the reader lets the
 /// arbiter run its other actors once. Without it, a connection under bulk load keeps
@@ -37,6 +43,8 @@ pub(crate) struct PacketReader<R = OwnedReadHalf> {
     next_read: usize,
     /// Bytes read since the socket last had nothing to read.
     streak: usize,
+    /// Bytes read and not yet reported in a batch (for the receive rate).
+    unreported: usize,
     done: bool,
 }
 
@@ -48,6 +56,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             codec,
             next_read: MIN_READ,
             streak: 0,
+            unreported: 0,
             done: false,
         }
     }
@@ -66,8 +75,26 @@ impl<R: AsyncRead + Unpin> Stream for PacketReader<R> {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let mut bytes = 0;
         loop {
+            // What is already buffered goes first, a bounded batch at a time.
+            let mut packets = Vec::new();
+            while packets.len() < MAX_BATCH_PACKETS {
+                match this.codec.decode(&mut this.buf) {
+                    Ok(Some(p)) => packets.push(p),
+                    Ok(None) => break,
+                    Err(e) => {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+            }
+            if this.buf.is_empty() && this.buf.capacity() > 4 * MAX_READ {
+                this.buf = BytesMut::new();
+            }
+            if !packets.is_empty() {
+                let bytes = std::mem::take(&mut this.unreported);
+                return Poll::Ready(Some(Ok(ReadBatch { packets, bytes })));
+            }
             if this.buf.capacity() - this.buf.len() < this.next_read / 2 {
                 this.buf.reserve(this.next_read);
             }
@@ -83,13 +110,14 @@ impl<R: AsyncRead + Unpin> Stream for PacketReader<R> {
                 Poll::Ready(Ok(n)) => n,
             };
             if n == 0 {
+                // Every complete packet was decoded above: what is left is a
+                // truncated packet (an error) or nothing.
                 this.done = true;
                 return match this.codec.decode_eof(&mut this.buf) {
                     Ok(None) => Poll::Ready(None),
                     Ok(Some(p)) => {
-                        // A whole packet was left without a read to carry it (cannot
-                        // happen: packets are decoded after every read), hand it over.
                         this.done = false;
+                        let bytes = std::mem::take(&mut this.unreported);
                         Poll::Ready(Some(Ok(ReadBatch {
                             packets: vec![p],
                             bytes,
@@ -98,7 +126,7 @@ impl<R: AsyncRead + Unpin> Stream for PacketReader<R> {
                     Err(e) => Poll::Ready(Some(Err(e))),
                 };
             }
-            bytes += n;
+            this.unreported += n;
             this.streak += n;
             // Grow reads that fill the buffer; shrink back when traffic is light.
             this.next_read = if n >= this.next_read {
@@ -106,23 +134,6 @@ impl<R: AsyncRead + Unpin> Stream for PacketReader<R> {
             } else {
                 (n * 2).clamp(MIN_READ, MAX_READ)
             };
-            let mut packets = Vec::new();
-            loop {
-                match this.codec.decode(&mut this.buf) {
-                    Ok(Some(p)) => packets.push(p),
-                    Ok(None) => break,
-                    Err(e) => {
-                        this.done = true;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                }
-            }
-            if this.buf.is_empty() && this.buf.capacity() > 4 * MAX_READ {
-                this.buf = BytesMut::new();
-            }
-            if !packets.is_empty() {
-                return Poll::Ready(Some(Ok(ReadBatch { packets, bytes })));
-            }
         }
     }
 }
@@ -172,5 +183,31 @@ mod tests {
         assert_eq!(pings, input.len());
         // Reads overshoot the limit a little, so the last streak may end at EOF.
         assert!((2..=3).contains(&yields), "{yields} yields");
+    }
+
+    /// One read of many tiny packets is handed over in bounded batches, nothing lost,
+    /// and the bytes are reported once for the receive rate.
+    #[test]
+    fn batches_are_bounded_in_packets() {
+        let input = vec![TYPE_PING; 3 * MAX_BATCH_PACKETS + 7];
+        let mut reader = PacketReader::new(&input[..], PacketCodec::new(1024));
+        let waker = Waker::from(Arc::new(CountingWaker(AtomicUsize::new(0))));
+        let mut cx = Context::from_waker(&waker);
+        let (mut pings, mut bytes, mut largest) = (0, 0, 0);
+        loop {
+            match Pin::new(&mut reader).poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(batch))) => {
+                    largest = largest.max(batch.packets.len());
+                    pings += batch.packets.len();
+                    bytes += batch.bytes;
+                }
+                Poll::Ready(Some(Err(e))) => panic!("{e}"),
+                Poll::Ready(None) => break,
+                Poll::Pending => {}
+            }
+        }
+        assert_eq!(pings, input.len());
+        assert_eq!(bytes, input.len());
+        assert!(largest <= MAX_BATCH_PACKETS, "{largest}");
     }
 }
