@@ -229,3 +229,52 @@ async fn graceful_shutdown_delivers_everything_queued() {
         .is_err());
     b.switch.send(Shutdown).await.unwrap();
 }
+
+/// A flood of connections beyond the limits: the first ones are told why they are
+/// refused, the rest are closed at once, so refusals cannot pile up.
+#[actix::test]
+async fn a_connection_flood_is_refused_without_piling_up() {
+    init_logs();
+    let mut cfg = test_config();
+    cfg.limits.max_inbound = 1;
+    let hub = start_node(cfg, &chans()).await;
+    let x = start_node(test_config(), &chans()).await;
+    x.switch.send(Dial(hub.peer_addr())).await.unwrap().unwrap();
+    // 100 connections that stay open and read nothing until asked.
+    let mut raws = Vec::new();
+    for _ in 0..100 {
+        raws.push(RawPeer::connect(hub.addr).await);
+    }
+    let (mut told, mut dropped) = (0, 0);
+    for raw in &mut raws {
+        match raw.closed(Duration::from_secs(5), false).await {
+            Closed::Goodbye(DisconnectReason::MaxInbound) => told += 1,
+            Closed::Silently => dropped += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(told >= 1 && told <= 64, "told {told}");
+    assert_eq!(told + dropped, 100);
+    // The node still serves its peer.
+    let to_hub = x.log.handle_of(hub.id).unwrap();
+    to_hub
+        .send(
+            1,
+            &TestMsg {
+                seq: 7,
+                body: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        hub.log
+            .wait_for(Duration::from_secs(5), |l| l
+                .msgs
+                .iter()
+                .any(|m| m.2.seq == 7))
+            .await
+    );
+    hub.switch.send(Shutdown).await.unwrap();
+    x.switch.send(Shutdown).await.unwrap();
+}

@@ -57,6 +57,9 @@ pub fn encode(msg: &Control) -> Bytes {
     Bytes::from(rmp_serde::to_vec(msg).unwrap_or_default())
 }
 
+/// Longest text (as displayed) of the reason in a remote's `Goodbye`.
+pub const MAX_GOODBYE_TEXT: usize = 1024;
+
 /// Decodes and validates a control message.
 pub fn decode(payload: &[u8]) -> Result<Control, ControlError> {
     if payload.len() > MAX_CONTROL_MESSAGE {
@@ -78,6 +81,16 @@ pub fn decode(payload: &[u8]) -> Result<Control, ControlError> {
                 "a goodbye cannot quote another goodbye".into(),
             ))
         }
+        Control::Goodbye(reason) => {
+            // The remote's words end up in logs and in `PeerDown`: keep them short
+            // and on one line.
+            let text = reason.to_string();
+            if text.len() > MAX_GOODBYE_TEXT || text.chars().any(char::is_control) {
+                return Err(ControlError::Invalid(format!(
+                    "goodbye reason longer than {MAX_GOODBYE_TEXT} bytes or unprintable"
+                )));
+            }
+        }
         _ => {}
     }
     Ok(msg)
@@ -87,6 +100,25 @@ pub fn decode(payload: &[u8]) -> Result<Control, ControlError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn goodbye_text_is_short_and_printable() {
+        let ok = Control::Goodbye(DisconnectReason::Application("maintenance".into()));
+        assert_eq!(decode(&encode(&ok)).unwrap(), ok);
+        for bad in [
+            DisconnectReason::Application("x".repeat(MAX_GOODBYE_TEXT)),
+            DisconnectReason::Misbehavior("forged\nlog line".into()),
+            DisconnectReason::Io("bell\u{7}".into()),
+        ] {
+            assert!(
+                matches!(
+                    decode(&encode(&Control::Goodbye(bad))),
+                    Err(ControlError::Invalid(_))
+                ),
+                "rejected"
+            );
+        }
+    }
 
     #[test]
     fn round_trip() {

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,7 @@ impl SwitchBuilder {
             persistent,
             rng,
             shutting_down: false,
+            refusing: Arc::new(AtomicUsize::new(0)),
             shutdown_waiters: Vec::new(),
         };
         Ok(switch.start())
@@ -164,7 +166,13 @@ pub struct Switch {
     rng: rand::rngs::StdRng,
     shutting_down: bool,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
+    /// Refused connections still being told why (each for up to a second).
+    refusing: Arc<AtomicUsize>,
 }
+
+/// Most refused connections told why at once; beyond that a refused connection is
+/// closed without a goodbye, so a connection flood cannot pile up tasks and sockets.
+const MAX_REFUSING: usize = 64;
 
 impl Switch {
     /// Starts building a node with `config`.
@@ -248,8 +256,13 @@ impl Switch {
                 .peer_addr()
                 .map_or_else(|_| "?".into(), |a| a.to_string())
         );
+        if self.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
+            self.refusing.fetch_sub(1, Ordering::Relaxed);
+            return; // dropped: closed at once, without a goodbye
+        }
         let goodbye = goodbye_packet(&reason, &self.registry);
         let linger = self.config.limits.linger.min(Duration::from_secs(1));
+        let refusing = self.refusing.clone();
         actix::spawn(async move {
             let _ = tokio::time::timeout(linger, async {
                 stream.write_all(&goodbye).await?;
@@ -259,6 +272,7 @@ impl Switch {
                 Ok::<_, std::io::Error>(())
             })
             .await;
+            refusing.fetch_sub(1, Ordering::Relaxed);
         });
     }
 
