@@ -253,7 +253,7 @@ async fn a_connection_flood_is_refused_without_piling_up() {
             other => panic!("{other:?}"),
         }
     }
-    assert!(told >= 1 && told <= 64, "told {told}");
+    assert!((1..=64).contains(&told), "told {told}");
     assert_eq!(told + dropped, 100);
     // The node still serves its peer.
     let to_hub = x.log.handle_of(hub.id).unwrap();
