@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use switchyard::{ChannelConfig, Dial, SendError, Shutdown};
+use switchyard::{ChannelConfig, Dial, DisconnectReason, SendError, Shutdown};
 use switchyard_integration_tests::*;
 
 #[actix::test]
@@ -144,4 +144,51 @@ async fn shutdown_completes_even_when_a_service_never_consumes() {
     let done = tokio::time::timeout(Duration::from_secs(20), b.switch.send(Shutdown)).await;
     assert!(done.is_ok(), "shutdown finished");
     a.switch.send(Shutdown).await.unwrap();
+}
+
+/// While a peer's reader waits on a service that does not consume, the peer can still
+/// be closed (its actor keeps handling messages; only reading is paused).
+#[actix::test]
+async fn a_peer_waiting_on_a_stopped_service_can_still_be_closed() {
+    init_logs();
+    let mut config = test_config();
+    // B will not read while its service is stopped: keep A's keepalive out of it.
+    config.limits.ping_interval = Duration::from_secs(60);
+    config.limits.pong_timeout = Duration::from_secs(30);
+    config.limits.idle_timeout = Duration::from_secs(120);
+    let chans = [(1, ChannelConfig::new(1), Mode::PerMessage)];
+    let a = start_node(config.clone(), &chans).await;
+    let b = start_node_with(config, &chans, |r| r.with_mailbox(2)).await;
+    let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
+    assert!(
+        b.log
+            .wait_for(Duration::from_secs(5), |l| l.events
+                == vec![Event::Up(a.id)])
+            .await
+    );
+    let b_to_a = b.log.handle_of(a.id).unwrap();
+    b.gate.send(false).unwrap();
+    for seq in 0..50 {
+        to_b.try_send(1, &TestMsg { seq, body: vec![] }).unwrap();
+    }
+    // B's service took one message and stopped; its mailbox is full; B's reader waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.log.lock().msgs.len() <= 3);
+
+    b_to_a.disconnect(DisconnectReason::Application("maintenance".into()));
+    assert!(
+        a.log
+            .wait_for(Duration::from_secs(3), |l| l.events.contains(&Event::Down(
+                b.id,
+                DisconnectReason::ByRemote(Box::new(DisconnectReason::Application(
+                    "maintenance".into()
+                )))
+            )))
+            .await,
+        "A saw the close while B's service was still stopped: {:?}",
+        a.log.lock().events
+    );
+    b.gate.send(true).unwrap();
+    a.switch.send(Shutdown).await.unwrap();
+    b.switch.send(Shutdown).await.unwrap();
 }

@@ -32,7 +32,7 @@ use tokio_util::codec::Encoder;
 use crate::handle::{PeerHandle, PeerShared};
 use crate::mux::{Linger, Mux};
 use crate::outbound::Outbound;
-use crate::reader::{PacketReader, ReadBatch};
+use crate::reader::{PacketReader, ReadBatch, ReadGate};
 use crate::registry::Registry;
 use crate::switch::{PeerClosed, Register, Switch};
 
@@ -69,6 +69,13 @@ pub struct Peer {
     out: Arc<Outbound>,
     mux: Option<Addr<Mux>>,
     reader: Option<PacketReader>,
+    /// Pauses the reader while a delivery waits for a service or the receive rate.
+    gate: Arc<ReadGate>,
+    /// The waits that hold the reader paused (a delivery and a rate-limit sleep
+    /// may overlap); reading resumes when all have finished.
+    paused: Vec<SpawnHandle>,
+    /// How many of them are still running.
+    pauses_running: usize,
     phase: Phase,
     handle: Option<PeerHandle>,
     reassembler: Reassembler,
@@ -101,6 +108,9 @@ impl Peer {
             out: out.clone(),
             mux: None,
             reader: None,
+            gate: Arc::default(),
+            paused: Vec::new(),
+            pauses_running: 0,
             phase: Phase::Handshake(Box::new(handshake)),
             handle: None,
             pending: Vec::new(),
@@ -130,6 +140,7 @@ impl Peer {
                 peer.reader = Some(PacketReader::new(
                     rd,
                     PacketCodec::new(limits.max_packet_payload),
+                    peer.gate.clone(),
                 ));
                 let mux = Mux::new(
                     wr,
@@ -197,6 +208,7 @@ impl Peer {
         self.reason = Some(reason);
         self.phase = Phase::Closing;
         self.pending.clear();
+        self.cancel_pauses(ctx);
         if flush {
             self.linger_until = Some(Instant::now() + self.registry.limits.linger);
             self.check_timers(ctx);
@@ -227,8 +239,9 @@ impl Peer {
         self.check_timers(ctx);
     }
 
-    /// Waits for `fut` without reading the socket or handling anything else; the
-    /// keepalive is paused meanwhile.
+    /// Stops reading the socket until `fut` completes (TCP pushes back on the remote),
+    /// while the actor keeps handling its mailbox (`Close`, `MuxDone`) and timers; the
+    /// keepalive's pong and idle deadlines are paused meanwhile.
     fn pause_reading<F, T>(
         &mut self,
         ctx: &mut Context<Self>,
@@ -238,18 +251,38 @@ impl Peer {
         F: std::future::Future<Output = T> + 'static,
         T: 'static,
     {
-        if let Phase::Active(k) = &mut self.phase {
-            k.pause(Instant::now());
+        if self.pauses_running == 0 {
+            self.gate.pause();
+            if let Phase::Active(k) = &mut self.phase {
+                k.pause(Instant::now());
+            }
         }
-        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| {
-            if let Phase::Active(k) = &mut act.phase {
-                k.resume(Instant::now());
+        self.pauses_running += 1;
+        let handle = ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.pauses_running = act.pauses_running.saturating_sub(1);
+            if act.pauses_running == 0 {
+                act.paused.clear();
+                act.gate.resume();
+                if let Phase::Active(k) = &mut act.phase {
+                    k.resume(Instant::now());
+                }
             }
             if let Err(reason) = then(res, act) {
                 act.close(reason, false, ctx);
             }
             act.check_timers(ctx);
         }));
+        self.paused.push(handle);
+    }
+
+    /// Drops the waits in progress (their undelivered messages with them) and lets
+    /// the reader go on: a closing connection delivers nothing more.
+    fn cancel_pauses(&mut self, ctx: &mut Context<Self>) {
+        for handle in self.paused.drain(..) {
+            ctx.cancel_future(handle);
+        }
+        self.pauses_running = 0;
+        self.gate.resume();
     }
 
     /// Runs the pending packets through the protocol. Messages complete before a

@@ -6,9 +6,12 @@
 //! `MAX_BATCH_PACKETS` packets; a read that brings more is handed over in several.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
+use futures_util::task::AtomicWaker;
 use futures_util::Stream;
 use switchyard_proto::codec::{CodecError, Packet, PacketCodec};
 use tokio::io::AsyncRead;
@@ -36,8 +39,39 @@ pub(crate) struct ReadBatch {
     pub(crate) bytes: usize,
 }
 
+/// Stops and restarts a [`PacketReader`] from its Peer: while paused the reader
+/// yields nothing (the socket fills and TCP pushes back), and the Peer's actor stays
+/// free for its mailbox and timers.
+#[derive(Default)]
+pub(crate) struct ReadGate {
+    paused: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl ReadGate {
+    pub(crate) fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Whether the reader must wait; registers `cx` to be woken on resume.
+    fn must_wait(&self, cx: &Context<'_>) -> bool {
+        if !self.paused.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.waker.register(cx.waker());
+        // Resumed in between: go on (the wake may have gone to the old waker).
+        self.paused.load(Ordering::SeqCst)
+    }
+}
+
 pub(crate) struct PacketReader<R = OwnedReadHalf> {
     io: R,
+    gate: Arc<ReadGate>,
     buf: BytesMut,
     codec: PacketCodec,
     next_read: usize,
@@ -49,9 +83,10 @@ pub(crate) struct PacketReader<R = OwnedReadHalf> {
 }
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
-    pub(crate) fn new(io: R, codec: PacketCodec) -> Self {
+    pub(crate) fn new(io: R, codec: PacketCodec, gate: Arc<ReadGate>) -> Self {
         PacketReader {
             io,
+            gate,
             buf: BytesMut::new(),
             codec,
             next_read: MIN_READ,
@@ -69,6 +104,9 @@ impl<R: AsyncRead + Unpin> Stream for PacketReader<R> {
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
+        }
+        if this.gate.must_wait(cx) {
+            return Poll::Pending;
         }
         if this.streak >= STREAK_LIMIT {
             this.streak = 0;
@@ -140,8 +178,7 @@ impl<R: AsyncRead + Unpin> Stream for PacketReader<R> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
     use std::task::{Wake, Waker};
 
     use switchyard_proto::codec::TYPE_PING;
@@ -161,7 +198,7 @@ mod tests {
     #[test]
     fn a_read_streak_yields_and_resumes() {
         let input = vec![TYPE_PING; 3 * STREAK_LIMIT + 10];
-        let mut reader = PacketReader::new(&input[..], PacketCodec::new(1024));
+        let mut reader = PacketReader::new(&input[..], PacketCodec::new(1024), Arc::default());
         let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(counter.clone());
         let mut cx = Context::from_waker(&waker);
@@ -190,7 +227,7 @@ mod tests {
     #[test]
     fn batches_are_bounded_in_packets() {
         let input = vec![TYPE_PING; 3 * MAX_BATCH_PACKETS + 7];
-        let mut reader = PacketReader::new(&input[..], PacketCodec::new(1024));
+        let mut reader = PacketReader::new(&input[..], PacketCodec::new(1024), Arc::default());
         let waker = Waker::from(Arc::new(CountingWaker(AtomicUsize::new(0))));
         let mut cx = Context::from_waker(&waker);
         let (mut pings, mut bytes, mut largest) = (0, 0, 0);
