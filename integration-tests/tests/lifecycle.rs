@@ -278,3 +278,24 @@ async fn a_connection_flood_is_refused_without_piling_up() {
     hub.switch.send(Shutdown).await.unwrap();
     x.switch.send(Shutdown).await.unwrap();
 }
+
+/// A channel whose messages could never fit the connection's reassembly budget is a
+/// start error that names the field, not a node that cannot receive them.
+#[actix::test]
+async fn a_channel_larger_than_the_reassembly_budget_is_refused_at_start() {
+    use actix::prelude::*;
+    use switchyard::{Service, StartError, Switch};
+    let log = Shared::default();
+    let (recorder, _gate) = Recorder::new(log);
+    let recorder = recorder.start();
+    let service = Service::new(SERVICE, 1, &recorder).channel::<TestMsg, _>(
+        1,
+        ChannelConfig::new(1).max_message_size(32 << 20),
+        &recorder,
+    );
+    match Switch::builder(test_config()).service(service).start() {
+        Err(StartError::Config(e)) => assert_eq!(e.field, "limits.max_reassembly_bytes", "{e}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("started with a channel the budget cannot hold"),
+    }
+}

@@ -295,3 +295,41 @@ async fn a_peer_that_never_reads_is_closed_despite_unasked_pongs() {
     filler.await.unwrap();
     node.switch.send(Shutdown).await.unwrap();
 }
+
+/// Partial messages on several channels together beyond the connection's reassembly
+/// budget close the peer before the buffer is allocated.
+#[actix::test]
+async fn partial_messages_over_the_reassembly_budget_close_the_peer() {
+    init_logs();
+    let mut config = test_config();
+    config.limits.max_reassembly_bytes = 256 << 10;
+    config.limits.max_message_size = 200 << 10;
+    let channel = ChannelConfig::new(1).max_message_size(200 << 10);
+    let chans = [
+        (1, channel, Mode::PerMessage),
+        (2, channel, Mode::PerMessage),
+    ];
+    let node = start_node(config, &chans).await;
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.handshake(NET).await;
+    // Each first chunk of 60 KiB reserves 200 KiB (four chunks, capped at the
+    // channel's limit): the second channel's would make 400 KiB.
+    for channel in [1, 2] {
+        raw.send(Packet::Msg(switchyard::proto::codec::Msg {
+            channel,
+            eof: false,
+            kind: switchyard::proto::codec::MsgKind::Plain,
+            payload: vec![0u8; 60 << 10].into(),
+        }))
+        .await;
+    }
+    let closed = raw.closed(WAIT, true).await;
+    assert_eq!(
+        closed,
+        Closed::Goodbye(DisconnectReason::ReassemblyBudget {
+            size: 400 << 10,
+            max: 256 << 10
+        })
+    );
+    node.switch.send(Shutdown).await.unwrap();
+}

@@ -54,6 +54,9 @@ send_queue_bytes = 4194304
 recv_capacity = 256
 # Bytes gathered into one socket write (writes also happen whenever queues run dry).
 write_batch_bytes = 262144
+# Memory for the partial (not yet complete) messages of one connection, all
+# channels together; at least every channel's max_message_size.
+max_reassembly_bytes = 16777216
 # SO_SNDBUF/SO_RCVBUF of peer sockets in bytes; unset = the OS's autotuning.
 # Smaller buffers keep urgent messages from waiting behind bulk data in the
 # kernel, at some cost in throughput on long, fast links (on a 2-core loopback

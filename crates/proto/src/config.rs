@@ -23,7 +23,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(field: &'static str, problem: impl Into<String>) -> Self {
+    /// An error about `field`.
+    pub fn new(field: &'static str, problem: impl Into<String>) -> Self {
         ConfigError {
             field,
             problem: problem.into(),
@@ -44,6 +45,11 @@ pub struct Config {
     /// Default largest message on a channel, in bytes (channels may set their own).
     /// Default 4 MiB.
     pub max_message_size: usize,
+    /// Most memory, in bytes, that the partial (not yet complete) messages of one
+    /// connection may take on all its channels together; a peer that needs more is
+    /// closed with `ReassemblyBudget`. At least `max_message_size` (and the largest
+    /// channel's own limit, or such a message cannot arrive). Default 16 MiB.
+    pub max_reassembly_bytes: usize,
     /// Default send queue of a channel, in messages. Default 1024.
     pub send_queue_messages: usize,
     /// Default send queue of a channel, in bytes. Default 4 MiB.
@@ -108,6 +114,7 @@ impl Default for Config {
         Config {
             max_packet_payload: 64 << 10,
             max_message_size: 4 << 20,
+            max_reassembly_bytes: 16 << 20,
             send_queue_messages: 1024,
             send_queue_bytes: 4 << 20,
             recv_capacity: 256,
@@ -160,6 +167,12 @@ impl Config {
             ));
         }
         nonzero("max_message_size", self.max_message_size)?;
+        if self.max_reassembly_bytes < self.max_message_size {
+            return Err(ConfigError::new(
+                "max_reassembly_bytes",
+                "must be at least max_message_size",
+            ));
+        }
         nonzero("send_queue_messages", self.send_queue_messages)?;
         nonzero("send_queue_bytes", self.send_queue_bytes)?;
         nonzero("recv_capacity", self.recv_capacity)?;
@@ -346,6 +359,13 @@ mod tests {
                 "recv_capacity",
                 Config {
                     recv_capacity: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_reassembly_bytes",
+                Config {
+                    max_reassembly_bytes: 1024,
                     ..Config::default()
                 },
             ),

@@ -72,6 +72,15 @@ pub enum DisconnectReason {
         /// The channel's limit.
         max: usize,
     },
+    /// The partial messages of all channels of the connection would take more
+    /// memory than its reassembly budget (`limits.max_reassembly_bytes`).
+    #[error("partial messages over the connection's reassembly budget: {size} bytes, limit {max}")]
+    ReassemblyBudget {
+        /// Bytes the partial messages would take.
+        size: usize,
+        /// The budget.
+        max: usize,
+    },
     /// The chunks of one message disagreed (a request id changed mid-message).
     #[error("chunks of one message on channel {0:#04x} disagree on their kind")]
     InconsistentChunks(u8),

@@ -35,10 +35,15 @@ struct Slot {
     partial: Option<Partial>,
 }
 
-/// Per-channel reassembly of chunks into messages.
+/// Per-channel reassembly of chunks into messages, within a budget for all the
+/// partial messages of the connection together.
 #[derive(Debug)]
 pub struct Reassembler {
     slots: Vec<Slot>,
+    /// Most bytes allocated for partial messages at once (all channels).
+    budget: usize,
+    /// Bytes allocated for partial messages now (their buffers' capacities).
+    allocated: usize,
 }
 
 impl Default for Reassembler {
@@ -48,12 +53,41 @@ impl Default for Reassembler {
 }
 
 impl Reassembler {
-    /// A reassembler that knows no channel yet (every chunk is `UnknownChannel`).
+    /// A reassembler that knows no channel yet (every chunk is `UnknownChannel`),
+    /// with no budget beyond each channel's own limit.
     #[must_use]
     pub fn new() -> Self {
+        Self::with_budget(usize::MAX)
+    }
+
+    /// Like [`new`](Self::new), with at most `budget` bytes allocated for the partial
+    /// messages of all channels together.
+    #[must_use]
+    pub fn with_budget(budget: usize) -> Self {
         Reassembler {
             slots: (0..=u8::MAX).map(|_| Slot::default()).collect(),
+            budget,
+            allocated: 0,
         }
+    }
+
+    /// Bytes allocated for partial messages now.
+    #[must_use]
+    pub fn allocated(&self) -> usize {
+        self.allocated
+    }
+
+    /// Accounts `extra` more bytes of buffers, or says the budget does not have them.
+    fn charge(&mut self, extra: usize) -> Result<(), DisconnectReason> {
+        let want = self.allocated.saturating_add(extra);
+        if want > self.budget {
+            return Err(DisconnectReason::ReassemblyBudget {
+                size: want,
+                max: self.budget,
+            });
+        }
+        self.allocated = want;
+        Ok(())
     }
 
     /// Accepts messages on `channel` up to `max_message_size` bytes.
@@ -78,67 +112,95 @@ impl Reassembler {
     /// Errors (the caller closes the peer with the returned reason):
     /// [`DisconnectReason::UnknownChannel`], [`DisconnectReason::MessageTooLarge`],
     /// [`DisconnectReason::InconsistentChunks`] (a chunk's kind differs from the first
-    /// chunk of its message).
+    /// chunk of its message), [`DisconnectReason::ReassemblyBudget`] (a buffer would
+    /// take the connection's partial messages over its budget; checked before it is
+    /// allocated).
     pub fn push(&mut self, chunk: Msg) -> Result<Option<Message>, DisconnectReason> {
+        let result = self.push_inner(chunk);
+        if result.is_err() {
+            // The connection is closed on any error: forget what it had buffered.
+            self.clear();
+        }
+        result
+    }
+
+    /// Drops every partial message.
+    fn clear(&mut self) {
+        for slot in &mut self.slots {
+            slot.partial = None;
+        }
+        self.allocated = 0;
+    }
+
+    fn push_inner(&mut self, chunk: Msg) -> Result<Option<Message>, DisconnectReason> {
         let channel = chunk.channel;
         let slot = self
             .slots
-            .get_mut(usize::from(channel))
+            .get(usize::from(channel))
             .ok_or(DisconnectReason::UnknownChannel(channel))?;
         let Some(max) = slot.limit else {
             return Err(DisconnectReason::UnknownChannel(channel));
         };
         let have = slot.partial.as_ref().map_or(0, |p| p.buf.len());
+        let capacity = slot.partial.as_ref().map_or(0, |p| p.buf.capacity());
         let size = have.saturating_add(chunk.payload.len());
         if size > max {
-            slot.partial = None;
             return Err(DisconnectReason::MessageTooLarge { channel, size, max });
         }
-        match slot.partial.take() {
-            None if chunk.eof => Ok(Some(Message {
+        if slot.partial.is_none() && chunk.eof {
+            // A whole message in one chunk: handed over as it is, nothing buffered.
+            return Ok(Some(Message {
                 channel,
                 kind: chunk.kind,
                 payload: chunk.payload,
-            })),
-            None => {
-                // First of several chunks: reserve for a few chunks, not for `max`.
-                let mut buf =
-                    BytesMut::with_capacity(chunk.payload.len().saturating_mul(4).min(max));
-                buf.extend_from_slice(&chunk.payload);
-                slot.partial = Some(Partial {
-                    kind: chunk.kind,
-                    buf,
-                });
-                Ok(None)
-            }
-            Some(mut partial) => {
-                if partial.kind != chunk.kind {
-                    return Err(DisconnectReason::InconsistentChunks(channel));
-                }
-                let len = partial.buf.len();
-                if partial.buf.capacity() - len < chunk.payload.len() {
-                    // Grow fourfold, never past `max` (checked above): a large message
-                    // is copied once or twice on its way up instead of at every
-                    // doubling. A fresh exact allocation, because `reserve` may double
-                    // the capacity beyond what was asked.
-                    let target = len.saturating_mul(4).clamp(size, max);
-                    let mut grown = BytesMut::with_capacity(target);
-                    grown.extend_from_slice(&partial.buf);
-                    partial.buf = grown;
-                }
-                partial.buf.extend_from_slice(&chunk.payload);
-                if chunk.eof {
-                    Ok(Some(Message {
-                        channel,
-                        kind: partial.kind,
-                        payload: partial.buf.freeze(),
-                    }))
-                } else {
-                    slot.partial = Some(partial);
-                    Ok(None)
-                }
+            }));
+        }
+        if let Some(p) = &slot.partial {
+            if p.kind != chunk.kind {
+                return Err(DisconnectReason::InconsistentChunks(channel));
             }
         }
+        // Room for this chunk, allocated (and charged to the budget) before copying.
+        let target = if have == 0 {
+            // First of several chunks: reserve for a few chunks, not for `max`.
+            chunk.payload.len().saturating_mul(4).min(max)
+        } else if capacity - have < chunk.payload.len() {
+            // Grow fourfold, never past `max` (checked above): a large message is
+            // copied once or twice on its way up instead of at every doubling.
+            have.saturating_mul(4).clamp(size, max)
+        } else {
+            capacity
+        };
+        if target > capacity {
+            self.charge(target - capacity)?;
+        }
+        let slot = self
+            .slots
+            .get_mut(usize::from(channel))
+            .ok_or(DisconnectReason::UnknownChannel(channel))?;
+        let partial = slot.partial.get_or_insert_with(|| Partial {
+            kind: chunk.kind,
+            buf: BytesMut::new(),
+        });
+        if target > partial.buf.capacity() {
+            // A fresh exact allocation: `reserve` may double past what was asked.
+            let mut grown = BytesMut::with_capacity(target);
+            grown.extend_from_slice(&partial.buf);
+            partial.buf = grown;
+        }
+        partial.buf.extend_from_slice(&chunk.payload);
+        if !chunk.eof {
+            return Ok(None);
+        }
+        let Some(done) = slot.partial.take() else {
+            return Ok(None);
+        };
+        self.allocated = self.allocated.saturating_sub(done.buf.capacity());
+        Ok(Some(Message {
+            channel,
+            kind: done.kind,
+            payload: done.buf.freeze(),
+        }))
     }
 }
 
@@ -245,6 +307,37 @@ mod tests {
             .unwrap();
         assert_eq!(msg.payload.len(), 5000);
         assert!(msg.payload.iter().all(|b| *b == 7));
+        assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn partial_messages_of_all_channels_share_one_budget() {
+        let mut r = Reassembler::with_budget(10_000);
+        r.add_channel(1, 8000);
+        r.add_channel(2, 8000);
+        let kb = [1u8; 1000];
+        assert_eq!(r.push(chunk(1, false, MsgKind::Plain, &kb)), Ok(None));
+        assert_eq!(r.push(chunk(2, false, MsgKind::Plain, &kb)), Ok(None));
+        assert_eq!(r.allocated(), 8000, "4x the first chunk, per channel");
+        // Completing a message gives its buffer back to the budget.
+        let done = r
+            .push(chunk(2, true, MsgKind::Plain, &kb))
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.payload.len(), 2000);
+        assert_eq!(r.allocated(), 4000);
+        assert_eq!(r.push(chunk(2, false, MsgKind::Plain, &kb)), Ok(None));
+        // Channel 1 must grow to 8000: 4000 + 4000 + 4000 is over the budget, and
+        // that is known before anything is allocated.
+        assert_eq!(r.push(chunk(1, false, MsgKind::Plain, &kb)), Ok(None));
+        assert_eq!(
+            r.push(chunk(1, false, MsgKind::Plain, &[1u8; 3000])),
+            Err(DisconnectReason::ReassemblyBudget {
+                size: 12_000,
+                max: 10_000
+            })
+        );
+        assert_eq!(r.allocated(), 0, "the connection closes: nothing is kept");
         assert_eq!(r.buffered(), 0);
     }
 

@@ -116,6 +116,7 @@ fn limits_field(field: &'static str) -> &'static str {
         ("send_queue_bytes", "limits.send_queue_bytes"),
         ("recv_capacity", "limits.recv_capacity"),
         ("write_batch_bytes", "limits.write_batch_bytes"),
+        ("max_reassembly_bytes", "limits.max_reassembly_bytes"),
         ("socket_buffer", "limits.socket_buffer"),
         ("handshake_timeout", "limits.handshake_timeout"),
         ("ping_interval", "limits.ping_interval"),

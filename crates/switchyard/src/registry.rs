@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use actix::Recipient;
+use switchyard_proto::config::ConfigError;
 use switchyard_proto::control::{CONTROL_CHANNEL, MAX_CONTROL_MESSAGE};
 use switchyard_proto::handshake::ServiceInfo;
 use switchyard_proto::reassembly::Reassembler;
@@ -54,6 +55,15 @@ impl Registry {
                     return Err(StartError::ReservedChannel);
                 }
                 ch.config.validate().map_err(StartError::Config)?;
+                if ch.config.max_message_size > limits.max_reassembly_bytes {
+                    return Err(StartError::Config(ConfigError::new(
+                        "limits.max_reassembly_bytes",
+                        format!(
+                            "below channel {:#04x}'s max_message_size ({} bytes)",
+                            ch.id, ch.config.max_message_size
+                        ),
+                    )));
+                }
                 let slot = channels
                     .get_mut(usize::from(ch.id))
                     .ok_or(StartError::ReservedChannel)?;
@@ -116,7 +126,7 @@ impl Registry {
 
     /// A reassembler that accepts every channel of this node (and channel 0).
     pub(crate) fn reassembler(&self) -> Reassembler {
-        let mut r = Reassembler::new();
+        let mut r = Reassembler::with_budget(self.limits.max_reassembly_bytes);
         r.add_channel(CONTROL_CHANNEL, self.control.max_message_size);
         for (id, slot) in self.channels.iter().enumerate() {
             if let (Some(slot), Ok(id)) = (slot, u8::try_from(id)) {
