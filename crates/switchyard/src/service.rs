@@ -381,6 +381,11 @@ impl Service {
     /// A channel that carries raw bytes: each reassembled message reaches `to` as
     /// [`Received<Bytes>`] without decoding or copying. Send on it with
     /// [`PeerHandle::send_raw`] / [`PeerHandle::try_send_raw`].
+    ///
+    /// A message that arrived in one packet is a slice of the socket's read buffer
+    /// (up to 256 KiB), which stays allocated while any slice of it lives: a service
+    /// that keeps small messages for long should copy them
+    /// (`Bytes::copy_from_slice`).
     #[must_use]
     pub fn raw_channel<A>(self, id: u8, config: ChannelConfig, to: &Addr<A>) -> Self
     where
