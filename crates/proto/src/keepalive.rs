@@ -127,6 +127,12 @@ impl Keepalive {
         None
     }
 
+    /// Whether a ping of ours is waiting for its pong.
+    #[must_use]
+    pub fn awaiting_pong(&self) -> bool {
+        self.ping_sent.is_some()
+    }
+
     /// Round-trip time of the last answered ping.
     #[must_use]
     pub fn last_rtt(&self) -> Option<Duration> {
@@ -167,7 +173,9 @@ mod tests {
         let t = t0();
         let mut k = Keepalive::new(t, ms(100), ms(50), ms(1000));
         assert_eq!(k.on_tick(t + ms(100)), Some(KeepaliveAction::SendPing));
+        assert!(k.awaiting_pong());
         k.on_pong(t + ms(120));
+        assert!(!k.awaiting_pong());
         assert_eq!(k.last_rtt(), Some(ms(20)));
         assert_eq!(k.on_tick(t + ms(160)), None);
         assert_eq!(k.on_tick(t + ms(200)), Some(KeepaliveAction::SendPing));

@@ -8,9 +8,10 @@
 //! are also checked on every batch, so a busy connection cannot starve them.
 //!
 //! Delivery to services uses `try_send`, and `send().await` when a mailbox is full.
-//! While that wait lasts the actor handles nothing else, so the socket is not read:
-//! a slow service slows its peer down through TCP instead of growing memory. The
-//! keepalive tracker is paused meanwhile (a pong may sit unread in our socket).
+//! While that wait lasts the reader is paused (a `ReadGate`), so the socket is not
+//! read: a slow service slows its peer down through TCP instead of growing memory.
+//! The actor itself stays free for `Close`, `MuxDone` and its timers. The keepalive
+//! tracker is paused meanwhile (a pong may sit unread in our socket).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -251,11 +252,9 @@ impl Peer {
         F: std::future::Future<Output = T> + 'static,
         T: 'static,
     {
-        if self.pauses_running == 0 {
-            self.gate.pause();
-            if let Phase::Active(k) = &mut self.phase {
-                k.pause(Instant::now());
-            }
+        self.gate.pause();
+        if let Phase::Active(k) = &mut self.phase {
+            k.pause(Instant::now());
         }
         self.pauses_running += 1;
         let handle = ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
@@ -325,9 +324,10 @@ impl Peer {
                         keepalive.on_receive(now);
                         if self.out.take_written_ping() {
                             keepalive.on_pong(now);
-                        } else {
-                            // Before our ping is out (or unasked): it answers only
-                            // once the Mux reports the ping written.
+                            self.early_pong = None;
+                        } else if keepalive.awaiting_pong() {
+                            // Our ping is not reported written yet: this pong answers
+                            // it only once the Mux does. (Unasked pongs are ignored.)
                             self.early_pong = Some(now);
                         }
                     }
@@ -442,12 +442,18 @@ impl Peer {
                     Ok(Ok(())) => {
                         let limits = &act.registry.limits;
                         let now = Instant::now();
-                        act.phase = Phase::Active(Box::new(Keepalive::new(
+                        let mut keepalive = Box::new(Keepalive::new(
                             now,
                             limits.ping_interval,
                             limits.pong_timeout,
                             limits.idle_timeout,
-                        )));
+                        ));
+                        if act.pauses_running > 0 {
+                            // Reading is already paused (the receive rate): so are
+                            // the deadlines.
+                            keepalive.pause(now);
+                        }
+                        act.phase = Phase::Active(keepalive);
                         log::debug!("peer {} admitted ({:?})", act.label(), act.direction);
                         if let Some(reply) = act.reply.take() {
                             let _ = reply.send(Ok(handle));
