@@ -83,8 +83,8 @@ enum Command {
         /// Network name to present.
         #[arg(long, default_value = "switchyard-local")]
         network: String,
-        /// Seconds to wait for the node.
-        #[arg(long, default_value_t = 5)]
+        /// Seconds to wait for the node (1 to 3600).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout: u64,
         /// Print JSON instead of text.
         #[arg(long)]

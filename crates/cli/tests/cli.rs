@@ -34,6 +34,17 @@ fn bad_arguments_are_usage_errors() {
     let out = bin().args(["status", "not-an-address"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected ID@HOST:PORT"));
+    // A timeout that would overflow the clock is a usage error, not a panic.
+    let out = bin()
+        .args([
+            "status",
+            "0000000000000000000000000000000000000000@127.0.0.1:1",
+            "--timeout",
+            "18446744073709551615",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
     let out = bin().args(["testnet", "--nodes", "many"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = bin().args(["testnet", "--nodes", "1"]).output().unwrap();
@@ -79,6 +90,8 @@ fn config_errors_name_the_file_and_the_field() {
         ),
         ("[limits]\nmax_inbound = -3\n", "max_inbound"),
         ("listen = \"nowhere\"\n", "listen"),
+        ("[limits]\nlinger = \"500000000000y\"\n", "limits.linger"),
+        ("arbiters = 1000000\n", "arbiters"),
         ("insecure_plaintext = false\n", "insecure_plaintext"),
         (
             "[limits]\nhandshake_timeout = \"soon\"\n",

@@ -145,6 +145,21 @@ fn nonzero(field: &'static str, v: usize) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Longest any duration of the config may be: far beyond any sensible value, and far
+/// enough from overflow that adding it (or twice it) to an `Instant` is safe.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn bounded_duration(field: &'static str, v: Duration) -> Result<(), ConfigError> {
+    nonzero_duration(field, v)?;
+    if v > MAX_DURATION {
+        return Err(ConfigError::new(
+            field,
+            format!("{v:?} is longer than the limit of 7 days"),
+        ));
+    }
+    Ok(())
+}
+
 fn nonzero_duration(field: &'static str, v: Duration) -> Result<(), ConfigError> {
     if v.is_zero() {
         return Err(ConfigError::new(field, "must be longer than zero"));
@@ -183,11 +198,11 @@ impl Config {
                 "must be at least 4096 bytes (omit it for the OS default)",
             ));
         }
-        nonzero_duration("handshake_timeout", self.handshake_timeout)?;
-        nonzero_duration("ping_interval", self.ping_interval)?;
-        nonzero_duration("pong_timeout", self.pong_timeout)?;
-        nonzero_duration("idle_timeout", self.idle_timeout)?;
-        nonzero_duration("stall_timeout", self.stall_timeout)?;
+        bounded_duration("handshake_timeout", self.handshake_timeout)?;
+        bounded_duration("ping_interval", self.ping_interval)?;
+        bounded_duration("pong_timeout", self.pong_timeout)?;
+        bounded_duration("idle_timeout", self.idle_timeout)?;
+        bounded_duration("stall_timeout", self.stall_timeout)?;
         if self.pong_timeout >= self.ping_interval {
             return Err(ConfigError::new(
                 "pong_timeout",
@@ -220,9 +235,10 @@ impl Config {
                 "must be greater than zero (omit it for no limit)",
             ));
         }
-        nonzero_duration("ban_duration", self.ban_duration)?;
-        nonzero_duration("linger", self.linger)?;
-        nonzero_duration("redial_backoff_min", self.redial_backoff_min)?;
+        bounded_duration("ban_duration", self.ban_duration)?;
+        bounded_duration("linger", self.linger)?;
+        bounded_duration("redial_backoff_min", self.redial_backoff_min)?;
+        bounded_duration("redial_backoff_max", self.redial_backoff_max)?;
         if self.redial_backoff_max < self.redial_backoff_min {
             return Err(ConfigError::new(
                 "redial_backoff_max",
@@ -366,6 +382,13 @@ mod tests {
                 "max_reassembly_bytes",
                 Config {
                     max_reassembly_bytes: 1024,
+                    ..Config::default()
+                },
+            ),
+            (
+                "linger",
+                Config {
+                    linger: Duration::from_secs(500_000_000_000),
                     ..Config::default()
                 },
             ),

@@ -84,6 +84,12 @@ impl NodeConfig {
                 problem: "must be at most 256 bytes".into(),
             });
         }
+        if self.arbiters > MAX_ARBITERS {
+            return Err(ConfigError {
+                field: "arbiters",
+                problem: format!("must be at most {MAX_ARBITERS} (0 means one per core)"),
+            });
+        }
         if !self.insecure_plaintext {
             return Err(ConfigError {
                 field: "insecure_plaintext",
@@ -106,6 +112,9 @@ impl NodeConfig {
         }
     }
 }
+
+/// Most arbiter threads a config may ask for.
+pub const MAX_ARBITERS: usize = 1024;
 
 /// `limits.<field>` as a static string, for error messages.
 fn limits_field(field: &'static str) -> &'static str {
