@@ -299,3 +299,23 @@ async fn a_channel_larger_than_the_reassembly_budget_is_refused_at_start() {
         Ok(_) => panic!("started with a channel the budget cannot hold"),
     }
 }
+
+/// Dialing our own address (id unknown) is caught by the handshake's nonce, with the
+/// error that tells persistent-peer redialing to give up on it.
+#[actix::test]
+async fn dialing_ourselves_is_a_self_connection() {
+    init_logs();
+    let node = start_node(test_config(), &chans()).await;
+    let own = switchyard::PeerAddr::new(None, node.addr);
+    let res = node.switch.send(Dial(own)).await.unwrap();
+    assert!(
+        matches!(
+            res,
+            Err(DialError::Closed(DisconnectReason::Handshake(
+                switchyard::proto::handshake::HandshakeError::SelfConnection
+            )))
+        ),
+        "{res:?}"
+    );
+    node.switch.send(Shutdown).await.unwrap();
+}

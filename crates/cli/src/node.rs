@@ -65,7 +65,12 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
     if let Some(listen) = opts.listen {
         config.listen = Some(listen);
     }
-    config.persistent_peers.extend(opts.peers);
+    for peer in opts.peers {
+        // The same peer in the config and on the command line is dialed once.
+        if !config.persistent_peers.contains(&peer) {
+            config.persistent_peers.push(peer);
+        }
+    }
     let switch = Switch::builder(config)
         .key(key)
         .start()

@@ -41,7 +41,44 @@ use crate::switch::{PeerClosed, Register, Switch};
 pub(crate) type AdmitReply = oneshot::Sender<Result<PeerHandle, DisconnectReason>>;
 
 /// Everything the Switch hands a new Peer.
+/// Tells the Switch that a connection is gone if its Peer never reports it: the
+/// Peer failed to start (its arbiter stopped, or a panic in `Peer::new`) or its actor
+/// was dropped without `stopped` running. Without it the connection's admission slot
+/// and table entry would stay forever.
+pub(crate) struct ClosedGuard {
+    switch: Addr<Switch>,
+    conn: ConnId,
+    armed: bool,
+}
+
+impl ClosedGuard {
+    pub(crate) fn new(switch: Addr<Switch>, conn: ConnId) -> Self {
+        ClosedGuard {
+            switch,
+            conn,
+            armed: true,
+        }
+    }
+
+    /// The Peer reported its close itself.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ClosedGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.switch.do_send(PeerClosed {
+                conn: self.conn,
+                reason: DisconnectReason::Io("connection task ended abnormally".into()),
+            });
+        }
+    }
+}
+
 pub(crate) struct PeerInit {
+    pub(crate) guard: ClosedGuard,
     pub(crate) conn: ConnId,
     pub(crate) direction: Direction,
     pub(crate) stream: std::net::TcpStream,
@@ -86,6 +123,7 @@ pub struct Peer {
     remote_said_goodbye: bool,
     /// When a pong arrived that no written ping of ours could explain yet.
     early_pong: Option<Instant>,
+    guard: ClosedGuard,
     reply: Option<AdmitReply>,
     linger_until: Option<Instant>,
     recv_rate: Option<TokenBucket>,
@@ -120,6 +158,7 @@ impl Peer {
             remote_said_goodbye: false,
             early_pong: None,
             reply: init.reply,
+            guard: init.guard,
             linger_until: None,
             recv_rate: limits
                 .recv_rate
@@ -599,6 +638,7 @@ impl Actor for Peer {
             conn: self.conn,
             reason,
         });
+        self.guard.disarm();
     }
 }
 

@@ -25,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use switchyard_proto::admission::{Admission, ConnId, Decision, Direction};
 use switchyard_proto::backoff::Backoff;
-use switchyard_proto::handshake::{Version, PROTOCOL_VERSION};
+use switchyard_proto::handshake::{HandshakeError, Version, PROTOCOL_VERSION};
 use switchyard_proto::{DisconnectReason, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -36,7 +36,7 @@ use crate::config::NodeConfig;
 use crate::error::{DialError, SendError, StartError};
 use crate::handle::PeerHandle;
 use crate::identity::NodeKey;
-use crate::peer::{goodbye_packet, Close, Peer, PeerInit};
+use crate::peer::{goodbye_packet, Close, ClosedGuard, Peer, PeerInit};
 use crate::pool::ArbiterPool;
 use crate::registry::Registry;
 use crate::service::{PeerDown, PeerUp, Service};
@@ -226,6 +226,7 @@ impl Switch {
             }
         };
         let init = PeerInit {
+            guard: ClosedGuard::new(ctx.address(), conn),
             conn,
             direction,
             stream,
@@ -303,6 +304,10 @@ impl Switch {
         };
         Box::pin(connect.into_actor(self).then(move |res, act, ctx| {
             let waiting = res.and_then(|stream| {
+                if act.shutting_down {
+                    // Connected after Shutdown began: no new Peer may delay it.
+                    return Err(DialError::ShuttingDown);
+                }
                 let remote = stream.peer_addr().map_err(|e| DialError::Connect {
                     addr: addr.to_string(),
                     error: e.to_string(),
@@ -343,25 +348,36 @@ impl Switch {
             return;
         }
         let addr = p.addr.clone();
-        ctx.spawn(self.dial(addr).map(move |res, act, ctx| {
-            let Some(p) = act.persistent.get_mut(index) else {
-                return;
-            };
-            match res {
-                Ok(handle) => {
-                    p.id = Some(handle.id());
-                }
-                Err(DialError::AlreadyConnected(id)) => p.id = Some(id),
-                Err(DialError::ShuttingDown) => {}
-                Err(e) => {
-                    let connected = p.id.is_some_and(|id| act.admission.is_connected(&id));
-                    if !connected {
-                        log::debug!("persistent peer {}: {e}", p.addr);
-                        act.schedule_redial(index, ctx);
+        ctx.spawn(
+            self.dial(addr).map(move |res, act, ctx| {
+                let Some(p) = act.persistent.get_mut(index) else {
+                    return;
+                };
+                match res {
+                    Ok(handle) => {
+                        p.id = Some(handle.id());
+                    }
+                    Err(DialError::AlreadyConnected(id)) => p.id = Some(id),
+                    Err(DialError::ShuttingDown) => {}
+                    Err(
+                        DialError::SelfDial
+                        | DialError::Closed(DisconnectReason::Handshake(
+                            HandshakeError::SelfConnection,
+                        )),
+                    ) => {
+                        // Redialing ourselves would never succeed.
+                        log::warn!("persistent peer {} is this node; not dialing it", p.addr);
+                    }
+                    Err(e) => {
+                        let connected = p.id.is_some_and(|id| act.admission.is_connected(&id));
+                        if !connected {
+                            log::debug!("persistent peer {}: {e}", p.addr);
+                            act.schedule_redial(index, ctx);
+                        }
                     }
                 }
-            }
-        }));
+            }),
+        );
     }
 
     fn schedule_redial(&mut self, index: usize, ctx: &mut Context<Self>) {
