@@ -356,6 +356,11 @@ impl Switch {
                 match res {
                     Ok(handle) => {
                         p.id = Some(handle.id());
+                        if handle.is_closed() {
+                            // It closed before this answer was handled (its PeerClosed
+                            // came first, while its id was unknown): redial now.
+                            act.schedule_redial(index, ctx);
+                        }
                     }
                     Err(DialError::AlreadyConnected(id)) => p.id = Some(id),
                     Err(DialError::ShuttingDown) => {}
