@@ -53,6 +53,17 @@ pub fn test_config() -> NodeConfig {
     }
 }
 
+/// [`test_config`] with keepalive timings long enough to stay out of a test that is
+/// not about the keepalive: one where a receiver stops reading for a while, or where
+/// pings wait behind megabytes of flood in the remote's socket.
+pub fn relaxed_keepalive_config() -> NodeConfig {
+    let mut config = test_config();
+    config.limits.ping_interval = Duration::from_secs(60);
+    config.limits.pong_timeout = Duration::from_secs(30);
+    config.limits.idle_timeout = Duration::from_secs(120);
+    config
+}
+
 /// A test message: a sequence number and a body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestMsg {

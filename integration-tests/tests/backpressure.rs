@@ -30,11 +30,8 @@ async fn a_service_slower_than_the_pong_timeout_keeps_its_peer() {
 #[actix::test]
 async fn a_stopped_service_bounds_memory_and_the_sender_sees_full() {
     init_logs();
-    let mut config = test_config();
     // The receiver will not read for a while: keep the keepalive out of this test.
-    config.limits.ping_interval = Duration::from_secs(60);
-    config.limits.pong_timeout = Duration::from_secs(30);
-    config.limits.idle_timeout = Duration::from_secs(120);
+    let config = relaxed_keepalive_config();
     let chans = [(
         1,
         ChannelConfig::new(1).send_queue(64, 64 << 10),
@@ -116,10 +113,7 @@ async fn a_stopped_service_bounds_memory_and_the_sender_sees_full() {
 #[actix::test]
 async fn shutdown_completes_even_when_a_service_never_consumes() {
     init_logs();
-    let mut config = test_config();
-    config.limits.ping_interval = Duration::from_secs(60);
-    config.limits.pong_timeout = Duration::from_secs(30);
-    config.limits.idle_timeout = Duration::from_secs(120);
+    let mut config = relaxed_keepalive_config();
     config.limits.linger = Duration::from_millis(500);
     let chans = [(1, ChannelConfig::new(1), Mode::PerMessage)];
     let a = start_node(config.clone(), &chans).await;
@@ -151,11 +145,8 @@ async fn shutdown_completes_even_when_a_service_never_consumes() {
 #[actix::test]
 async fn a_peer_waiting_on_a_stopped_service_can_still_be_closed() {
     init_logs();
-    let mut config = test_config();
     // B will not read while its service is stopped: keep A's keepalive out of it.
-    config.limits.ping_interval = Duration::from_secs(60);
-    config.limits.pong_timeout = Duration::from_secs(30);
-    config.limits.idle_timeout = Duration::from_secs(120);
+    let config = relaxed_keepalive_config();
     let chans = [(1, ChannelConfig::new(1), Mode::PerMessage)];
     let a = start_node(config.clone(), &chans).await;
     let b = start_node_with(config, &chans, |r| r.with_mailbox(2)).await;

@@ -89,10 +89,7 @@ async fn a_million_small_messages_arrive_complete_and_ordered() {
     // Not a keepalive test: A's pings wait behind megabytes of its own flood in B's
     // socket, which a slow (debug) receiver may take longer than the 300 ms pong
     // timeout of the fast test limits to reach.
-    let mut config = test_config();
-    config.limits.ping_interval = Duration::from_secs(10);
-    config.limits.pong_timeout = Duration::from_secs(5);
-    config.limits.idle_timeout = Duration::from_secs(20);
+    let config = relaxed_keepalive_config();
     let a = start_node(config.clone(), &chans).await;
     let b = start_node(config, &chans).await;
     let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
