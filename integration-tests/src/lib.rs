@@ -10,9 +10,9 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use switchyard::proto::codec::{Msg, MsgKind, Packet, PacketCodec};
-use switchyard::proto::control::{self, Control, CONTROL_CHANNEL};
-use switchyard::proto::handshake::{ServiceInfo, Version, PROTOCOL_VERSION};
+use switchyard::proto::connection::handshake::{ServiceInfo, Version, PROTOCOL_VERSION};
+use switchyard::proto::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
+use switchyard::proto::wire::control::{self, Control, CONTROL_CHANNEL};
 use switchyard::{
     ChannelConfig, DisconnectReason, GetInfo, Limits, NodeConfig, NodeId, PeerDown, PeerHandle,
     PeerUp, Received, ReceivedBatch, Service, Switch,
@@ -328,6 +328,10 @@ pub struct RawPeer {
     codec: PacketCodec,
     /// The id this raw peer claims.
     pub id: NodeId,
+    /// Credit the node granted, per channel, and not yet used by [`RawPeer::send`].
+    pub credit: Vec<u64>,
+    /// Credit this raw peer grants on every channel at the handshake.
+    pub grant: u32,
 }
 
 /// What the node said when it closed a raw peer.
@@ -350,6 +354,8 @@ impl RawPeer {
             wr,
             codec,
             id: NodeId([0xee; 20]),
+            credit: vec![0; 256],
+            grant: 16 << 20,
         }
     }
 
@@ -374,8 +380,13 @@ impl RawPeer {
         let _ = self.wr.write_all(bytes).await;
     }
 
-    /// Writes one packet.
+    /// Writes one packet (a chunk's cost is taken from the credit it tracks).
     pub async fn send(&mut self, p: Packet) {
+        if let Packet::Msg(m) = &p {
+            let cost = m.payload.len() as u64 + if m.eof { 32 } else { 0 };
+            let c = &mut self.credit[usize::from(m.channel)];
+            *c = c.saturating_sub(cost);
+        }
         let mut buf = BytesMut::new();
         self.codec.encode(p, &mut buf).expect("encodable");
         self.write(&buf).await;
@@ -397,10 +408,16 @@ impl RawPeer {
         self.send_msg(CONTROL_CHANNEL, control::encode(c)).await;
     }
 
-    /// Reads the next packet (None at EOF or error), within `timeout`.
+    /// Reads the next packet (None at EOF or error), within `timeout`; credit the node
+    /// grants is counted.
     pub async fn next(&mut self, timeout: Duration) -> Option<Packet> {
         match tokio::time::timeout(timeout, self.rd.next()).await {
-            Ok(Some(Ok(p))) => Some(p),
+            Ok(Some(Ok(p))) => {
+                if let Packet::Credit { channel, bytes } = &p {
+                    self.credit[usize::from(*channel)] += u64::from(*bytes);
+                }
+                Some(p)
+            }
             _ => None,
         }
     }
@@ -411,7 +428,7 @@ impl RawPeer {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next(left).await? {
-                Packet::Ping => self.send(Packet::Pong).await,
+                Packet::Ping(nonce) => self.send(Packet::Pong(nonce)).await,
                 Packet::Msg(m) if m.channel == CONTROL_CHANNEL => {
                     return control::decode(&m.payload).ok()
                 }
@@ -420,7 +437,23 @@ impl RawPeer {
         }
     }
 
-    /// Full handshake as a well-behaved peer on `network`; returns the node's Version.
+    /// Reads (answering pings) until the node granted at least `bytes` of credit on
+    /// `channel`; false if it did not within `timeout`.
+    pub async fn wait_credit(&mut self, channel: u8, bytes: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.credit[usize::from(channel)] < bytes {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(Packet::Ping(nonce)) => self.send(Packet::Pong(nonce)).await,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Full handshake as a well-behaved peer on `network` (granting `self.grant` of
+    /// credit on every channel before its Verack); returns the node's Version.
     pub async fn handshake(&mut self, network: &str) -> Version {
         let v = self.version(network);
         self.send_control(&Control::Version(v)).await;
@@ -430,6 +463,15 @@ impl RawPeer {
             match self.next_control(Duration::from_secs(5)).await {
                 Some(Control::Version(v)) => {
                     theirs = Some(v);
+                    let mut buf = BytesMut::new();
+                    for channel in 1..=255u8 {
+                        let credit = Packet::Credit {
+                            channel,
+                            bytes: self.grant,
+                        };
+                        self.codec.encode(credit, &mut buf).expect("encodable");
+                    }
+                    self.write(&buf).await;
                     self.send_control(&Control::Verack).await;
                 }
                 Some(Control::Verack) => verack = true,
@@ -451,7 +493,9 @@ impl RawPeer {
             match tokio::time::timeout(left, self.rd.next()).await {
                 Err(_) => panic!("the node did not close the connection within {timeout:?}"),
                 Ok(None) | Ok(Some(Err(_))) => return Closed::Silently,
-                Ok(Some(Ok(Packet::Ping))) if answer_pings => self.send(Packet::Pong).await,
+                Ok(Some(Ok(Packet::Ping(nonce)))) if answer_pings => {
+                    self.send(Packet::Pong(nonce)).await
+                }
                 Ok(Some(Ok(Packet::Msg(m)))) if m.channel == CONTROL_CHANNEL => {
                     if let Ok(Control::Goodbye(reason)) = control::decode(&m.payload) {
                         return Closed::Goodbye(reason);

@@ -298,6 +298,20 @@ async fn a_channel_larger_than_the_reassembly_budget_is_refused_at_start() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("started with a channel the budget cannot hold"),
     }
+    // Channels that fit one by one but not together: one partial message per channel
+    // must fit at once, or concurrent large messages could wait on each other forever.
+    let ten = ChannelConfig::new(1).max_message_size(10 << 20);
+    let service = Service::new(SERVICE, 1, &recorder)
+        .channel::<TestMsg, _>(1, ten, &recorder)
+        .channel::<TestMsg, _>(2, ten, &recorder);
+    match Switch::builder(test_config()).service(service).start() {
+        Err(StartError::Config(e)) => {
+            assert_eq!(e.field, "limits.max_reassembly_bytes", "{e}");
+            assert!(e.problem.contains("one partial message per channel"), "{e}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("started with channels the budget cannot hold together"),
+    }
 }
 
 /// Dialing our own address (id unknown) is caught by the handshake's nonce, with the
@@ -312,7 +326,7 @@ async fn dialing_ourselves_is_a_self_connection() {
         matches!(
             res,
             Err(DialError::Closed(DisconnectReason::Handshake(
-                switchyard::proto::handshake::HandshakeError::SelfConnection
+                switchyard::proto::connection::handshake::HandshakeError::SelfConnection
             )))
         ),
         "{res:?}"

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard::proto::codec::{CodecError, Packet};
-use switchyard::proto::control::Control;
-use switchyard::proto::handshake::HandshakeError;
+use switchyard::proto::connection::handshake::HandshakeError;
+use switchyard::proto::wire::codec::{CodecError, Msg, MsgKind, Packet};
+use switchyard::proto::wire::control::Control;
 use switchyard::{ChannelConfig, Dial, DisconnectReason, Shutdown};
 use switchyard_integration_tests::*;
 
@@ -173,18 +173,16 @@ async fn misbehaving_peers_are_closed_with_their_reason_and_honest_peers_keep_go
         "{closed:?}"
     );
 
-    // A message over the channel's size limit (announced by chunks).
+    // A message over the channel's size limit, sent within the credit it is given.
     let mut raw = RawPeer::connect(node.addr).await;
     raw.handshake(NET).await;
-    let chunk = vec![0u8; 60 * 1024];
-    for _ in 0..80 {
-        raw.send(Packet::Msg(switchyard::proto::codec::Msg {
-            channel: 1,
-            eof: false,
-            kind: switchyard::proto::codec::MsgKind::Plain,
-            payload: chunk.clone().into(),
-        }))
-        .await;
+    let limit = ChannelConfig::new(1).max_message_size as u64;
+    let mut sent = 0;
+    while sent <= limit {
+        assert!(raw.wait_credit(1, 1, WAIT).await, "credit for {sent} bytes");
+        let n = raw.credit[1].min(60 << 10);
+        raw.send(chunk(1, n as usize)).await;
+        sent += n;
     }
     let closed = raw.closed(WAIT, true).await;
     assert!(
@@ -194,6 +192,45 @@ async fn misbehaving_peers_are_closed_with_their_reason_and_honest_peers_keep_go
         ),
         "{closed:?}"
     );
+
+    // Bytes beyond the credit granted, whatever they are.
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.handshake(NET).await;
+    for _ in 0..8 {
+        raw.send(chunk(1, 60 << 10)).await;
+    }
+    let closed = raw.closed(WAIT, true).await;
+    assert!(
+        matches!(
+            closed,
+            Closed::Goodbye(DisconnectReason::CreditExceeded { channel: 1, .. })
+        ),
+        "{closed:?}"
+    );
+
+    // A ping flood, then a flood of pongs that answer nothing.
+    for packet in [Packet::Ping as fn(u64) -> Packet, Packet::Pong] {
+        let mut raw = RawPeer::connect(node.addr).await;
+        raw.handshake(NET).await;
+        let mut flood = bytes::BytesMut::new();
+        for i in 0..1000 {
+            use tokio_util::codec::Encoder;
+            switchyard::proto::PacketCodec::new(64)
+                .encode(packet(i), &mut flood)
+                .unwrap();
+        }
+        raw.write(&flood).await;
+        let closed = raw.closed(WAIT, false).await;
+        assert!(
+            matches!(
+                closed,
+                Closed::Goodbye(
+                    DisconnectReason::TooManyPings { .. } | DisconnectReason::TooManyPongs { .. }
+                )
+            ),
+            "{closed:?}"
+        );
+    }
 
     // Silence after the handshake: no pongs.
     let mut raw = RawPeer::connect(node.addr).await;
@@ -277,7 +314,7 @@ async fn a_peer_that_never_reads_is_closed_despite_unasked_pongs() {
     });
     let started = std::time::Instant::now();
     let reason = loop {
-        raw.send(Packet::Pong).await;
+        raw.send(Packet::Pong(rand_nonce())).await;
         let down = node.log.lock().events.iter().find_map(|e| match e {
             Event::Down(id, reason) if *id == raw_id => Some(reason.clone()),
             _ => None,
@@ -296,40 +333,17 @@ async fn a_peer_that_never_reads_is_closed_despite_unasked_pongs() {
     node.switch.send(Shutdown).await.unwrap();
 }
 
-/// Partial messages on several channels together beyond the connection's reassembly
-/// budget close the peer before the buffer is allocated.
-#[actix::test]
-async fn partial_messages_over_the_reassembly_budget_close_the_peer() {
-    init_logs();
-    let mut config = test_config();
-    config.limits.max_reassembly_bytes = 256 << 10;
-    config.limits.max_message_size = 200 << 10;
-    let channel = ChannelConfig::new(1).max_message_size(200 << 10);
-    let chans = [
-        (1, channel, Mode::PerMessage),
-        (2, channel, Mode::PerMessage),
-    ];
-    let node = start_node(config, &chans).await;
-    let mut raw = RawPeer::connect(node.addr).await;
-    raw.handshake(NET).await;
-    // Each first chunk of 60 KiB reserves 200 KiB (four chunks, capped at the
-    // channel's limit): the second channel's would make 400 KiB.
-    for channel in [1, 2] {
-        raw.send(Packet::Msg(switchyard::proto::codec::Msg {
-            channel,
-            eof: false,
-            kind: switchyard::proto::codec::MsgKind::Plain,
-            payload: vec![0u8; 60 << 10].into(),
-        }))
-        .await;
-    }
-    let closed = raw.closed(WAIT, true).await;
-    assert_eq!(
-        closed,
-        Closed::Goodbye(DisconnectReason::ReassemblyBudget {
-            size: 400 << 10,
-            max: 256 << 10
-        })
-    );
-    node.switch.send(Shutdown).await.unwrap();
+fn chunk(channel: u8, len: usize) -> Packet {
+    Packet::Msg(Msg {
+        channel,
+        eof: false,
+        kind: MsgKind::Plain,
+        payload: vec![0u8; len].into(),
+    })
+}
+
+/// A pong a peer that never read our ping could only guess.
+fn rand_nonce() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::Instant::now())
 }

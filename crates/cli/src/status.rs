@@ -1,21 +1,22 @@
-//! `switchyard status ID@ADDR`: connect as a peer, complete the handshake, and print
-//! what the node says about itself.
+//! `switchyard status ID@ADDR`: connect as a light peer, complete the handshake, and
+//! print what the node says about itself.
 //!
-//! Until the channel-0 introspection lands, this is what the node's `Version`
-//! tells: id, network, protocol, services, user agent, listen address, and the
-//! round-trip time of one ping.
+//! The light client is the protocol's own [`PeerCore`] driven by a plain loop over a
+//! tokio socket (no actors): the core does the handshake, the credit and the ping;
+//! this file only moves bytes. Until the channel-0 introspection lands, what it
+//! prints is what the node's `Version` tells, and one ping's round-trip time.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
-use switchyard::proto::codec::{Msg, MsgKind, Packet, PacketCodec};
-use switchyard::proto::control::{self, Control, CONTROL_CHANNEL};
-use switchyard::proto::handshake::{Handshake, Version, PROTOCOL_VERSION};
+use switchyard::proto::connection::handshake::{Version, PROTOCOL_VERSION};
+use switchyard::proto::{
+    Config, ConnParams, CoreConfig, DisconnectReason, Event, PeerCore, RecvBudget, Transmit,
+};
 use switchyard::{NodeKey, PeerAddr};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::codec::{Encoder, FramedRead};
 
 /// What `status` learned.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -28,16 +29,59 @@ pub struct Status {
     pub ping: Option<Duration>,
 }
 
-/// An open connection after a completed handshake.
+/// An open connection after a completed handshake, with the core that drives it.
 pub struct Session {
-    rd: FramedRead<tokio::net::tcp::OwnedReadHalf, PacketCodec>,
-    wr: tokio::net::tcp::OwnedWriteHalf,
-    version: Version,
+    stream: TcpStream,
+    core: PeerCore,
+    rbuf: BytesMut,
     elapsed: Duration,
 }
 
+impl Session {
+    /// Writes everything the core wants to send now.
+    async fn flush(&mut self) -> Result<(), String> {
+        let mut t = Transmit::new();
+        while self.core.poll_transmit(Instant::now(), &mut t, 256 << 10) {
+            let bytes = t.take_all();
+            self.stream
+                .write_all(&bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.core.handle_written(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Writes what the core wants to send, then reads once (within `until`) and
+    /// feeds it. Returns the reason when the connection closed.
+    async fn step(&mut self, until: Instant) -> Result<(), String> {
+        self.flush().await?;
+        let deadline = self.core.poll_timeout().map_or(until, |t| t.min(until));
+        self.rbuf.reserve(16 << 10);
+        match tokio::time::timeout_at(deadline.into(), self.stream.read_buf(&mut self.rbuf)).await {
+            Err(_) => self.core.handle_timeout(Instant::now()),
+            Ok(Ok(0)) => self.core.handle_eof(Instant::now(), &mut self.rbuf),
+            Ok(Ok(_)) => self.core.handle_read(Instant::now(), &mut self.rbuf),
+            Ok(Err(e)) => self.core.handle_io_error(Instant::now(), &e.to_string()),
+        }
+        while let Some(event) = self.core.poll_event() {
+            if let Event::Closed(reason) = event {
+                return Err(describe(&reason));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe(reason: &DisconnectReason) -> String {
+    match reason {
+        DisconnectReason::ByRemote(r) => format!("the node refused us: {r}"),
+        other => other.to_string(),
+    }
+}
+
 /// Connects to `addr` on `network` and completes the handshake as a light client
-/// (no services); the connection stays open while the result is held.
+/// (no services, no channels); the connection stays open while the result is held.
 pub async fn connect_light(
     addr: &PeerAddr,
     network: &str,
@@ -48,113 +92,68 @@ pub async fn connect_light(
         .await
         .map_err(|_| format!("{addr}: connect timed out"))?
         .map_err(|e| format!("{addr}: {e}"))?;
-    let (rd, mut wr) = stream.into_split();
-    let codec = PacketCodec::new(64 * 1024);
-    let mut rd = FramedRead::new(rd, codec);
-    let key = NodeKey::generate();
+    let _ = stream.set_nodelay(true);
+    let limits = Config {
+        handshake_timeout: timeout,
+        ..Config::default()
+    };
+    let config = Arc::new(CoreConfig::new(limits, []).map_err(|e| e.to_string())?);
     let local = Version {
         protocol: PROTOCOL_VERSION,
         network: network.to_owned(),
-        node_id: key.node_id(),
+        node_id: NodeKey::generate().node_id(),
         listen_addr: None,
         services: Vec::new(),
         user_agent: format!("switchyard-status/{}", env!("CARGO_PKG_VERSION")),
         nonce: rand::random(),
     };
-    let mut hs = Handshake::new(Instant::now(), local, addr.id, timeout);
-    let mut out = BytesMut::new();
-    let send = |c: Control, out: &mut BytesMut| {
-        let msg = Msg {
-            channel: CONTROL_CHANNEL,
-            eof: true,
-            kind: MsgKind::Plain,
-            payload: control::encode(&c),
-        };
-        codec
-            .clone()
-            .encode(Packet::Msg(msg), out)
-            .map_err(|e| e.to_string())
+    let params = ConnParams {
+        local,
+        expected: addr.id,
+        secret: rand::random(),
     };
-    while !hs.is_complete() {
-        while let Some(c) = hs.poll_transmit() {
-            send(c, &mut out)?;
+    let core = PeerCore::new(Instant::now(), config, params, Arc::new(RecvBudget::new(0)));
+    let mut session = Session {
+        stream,
+        core,
+        rbuf: BytesMut::new(),
+        elapsed: Duration::ZERO,
+    };
+    let until = t0 + timeout;
+    while !session.core.is_active() {
+        session
+            .step(until)
+            .await
+            .map_err(|e| format!("{addr}: handshake: {e}"))?;
+        if Instant::now() >= until && !session.core.is_active() {
+            return Err(format!("{addr}: handshake timed out"));
         }
-        if !out.is_empty() {
-            wr.write_all(&out).await.map_err(|e| e.to_string())?;
-            out.clear();
-        }
-        if hs.is_complete() {
-            break;
-        }
-        let deadline = hs
-            .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + timeout);
-        let packet = match tokio::time::timeout_at(deadline.into(), rd.next()).await {
-            Err(_) => {
-                hs.handle_timeout(Instant::now())
-                    .map_err(|e| format!("handshake: {e}"))?;
-                continue;
-            }
-            Ok(None) => return Err(format!("{addr}: connection closed during the handshake")),
-            Ok(Some(Err(e))) => return Err(format!("{addr}: {e}")),
-            Ok(Some(Ok(p))) => p,
-        };
-        if let Packet::Msg(m) = &packet {
-            if m.channel == CONTROL_CHANNEL {
-                if let Ok(Control::Goodbye(reason)) = control::decode(&m.payload) {
-                    return Err(format!("{addr} refused us: {reason}"));
-                }
-            }
-        }
-        hs.handle_packet(Instant::now(), &packet)
-            .map_err(|e| format!("handshake: {e}"))?;
     }
-    let version = hs
-        .remote()
-        .cloned()
-        .ok_or("handshake finished without a version")?;
-    Ok(Session {
-        rd,
-        wr,
-        version,
-        elapsed: t0.elapsed(),
-    })
+    // Our Verack (queued by the read that completed the handshake) goes out too.
+    session.flush().await?;
+    session.elapsed = t0.elapsed();
+    Ok(session)
 }
 
 /// Connects to `addr` on `network`, runs the handshake as a light client, and times
 /// one ping.
 pub async fn query(addr: &PeerAddr, network: &str, timeout: Duration) -> Result<Status, String> {
-    let Session {
-        mut rd,
-        mut wr,
-        version,
-        elapsed: handshake,
-    } = connect_light(addr, network, timeout).await?;
-    // One ping for the round-trip time.
-    let t1 = Instant::now();
-    wr.write_all(&[switchyard::proto::codec::TYPE_PING])
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut ping = None;
-    let _ = tokio::time::timeout(timeout, async {
-        while let Some(Ok(p)) = rd.next().await {
-            match p {
-                Packet::Pong => {
-                    ping = Some(t1.elapsed());
-                    break;
-                }
-                Packet::Ping => {
-                    let _ = wr.write_all(&[switchyard::proto::codec::TYPE_PONG]).await;
-                }
-                _ => {}
-            }
+    let mut session = connect_light(addr, network, timeout).await?;
+    session.core.ping(Instant::now());
+    let until = Instant::now() + timeout;
+    while session.core.rtt().is_none() && Instant::now() < until {
+        if session.step(until).await.is_err() {
+            break;
         }
-    })
-    .await;
+    }
     Ok(Status {
-        version,
-        handshake,
-        ping,
+        ping: session.core.rtt(),
+        version: session
+            .core
+            .remote()
+            .cloned()
+            .ok_or("handshake finished without a version")?,
+        handshake: session.elapsed,
     })
 }
 

@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::time::Duration;
-use switchyard_proto::codec::{Msg, MsgKind, Packet, PacketCodec};
+use switchyard_proto::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
 use tokio_util::codec::{Decoder, Encoder};
 
 fn packets(size: usize, count: usize) -> Vec<Packet> {

@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
-use switchyard_proto::codec::MsgKind;
-use switchyard_proto::scheduler::Scheduler;
+use switchyard_proto::connection::scheduler::Scheduler;
+use switchyard_proto::wire::codec::MsgKind;
 use switchyard_proto::ChannelConfig;
 
 fn bench(c: &mut Criterion) {
@@ -23,6 +23,7 @@ fn bench(c: &mut Criterion) {
         for id in 1..=4u8 {
             let cfg = ChannelConfig::new(u16::from(id)).send_queue(1 << 20, 1 << 30);
             s.add_channel(id, &cfg);
+            s.add_credit(id, u64::MAX);
         }
         group.bench_function(name, |b| {
             b.iter(|| {

@@ -46,14 +46,38 @@ pub struct Config {
     /// Default 4 MiB.
     pub max_message_size: usize,
     /// Most memory, in bytes, that the partial (not yet complete) messages of one
-    /// connection may take on all its channels together; a peer that needs more is
-    /// closed with `ReassemblyBudget`. At least `max_message_size` (and the largest
-    /// channel's own limit, or such a message cannot arrive). Default 16 MiB.
+    /// connection may take on all its channels together. It must hold one partial
+    /// message of the largest size on every channel at once (the sum of the channels'
+    /// `max_message_size`, plus 64 KiB for channel 0), which a node checks at start:
+    /// then a peer within its credit never exceeds it. Default 16 MiB.
     pub max_reassembly_bytes: usize,
     /// Default send queue of a channel, in messages. Default 1024.
     pub send_queue_messages: usize,
     /// Default send queue of a channel, in bytes. Default 4 MiB.
     pub send_queue_bytes: usize,
+    /// Initial receive window of a channel, in bytes of credit (see
+    /// [`flow`](crate::connection::flow)): how much a peer may send on a channel before
+    /// the service has taken any of it. Windows start here, grow while the service
+    /// keeps up and the link is fast, and shrink back here when idle. Default 64 KiB.
+    pub recv_window: usize,
+    /// Largest receive window of a channel autotuning may reach (a channel's window
+    /// may also grow to its largest message, so that message can arrive). Default
+    /// 8 MiB.
+    pub max_recv_window: usize,
+    /// Node-wide budget, in bytes, for window growth beyond the initial windows, over
+    /// all connections together: thousands of peers cannot all hold large windows.
+    /// Default 256 MiB.
+    pub recv_budget: usize,
+    /// Time without data on a channel after which its window shrinks back to
+    /// `recv_window` and the growth goes back to `recv_budget`. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub recv_window_idle: Duration,
+    /// `TCP_NOTSENT_LOWAT` of peer sockets, in bytes: the most data waiting unsent in
+    /// the kernel before a socket stops accepting writes. It keeps bulk data from
+    /// queueing in the kernel ahead of an urgent message, so that the scheduler, not
+    /// the kernel, decides what goes next. `None` leaves the OS default (no limit).
+    /// Default 128 KiB.
+    pub notsent_lowat: Option<usize>,
     /// Default largest number of messages handed to a service in one `ReceivedBatch`
     /// (batched channels); a read that decodes more is delivered as several batches.
     /// Default 256.
@@ -69,7 +93,8 @@ pub struct Config {
     /// Time allowed for the `Version`/`Verack` exchange. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
-    /// Interval between pings. Default 15 s.
+    /// Interval between pings (at least 100 ms: a remote sending more than 20 pings a
+    /// second is closed). Default 15 s.
     #[serde(with = "humantime_serde")]
     pub ping_interval: Duration,
     /// Time a ping may go unanswered before the peer is closed; must be below
@@ -118,6 +143,11 @@ impl Default for Config {
             send_queue_messages: 1024,
             send_queue_bytes: 4 << 20,
             recv_capacity: 256,
+            recv_window: 64 << 10,
+            max_recv_window: 8 << 20,
+            recv_budget: 256 << 20,
+            recv_window_idle: Duration::from_secs(5),
+            notsent_lowat: Some(128 << 10),
             write_batch_bytes: 256 << 10,
             socket_buffer: None,
             handshake_timeout: Duration::from_secs(10),
@@ -136,6 +166,35 @@ impl Default for Config {
             redial_backoff_max: Duration::from_secs(30),
         }
     }
+}
+
+/// Smallest `max_packet_payload`: a handshake message (up to 8 KiB) goes in one packet.
+pub const MIN_PACKET_PAYLOAD: usize = 8 << 10;
+
+/// Smallest receive window: several of the smallest partial chunks.
+pub const MIN_RECV_WINDOW: usize = 4 << 10;
+
+/// Largest receive window (credit is counted in `u32` packets and `u64` totals; this
+/// keeps windows far from both).
+pub const MAX_RECV_WINDOW: usize = 1 << 30;
+
+/// Shortest ping interval: peers close a remote that pings more than 20 times a second.
+pub const MIN_PING_INTERVAL: Duration = Duration::from_millis(100);
+
+fn check_windows(field: &'static str, initial: usize, max: usize) -> Result<(), ConfigError> {
+    if !(MIN_RECV_WINDOW..=MAX_RECV_WINDOW).contains(&initial) {
+        return Err(ConfigError::new(
+            field,
+            format!("must be between {MIN_RECV_WINDOW} and {MAX_RECV_WINDOW} bytes"),
+        ));
+    }
+    if !(initial..=MAX_RECV_WINDOW).contains(&max) {
+        return Err(ConfigError::new(
+            "max_recv_window",
+            format!("must be between recv_window ({initial}) and {MAX_RECV_WINDOW} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 fn nonzero(field: &'static str, v: usize) -> Result<(), ConfigError> {
@@ -181,7 +240,24 @@ impl Config {
                 ),
             ));
         }
+        if self.max_packet_payload < MIN_PACKET_PAYLOAD {
+            return Err(ConfigError::new(
+                "max_packet_payload",
+                format!(
+                    "{} is below {MIN_PACKET_PAYLOAD} (a handshake message must fit in one packet)",
+                    self.max_packet_payload
+                ),
+            ));
+        }
         nonzero("max_message_size", self.max_message_size)?;
+        check_windows("recv_window", self.recv_window, self.max_recv_window)?;
+        if self.notsent_lowat.is_some_and(|b| b < 1024) {
+            return Err(ConfigError::new(
+                "notsent_lowat",
+                "must be at least 1024 bytes (omit it for the OS default)",
+            ));
+        }
+        bounded_duration("recv_window_idle", self.recv_window_idle)?;
         if self.max_reassembly_bytes < self.max_message_size {
             return Err(ConfigError::new(
                 "max_reassembly_bytes",
@@ -200,6 +276,12 @@ impl Config {
         }
         bounded_duration("handshake_timeout", self.handshake_timeout)?;
         bounded_duration("ping_interval", self.ping_interval)?;
+        if self.ping_interval < MIN_PING_INTERVAL {
+            return Err(ConfigError::new(
+                "ping_interval",
+                format!("must be at least {MIN_PING_INTERVAL:?} (peers close a faster pinger)"),
+            ));
+        }
         bounded_duration("pong_timeout", self.pong_timeout)?;
         bounded_duration("idle_timeout", self.idle_timeout)?;
         bounded_duration("stall_timeout", self.stall_timeout)?;
@@ -257,6 +339,8 @@ impl Config {
             send_queue_messages: self.send_queue_messages,
             send_queue_bytes: self.send_queue_bytes,
             recv_capacity: self.recv_capacity,
+            recv_window: self.recv_window,
+            max_recv_window: self.max_recv_window,
         }
     }
 }
@@ -275,6 +359,10 @@ pub struct ChannelConfig {
     pub send_queue_bytes: usize,
     /// Most messages in one `ReceivedBatch` delivered to the service (batched channels).
     pub recv_capacity: usize,
+    /// Initial receive window, in bytes of credit (see `Config::recv_window`).
+    pub recv_window: usize,
+    /// Largest receive window autotuning may reach (see `Config::max_recv_window`).
+    pub max_recv_window: usize,
 }
 
 impl ChannelConfig {
@@ -306,12 +394,21 @@ impl ChannelConfig {
         self
     }
 
+    /// Sets the initial and largest receive window, in bytes.
+    #[must_use]
+    pub fn recv_window(mut self, initial: usize, max: usize) -> Self {
+        self.recv_window = initial;
+        self.max_recv_window = max;
+        self
+    }
+
     /// Checks that every budget is usable.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.priority == 0 {
             return Err(ConfigError::new("priority", "must be at least 1"));
         }
         nonzero("max_message_size", self.max_message_size)?;
+        check_windows("recv_window", self.recv_window, self.max_recv_window)?;
         nonzero("send_queue_messages", self.send_queue_messages)?;
         nonzero("send_queue_bytes", self.send_queue_bytes)?;
         nonzero("recv_capacity", self.recv_capacity)

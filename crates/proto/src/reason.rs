@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::CodecError;
-use crate::handshake::HandshakeError;
+use crate::connection::handshake::HandshakeError;
+use crate::wire::codec::CodecError;
 
 /// Why a connection to a peer was (or is being) closed.
 ///
@@ -37,9 +37,40 @@ pub enum DisconnectReason {
     /// The `Version`/`Verack` handshake failed.
     #[error("handshake failed: {0}")]
     Handshake(HandshakeError),
-    /// A ping went unanswered for the pong timeout.
+    /// A ping went unanswered for the pong timeout (the remote did not read it, or
+    /// did not answer it).
     #[error("no pong within the pong timeout")]
     PongTimeout,
+    /// The remote sent pings faster than the keepalive allows.
+    #[error("too many pings: more than {limit} within {window_ms} ms")]
+    TooManyPings {
+        /// Pings allowed in the window.
+        limit: u32,
+        /// The window, in milliseconds.
+        window_ms: u64,
+    },
+    /// The remote sent pongs that answer no ping of ours, faster than allowed.
+    #[error("too many unsolicited pongs: more than {limit} within {window_ms} ms")]
+    TooManyPongs {
+        /// Unsolicited pongs allowed in the window.
+        limit: u32,
+        /// The window, in milliseconds.
+        window_ms: u64,
+    },
+    /// The remote sent more bytes on a channel than the credit it was granted.
+    #[error("channel {channel:#04x} over its credit: {received} bytes sent, {granted} granted")]
+    CreditExceeded {
+        /// The channel.
+        channel: u8,
+        /// Credit-counted bytes received on it.
+        received: u64,
+        /// Credit granted on it.
+        granted: u64,
+    },
+    /// The remote broke the credit protocol (a credit packet for channel 0, a
+    /// `Release` nobody asked for or larger than asked, ...).
+    #[error("flow-control violation: {0}")]
+    FlowControl(String),
     /// Nothing at all was received for the idle timeout.
     #[error("nothing received within the idle timeout")]
     IdleTimeout,
@@ -150,6 +181,11 @@ impl DisconnectReason {
                 | DisconnectReason::UnexpectedResponse { .. }
                 | DisconnectReason::RateLimited
                 | DisconnectReason::Misbehavior(_)
+                | DisconnectReason::TooManyPings { .. }
+                | DisconnectReason::TooManyPongs { .. }
+                | DisconnectReason::CreditExceeded { .. }
+                | DisconnectReason::FlowControl(_)
+                | DisconnectReason::ReassemblyBudget { .. }
         ) || matches!(self, DisconnectReason::Handshake(h) if h.is_misbehavior())
     }
 }

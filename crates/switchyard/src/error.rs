@@ -1,6 +1,6 @@
 //! Errors of the runtime's public API, by phase: starting a node, dialing, sending.
 
-use switchyard_proto::{ConfigError, DisconnectReason, NodeId};
+use switchyard_proto::{ConfigError, DisconnectReason, NodeId, PushError};
 
 /// Why a Switch could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,10 @@ pub enum SendError {
     /// This node has no such channel.
     #[error("no channel {0:#04x} on this node")]
     UnknownChannel(u8),
+    /// The remote does not receive on this channel (it granted no credit for it at
+    /// the handshake); the message never reaches the wire.
+    #[error("the remote does not accept channel {0:#04x}")]
+    NotAccepted(u8),
     /// The message is above the channel's `max_message_size`.
     #[error("message of {size} bytes is above channel {channel:#04x}'s limit of {max}")]
     TooLarge {
@@ -81,4 +85,17 @@ pub enum SendError {
     /// The message could not be encoded as MessagePack.
     #[error("cannot encode message: {0}")]
     Encode(String),
+}
+
+impl SendError {
+    /// The error for a message the core would not queue on `channel`.
+    pub(crate) fn from_push(channel: u8, e: PushError) -> Self {
+        match e {
+            PushError::Full => SendError::Full(channel),
+            PushError::UnknownChannel(c) => SendError::UnknownChannel(c),
+            PushError::NotAccepted(c) => SendError::NotAccepted(c),
+            PushError::TooLarge { size, max } => SendError::TooLarge { channel, size, max },
+            _ => SendError::Closed,
+        }
+    }
 }

@@ -8,22 +8,21 @@ use actix::Addr;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use switchyard_proto::admission::{ConnId, Direction};
-use switchyard_proto::codec::MsgKind;
-use switchyard_proto::control::CONTROL_CHANNEL;
-use switchyard_proto::handshake::Version;
+use switchyard_proto::connection::handshake::Version;
+use switchyard_proto::wire::control::CONTROL_CHANNEL;
 use switchyard_proto::{DisconnectReason, NodeId};
 
+use crate::conn::SharedConn;
 use crate::error::SendError;
-use crate::outbound::Outbound;
 use crate::peer::{Close, Peer};
 
 pub(crate) struct PeerShared {
     pub(crate) id: NodeId,
-    pub(crate) conn: ConnId,
+    pub(crate) conn_id: ConnId,
     pub(crate) version: Version,
     pub(crate) remote_addr: SocketAddr,
     pub(crate) direction: Direction,
-    pub(crate) out: Arc<Outbound>,
+    pub(crate) conn: SharedConn,
     pub(crate) peer: Addr<Peer>,
 }
 
@@ -32,7 +31,10 @@ pub(crate) struct PeerShared {
 ///
 /// `send` waits for room in the channel's send queue; `try_send` answers at once.
 /// Both resolve when the message is queued, not when it is written. Messages on one
-/// channel go out in the order they were queued.
+/// channel go out in the order they were queued, each within the credit the remote
+/// grants on that channel: a remote whose service is slow on one channel holds only
+/// that channel's queue back. A channel the remote does not receive on fails at once
+/// with [`SendError::NotAccepted`].
 #[derive(Clone)]
 pub struct PeerHandle {
     inner: Arc<PeerShared>,
@@ -45,14 +47,14 @@ impl fmt::Debug for PeerHandle {
             "Peer({}@{}#{})",
             self.inner.id.short(),
             self.inner.remote_addr,
-            self.inner.conn
+            self.inner.conn_id
         )
     }
 }
 
 impl PartialEq for PeerHandle {
     fn eq(&self, other: &Self) -> bool {
-        self.inner.conn == other.inner.conn
+        self.inner.conn_id == other.inner.conn_id
     }
 }
 
@@ -153,28 +155,40 @@ impl PeerHandle {
     /// Whether the connection is closed or closing (sends fail with `Closed`).
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.inner.out.is_closed()
+        self.inner.conn.is_closing()
+    }
+
+    /// Queue, credit and window of one channel of this connection (both directions).
+    #[must_use]
+    pub fn channel_info(&self, channel: u8) -> Option<switchyard_proto::connection::ChannelInfo> {
+        self.inner.conn.lock().core.channel_info(channel)
+    }
+
+    /// Round-trip time of the last answered keepalive ping, if one was answered.
+    #[must_use]
+    pub fn rtt(&self) -> Option<std::time::Duration> {
+        self.inner.conn.lock().core.rtt()
     }
 
     /// Encodes `msg` as MessagePack and queues it on `channel`, waiting for room.
     pub async fn send<T: Serialize + ?Sized>(&self, channel: u8, msg: &T) -> Result<(), SendError> {
         user_channel(channel)?;
         let payload = encode(msg)?;
-        self.inner.out.push(channel, MsgKind::Plain, payload).await
+        self.inner.conn.push(channel, payload).await
     }
 
     /// Encodes `msg` as MessagePack and queues it on `channel` if there is room now.
     pub fn try_send<T: Serialize + ?Sized>(&self, channel: u8, msg: &T) -> Result<(), SendError> {
         user_channel(channel)?;
         let payload = encode(msg)?;
-        self.inner.out.try_push(channel, MsgKind::Plain, payload)
+        self.inner.conn.try_push(channel, payload)
     }
 
     /// Queues already-encoded bytes on `channel` (raw channels, or a broadcast encoded
     /// once), waiting for room. No copy is made.
     pub async fn send_raw(&self, channel: u8, payload: Bytes) -> Result<(), SendError> {
         user_channel(channel)?;
-        self.inner.out.push(channel, MsgKind::Plain, payload).await
+        self.inner.conn.push(channel, payload).await
     }
 
     /// Encodes each message of `msgs` and queues them on `channel` in order, waiting
@@ -198,7 +212,7 @@ impl PeerHandle {
             if run.is_empty() && failure.is_none() {
                 return Ok(());
             }
-            self.inner.out.push_all(channel, run).await?;
+            self.inner.conn.push_all(channel, run).await?;
             if let Some(e) = failure {
                 return Err(e);
             }
@@ -218,14 +232,14 @@ impl PeerHandle {
             if run.is_empty() {
                 return Ok(());
             }
-            self.inner.out.push_all(channel, run).await?;
+            self.inner.conn.push_all(channel, run).await?;
         }
     }
 
     /// Queues already-encoded bytes on `channel` if there is room now.
     pub fn try_send_raw(&self, channel: u8, payload: Bytes) -> Result<(), SendError> {
         user_channel(channel)?;
-        self.inner.out.try_push(channel, MsgKind::Plain, payload)
+        self.inner.conn.try_push(channel, payload)
     }
 
     /// Closes the connection with `reason`; what is already queued is still written

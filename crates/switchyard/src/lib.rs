@@ -1,8 +1,9 @@
 //! # Switchyard: an actor-model peer-to-peer networking runtime on actix
 //!
-//! A node runs one [`Switch`] actor. The Switch supervises one Peer actor (read side)
-//! and one Mux actor (write side) per connection; each connection multiplexes many
-//! channels, each a byte id with a priority. **Services** are your actors: they own
+//! A node runs one [`Switch`] actor. The Switch supervises one Peer actor per
+//! connection, a thin shell around the connection's sans-IO
+//! [`PeerCore`](switchyard_proto::PeerCore); each connection multiplexes many
+//! channels, each a byte id with a priority and its own flow-control window. **Services** are your actors: they own
 //! channels, get [`PeerUp`] / [`PeerDown`], receive [`Received<T>`] (or
 //! [`ReceivedBatch<T>`]), and send through the [`PeerHandle`] they were given.
 //!
@@ -45,21 +46,21 @@
 //! });
 //! ```
 //!
-//! The protocol itself (codec, handshake, keepalive, scheduler, limits) lives in the
-//! sans-IO crate [`switchyard_proto`]; this crate is the thin actor shell around it.
+//! The protocol itself (codec, handshake, keepalive, flow control, scheduler,
+//! limits) lives in the sans-IO crate [`switchyard_proto`]; this crate is the thin
+//! actor shell around it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod addr;
 pub mod config;
+mod conn;
+mod driver;
 pub mod error;
 pub mod handle;
 pub mod identity;
-mod mux;
-mod outbound;
 mod peer;
 mod pool;
-mod reader;
 mod registry;
 pub mod service;
 pub mod switch;

@@ -13,9 +13,11 @@
 //!
 //! The service's own address gets [`PeerUp`] when a peer that runs a service of the
 //! same name connects, and [`PeerDown`] when it goes. Delivery respects the service's
-//! mailbox: a message is handed over with `try_send`, and when the mailbox is full the
-//! connection waits on `send().await` and stops reading its socket until the service
-//! catches up (TCP backpressure instead of memory growth).
+//! mailbox: a message is handed over with `try_send`; when the mailbox is full, that
+//! channel's messages wait in the connection's receive queue, which the channel's
+//! credit window bounds, and the remote stops sending on that channel once its credit
+//! is spent. Only that channel waits: the connection keeps reading, its other channels
+//! and its keepalive go on.
 //!
 //! ```no_run
 //! use actix::prelude::*;
@@ -50,6 +52,7 @@
 //! # }
 //! ```
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -59,7 +62,8 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use switchyard_proto::handshake::ServiceInfo;
+use switchyard_proto::connection::handshake::ServiceInfo;
+use switchyard_proto::Message as Complete;
 use switchyard_proto::{ChannelConfig, DisconnectReason};
 
 use crate::handle::PeerHandle;
@@ -113,14 +117,32 @@ pub struct PeerDown {
     pub reason: DisconnectReason,
 }
 
-/// A future that finishes a delivery the service's mailbox could not take at once.
-/// It runs on the peer's thread (not `Send`).
-pub(crate) type DeliveryFuture = Pin<Box<dyn Future<Output = Result<(), DisconnectReason>>>>;
+/// A future that hands over the message (or batch) a full mailbox could not take. It
+/// runs on the peer's thread (not `Send`).
+pub(crate) type DeliveryFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// What became of messages offered to a service.
+pub(crate) enum Delivery {
+    /// All were handed over (or dropped because the service is gone).
+    Done,
+    /// The mailbox is full: `pending` hands over the one message or batch in hand,
+    /// which costs `held` credit; the messages left in the queue were not touched.
+    Full {
+        /// Credit cost of what is in hand.
+        held: u64,
+        /// Resolves once the mailbox accepted it (or the service stopped).
+        pending: DeliveryFuture,
+    },
+}
 
 /// Decodes payloads of a channel into the type its service receives.
 pub(crate) trait WireFormat: Send + Sync + 'static {
     type Item: Send + 'static;
     fn decode(channel: u8, payload: Bytes) -> Result<Self::Item, DisconnectReason>;
+
+    /// Makes an item that waits in hand own its memory (a raw slice of the read
+    /// buffer would keep the whole buffer alive while the service is slow).
+    fn compact(_item: &mut Self::Item) {}
 }
 
 /// MessagePack payloads decoded into `T`.
@@ -144,18 +166,36 @@ impl WireFormat for Raw {
     fn decode(_: u8, payload: Bytes) -> Result<Bytes, DisconnectReason> {
         Ok(payload)
     }
+
+    fn compact(item: &mut Bytes) {
+        if !item.is_unique() {
+            *item = Bytes::copy_from_slice(item);
+        }
+    }
 }
 
 /// The type-erased delivery end of one channel.
 pub(crate) trait Sink: Send + Sync {
-    /// Decodes and hands `msgs` (in order) to the service. `Ok(None)`: all delivered.
-    /// `Ok(Some(f))`: the mailbox filled up; `f` delivers the rest and the caller must
-    /// wait for it before reading more. `Err`: a message was undecodable.
+    /// Decodes and hands messages from the front of `msgs` to the service, in order,
+    /// until they are all handed over or its mailbox is full. `Err`: a message was
+    /// undecodable (the peer is closed).
     fn deliver(
         &self,
         peer: &PeerHandle,
-        msgs: Vec<Bytes>,
-    ) -> Result<Option<DeliveryFuture>, DisconnectReason>;
+        msgs: &mut VecDeque<Complete>,
+    ) -> Result<Delivery, DisconnectReason>;
+}
+
+fn stopped_service(
+    channel: u8,
+    msgs: &mut VecDeque<Complete>,
+) -> Result<Delivery, DisconnectReason> {
+    log::warn!(
+        "service of channel {channel:#04x} is stopped; dropping {} messages",
+        msgs.len() + 1
+    );
+    msgs.clear();
+    Ok(Delivery::Done)
 }
 
 struct PerMessage<F: WireFormat> {
@@ -167,53 +207,30 @@ impl<F: WireFormat> Sink for PerMessage<F> {
     fn deliver(
         &self,
         peer: &PeerHandle,
-        msgs: Vec<Bytes>,
-    ) -> Result<Option<DeliveryFuture>, DisconnectReason> {
+        msgs: &mut VecDeque<Complete>,
+    ) -> Result<Delivery, DisconnectReason> {
         let channel = self.channel;
-        let mut iter = msgs.into_iter();
-        while let Some(payload) = iter.next() {
-            let msg = F::decode(channel, payload)?;
+        while let Some(m) = msgs.pop_front() {
+            let held = m.cost();
+            let msg = F::decode(channel, m.payload)?;
             match self.to.try_send(Received {
                 peer: peer.clone(),
                 channel,
                 msg,
             }) {
                 Ok(()) => {}
-                Err(SendError::Full(first)) => {
-                    let (to, peer) = (self.to.clone(), peer.clone());
-                    return Ok(Some(Box::pin(async move {
-                        if to.send(first).await.is_err() {
-                            return Ok(());
-                        }
-                        for payload in iter {
-                            let msg = F::decode(channel, payload)?;
-                            match to.try_send(Received {
-                                peer: peer.clone(),
-                                channel,
-                                msg,
-                            }) {
-                                Ok(()) => {}
-                                Err(SendError::Full(m)) => {
-                                    if to.send(m).await.is_err() {
-                                        return Ok(());
-                                    }
-                                }
-                                Err(SendError::Closed(_)) => return Ok(()),
-                            }
-                        }
-                        Ok(())
-                    })));
+                Err(SendError::Full(mut item)) => {
+                    F::compact(&mut item.msg);
+                    let to = self.to.clone();
+                    let pending = Box::pin(async move {
+                        let _ = to.send(item).await;
+                    });
+                    return Ok(Delivery::Full { held, pending });
                 }
-                Err(SendError::Closed(_)) => {
-                    log::warn!(
-                        "service of channel {:#04x} is stopped; dropping its messages",
-                        self.channel
-                    );
-                    return Ok(None);
-                }
+                Err(SendError::Closed(_)) => return stopped_service(channel, msgs),
             }
         }
-        Ok(None)
+        Ok(Delivery::Done)
     }
 }
 
@@ -227,61 +244,35 @@ impl<F: WireFormat> Sink for Batched<F> {
     fn deliver(
         &self,
         peer: &PeerHandle,
-        msgs: Vec<Bytes>,
-    ) -> Result<Option<DeliveryFuture>, DisconnectReason> {
-        let max = self.max_batch.max(1);
-        let mut batches: Vec<Vec<F::Item>> = Vec::with_capacity(msgs.len().div_ceil(max));
-        let mut current = Vec::with_capacity(msgs.len().min(max));
-        for payload in msgs {
-            current.push(F::decode(self.channel, payload)?);
-            if current.len() == max {
-                batches.push(std::mem::replace(&mut current, Vec::with_capacity(max)));
-            }
-        }
-        if !current.is_empty() {
-            batches.push(current);
-        }
+        msgs: &mut VecDeque<Complete>,
+    ) -> Result<Delivery, DisconnectReason> {
         let channel = self.channel;
-        let mut iter = batches.into_iter();
-        while let Some(msgs) = iter.next() {
+        while !msgs.is_empty() {
+            let take = msgs.len().min(self.max_batch.max(1));
+            let mut held = 0;
+            let mut batch = Vec::with_capacity(take);
+            for m in msgs.drain(..take) {
+                held += m.cost();
+                batch.push(F::decode(channel, m.payload)?);
+            }
             match self.to.try_send(ReceivedBatch {
                 peer: peer.clone(),
                 channel,
-                msgs,
+                msgs: batch,
             }) {
                 Ok(()) => {}
-                Err(SendError::Full(first)) => {
-                    let (to, peer) = (self.to.clone(), peer.clone());
-                    return Ok(Some(Box::pin(async move {
-                        if to.send(first).await.is_err() {
-                            return Ok(());
-                        }
-                        for msgs in iter {
-                            if to
-                                .send(ReceivedBatch {
-                                    peer: peer.clone(),
-                                    channel,
-                                    msgs,
-                                })
-                                .await
-                                .is_err()
-                            {
-                                return Ok(());
-                            }
-                        }
-                        Ok(())
-                    })));
+                Err(SendError::Full(mut item)) => {
+                    item.msgs.iter_mut().for_each(F::compact);
+                    let to = self.to.clone();
+                    let pending = Box::pin(async move {
+                        let _ = to.send(item).await;
+                    });
+                    return Ok(Delivery::Full { held, pending });
                 }
-                Err(SendError::Closed(_)) => {
-                    log::warn!(
-                        "service of channel {:#04x} is stopped; dropping its messages",
-                        self.channel
-                    );
-                    return Ok(None);
-                }
+                Err(SendError::Closed(_)) => return stopped_service(channel, msgs),
             }
         }
-        Ok(None)
+        Ok(Delivery::Done)
     }
 }
 

@@ -25,7 +25,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use switchyard_proto::admission::{Admission, ConnId, Decision, Direction};
 use switchyard_proto::backoff::Backoff;
-use switchyard_proto::handshake::{HandshakeError, Version, PROTOCOL_VERSION};
+use switchyard_proto::connection::goodbye_bytes;
+use switchyard_proto::connection::handshake::{HandshakeError, Version, PROTOCOL_VERSION};
 use switchyard_proto::{DisconnectReason, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -36,7 +37,7 @@ use crate::config::NodeConfig;
 use crate::error::{DialError, SendError, StartError};
 use crate::handle::PeerHandle;
 use crate::identity::NodeKey;
-use crate::peer::{goodbye_packet, Close, ClosedGuard, Peer, PeerInit};
+use crate::peer::{Close, ClosedGuard, Peer, PeerInit};
 use crate::pool::ArbiterPool;
 use crate::registry::Registry;
 use crate::service::{PeerDown, PeerUp, Service};
@@ -233,12 +234,13 @@ impl Switch {
             remote_addr,
             expected,
             local: self.local_version(),
+            secret: self.rng.gen(),
             registry: self.registry.clone(),
             switch: ctx.address(),
             reply,
         };
         let arbiter = self.pool.next();
-        let addr = Peer::start_in_arbiter(&arbiter, move |ctx| Peer::new(init, ctx));
+        let addr = Peer::start_in_arbiter(&arbiter, move |_| Peer::new(init));
         self.peers.insert(
             conn,
             PeerEntry {
@@ -261,7 +263,7 @@ impl Switch {
             self.refusing.fetch_sub(1, Ordering::Relaxed);
             return; // dropped: closed at once, without a goodbye
         }
-        let goodbye = goodbye_packet(&reason, &self.registry);
+        let goodbye = goodbye_bytes(&reason);
         let linger = self.config.limits.linger.min(Duration::from_secs(1));
         let refusing = self.refusing.clone();
         actix::spawn(async move {

@@ -1,18 +1,28 @@
-//! The `Version`/`Verack` handshake as a state machine.
+//! The `Version`/`Verack` handshake as consuming states.
 //!
 //! Both sides send their `Version` at once. Each checks the other's (network, major
 //! protocol version, self-connection, expected identity, common service, field
-//! bounds) and answers `Verack`. The handshake is complete when the remote's valid
-//! `Version` and its `Verack` have arrived and ours were both handed out. Anything
-//! else before that is a typed rejection; so is the deadline passing.
-
-use std::time::{Duration, Instant};
+//! bounds), then sends its initial `Credit` packets (one per channel it receives on)
+//! and `Verack`. So when a side reads the remote's `Verack`, every initial credit of
+//! the remote has arrived before it, and it knows which channels the remote accepts.
+//!
+//! ```text
+//!  AwaitVersion ──Version ok──▶ AwaitVerack ──Verack──▶ done (the remote's Version)
+//!       │                          │  ▲
+//!       │                          └──┘ Credit (initial grants)
+//!       └─ anything else: a typed HandshakeError (Verack before Version, a second
+//!          Version, a ping, a message on another channel, a bad or foreign Version)
+//! ```
+//!
+//! Each state is its own type and `on_control` consumes it, so no message can skip a
+//! state. A `Goodbye` is handled by the [`PeerCore`](super::PeerCore) in every phase
+//! before it reaches these states; the deadline lives in its timer table.
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{MsgKind, Packet};
-use crate::control::{self, Control, CONTROL_CHANNEL};
 use crate::id::NodeId;
+use crate::wire::codec::{MsgKind, Packet};
+use crate::wire::control::{self, Control, CONTROL_CHANNEL};
 
 /// Protocol version: peers must share the major version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,8 +33,9 @@ pub struct ProtocolVersion {
     pub minor: u16,
 }
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+/// The protocol version this crate speaks. Major 2: nonce'd keepalive and per-channel
+/// credit (`Credit`, `Reclaim`, `Release` packets; initial credit before `Verack`).
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 2, minor: 0 };
 
 /// A service a node runs (its twins on other nodes share the name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,130 +185,93 @@ pub fn check_after_handshake(msg: &Control) -> Result<(), HandshakeError> {
     }
 }
 
-/// One side of a handshake (see the [module docs](self)).
-#[derive(Debug)]
-pub struct Handshake {
-    local: Version,
-    expected: Option<NodeId>,
-    deadline: Instant,
-    version_sent: bool,
-    remote: Option<Version>,
-    verack_due: bool,
-    verack_sent: bool,
-    verack_received: bool,
+/// The control message a packet received during the handshake carries, or why it is
+/// not one. Only whole, plain channel-0 messages of at most [`MAX_VERSION_BYTES`] are.
+pub fn handshake_message(packet: &Packet) -> Result<Control, HandshakeError> {
+    let msg = match packet {
+        Packet::Msg(m) if m.channel != CONTROL_CHANNEL => {
+            return Err(HandshakeError::UnexpectedPacket(format!(
+                "message on channel {:#04x}",
+                m.channel
+            )))
+        }
+        Packet::Msg(m) if !m.eof || m.kind != MsgKind::Plain => {
+            return Err(HandshakeError::UnexpectedPacket(
+                "chunked or request/response control message".into(),
+            ))
+        }
+        Packet::Msg(m) => m,
+        other => return Err(HandshakeError::UnexpectedPacket(other.name().into())),
+    };
+    if msg.payload.len() > MAX_VERSION_BYTES {
+        return Err(HandshakeError::BadVersion(format!(
+            "{} bytes, limit {MAX_VERSION_BYTES}",
+            msg.payload.len()
+        )));
+    }
+    control::decode(&msg.payload).map_err(|e| match e {
+        control::ControlError::Invalid(s) => HandshakeError::BadVersion(s),
+        other => HandshakeError::Undecodable(other.to_string()),
+    })
 }
 
-impl Handshake {
-    /// Starts a handshake at `now`; our `Version` is queued.
+fn control_name(c: &Control) -> &'static str {
+    match c {
+        Control::Version(_) => "Version",
+        Control::Verack => "Verack",
+        Control::Goodbye(_) => "Goodbye",
+    }
+}
+
+/// Our `Version` is sent; the remote's is awaited.
+#[derive(Debug, Clone)]
+pub struct AwaitVersion {
+    local: Version,
+    expected: Option<NodeId>,
+}
+
+/// The remote's `Version` was accepted (our credits and `Verack` are sent); its
+/// `Verack` is awaited.
+#[derive(Debug, Clone)]
+pub struct AwaitVerack {
+    remote: Version,
+}
+
+/// A handshake in progress.
+#[derive(Debug, Clone)]
+pub enum Handshake {
+    /// See [`AwaitVersion`].
+    AwaitVersion(AwaitVersion),
+    /// See [`AwaitVerack`].
+    AwaitVerack(AwaitVerack),
+}
+
+impl AwaitVersion {
+    /// The first state: `local` is what we send; `expected` the node we dialed, if we
+    /// dialed `ID@HOST:PORT`.
     #[must_use]
-    pub fn new(
-        now: Instant,
-        local: Version,
-        expected_remote: Option<NodeId>,
-        timeout: Duration,
-    ) -> Self {
-        Handshake {
-            local,
-            expected: expected_remote,
-            deadline: now + timeout,
-            version_sent: false,
-            remote: None,
-            verack_due: false,
-            verack_sent: false,
-            verack_received: false,
-        }
+    pub fn new(local: Version, expected: Option<NodeId>) -> Self {
+        AwaitVersion { local, expected }
     }
 
-    /// The next control message to send.
+    /// Our `Version`.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Control> {
-        if !self.version_sent {
-            self.version_sent = true;
-            return Some(Control::Version(self.local.clone()));
-        }
-        if self.verack_due && !self.verack_sent {
-            self.verack_sent = true;
-            return Some(Control::Verack);
-        }
-        None
+    pub fn local(&self) -> &Version {
+        &self.local
     }
 
-    /// Checks the deadline.
-    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), HandshakeError> {
-        if !self.is_complete() && now >= self.deadline {
-            return Err(HandshakeError::Timeout);
-        }
-        Ok(())
-    }
-
-    /// The deadline, while not complete.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        (!self.is_complete()).then_some(self.deadline)
-    }
-
-    /// Whether both sides' `Version` and `Verack` went through.
-    #[must_use]
-    pub fn is_complete(&self) -> bool {
-        self.remote.is_some() && self.verack_received && self.version_sent && self.verack_sent
-    }
-
-    /// The remote's `Version`, once accepted.
-    #[must_use]
-    pub fn remote(&self) -> Option<&Version> {
-        self.remote.as_ref()
-    }
-
-    /// Feeds one packet received before completion.
-    pub fn handle_packet(&mut self, now: Instant, packet: &Packet) -> Result<(), HandshakeError> {
-        self.handle_timeout(now)?;
-        let msg = match packet {
-            Packet::Ping => return Err(HandshakeError::UnexpectedPacket("ping".into())),
-            Packet::Pong => return Err(HandshakeError::UnexpectedPacket("pong".into())),
-            Packet::Msg(m) if m.channel != CONTROL_CHANNEL => {
-                return Err(HandshakeError::UnexpectedPacket(format!(
-                    "message on channel {:#04x}",
-                    m.channel
-                )))
-            }
-            Packet::Msg(m) if !m.eof || m.kind != MsgKind::Plain => {
-                return Err(HandshakeError::UnexpectedPacket(
-                    "chunked or request/response control message".into(),
-                ))
-            }
-            Packet::Msg(m) => m,
-        };
-        if msg.payload.len() > MAX_VERSION_BYTES {
-            return Err(HandshakeError::BadVersion(format!(
-                "{} bytes, limit {MAX_VERSION_BYTES}",
-                msg.payload.len()
-            )));
-        }
-        let control = control::decode(&msg.payload).map_err(|e| match e {
-            control::ControlError::Invalid(s) => HandshakeError::BadVersion(s),
-            other => HandshakeError::Undecodable(other.to_string()),
-        })?;
-        match control {
+    /// A control message arrived: only an acceptable `Version` moves on.
+    pub fn on_control(self, msg: Control) -> Result<AwaitVerack, HandshakeError> {
+        match msg {
             Control::Version(v) => self.on_version(v),
-            Control::Verack => {
-                if self.remote.is_none() {
-                    return Err(HandshakeError::VerackBeforeVersion);
-                }
-                if std::mem::replace(&mut self.verack_received, true) {
-                    return Err(HandshakeError::DuplicateVerack);
-                }
-                Ok(())
-            }
-            Control::Goodbye(reason) => Err(HandshakeError::UnexpectedPacket(format!(
-                "goodbye: {reason}"
-            ))),
+            Control::Verack => Err(HandshakeError::VerackBeforeVersion),
+            other => Err(HandshakeError::UnexpectedPacket(
+                control_name(&other).into(),
+            )),
         }
     }
 
-    fn on_version(&mut self, v: Version) -> Result<(), HandshakeError> {
-        if self.remote.is_some() {
-            return Err(HandshakeError::DuplicateVersion);
-        }
+    fn on_version(self, v: Version) -> Result<AwaitVerack, HandshakeError> {
         v.validate()?;
         let local = &self.local;
         if v.network != local.network {
@@ -332,21 +306,34 @@ impl Handshake {
         {
             return Err(HandshakeError::NoCommonService);
         }
-        self.remote = Some(v);
-        self.verack_due = true;
-        Ok(())
+        Ok(AwaitVerack { remote: v })
+    }
+}
+
+impl AwaitVerack {
+    /// The remote's accepted `Version`.
+    #[must_use]
+    pub fn remote(&self) -> &Version {
+        &self.remote
+    }
+
+    /// A control message arrived: `Verack` completes the handshake with the remote's
+    /// `Version`.
+    pub fn on_control(self, msg: Control) -> Result<Version, HandshakeError> {
+        match msg {
+            Control::Verack => Ok(self.remote),
+            Control::Version(_) => Err(HandshakeError::DuplicateVersion),
+            other => Err(HandshakeError::UnexpectedPacket(
+                control_name(&other).into(),
+            )),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Msg;
-
-    fn t0() -> Instant {
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
+    use crate::wire::codec::Msg;
 
     fn version(id: u8, nonce: u64) -> Version {
         Version {
@@ -363,6 +350,10 @@ mod tests {
         }
     }
 
+    fn fresh() -> AwaitVersion {
+        AwaitVersion::new(version(1, 1), None)
+    }
+
     fn packet(c: &Control) -> Packet {
         Packet::Msg(Msg {
             channel: CONTROL_CHANNEL,
@@ -372,57 +363,107 @@ mod tests {
         })
     }
 
-    const T: Duration = Duration::from_secs(5);
-
     #[test]
     fn a_pair_completes() {
-        let t = t0();
-        let mut a = Handshake::new(t, version(1, 1), Some(NodeId([2; 20])), T);
-        let mut b = Handshake::new(t, version(2, 2), None, T);
-        for _ in 0..3 {
-            while let Some(m) = a.poll_transmit() {
-                b.handle_packet(t, &packet(&m)).unwrap();
-            }
-            while let Some(m) = b.poll_transmit() {
-                a.handle_packet(t, &packet(&m)).unwrap();
-            }
-        }
-        assert!(a.is_complete() && b.is_complete());
-        assert_eq!(a.remote().unwrap().node_id, NodeId([2; 20]));
-        assert_eq!(a.poll_timeout(), None);
-    }
-
-    fn fresh() -> Handshake {
-        let mut h = Handshake::new(t0(), version(1, 1), None, T);
-        let _ = h.poll_transmit();
-        h
+        let a = AwaitVersion::new(version(1, 1), Some(NodeId([2; 20])));
+        let b = AwaitVersion::new(version(2, 2), None);
+        let a_local = Control::Version(a.local().clone());
+        let b_local = Control::Version(b.local().clone());
+        let a = a.on_control(b_local).unwrap();
+        let b = b.on_control(a_local).unwrap();
+        assert_eq!(a.remote().node_id, NodeId([2; 20]));
+        assert_eq!(
+            a.on_control(Control::Verack).unwrap().node_id,
+            NodeId([2; 20])
+        );
+        assert_eq!(
+            b.on_control(Control::Verack).unwrap().node_id,
+            NodeId([1; 20])
+        );
     }
 
     #[test]
     fn every_rejection() {
-        let t = t0();
-        let mut h = fresh();
         assert_eq!(
-            h.handle_packet(t, &packet(&Control::Verack)),
-            Err(HandshakeError::VerackBeforeVersion)
+            fresh().on_control(Control::Verack).unwrap_err(),
+            HandshakeError::VerackBeforeVersion
         );
-        let mut h = fresh();
-        h.handle_packet(t, &packet(&Control::Version(version(2, 2))))
-            .unwrap();
+        let waiting = fresh().on_control(Control::Version(version(2, 2))).unwrap();
         assert_eq!(
-            h.handle_packet(t, &packet(&Control::Version(version(2, 2)))),
-            Err(HandshakeError::DuplicateVersion)
+            waiting
+                .on_control(Control::Version(version(2, 2)))
+                .unwrap_err(),
+            HandshakeError::DuplicateVersion
         );
-        let mut h = fresh();
-        h.handle_packet(t, &packet(&Control::Version(version(2, 2))))
-            .unwrap();
-        h.handle_packet(t, &packet(&Control::Verack)).unwrap();
+        let mut v = version(2, 2);
+        v.network = "other".into();
+        assert!(matches!(
+            fresh().on_control(Control::Version(v)),
+            Err(HandshakeError::NetworkMismatch { .. })
+        ));
+        let mut v = version(2, 2);
+        v.protocol.major = 9;
         assert_eq!(
-            h.handle_packet(t, &packet(&Control::Verack)),
+            fresh().on_control(Control::Version(v)).unwrap_err(),
+            HandshakeError::ProtocolMismatch { ours: 2, theirs: 9 }
+        );
+        let mut v = version(2, 2);
+        v.protocol.minor = 9;
+        assert!(
+            fresh().on_control(Control::Version(v)).is_ok(),
+            "minor may differ"
+        );
+        assert_eq!(
+            fresh()
+                .on_control(Control::Version(version(2, 1)))
+                .unwrap_err(),
+            HandshakeError::SelfConnection
+        );
+        assert_eq!(
+            fresh()
+                .on_control(Control::Version(version(1, 7)))
+                .unwrap_err(),
+            HandshakeError::SelfConnection
+        );
+        let mut v = version(2, 2);
+        v.services[0].name = "other".into();
+        assert_eq!(
+            fresh().on_control(Control::Version(v.clone())).unwrap_err(),
+            HandshakeError::NoCommonService
+        );
+        v.services.clear();
+        assert!(
+            fresh().on_control(Control::Version(v)).is_ok(),
+            "an empty list is no conflict"
+        );
+        let expecting = AwaitVersion::new(version(1, 1), Some(NodeId([3; 20])));
+        assert!(matches!(
+            expecting.on_control(Control::Version(version(2, 2))),
+            Err(HandshakeError::IdentityMismatch { .. })
+        ));
+        let mut v = version(2, 2);
+        v.user_agent = "x".repeat(300);
+        assert!(matches!(
+            fresh().on_control(Control::Version(v)),
+            Err(HandshakeError::BadVersion(_))
+        ));
+        assert_eq!(
+            check_after_handshake(&Control::Verack),
             Err(HandshakeError::DuplicateVerack)
         );
+    }
+
+    #[test]
+    fn only_whole_plain_channel_zero_messages_are_handshake_messages() {
         assert!(matches!(
-            fresh().handle_packet(t, &Packet::Ping),
+            handshake_message(&Packet::Ping(1)),
+            Err(HandshakeError::UnexpectedPacket(s)) if s == "Ping"
+        ));
+        assert!(matches!(
+            handshake_message(&Packet::Credit {
+                channel: 1,
+                bytes: 1
+            }),
             Err(HandshakeError::UnexpectedPacket(_))
         ));
         let other_channel = Packet::Msg(Msg {
@@ -432,66 +473,8 @@ mod tests {
             payload: bytes::Bytes::new(),
         });
         assert!(matches!(
-            fresh().handle_packet(t, &other_channel),
+            handshake_message(&other_channel),
             Err(HandshakeError::UnexpectedPacket(_))
-        ));
-        assert_eq!(
-            fresh().handle_packet(t + T * 2, &packet(&Control::Verack)),
-            Err(HandshakeError::Timeout)
-        );
-        assert_eq!(
-            fresh().handle_timeout(t + T * 2),
-            Err(HandshakeError::Timeout)
-        );
-        let mut v = version(2, 2);
-        v.network = "other".into();
-        assert!(matches!(
-            fresh().handle_packet(t, &packet(&Control::Version(v))),
-            Err(HandshakeError::NetworkMismatch { .. })
-        ));
-        let mut v = version(2, 2);
-        v.protocol.major = 9;
-        assert_eq!(
-            fresh().handle_packet(t, &packet(&Control::Version(v))),
-            Err(HandshakeError::ProtocolMismatch { ours: 1, theirs: 9 })
-        );
-        let mut v = version(2, 2);
-        v.protocol.minor = 9;
-        assert_eq!(
-            fresh().handle_packet(t, &packet(&Control::Version(v))),
-            Ok(()),
-            "minor may differ"
-        );
-        assert_eq!(
-            fresh().handle_packet(t, &packet(&Control::Version(version(2, 1)))),
-            Err(HandshakeError::SelfConnection)
-        );
-        assert_eq!(
-            fresh().handle_packet(t, &packet(&Control::Version(version(1, 7)))),
-            Err(HandshakeError::SelfConnection)
-        );
-        let mut v = version(2, 2);
-        v.services[0].name = "other".into();
-        assert_eq!(
-            fresh().handle_packet(t, &packet(&Control::Version(v.clone()))),
-            Err(HandshakeError::NoCommonService)
-        );
-        v.services.clear();
-        assert_eq!(
-            fresh().handle_packet(t, &packet(&Control::Version(v))),
-            Ok(()),
-            "an empty list is no conflict"
-        );
-        let mut h = Handshake::new(t, version(1, 1), Some(NodeId([3; 20])), T);
-        assert!(matches!(
-            h.handle_packet(t, &packet(&Control::Version(version(2, 2)))),
-            Err(HandshakeError::IdentityMismatch { .. })
-        ));
-        let mut v = version(2, 2);
-        v.user_agent = "x".repeat(300);
-        assert!(matches!(
-            fresh().handle_packet(t, &packet(&Control::Version(v))),
-            Err(HandshakeError::BadVersion(_))
         ));
         let garbage = Packet::Msg(Msg {
             channel: CONTROL_CHANNEL,
@@ -500,12 +483,12 @@ mod tests {
             payload: bytes::Bytes::from_static(&[0xc1, 0x00]),
         });
         assert!(matches!(
-            fresh().handle_packet(t, &garbage),
+            handshake_message(&garbage),
             Err(HandshakeError::Undecodable(_))
         ));
         assert_eq!(
-            check_after_handshake(&Control::Verack),
-            Err(HandshakeError::DuplicateVerack)
+            handshake_message(&packet(&Control::Verack)),
+            Ok(Control::Verack)
         );
     }
 }

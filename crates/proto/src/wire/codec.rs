@@ -1,41 +1,52 @@
-//! The packet codec: how `Ping`, `Pong` and `Msg` packets look on the wire.
+//! The packet codec: how every packet of a connection looks on the wire.
 //!
 //! Packets are a compact hand-written binary format (never MessagePack: this is the hot
-//! path). Every packet starts with a one-byte type:
+//! path). Every packet starts with a one-byte type; integers are big-endian.
 //!
 //! ```text
-//! Ping  ┌──────┐
-//!       │ 0x01 │
-//!       └──────┘
-//! Pong  ┌──────┐
-//!       │ 0x02 │
-//!       └──────┘
-//! Msg   ┌──────┬─────────┬───────┬──────────────────────┬──────────────┬─────────────┐
-//!       │ 0x03 │ channel │ flags │ request id (u32 BE)  │ length u32 BE│ payload ... │
-//!       │      │   u8    │  u8   │ only if REQUEST or   │              │ length bytes│
-//!       │      │         │       │ RESPONSE is set      │              │             │
-//!       └──────┴─────────┴───────┴──────────────────────┴──────────────┴─────────────┘
-//! flags: 0x01 EOF (last chunk of its message), 0x02 REQUEST, 0x04 RESPONSE;
-//!        other bits, and REQUEST together with RESPONSE, are malformed.
+//! Ping     ┌──────┬────────────────┐   a keepalive probe; the nonce is unpredictable
+//!          │ 0x01 │ nonce u64      │   (keyed by a per-connection secret)
+//!          └──────┴────────────────┘
+//! Pong     ┌──────┬────────────────┐   the answer to the Ping with that nonce: it proves
+//!          │ 0x02 │ nonce u64      │   the remote read our Ping
+//!          └──────┴────────────────┘
+//! Msg      ┌──────┬─────────┬───────┬────────────────────┬─────────────┬─────────────┐
+//!          │ 0x03 │ channel │ flags │ request id u32     │ length u32  │ payload ... │
+//!          │      │   u8    │  u8   │ only if REQUEST or │             │ length bytes│
+//!          │      │         │       │ RESPONSE is set    │             │             │
+//!          └──────┴─────────┴───────┴────────────────────┴─────────────┴─────────────┘
+//!          flags: 0x01 EOF (last chunk of its message), 0x02 REQUEST, 0x04 RESPONSE;
+//!          other bits, REQUEST with RESPONSE, and an empty chunk without EOF are malformed.
+//! Credit   ┌──────┬─────────┬──────────────┐   receiver → sender: you may send `bytes`
+//!          │ 0x04 │ channel │ bytes u32    │   more on this channel (never 0)
+//!          └──────┴─────────┴──────────────┘
+//! Reclaim  ┌──────┬─────────┬──────────────┐   receiver → sender: give back up to `bytes`
+//!          │ 0x05 │ channel │ bytes u32    │   of unused credit (never 0)
+//!          └──────┴─────────┴──────────────┘
+//! Release  ┌──────┬─────────┬──────────────┐   sender → receiver: the answer to a Reclaim,
+//!          │ 0x06 │ channel │ bytes u32    │   the credit actually given back (may be 0)
+//!          └──────┴─────────┴──────────────┘
 //! ```
 //!
 //! A `Msg` packet is one *chunk* of a message: messages larger than
-//! `max_packet_payload` are cut into chunks by the [`scheduler`](crate::scheduler) and
-//! put back together by the [`reassembly`](crate::reassembly). The length is checked
-//! against `max_packet_payload` before a single byte of payload is buffered.
+//! `max_packet_payload` (or than the credit at hand) are cut into chunks by the
+//! [scheduler](crate::connection::scheduler) and put back together by the
+//! [reassembly](crate::connection::reassembly). The length is checked against
+//! `max_packet_payload` before a single byte of payload is buffered. How credit is
+//! counted is explained in [`flow`](crate::connection::flow).
 //!
 //! # Golden vectors
 //!
 //! ```
 //! use bytes::{Bytes, BytesMut};
-//! use switchyard_proto::codec::{Msg, MsgKind, Packet, PacketCodec};
+//! use switchyard_proto::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
 //! use tokio_util::codec::Encoder;
 //!
 //! let mut codec = PacketCodec::new(1024);
 //! let mut out = BytesMut::new();
-//! codec.encode(Packet::Ping, &mut out).unwrap();
-//! codec.encode(Packet::Pong, &mut out).unwrap();
-//! assert_eq!(&out[..], &[0x01, 0x02]);
+//! codec.encode(Packet::Ping(0x0102_0304_0506_0708), &mut out).unwrap();
+//! codec.encode(Packet::Pong(9), &mut out).unwrap();
+//! assert_eq!(&out[..], &[0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0x02, 0, 0, 0, 0, 0, 0, 0, 9]);
 //!
 //! let mut out = BytesMut::new();
 //! let msg = Msg { channel: 0x10, eof: true, kind: MsgKind::Plain, payload: Bytes::from_static(b"hi") };
@@ -46,6 +57,16 @@
 //! let req = Msg { channel: 0x20, eof: false, kind: MsgKind::Request(0x0102_0304), payload: Bytes::from_static(b"x") };
 //! codec.encode(Packet::Msg(req), &mut out).unwrap();
 //! assert_eq!(&out[..], &[0x03, 0x20, 0x02, 1, 2, 3, 4, 0, 0, 0, 1, b'x']);
+//!
+//! let mut out = BytesMut::new();
+//! codec.encode(Packet::Credit { channel: 0x10, bytes: 65_536 }, &mut out).unwrap();
+//! codec.encode(Packet::Reclaim { channel: 0x10, bytes: 256 }, &mut out).unwrap();
+//! codec.encode(Packet::Release { channel: 0x10, bytes: 0 }, &mut out).unwrap();
+//! assert_eq!(&out[..], &[
+//!     0x04, 0x10, 0, 1, 0, 0,
+//!     0x05, 0x10, 0, 0, 1, 0,
+//!     0x06, 0x10, 0, 0, 0, 0,
+//! ]);
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -58,6 +79,12 @@ pub const TYPE_PING: u8 = 0x01;
 pub const TYPE_PONG: u8 = 0x02;
 /// Type byte of a `Msg` packet.
 pub const TYPE_MSG: u8 = 0x03;
+/// Type byte of a `Credit` packet.
+pub const TYPE_CREDIT: u8 = 0x04;
+/// Type byte of a `Reclaim` packet.
+pub const TYPE_RECLAIM: u8 = 0x05;
+/// Type byte of a `Release` packet.
+pub const TYPE_RELEASE: u8 = 0x06;
 
 /// Flag: this chunk is the last of its message.
 pub const FLAG_EOF: u8 = 0x01;
@@ -67,6 +94,10 @@ pub const FLAG_REQUEST: u8 = 0x02;
 pub const FLAG_RESPONSE: u8 = 0x04;
 const KNOWN_FLAGS: u8 = FLAG_EOF | FLAG_REQUEST | FLAG_RESPONSE;
 
+/// Bytes of a `Ping` or `Pong` packet.
+pub const KEEPALIVE_LEN: usize = 1 + 8;
+/// Bytes of a `Credit`, `Reclaim` or `Release` packet.
+pub const CREDIT_LEN: usize = 1 + 1 + 4;
 /// Bytes of a `Msg` header without a request id: type, channel, flags, length.
 pub const MSG_HEADER_LEN: usize = 1 + 1 + 1 + 4;
 /// Bytes of a `Msg` header with a request id.
@@ -120,12 +151,61 @@ pub struct Msg {
 /// A packet on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
-    /// Keepalive probe; the receiver answers with [`Packet::Pong`].
-    Ping,
-    /// Answer to a [`Packet::Ping`].
-    Pong,
+    /// Keepalive probe with its nonce; the receiver answers [`Packet::Pong`] with the
+    /// same nonce.
+    Ping(u64),
+    /// Answer to the [`Packet::Ping`] that carried this nonce.
+    Pong(u64),
     /// A chunk of a message.
     Msg(Msg),
+    /// The receiver of `channel` lets the sender send `bytes` more on it.
+    Credit {
+        /// Channel the credit is for (never 0).
+        channel: u8,
+        /// Additional bytes of credit (never 0).
+        bytes: u32,
+    },
+    /// The receiver of `channel` asks for up to `bytes` of unused credit back (its
+    /// window shrinks); the sender answers with exactly one [`Packet::Release`].
+    Reclaim {
+        /// Channel (never 0).
+        channel: u8,
+        /// Most bytes asked back (never 0).
+        bytes: u32,
+    },
+    /// The sender on `channel` gives back `bytes` of unused credit, answering a
+    /// [`Packet::Reclaim`].
+    Release {
+        /// Channel (never 0).
+        channel: u8,
+        /// Credit given back (at most what the Reclaim asked; may be 0).
+        bytes: u32,
+    },
+}
+
+impl Packet {
+    /// A short name for logs and errors.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Packet::Ping(_) => "Ping",
+            Packet::Pong(_) => "Pong",
+            Packet::Msg(_) => "Msg",
+            Packet::Credit { .. } => "Credit",
+            Packet::Reclaim { .. } => "Reclaim",
+            Packet::Release { .. } => "Release",
+        }
+    }
+
+    /// Bytes this packet takes on the wire.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Packet::Ping(_) | Packet::Pong(_) => KEEPALIVE_LEN,
+            Packet::Msg(m) => m.kind.header_len() + m.payload.len(),
+            Packet::Credit { .. } | Packet::Reclaim { .. } | Packet::Release { .. } => CREDIT_LEN,
+        }
+    }
 }
 
 /// What was wrong with bytes that claimed to be a packet.
@@ -151,7 +231,7 @@ pub enum CodecError {
         /// The limit.
         max: usize,
     },
-    /// The type byte is not one of `Ping`, `Pong`, `Msg`.
+    /// The type byte is not one this protocol defines.
     #[error("unknown packet type {0:#04x}")]
     UnknownType(u8),
     /// Flags carry bits this protocol does not define.
@@ -160,9 +240,12 @@ pub enum CodecError {
     /// Both REQUEST and RESPONSE are set.
     #[error("a message cannot be both request and response")]
     ConflictingFlags,
-    /// A chunk that is not the last of its message carries no bytes.
+    /// A chunk that is not the end of its message carries no bytes.
     #[error("empty chunk that is not the end of its message")]
     EmptyChunk,
+    /// A `Credit` (type 0x04) or `Reclaim` (type 0x05) of zero bytes.
+    #[error("credit packet of type {0:#04x} for zero bytes")]
+    ZeroCredit(u8),
     /// The socket failed (not the remote's protocol fault).
     #[error("{0}")]
     Io(String),
@@ -211,13 +294,38 @@ pub fn put_msg_header(dst: &mut BytesMut, channel: u8, eof: bool, kind: MsgKind,
     dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
 }
 
+/// Writes every packet but `Msg` (which has a payload to place): the fixed-size ones.
+/// Returns `false` for a `Msg`, writing nothing.
+pub fn put_small_packet(dst: &mut BytesMut, packet: &Packet) -> bool {
+    match *packet {
+        Packet::Ping(nonce) => {
+            dst.put_u8(TYPE_PING);
+            dst.put_u64(nonce);
+        }
+        Packet::Pong(nonce) => {
+            dst.put_u8(TYPE_PONG);
+            dst.put_u64(nonce);
+        }
+        Packet::Credit { channel, bytes } => put_credit(dst, TYPE_CREDIT, channel, bytes),
+        Packet::Reclaim { channel, bytes } => put_credit(dst, TYPE_RECLAIM, channel, bytes),
+        Packet::Release { channel, bytes } => put_credit(dst, TYPE_RELEASE, channel, bytes),
+        Packet::Msg(_) => return false,
+    }
+    true
+}
+
+fn put_credit(dst: &mut BytesMut, ty: u8, channel: u8, bytes: u32) {
+    dst.put_u8(ty);
+    dst.put_u8(channel);
+    dst.put_u32(bytes);
+}
+
 impl Encoder<Packet> for PacketCodec {
     type Error = CodecError;
 
     fn encode(&mut self, item: Packet, dst: &mut BytesMut) -> Result<(), CodecError> {
+        dst.reserve(item.encoded_len());
         match item {
-            Packet::Ping => dst.put_u8(TYPE_PING),
-            Packet::Pong => dst.put_u8(TYPE_PONG),
             Packet::Msg(m) => {
                 let len = m.payload.len();
                 if len > self.max_packet_payload {
@@ -229,9 +337,13 @@ impl Encoder<Packet> for PacketCodec {
                 if len == 0 && !m.eof {
                     return Err(CodecError::EmptyChunk);
                 }
-                dst.reserve(m.kind.header_len() + len);
                 put_msg_header(dst, m.channel, m.eof, m.kind, len);
                 dst.extend_from_slice(&m.payload);
+            }
+            Packet::Credit { bytes: 0, .. } => return Err(CodecError::ZeroCredit(TYPE_CREDIT)),
+            Packet::Reclaim { bytes: 0, .. } => return Err(CodecError::ZeroCredit(TYPE_RECLAIM)),
+            other => {
+                put_small_packet(dst, &other);
             }
         }
         Ok(())
@@ -247,15 +359,32 @@ impl Decoder for PacketCodec {
             return Ok(None);
         };
         match ty {
-            TYPE_PING => {
-                src.advance(1);
-                Ok(Some(Packet::Ping))
-            }
-            TYPE_PONG => {
-                src.advance(1);
-                Ok(Some(Packet::Pong))
+            TYPE_PING | TYPE_PONG => {
+                let Some(nonce) = read_u64(src, 1) else {
+                    return Ok(None);
+                };
+                src.advance(KEEPALIVE_LEN);
+                Ok(Some(if ty == TYPE_PING {
+                    Packet::Ping(nonce)
+                } else {
+                    Packet::Pong(nonce)
+                }))
             }
             TYPE_MSG => self.decode_msg(src),
+            TYPE_CREDIT | TYPE_RECLAIM | TYPE_RELEASE => {
+                let (Some(&channel), Some(bytes)) = (src.get(1), read_u32(src, 2)) else {
+                    return Ok(None);
+                };
+                let packet = match ty {
+                    TYPE_CREDIT if bytes == 0 => return Err(CodecError::ZeroCredit(TYPE_CREDIT)),
+                    TYPE_RECLAIM if bytes == 0 => return Err(CodecError::ZeroCredit(TYPE_RECLAIM)),
+                    TYPE_CREDIT => Packet::Credit { channel, bytes },
+                    TYPE_RECLAIM => Packet::Reclaim { channel, bytes },
+                    _ => Packet::Release { channel, bytes },
+                };
+                src.advance(CREDIT_LEN);
+                Ok(Some(packet))
+            }
             other => Err(CodecError::UnknownType(other)),
         }
     }
@@ -270,6 +399,16 @@ impl Decoder for PacketCodec {
             }),
         }
     }
+}
+
+fn read_u32(src: &[u8], at: usize) -> Option<u32> {
+    let bytes: [u8; 4] = src.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes))
+}
+
+fn read_u64(src: &[u8], at: usize) -> Option<u64> {
+    let bytes: [u8; 8] = src.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
 }
 
 impl PacketCodec {
@@ -294,21 +433,24 @@ impl PacketCodec {
 
     /// Total bytes the packet at the start of `src` needs, when the header tells.
     fn needed(&self, src: &[u8]) -> Option<usize> {
-        let (_, header) = Self::msg_header(src).ok()??;
-        let len_bytes: [u8; 4] = src.get(header - 4..header)?.try_into().ok()?;
-        Some(header + u32::from_be_bytes(len_bytes) as usize)
+        match *src.first()? {
+            TYPE_PING | TYPE_PONG => Some(KEEPALIVE_LEN),
+            TYPE_CREDIT | TYPE_RECLAIM | TYPE_RELEASE => Some(CREDIT_LEN),
+            _ => {
+                let (_, header) = Self::msg_header(src).ok()??;
+                Some(header + read_u32(src, header - 4)? as usize)
+            }
+        }
     }
 
     fn decode_msg(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
         let Some((flags, header)) = Self::msg_header(src)? else {
             return Ok(None);
         };
-        let Some(len_bytes) = src.get(header - 4..header) else {
+        let Some(len) = read_u32(src, header - 4) else {
             return Ok(None);
         };
-        let mut len_arr = [0u8; 4];
-        len_arr.copy_from_slice(len_bytes);
-        let len = u32::from_be_bytes(len_arr) as usize;
+        let len = len as usize;
         if len > self.max_packet_payload {
             return Err(CodecError::Oversized {
                 len,
@@ -326,9 +468,9 @@ impl PacketCodec {
             return Ok(None);
         }
         let mut frame = src.split_to(total);
-        let channel = frame[1];
+        let channel = frame.get(1).copied().unwrap_or_default();
         let kind = if header == MSG_HEADER_LEN_WITH_ID {
-            let id = u32::from_be_bytes([frame[3], frame[4], frame[5], frame[6]]);
+            let id = read_u32(&frame, 3).unwrap_or_default();
             if flags & FLAG_REQUEST != 0 {
                 MsgKind::Request(id)
             } else {
@@ -368,8 +510,32 @@ mod tests {
 
     #[test]
     fn golden_vectors() {
-        assert_eq!(&encode(Packet::Ping)[..], [0x01]);
-        assert_eq!(&encode(Packet::Pong)[..], [0x02]);
+        assert_eq!(
+            &encode(Packet::Ping(0xdead_beef_0102_0304))[..],
+            [0x01, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4]
+        );
+        assert_eq!(&encode(Packet::Pong(1))[..], [0x02, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(
+            &encode(Packet::Credit {
+                channel: 3,
+                bytes: 0x0001_0203
+            })[..],
+            [0x04, 3, 0, 1, 2, 3]
+        );
+        assert_eq!(
+            &encode(Packet::Reclaim {
+                channel: 0xff,
+                bytes: 7
+            })[..],
+            [0x05, 0xff, 0, 0, 0, 7]
+        );
+        assert_eq!(
+            &encode(Packet::Release {
+                channel: 1,
+                bytes: 0
+            })[..],
+            [0x06, 1, 0, 0, 0, 0]
+        );
         let m = |eof, kind, p: &'static [u8]| {
             encode(Packet::Msg(Msg {
                 channel: 0xff,
@@ -395,7 +561,12 @@ mod tests {
 
     #[test]
     fn decodes_the_golden_vectors_back() {
-        let mut buf = BytesMut::from(&[3u8, 7, 0x05, 0, 0, 0, 9, 0, 0, 0, 2, b'o', b'k', 1, 2][..]);
+        let mut buf = BytesMut::from(
+            &[
+                3u8, 7, 0x05, 0, 0, 0, 9, 0, 0, 0, 2, b'o', b'k', 1, 0, 0, 0, 0, 0, 0, 0, 5, 2, 0,
+                0, 0, 0, 0, 0, 0, 6, 4, 9, 0, 0, 0, 1,
+            ][..],
+        );
         let got = decode_all(&mut PacketCodec::new(16), &mut buf).unwrap();
         assert_eq!(
             got,
@@ -406,8 +577,12 @@ mod tests {
                     kind: MsgKind::Response(9),
                     payload: Bytes::from_static(b"ok")
                 }),
-                Packet::Ping,
-                Packet::Pong
+                Packet::Ping(5),
+                Packet::Pong(6),
+                Packet::Credit {
+                    channel: 9,
+                    bytes: 1
+                }
             ]
         );
         assert!(buf.is_empty());
@@ -444,6 +619,25 @@ mod tests {
         let mut c = PacketCodec::new(100);
         let dec = |c: &mut PacketCodec, b: &[u8]| c.decode(&mut BytesMut::from(b));
         assert_eq!(dec(&mut c, &[0x00]), Err(CodecError::UnknownType(0)));
+        assert_eq!(dec(&mut c, &[0x07]), Err(CodecError::UnknownType(7)));
+        assert_eq!(
+            dec(&mut c, &[0x04, 1, 0, 0, 0, 0]),
+            Err(CodecError::ZeroCredit(TYPE_CREDIT))
+        );
+        assert_eq!(
+            dec(&mut c, &[0x05, 1, 0, 0, 0, 0]),
+            Err(CodecError::ZeroCredit(TYPE_RECLAIM))
+        );
+        assert_eq!(
+            dec(&mut c, &[0x01, 1, 2, 3]),
+            Ok(None),
+            "ping needs 9 bytes"
+        );
+        let mut buf = BytesMut::from(&[0x06u8, 1, 0][..]);
+        assert_eq!(
+            c.decode_eof(&mut buf),
+            Err(CodecError::Truncated { have: 3, need: 6 })
+        );
         assert_eq!(
             dec(&mut c, &[0x47, 0x45, 0x54]),
             Err(CodecError::UnknownType(0x47))
@@ -510,8 +704,12 @@ mod tests {
             any::<u32>().prop_map(MsgKind::Response),
         ];
         prop_oneof![
-            Just(Packet::Ping),
-            Just(Packet::Pong),
+            any::<u64>().prop_map(Packet::Ping),
+            any::<u64>().prop_map(Packet::Pong),
+            (any::<u8>(), 1u32..).prop_map(|(channel, bytes)| Packet::Credit { channel, bytes }),
+            (any::<u8>(), 1u32..).prop_map(|(channel, bytes)| Packet::Reclaim { channel, bytes }),
+            (any::<u8>(), any::<u32>())
+                .prop_map(|(channel, bytes)| Packet::Release { channel, bytes }),
             (
                 any::<u8>(),
                 any::<bool>(),

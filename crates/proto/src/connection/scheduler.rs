@@ -1,30 +1,46 @@
-//! The send-side scheduler: per-channel bounded queues, chunking, and the
-//! priority-weighted choice of the next chunk.
+//! The send-side scheduler: per-channel bounded queues, send credit, chunking, and
+//! the priority-weighted choice of the next chunk.
 //!
 //! Each channel queues whole messages (bounded in messages and in bytes). The writer
 //! asks for one chunk at a time with [`Scheduler::poll_chunk`]; messages larger than
 //! `max_packet_payload` are cut into chunks (zero-copy slices), and chunks of
 //! different channels interleave.
 //!
-//! The next chunk comes from the channel with the lowest `recent_sent / priority`
-//! among channels with data (ties: higher priority, then lower id). Counters are
-//! halved together whenever one passes a threshold (decay that keeps numbers bounded
-//! and proportions intact). A channel that becomes busy again **rejoins at the
-//! current virtual time**: its counter is set to the lowest active ratio times its
-//! priority, so it gets no burst credit for having been idle and no penalty for its
-//! past. That is what bounds head-of-line blocking: a message on a newly busy channel
-//! waits for at most one chunk per other busy channel.
+//! **Credit.** A flow-controlled channel sends only within the credit its receiver
+//! granted (see [`flow`](super::flow) for how credit is counted: a chunk costs its
+//! payload bytes, and the last chunk of a message [`MESSAGE_COST`] more). A chunk is
+//! cut short to fit the credit at hand, but never below [`MIN_PARTIAL_CHUNK`] bytes
+//! unless it finishes its message, so a trickle of credit does not become a trickle
+//! of tiny packets. A channel without credit waits, and the others go on. Channel 0
+//! (control) is added with [`Scheduler::add_control_channel`] and needs no credit.
+//!
+//! **Choice.** The next chunk comes from the channel with the lowest
+//! `recent_sent / priority` among channels that can send (ties: higher priority, then
+//! lower id). Counters are halved together whenever one passes a threshold (decay that
+//! keeps numbers bounded and proportions intact). A channel that becomes able to send
+//! again (new data, or new credit) **rejoins at the current virtual time**: its counter
+//! is raised to the lowest active ratio times its priority, so it gets no burst
+//! credit for having waited and no penalty for its past. That is what bounds
+//! head-of-line blocking: a message on a newly busy channel waits for at most one
+//! chunk per other busy channel.
+
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::codec::{put_msg_header, MsgKind};
+use super::flow::MESSAGE_COST;
 use crate::config::ChannelConfig;
+use crate::wire::codec::{put_msg_header, MsgKind};
 
 /// Counters are halved when one passes this many bytes.
 const DECAY_THRESHOLD: f64 = (64u64 << 20) as f64;
 
+/// Smallest chunk cut to fit the credit when it does not finish its message.
+pub const MIN_PARTIAL_CHUNK: usize = 1024;
+
 /// Why a message was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PushError {
     /// The channel's queue is at its message or byte budget; retry when it drains.
     #[error("send queue full")]
@@ -32,6 +48,10 @@ pub enum PushError {
     /// No such channel was added.
     #[error("unknown channel {0:#04x}")]
     UnknownChannel(u8),
+    /// The remote granted no credit for this channel at the handshake: it does not
+    /// receive on it, and the message could never be sent.
+    #[error("the remote does not accept channel {0:#04x}")]
+    NotAccepted(u8),
     /// The message is above the channel's `max_message_size`.
     #[error("message of {size} bytes exceeds the limit of {max}")]
     TooLarge {
@@ -40,6 +60,9 @@ pub enum PushError {
         /// The channel's limit.
         max: usize,
     },
+    /// The connection is closing or closed.
+    #[error("the connection is closed")]
+    Closed,
 }
 
 /// One chunk to write.
@@ -81,23 +104,60 @@ pub struct ChannelStats {
     pub sent_messages: u64,
     /// Payload bytes handed out.
     pub sent_bytes: u64,
+    /// Credit left to send (`u64::MAX` on channel 0, which needs none).
+    pub credit: u64,
 }
 
 #[derive(Debug)]
 struct Channel {
     id: u8,
     cfg: ChannelConfig,
-    queue: std::collections::VecDeque<(MsgKind, Bytes)>,
+    queue: VecDeque<(MsgKind, Bytes)>,
     /// Bytes of the front message already handed out.
     offset: usize,
     queued_bytes: usize,
     recent: f64,
+    /// Credit left; ignored on the control channel.
+    credit: u64,
+    /// No credit needed (channel 0).
+    exempt: bool,
+    /// The remote granted credit at least once (it receives on this channel).
+    accepted: bool,
+    /// A push was refused as `Full` since the queue last had room.
+    full: bool,
     stats: ChannelStats,
 }
 
 impl Channel {
     fn ratio(&self) -> f64 {
         self.recent / f64::from(self.cfg.priority.max(1))
+    }
+
+    /// Length and EOF of the next chunk, if the credit allows one now.
+    fn next_chunk(&self, max_chunk: usize) -> Option<(usize, bool)> {
+        let (_, msg) = self.queue.front()?;
+        let remaining = msg.len() - self.offset;
+        let whole = remaining.min(max_chunk);
+        if self.exempt {
+            return Some((whole, whole == remaining));
+        }
+        let credit = usize::try_from(self.credit).unwrap_or(usize::MAX);
+        if remaining <= max_chunk && credit >= remaining.saturating_add(MESSAGE_COST as usize) {
+            return Some((remaining, true));
+        }
+        // A full-size chunk always goes; one cut short by the credit only when it is
+        // worth a packet.
+        let len = whole.min(credit);
+        (len > 0 && (len == whole || len >= MIN_PARTIAL_CHUNK)).then_some((len, false))
+    }
+
+    fn can_send(&self, max_chunk: usize) -> bool {
+        self.next_chunk(max_chunk).is_some()
+    }
+
+    fn has_room(&self) -> bool {
+        self.queue.len() < self.cfg.send_queue_messages
+            && self.queued_bytes < self.cfg.send_queue_bytes
     }
 }
 
@@ -108,6 +168,8 @@ pub struct Scheduler {
     channels: Vec<Channel>,
     index: [u8; 256],
     queued_bytes: usize,
+    /// Channels whose queue went from full to having room, not yet reported.
+    room: Vec<u8>,
 }
 
 const NONE: u8 = u8::MAX;
@@ -121,6 +183,7 @@ impl Scheduler {
             channels: Vec::new(),
             index: [NONE; 256],
             queued_bytes: 0,
+            room: Vec::new(),
         }
     }
 
@@ -129,9 +192,19 @@ impl Scheduler {
         (i != NONE).then_some(usize::from(i))
     }
 
-    /// Adds a channel, or replaces the budgets and priority of an existing one.
-    /// (At most 255 channels; further ones are ignored.)
+    /// Adds a flow-controlled channel (no credit until [`add_credit`](Self::add_credit)),
+    /// or replaces the budgets and priority of an existing one. (At most 255
+    /// channels; further ones are ignored.)
     pub fn add_channel(&mut self, id: u8, cfg: &ChannelConfig) {
+        self.insert(id, cfg, false);
+    }
+
+    /// Adds the control channel: no credit needed, accepted by every remote.
+    pub fn add_control_channel(&mut self, id: u8, cfg: &ChannelConfig) {
+        self.insert(id, cfg, true);
+    }
+
+    fn insert(&mut self, id: u8, cfg: &ChannelConfig, exempt: bool) {
         if let Some(i) = self.slot(id) {
             if let Some(c) = self.channels.get_mut(i) {
                 c.cfg = *cfg;
@@ -148,10 +221,14 @@ impl Scheduler {
         self.channels.push(Channel {
             id,
             cfg: *cfg,
-            queue: std::collections::VecDeque::new(),
+            queue: VecDeque::new(),
             offset: 0,
             queued_bytes: 0,
             recent: 0.0,
+            credit: 0,
+            exempt,
+            accepted: exempt,
+            full: false,
             stats: ChannelStats::default(),
         });
     }
@@ -162,12 +239,77 @@ impl Scheduler {
         self.slot(id).is_some()
     }
 
+    /// Whether the remote accepts `id` (granted credit for it at least once, or it is
+    /// the control channel).
+    #[must_use]
+    pub fn accepts(&self, id: u8) -> bool {
+        self.slot(id)
+            .and_then(|i| self.channels.get(i))
+            .is_some_and(|c| c.accepted)
+    }
+
+    /// The lowest ratio among channels that can send now, but `except`.
+    fn min_active_ratio(&self, except: usize) -> Option<f64> {
+        self.channels
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| *i != except && c.can_send(self.max_chunk))
+            .map(|(_, c)| c.ratio())
+            .min_by(f64::total_cmp)
+    }
+
+    /// Raises channel `i`'s counter to the current virtual time (see module docs).
+    fn rejoin(&mut self, i: usize) {
+        if let Some(min_ratio) = self.min_active_ratio(i) {
+            if let Some(c) = self.channels.get_mut(i) {
+                c.recent = c.recent.max(min_ratio * f64::from(c.cfg.priority.max(1)));
+            }
+        }
+    }
+
+    /// The remote granted `bytes` more credit on `id` (ignored for unknown channels:
+    /// the remote may receive on channels we never send on).
+    pub fn add_credit(&mut self, id: u8, bytes: u64) {
+        let Some(i) = self.slot(id) else {
+            return;
+        };
+        let max_chunk = self.max_chunk;
+        let Some(c) = self.channels.get_mut(i) else {
+            return;
+        };
+        let could = c.can_send(max_chunk);
+        c.credit = c.credit.saturating_add(bytes);
+        c.accepted = true;
+        c.stats.credit = c.credit;
+        if !could && c.can_send(max_chunk) {
+            self.rejoin(i);
+        }
+    }
+
+    /// The remote asks up to `bytes` of unused credit back on `id`: gives back what
+    /// is left of it, up to that, and returns how much.
+    pub fn reclaim(&mut self, id: u8, bytes: u64) -> u64 {
+        let Some(c) = self.slot(id).and_then(|i| self.channels.get_mut(i)) else {
+            return 0;
+        };
+        if c.exempt {
+            return 0;
+        }
+        let given = c.credit.min(bytes);
+        c.credit -= given;
+        c.stats.credit = c.credit;
+        given
+    }
+
     /// Whether a message of `len` bytes would be accepted on `channel` now.
     pub fn check(&self, channel: u8, len: usize) -> Result<(), PushError> {
         let c = self
             .slot(channel)
             .and_then(|i| self.channels.get(i))
             .ok_or(PushError::UnknownChannel(channel))?;
+        if !c.accepted {
+            return Err(PushError::NotAccepted(channel));
+        }
         if len > c.cfg.max_message_size {
             return Err(PushError::TooLarge {
                 size: len,
@@ -185,33 +327,40 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Notes that a sender found `channel` full and waits: the next drain that leaves
+    /// room reports it through [`poll_room`](Self::poll_room).
+    pub fn mark_full(&mut self, channel: u8) {
+        if let Some(c) = self.slot(channel).and_then(|i| self.channels.get_mut(i)) {
+            c.full = true;
+        }
+    }
+
     /// Queues a whole message on `channel`, or says why not (nothing is queued then).
     pub fn push(&mut self, channel: u8, kind: MsgKind, payload: Bytes) -> Result<(), PushError> {
-        self.check(channel, payload.len())?;
+        if let Err(e) = self.check(channel, payload.len()) {
+            if e == PushError::Full {
+                self.mark_full(channel);
+            }
+            return Err(e);
+        }
         let i = self
             .slot(channel)
             .ok_or(PushError::UnknownChannel(channel))?;
-        let rejoin = if self.channels.get(i).is_some_and(|c| c.queue.is_empty()) {
-            self.channels
-                .iter()
-                .filter(|c| !c.queue.is_empty())
-                .map(Channel::ratio)
-                .min_by(f64::total_cmp)
-        } else {
-            None
-        };
+        let max_chunk = self.max_chunk;
         let len = payload.len();
         let Some(c) = self.channels.get_mut(i) else {
             return Err(PushError::UnknownChannel(channel));
         };
-        if let Some(min_ratio) = rejoin {
-            c.recent = min_ratio * f64::from(c.cfg.priority.max(1));
-        }
+        let could = c.can_send(max_chunk);
         c.queue.push_back((kind, payload));
         c.queued_bytes += len;
         c.stats.queued_messages = c.queue.len();
         c.stats.queued_bytes = c.queued_bytes;
+        let can = c.can_send(max_chunk);
         self.queued_bytes += len;
+        if !could && can {
+            self.rejoin(i);
+        }
         Ok(())
     }
 
@@ -221,10 +370,28 @@ impl Scheduler {
         self.channels.iter().all(|c| c.queue.is_empty())
     }
 
+    /// Whether some channel has a chunk it may send now.
+    #[must_use]
+    pub fn can_send(&self) -> bool {
+        self.channels.iter().any(|c| c.can_send(self.max_chunk))
+    }
+
     /// Payload bytes still queued, over all channels.
     #[must_use]
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Drops every queued message (a connection closing without flushing).
+    pub fn clear(&mut self) {
+        for c in &mut self.channels {
+            c.queue.clear();
+            c.offset = 0;
+            c.queued_bytes = 0;
+            c.stats.queued_messages = 0;
+            c.stats.queued_bytes = 0;
+        }
+        self.queued_bytes = 0;
     }
 
     /// Counters of `channel`.
@@ -232,15 +399,25 @@ impl Scheduler {
     pub fn stats(&self, channel: u8) -> Option<ChannelStats> {
         self.slot(channel)
             .and_then(|i| self.channels.get(i))
-            .map(|c| c.stats)
+            .map(|c| ChannelStats {
+                credit: if c.exempt { u64::MAX } else { c.credit },
+                ..c.stats
+            })
     }
 
-    /// The next chunk to write, by priority; `None` when every queue is empty.
+    /// A channel whose queue had refused a push as full and has room again (each
+    /// such change once).
+    pub fn poll_room(&mut self) -> Option<u8> {
+        self.room.pop()
+    }
+
+    /// The next chunk to write, by priority among channels with data and credit;
+    /// `None` when no channel can send.
     #[must_use]
     pub fn poll_chunk(&mut self) -> Option<Chunk> {
         let mut best: Option<usize> = None;
         for (i, c) in self.channels.iter().enumerate() {
-            if c.queue.is_empty() {
+            if !c.can_send(self.max_chunk) {
                 continue;
             }
             best = match best.and_then(|b| self.channels.get(b)) {
@@ -259,13 +436,13 @@ impl Scheduler {
                 }
             };
         }
+        let max_chunk = self.max_chunk;
         let c = self.channels.get_mut(best?)?;
+        let (len, eof) = c.next_chunk(max_chunk)?;
         let (kind, msg) = c.queue.front()?.clone();
         let start = c.offset;
-        let end = (start + self.max_chunk).min(msg.len());
-        let eof = end == msg.len();
+        let end = start + len;
         let payload = msg.slice(start..end);
-        let n = end - start;
         if eof {
             c.queue.pop_front();
             c.offset = 0;
@@ -273,14 +450,23 @@ impl Scheduler {
         } else {
             c.offset = end;
         }
-        c.queued_bytes -= n;
+        if !c.exempt {
+            let cost = len as u64 + if eof { MESSAGE_COST } else { 0 };
+            c.credit = c.credit.saturating_sub(cost);
+            c.stats.credit = c.credit;
+        }
+        c.queued_bytes -= len;
         c.stats.queued_bytes = c.queued_bytes;
         c.stats.queued_messages = c.queue.len();
-        c.stats.sent_bytes += n as u64;
-        c.recent += n.max(1) as f64;
+        c.stats.sent_bytes += len as u64;
+        c.recent += len.max(1) as f64;
         let decay = c.recent > DECAY_THRESHOLD;
         let channel = c.id;
-        self.queued_bytes -= n;
+        if c.full && c.has_room() {
+            c.full = false;
+            self.room.push(channel);
+        }
+        self.queued_bytes -= len;
         if decay {
             for c in &mut self.channels {
                 c.recent /= 2.0;
@@ -307,6 +493,8 @@ mod tests {
             send_queue_messages: 1 << 20,
             send_queue_bytes: 1 << 30,
             recv_capacity: 1,
+            recv_window: 64 << 10,
+            max_recv_window: 1 << 20,
         }
     }
 
@@ -314,9 +502,37 @@ mod tests {
         Bytes::from(vec![0xab; n])
     }
 
+    /// A scheduler whose channels have all the credit they could use, so that these
+    /// tests are about queues and priorities.
+    struct Unlimited(Scheduler);
+
+    impl Unlimited {
+        fn add_channel(&mut self, id: u8, cfg: &ChannelConfig) {
+            self.0.add_channel(id, cfg);
+            self.0.add_credit(id, u64::MAX);
+        }
+    }
+
+    impl std::ops::Deref for Unlimited {
+        type Target = Scheduler;
+        fn deref(&self) -> &Scheduler {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Unlimited {
+        fn deref_mut(&mut self) -> &mut Scheduler {
+            &mut self.0
+        }
+    }
+
+    fn sched(chunk: usize) -> Unlimited {
+        Unlimited(Scheduler::new(chunk))
+    }
+
     #[test]
     fn budgets_in_messages_and_bytes() {
-        let mut s = Scheduler::new(100);
+        let mut s = sched(100);
         s.add_channel(1, &cfg(1).send_queue(2, 50).max_message_size(1000));
         assert_eq!(
             s.push(9, MsgKind::Plain, bytes(1)),
@@ -351,8 +567,75 @@ mod tests {
     }
 
     #[test]
+    fn credit_limits_and_cuts_chunks() {
+        let mut s = Scheduler::new(10_000);
+        s.add_channel(1, &cfg(1));
+        s.add_channel(2, &cfg(1));
+        assert_eq!(
+            s.push(1, MsgKind::Plain, bytes(1)),
+            Err(PushError::NotAccepted(1)),
+            "no credit was ever granted: the remote lacks the channel"
+        );
+        s.add_credit(1, 2000);
+        s.add_credit(2, 100);
+        s.push(1, MsgKind::Plain, bytes(5000)).unwrap();
+        s.push(2, MsgKind::Plain, bytes(60)).unwrap();
+        s.push(2, MsgKind::Plain, bytes(60)).unwrap();
+        let mut got = Vec::new();
+        while let Some(c) = s.poll_chunk() {
+            got.push((c.channel, c.payload.len(), c.eof));
+        }
+        // Channel 1 sends a partial chunk within its credit; channel 2 fits one whole
+        // message (60 + 32 of its 100) and the second needs 92 more.
+        got.sort_unstable();
+        assert_eq!(got, vec![(1, 2000, false), (2, 60, true)]);
+        assert_eq!(s.stats(2).unwrap().credit, 8);
+        assert!(!s.can_send());
+        s.add_credit(1, 500);
+        assert!(
+            !s.can_send(),
+            "500 bytes is below the smallest partial chunk"
+        );
+        s.add_credit(1, 3000);
+        let c = s.poll_chunk().unwrap();
+        assert_eq!((c.channel, c.payload.len(), c.eof), (1, 3000, true));
+        assert_eq!(s.stats(1).unwrap().credit, 500 - 32);
+        assert_eq!(s.reclaim(1, 100), 100);
+        assert_eq!(s.reclaim(1, 10_000), 368);
+        assert_eq!(s.stats(1).unwrap().credit, 0);
+    }
+
+    #[test]
+    fn empty_messages_cost_the_message_cost_and_control_needs_no_credit() {
+        let mut s = Scheduler::new(100);
+        s.add_control_channel(0, &cfg(1000));
+        s.add_channel(3, &cfg(1));
+        s.add_credit(3, MESSAGE_COST - 1);
+        s.push(3, MsgKind::Plain, Bytes::new()).unwrap();
+        s.push(0, MsgKind::Plain, bytes(250)).unwrap();
+        let shape: Vec<(u8, usize, bool)> = std::iter::from_fn(|| s.poll_chunk())
+            .map(|c| (c.channel, c.payload.len(), c.eof))
+            .collect();
+        assert_eq!(shape, vec![(0, 100, false), (0, 100, false), (0, 50, true)]);
+        s.add_credit(3, 1);
+        assert_eq!(s.poll_chunk().map(|c| (c.channel, c.eof)), Some((3, true)));
+    }
+
+    #[test]
+    fn a_full_queue_reports_room_once_it_drains() {
+        let mut s = sched(10);
+        s.add_channel(1, &cfg(1).send_queue(1, 100));
+        s.push(1, MsgKind::Plain, bytes(5)).unwrap();
+        assert_eq!(s.push(1, MsgKind::Plain, bytes(5)), Err(PushError::Full));
+        assert_eq!(s.poll_room(), None);
+        let _ = s.poll_chunk();
+        assert_eq!(s.poll_room(), Some(1));
+        assert_eq!(s.poll_room(), None);
+    }
+
+    #[test]
     fn chunks_carry_kind_and_eof_only_on_the_last() {
-        let mut s = Scheduler::new(10);
+        let mut s = sched(10);
         s.add_channel(4, &cfg(1));
         s.push(
             4,
@@ -385,7 +668,7 @@ mod tests {
 
     #[test]
     fn a_rejoining_channel_waits_at_most_one_chunk() {
-        let mut s = Scheduler::new(10);
+        let mut s = sched(10);
         s.add_channel(1, &cfg(1));
         s.add_channel(2, &cfg(1));
         s.push(2, MsgKind::Plain, bytes(10)).unwrap();
@@ -436,7 +719,7 @@ mod tests {
             sizes in proptest::collection::vec(1usize..3000, 6),
             chunk in 64usize..1024,
         ) {
-            let mut s = Scheduler::new(chunk);
+            let mut s = sched(chunk);
             let ids: Vec<u8> = (0..prios.len() as u8).map(|i| i * 7 + 1).collect();
             for (id, p) in ids.iter().zip(&prios) {
                 s.add_channel(*id, &cfg(*p));
@@ -464,7 +747,7 @@ mod tests {
             before in 0usize..500,
         ) {
             let chunk = 16 * 1024;
-            let mut s = Scheduler::new(chunk);
+            let mut s = sched(chunk);
             let urgent = 200u8;
             s.add_channel(urgent, &cfg(urgent_prio));
             for (i, p) in bulk_prios.iter().enumerate() {
@@ -500,7 +783,7 @@ mod tests {
         /// channel's chunks rebuild exactly the messages pushed, in order.
         #[test]
         fn streams_rebuild_exactly(ops in proptest::collection::vec((0u8..4, 0usize..700, any::<bool>()), 1..300), chunk in 1usize..256) {
-            let mut s = Scheduler::new(chunk);
+            let mut s = sched(chunk);
             for id in 0..3u8 {
                 s.add_channel(id, &cfg(u16::from(id) + 1).send_queue(8, 2000).max_message_size(600));
             }
@@ -533,6 +816,7 @@ mod tests {
                         }
                         Err(PushError::TooLarge { .. }) => prop_assert!(len > 600),
                         Err(PushError::UnknownChannel(c)) => prop_assert_eq!(c, 3),
+                        Err(e) => prop_assert!(false, "{e}"),
                     }
                     for id in 0..3u8 {
                         let st = s.stats(id).unwrap();

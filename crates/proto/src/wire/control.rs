@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::handshake::Version;
+use crate::connection::handshake::Version;
 use crate::reason::DisconnectReason;
 
 /// The control channel's id.

@@ -5,11 +5,16 @@
 //! crosses the limit arrives, before anything of that chunk is buffered. A message
 //! that fits in one chunk (the common case) is handed over without a copy: its payload
 //! is the slice of the read buffer the codec produced.
+//!
+//! A partial message grows its buffer fourfold at a time (a large message is copied
+//! once or twice on its way up, not at every doubling), never past its channel's
+//! limit nor past what the connection's budget has left; the budget is charged by
+//! allocated capacity, so it bounds memory, not just bytes.
 
 use bytes::{Bytes, BytesMut};
 
-use crate::codec::{Msg, MsgKind};
 use crate::reason::DisconnectReason;
+use crate::wire::codec::{Msg, MsgKind};
 
 /// A complete message on a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,16 +27,24 @@ pub struct Message {
     pub payload: Bytes,
 }
 
+impl Message {
+    /// What this message costs in flow-control credit (see
+    /// [`flow::message_cost`](super::flow::message_cost)).
+    #[must_use]
+    pub fn cost(&self) -> u64 {
+        super::flow::message_cost(self.payload.len())
+    }
+}
+
 #[derive(Debug)]
 struct Partial {
     kind: MsgKind,
     buf: BytesMut,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Slot {
-    /// `None`: the channel is unknown to this node.
-    limit: Option<usize>,
+    limit: usize,
     partial: Option<Partial>,
 }
 
@@ -39,12 +52,15 @@ struct Slot {
 /// partial messages of the connection together.
 #[derive(Debug)]
 pub struct Reassembler {
+    index: [u8; 256],
     slots: Vec<Slot>,
     /// Most bytes allocated for partial messages at once (all channels).
     budget: usize,
     /// Bytes allocated for partial messages now (their buffers' capacities).
     allocated: usize,
 }
+
+const NONE: u8 = u8::MAX;
 
 impl Default for Reassembler {
     fn default() -> Self {
@@ -65,7 +81,8 @@ impl Reassembler {
     #[must_use]
     pub fn with_budget(budget: usize) -> Self {
         Reassembler {
-            slots: (0..=u8::MAX).map(|_| Slot::default()).collect(),
+            index: [NONE; 256],
+            slots: Vec::new(),
             budget,
             allocated: 0,
         }
@@ -77,24 +94,36 @@ impl Reassembler {
         self.allocated
     }
 
-    /// Accounts `extra` more bytes of buffers, or says the budget does not have them.
-    fn charge(&mut self, extra: usize) -> Result<(), DisconnectReason> {
-        let want = self.allocated.saturating_add(extra);
-        if want > self.budget {
-            return Err(DisconnectReason::ReassemblyBudget {
-                size: want,
-                max: self.budget,
-            });
-        }
-        self.allocated = want;
-        Ok(())
+    /// Bytes the budget has left.
+    #[must_use]
+    pub fn headroom(&self) -> usize {
+        self.budget.saturating_sub(self.allocated)
     }
 
-    /// Accepts messages on `channel` up to `max_message_size` bytes.
+    fn slot(&self, channel: u8) -> Option<&Slot> {
+        self.slots
+            .get(usize::from(self.index[usize::from(channel)]))
+    }
+
+    /// Accepts messages on `channel` up to `max_message_size` bytes (at most 255
+    /// channels; further ones are ignored).
     pub fn add_channel(&mut self, channel: u8, max_message_size: usize) {
-        if let Some(slot) = self.slots.get_mut(usize::from(channel)) {
-            slot.limit = Some(max_message_size);
+        let i = self.index[usize::from(channel)];
+        if let Some(slot) = self.slots.get_mut(usize::from(i)) {
+            slot.limit = max_message_size;
+            return;
         }
+        let Ok(pos) = u8::try_from(self.slots.len()) else {
+            return;
+        };
+        if pos == NONE {
+            return;
+        }
+        self.index[usize::from(channel)] = pos;
+        self.slots.push(Slot {
+            limit: max_message_size,
+            partial: None,
+        });
     }
 
     /// Bytes currently buffered in partial messages (for memory accounting).
@@ -107,14 +136,22 @@ impl Reassembler {
             .sum()
     }
 
+    /// Bytes of the partial message on `channel` (0 when none).
+    #[must_use]
+    pub fn partial_len(&self, channel: u8) -> usize {
+        self.slot(channel)
+            .and_then(|s| s.partial.as_ref())
+            .map_or(0, |p| p.buf.len())
+    }
+
     /// Takes one chunk. Returns the message when this chunk completes one.
     ///
     /// Errors (the caller closes the peer with the returned reason):
     /// [`DisconnectReason::UnknownChannel`], [`DisconnectReason::MessageTooLarge`],
     /// [`DisconnectReason::InconsistentChunks`] (a chunk's kind differs from the first
-    /// chunk of its message), [`DisconnectReason::ReassemblyBudget`] (a buffer would
-    /// take the connection's partial messages over its budget; checked before it is
-    /// allocated).
+    /// chunk of its message), [`DisconnectReason::ReassemblyBudget`] (the bytes of the
+    /// connection's partial messages would not fit its budget; checked before anything
+    /// is allocated).
     pub fn push(&mut self, chunk: Msg) -> Result<Option<Message>, DisconnectReason> {
         let result = self.push_inner(chunk);
         if result.is_err() {
@@ -125,7 +162,7 @@ impl Reassembler {
     }
 
     /// Drops every partial message.
-    fn clear(&mut self) {
+    pub fn clear(&mut self) {
         for slot in &mut self.slots {
             slot.partial = None;
         }
@@ -134,13 +171,13 @@ impl Reassembler {
 
     fn push_inner(&mut self, chunk: Msg) -> Result<Option<Message>, DisconnectReason> {
         let channel = chunk.channel;
+        let i = usize::from(self.index[usize::from(channel)]);
+        let headroom = self.headroom();
         let slot = self
             .slots
-            .get(usize::from(channel))
+            .get_mut(i)
             .ok_or(DisconnectReason::UnknownChannel(channel))?;
-        let Some(max) = slot.limit else {
-            return Err(DisconnectReason::UnknownChannel(channel));
-        };
+        let max = slot.limit;
         let have = slot.partial.as_ref().map_or(0, |p| p.buf.len());
         let capacity = slot.partial.as_ref().map_or(0, |p| p.buf.capacity());
         let size = have.saturating_add(chunk.payload.len());
@@ -160,34 +197,42 @@ impl Reassembler {
                 return Err(DisconnectReason::InconsistentChunks(channel));
             }
         }
-        // Room for this chunk, allocated (and charged to the budget) before copying.
-        let target = if have == 0 {
-            // First of several chunks: reserve for a few chunks, not for `max`.
-            chunk.payload.len().saturating_mul(4).min(max)
-        } else if capacity - have < chunk.payload.len() {
-            // Grow fourfold, never past `max` (checked above): a large message is
-            // copied once or twice on its way up instead of at every doubling.
-            have.saturating_mul(4).clamp(size, max)
-        } else {
-            capacity
-        };
-        if target > capacity {
-            self.charge(target - capacity)?;
+        if size > capacity {
+            // Room for this chunk, allocated (and charged) before copying: fourfold
+            // the bytes so far (or four chunks for a first chunk), never past the
+            // channel's limit nor the budget's headroom, and never below `size`.
+            let grow_to = if have == 0 {
+                chunk.payload.len().saturating_mul(4)
+            } else {
+                have.saturating_mul(4)
+            };
+            let most = capacity.saturating_add(headroom);
+            if size > most {
+                let total = self.allocated - capacity + size;
+                return Err(DisconnectReason::ReassemblyBudget {
+                    size: total,
+                    max: self.budget,
+                });
+            }
+            let target = grow_to.clamp(size, max).min(most);
+            let partial = slot.partial.get_or_insert_with(|| Partial {
+                kind: chunk.kind,
+                buf: BytesMut::new(),
+            });
+            // A fresh exact allocation: `reserve` may double past what was asked.
+            let mut grown = BytesMut::with_capacity(target);
+            grown.extend_from_slice(&partial.buf);
+            partial.buf = grown;
+            self.allocated = self.allocated - capacity + target;
         }
         let slot = self
             .slots
-            .get_mut(usize::from(channel))
+            .get_mut(i)
             .ok_or(DisconnectReason::UnknownChannel(channel))?;
         let partial = slot.partial.get_or_insert_with(|| Partial {
             kind: chunk.kind,
             buf: BytesMut::new(),
         });
-        if target > partial.buf.capacity() {
-            // A fresh exact allocation: `reserve` may double past what was asked.
-            let mut grown = BytesMut::with_capacity(target);
-            grown.extend_from_slice(&partial.buf);
-            partial.buf = grown;
-        }
         partial.buf.extend_from_slice(&chunk.payload);
         if !chunk.eof {
             return Ok(None);
@@ -299,7 +344,7 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(r.push(chunk(1, false, MsgKind::Plain, &part)), Ok(None));
         }
-        assert!(r.slots[1].partial.as_ref().unwrap().buf.capacity() <= 5000);
+        assert!(r.allocated() <= 5000);
         // 4000 buffered: growing fourfold would pass the limit; it stops at 5000.
         let msg = r
             .push(chunk(1, true, MsgKind::Plain, &part))
@@ -327,13 +372,19 @@ mod tests {
         assert_eq!(done.payload.len(), 2000);
         assert_eq!(r.allocated(), 4000);
         assert_eq!(r.push(chunk(2, false, MsgKind::Plain, &kb)), Ok(None));
-        // Channel 1 must grow to 8000: 4000 + 4000 + 4000 is over the budget, and
-        // that is known before anything is allocated.
+        // Channel 1 holds 2000 bytes in 4000 of capacity; growing fourfold would pass
+        // the budget, so it grows only as far as the budget allows...
         assert_eq!(r.push(chunk(1, false, MsgKind::Plain, &kb)), Ok(None));
         assert_eq!(
             r.push(chunk(1, false, MsgKind::Plain, &[1u8; 3000])),
+            Ok(None)
+        );
+        assert_eq!(r.allocated(), 10_000);
+        // ...and fails only when the bytes themselves do not fit, before allocating.
+        assert_eq!(
+            r.push(chunk(1, false, MsgKind::Plain, &[1u8; 1500])),
             Err(DisconnectReason::ReassemblyBudget {
-                size: 12_000,
+                size: 10_500,
                 max: 10_000
             })
         );

@@ -1,0 +1,1118 @@
+//! [`PeerCore`]: the whole life of one connection as one sans-IO state machine.
+//!
+//! A core owns the handshake, the keepalive and idle timeout, the stall tracker,
+//! reassembly, the send scheduler, flow-control windows, rate limits and the close.
+//! It never reads a clock (every input takes `now`), owns no socket and no RNG (the
+//! nonce secret comes in [`ConnParams`]), and is driven like quinn-proto's
+//! `Connection` or str0m's `Rtc`:
+//!
+//! * **inputs** `handle_read` (bytes read; complete packets are taken from the
+//!   buffer), `handle_written` (the last transmit is in the socket), `handle_eof`,
+//!   `handle_io_error`, `handle_timeout`, `handle_consumed` (the service took a
+//!   message); **commands** `send`, `send_request`, `send_response`, `close`;
+//! * **outputs** [`poll_transmit`](PeerCore::poll_transmit) (bytes to write),
+//!   [`poll_shutdown`](PeerCore::poll_shutdown) (close the write half now),
+//!   [`poll_event`](PeerCore::poll_event) (connected, a channel readable, queue room,
+//!   a stalled request, closed with a reason), [`recv`](PeerCore::recv) (the next
+//!   message of a readable channel) and [`poll_timeout`](PeerCore::poll_timeout), the
+//!   earliest deadline of its one [`timer`] table.
+//!
+//! After every input, drain in this order: transmits, shutdown, events, then arm one
+//! timer at `poll_timeout`. Deadlines are also checked on every input.
+//!
+//! # Life of a connection
+//!
+//! ```text
+//! Handshake ──Verack──▶ Active ──close / violation / timeout / remote Goodbye──▶ Closing
+//!     │                                                                            │
+//!     └──failure: close with a typed reason──────────────────────────────────────▶│
+//!                     Closed ◀── goodbye written, write half shut, remote EOF ─────┘
+//!                            ◀── or the linger deadline, or an I/O error
+//! ```
+//!
+//! A `Goodbye` from the remote is honoured in every phase. Messages that completed
+//! before the connection closed stay readable with `recv` after `Closed`, so nothing
+//! that arrived before a goodbye is lost.
+
+pub mod flow;
+pub mod handshake;
+mod inbox;
+pub mod keepalive;
+pub mod rate;
+pub mod reassembly;
+pub mod scheduler;
+pub mod stall;
+pub mod timer;
+pub mod transmit;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+
+pub use flow::{message_cost, RecvBudget, WindowStats, MESSAGE_COST};
+pub use reassembly::Message;
+pub use scheduler::PushError;
+pub use transmit::Transmit;
+
+use self::flow::{RecvFlow, WindowConfig};
+use self::handshake::{check_after_handshake, handshake_message, AwaitVersion, Handshake, Version};
+use self::inbox::Inboxes;
+use self::keepalive::Keepalive;
+use self::rate::TokenBucket;
+use self::reassembly::Reassembler;
+use self::scheduler::{ChannelStats, Scheduler};
+use self::stall::StallTracker;
+use self::timer::{Timer, TimerTable};
+use crate::config::{ChannelConfig, Config, ConfigError};
+use crate::id::NodeId;
+use crate::reason::DisconnectReason;
+use crate::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
+use crate::wire::control::{self, Control, CONTROL_CHANNEL, MAX_CONTROL_MESSAGE};
+
+/// Priority of channel 0 (handshake and daemon messages): above any user channel's
+/// usual values, so control traffic is never stuck behind bulk data.
+pub const CONTROL_PRIORITY: u16 = 1000;
+
+/// What every connection of a node shares: its limits and its channel table.
+/// Built (and validated) once, then handed to each core behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    limits: Config,
+    channels: Vec<(u8, ChannelConfig)>,
+    control: ChannelConfig,
+}
+
+impl CoreConfig {
+    /// Checks `limits` and every channel (ids 1..=255, each once, each config valid),
+    /// and that the reassembly budget holds one partial message of the largest size
+    /// on every channel (channel 0 included) at once: then partial messages never
+    /// exceed it for a peer within its credit, and can never deadlock each other.
+    pub fn new(
+        limits: Config,
+        channels: impl IntoIterator<Item = (u8, ChannelConfig)>,
+    ) -> Result<Self, ConfigError> {
+        limits.validate()?;
+        let mut list: Vec<(u8, ChannelConfig)> = Vec::new();
+        for (id, cfg) in channels {
+            if id == CONTROL_CHANNEL {
+                return Err(ConfigError::new(
+                    "channels",
+                    "channel 0 is reserved for the daemon; use 1..=255",
+                ));
+            }
+            if list.iter().any(|(c, _)| *c == id) {
+                return Err(ConfigError::new(
+                    "channels",
+                    format!("channel {id:#04x} is registered twice"),
+                ));
+            }
+            cfg.validate()?;
+            list.push((id, cfg));
+        }
+        let partials: usize = list
+            .iter()
+            .map(|(_, c)| c.max_message_size)
+            .fold(MAX_CONTROL_MESSAGE, usize::saturating_add);
+        if partials > limits.max_reassembly_bytes {
+            return Err(ConfigError::new(
+                "max_reassembly_bytes",
+                format!(
+                    "{} bytes cannot hold one partial message per channel: the channels' \
+                     max_message_size (and 64 KiB for channel 0) add up to {partials}",
+                    limits.max_reassembly_bytes
+                ),
+            ));
+        }
+        let control = ChannelConfig {
+            priority: CONTROL_PRIORITY,
+            max_message_size: MAX_CONTROL_MESSAGE,
+            send_queue_messages: 64,
+            send_queue_bytes: 4 * MAX_CONTROL_MESSAGE,
+            recv_capacity: 1,
+            recv_window: MAX_CONTROL_MESSAGE,
+            max_recv_window: MAX_CONTROL_MESSAGE,
+        };
+        Ok(CoreConfig {
+            limits,
+            channels: list,
+            control,
+        })
+    }
+
+    /// The connection limits.
+    #[must_use]
+    pub fn limits(&self) -> &Config {
+        &self.limits
+    }
+
+    /// The user channels, in registration order.
+    #[must_use]
+    pub fn channels(&self) -> &[(u8, ChannelConfig)] {
+        &self.channels
+    }
+
+    /// One channel's config.
+    #[must_use]
+    pub fn channel(&self, id: u8) -> Option<&ChannelConfig> {
+        self.channels.iter().find(|(c, _)| *c == id).map(|(_, c)| c)
+    }
+
+    fn windows(&self) -> Vec<WindowConfig> {
+        self.channels
+            .iter()
+            .map(|(id, c)| WindowConfig {
+                channel: *id,
+                initial: c.recv_window as u64,
+                max: (c.max_recv_window as u64).max(message_cost(c.max_message_size)),
+                need_max: message_cost(c.max_message_size),
+            })
+            .collect()
+    }
+}
+
+/// What one connection needs besides the node's [`CoreConfig`].
+#[derive(Debug, Clone)]
+pub struct ConnParams {
+    /// Our `Version`, sent first.
+    pub local: Version,
+    /// The node we dialed, when we dialed `ID@HOST:PORT`.
+    pub expected: Option<NodeId>,
+    /// Random bytes that key the ping nonces (pass a fresh random value per
+    /// connection: a remote must not be able to predict them).
+    pub secret: [u8; 16],
+}
+
+/// Something the driver of a core must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The handshake completed; [`PeerCore::remote`] has the remote's `Version`.
+    Connected,
+    /// A channel's queue went from empty to holding messages: drain it with
+    /// [`PeerCore::recv`] (it is not reported again until it was empty).
+    Readable(u8),
+    /// A channel's send queue, after refusing a message as full, has room again.
+    Room(u8),
+    /// A request got no response within its timeout (the connection is closed with
+    /// [`DisconnectReason::Stalled`]).
+    RequestStalled {
+        /// Channel of the request.
+        channel: u8,
+        /// Its id.
+        request_id: u32,
+    },
+    /// The connection is over, with the first reason it was closed for. Drop the
+    /// socket; messages still queued can be taken with [`PeerCore::recv`].
+    Closed(DisconnectReason),
+}
+
+/// Counters and flow-control state of one channel (for tests and introspection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelInfo {
+    /// Send side: queue and credit.
+    pub send: ChannelStats,
+    /// Receive side: window and totals.
+    pub recv: WindowStats,
+    /// Complete messages waiting for the service.
+    pub queued: usize,
+}
+
+/// What the last transmits carried that matters once written.
+#[derive(Debug, Default)]
+struct InFlight {
+    ping: bool,
+    goodbye: bool,
+    requests: Vec<u32>,
+}
+
+impl InFlight {
+    fn is_empty(&self) -> bool {
+        !self.ping && !self.goodbye && self.requests.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Closing {
+    reason: DisconnectReason,
+    /// Write what is queued before the goodbye.
+    flush: bool,
+    /// We owe the remote a `Goodbye` (not when it said goodbye first).
+    goodbye_due: bool,
+    /// Our write half is shut down.
+    shutdown: bool,
+    /// The remote closed its write half.
+    read_done: bool,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// `None` only while a consuming transition is under way.
+    Handshake(Option<Handshake>),
+    Active,
+    Closing(Closing),
+    Closed,
+}
+
+/// One connection's protocol state (see the [module docs](self)).
+#[derive(Debug)]
+pub struct PeerCore {
+    config: Arc<CoreConfig>,
+    codec: PacketCodec,
+    phase: Phase,
+    remote: Option<Box<Version>>,
+    secret: [u8; 16],
+    keepalive: Option<Keepalive>,
+    /// Handshake messages and the goodbye, written before anything else, in order.
+    control_out: VecDeque<Packet>,
+    sched: Scheduler,
+    /// Credit given back per channel in answer to `Reclaim`s, not yet written.
+    releases: Vec<(u8, u64)>,
+    /// Credit and `Reclaim` packets decided on a timeout, not yet written.
+    flow_out: Vec<Packet>,
+    flow: RecvFlow,
+    reassembly: Reassembler,
+    inbox: Inboxes,
+    stall: StallTracker,
+    send_rate: Option<TokenBucket>,
+    send_rate_wait: Option<Instant>,
+    in_flight: InFlight,
+    events: VecDeque<Event>,
+    timers: TimerTable,
+    handshake_deadline: Instant,
+    bytes_read: u64,
+    bytes_written: u64,
+}
+
+impl PeerCore {
+    /// A connection starting at `now`: our `Version` is queued; growth of its receive
+    /// windows is leased from `budget` (shared by the node's connections).
+    #[must_use]
+    pub fn new(
+        now: Instant,
+        config: Arc<CoreConfig>,
+        params: ConnParams,
+        budget: Arc<RecvBudget>,
+    ) -> Self {
+        let limits = &config.limits;
+        let mut sched = Scheduler::new(limits.max_packet_payload);
+        sched.add_control_channel(CONTROL_CHANNEL, &config.control);
+        let mut reassembly = Reassembler::with_budget(limits.max_reassembly_bytes);
+        reassembly.add_channel(CONTROL_CHANNEL, MAX_CONTROL_MESSAGE);
+        let mut inbox = Inboxes::default();
+        for (id, c) in &config.channels {
+            sched.add_channel(*id, c);
+            reassembly.add_channel(*id, c.max_message_size);
+            inbox.add_channel(*id);
+        }
+        let flow = RecvFlow::new(
+            now,
+            &config.windows(),
+            budget,
+            limits.recv_window_idle,
+            limits.recv_rate,
+        );
+        let send_rate = limits
+            .send_rate
+            .map(|r| TokenBucket::new(now, r, (r / 10).max(limits.write_batch_bytes as u64)));
+        let mut control_out = VecDeque::new();
+        control_out.push_back(control_packet(&Control::Version(params.local.clone())));
+        let handshake_deadline = now + limits.handshake_timeout;
+        let mut core = PeerCore {
+            codec: PacketCodec::new(limits.max_packet_payload),
+            phase: Phase::Handshake(Some(Handshake::AwaitVersion(AwaitVersion::new(
+                params.local,
+                params.expected,
+            )))),
+            remote: None,
+            secret: params.secret,
+            keepalive: None,
+            control_out,
+            sched,
+            releases: Vec::new(),
+            flow_out: Vec::new(),
+            flow,
+            reassembly,
+            inbox,
+            stall: StallTracker::new(),
+            send_rate,
+            send_rate_wait: None,
+            in_flight: InFlight::default(),
+            events: VecDeque::new(),
+            timers: TimerTable::default(),
+            handshake_deadline,
+            bytes_read: 0,
+            bytes_written: 0,
+            config,
+        };
+        core.refresh_timers();
+        core
+    }
+
+    // ----- queries -----------------------------------------------------------------
+
+    /// The remote's `Version`, once the handshake completed.
+    #[must_use]
+    pub fn remote(&self) -> Option<&Version> {
+        self.remote.as_deref()
+    }
+
+    /// Whether the handshake completed and the connection is not closing.
+    #[must_use]
+    pub fn is_active(&self) -> bool {
+        matches!(self.phase, Phase::Active)
+    }
+
+    /// Whether the connection is closing or closed (sends fail).
+    #[must_use]
+    pub fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing(_) | Phase::Closed)
+    }
+
+    /// Whether the connection is over.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// The reason the connection is closing or closed for.
+    #[must_use]
+    pub fn close_reason(&self) -> Option<&DisconnectReason> {
+        match &self.phase {
+            Phase::Closing(c) => Some(&c.reason),
+            _ => None,
+        }
+    }
+
+    /// The node's connection limits.
+    #[must_use]
+    pub fn limits(&self) -> &Config {
+        &self.config.limits
+    }
+
+    /// Counters and windows of one channel.
+    #[must_use]
+    pub fn channel_info(&self, channel: u8) -> Option<ChannelInfo> {
+        let send = self.sched.stats(channel)?;
+        Some(ChannelInfo {
+            send,
+            recv: self.flow.stats(channel).unwrap_or_default(),
+            queued: self.inbox.len(channel),
+        })
+    }
+
+    /// Whether the remote receives on `channel` (granted credit for it).
+    #[must_use]
+    pub fn accepts(&self, channel: u8) -> bool {
+        channel != CONTROL_CHANNEL && self.sched.accepts(channel)
+    }
+
+    /// Bytes this connection holds for received data: received and not yet consumed
+    /// (complete or partial), and allocated for partial messages.
+    #[must_use]
+    pub fn buffered_bytes(&self) -> (u64, usize) {
+        (self.flow.buffered(), self.reassembly.allocated())
+    }
+
+    /// Payload bytes of complete messages waiting for their services.
+    #[must_use]
+    pub fn queued_bytes(&self) -> usize {
+        self.inbox.bytes()
+    }
+
+    /// Bytes read and written so far.
+    #[must_use]
+    pub fn traffic(&self) -> (u64, u64) {
+        (self.bytes_read, self.bytes_written)
+    }
+
+    /// Round-trip time of the last answered ping.
+    #[must_use]
+    pub fn rtt(&self) -> Option<Duration> {
+        self.keepalive.as_ref().and_then(Keepalive::last_rtt)
+    }
+
+    // ----- inputs ------------------------------------------------------------------
+
+    /// Bytes were read into `buf`: every complete packet is taken from its front and
+    /// handled; an incomplete one stays for the next read. Payloads of whole messages
+    /// are slices of `buf` (no copy).
+    pub fn handle_read(&mut self, now: Instant, buf: &mut BytesMut) {
+        self.check_time(now);
+        let before = buf.len();
+        while !self.is_closed() {
+            match self.codec.decode(buf) {
+                Ok(Some(packet)) => self.handle_packet(now, packet),
+                Ok(None) => break,
+                Err(e) => {
+                    buf.clear();
+                    self.fail(now, DisconnectReason::from(e));
+                    break;
+                }
+            }
+        }
+        if self.is_closed() {
+            buf.clear();
+        }
+        self.bytes_read += (before - buf.len()) as u64;
+        self.refresh_timers();
+    }
+
+    /// The remote closed its write half; `buf` holds what was left unparsed.
+    pub fn handle_eof(&mut self, now: Instant, buf: &mut BytesMut) {
+        self.check_time(now);
+        match self.codec.decode_eof(buf) {
+            Ok(Some(packet)) => self.handle_packet(now, packet),
+            Ok(None) => {}
+            Err(e) => self.fail(now, DisconnectReason::from(e)),
+        }
+        buf.clear();
+        match &mut self.phase {
+            Phase::Closed => {}
+            Phase::Closing(c) => {
+                c.read_done = true;
+                self.maybe_finish();
+            }
+            _ => {
+                self.close(now, DisconnectReason::ConnectionClosed, false);
+                if let Phase::Closing(c) = &mut self.phase {
+                    c.read_done = true;
+                }
+                self.maybe_finish();
+            }
+        }
+        self.refresh_timers();
+    }
+
+    /// Reading or writing the socket failed: the connection is over at once.
+    pub fn handle_io_error(&mut self, now: Instant, error: &str) {
+        let _ = now;
+        let reason = match &self.phase {
+            Phase::Closing(c) => c.reason.clone(),
+            _ => DisconnectReason::Io(error.to_owned()),
+        };
+        self.finish(reason);
+    }
+
+    /// The deadline from [`poll_timeout`](Self::poll_timeout) passed (or any time:
+    /// only what is due is done).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.check_time(now);
+        self.refresh_timers();
+    }
+
+    /// Everything handed out by `poll_transmit` so far is in the socket.
+    pub fn handle_written(&mut self, now: Instant) {
+        let flight = std::mem::take(&mut self.in_flight);
+        if flight.ping {
+            if let Some(k) = &mut self.keepalive {
+                k.on_ping_written(now);
+            }
+        }
+        for id in flight.requests {
+            self.stall.on_written(now, id);
+        }
+        if flight.goodbye {
+            if let Phase::Closing(c) = &mut self.phase {
+                c.goodbye_due = false;
+            }
+        }
+        self.check_time(now);
+        self.refresh_timers();
+    }
+
+    /// The service of `channel` took messages costing `cost` (the sum of their
+    /// [`Message::cost`]): their credit can go back to the remote.
+    pub fn handle_consumed(&mut self, now: Instant, channel: u8, cost: u64) {
+        if self.is_active() {
+            self.flow.on_consumed(now, channel, cost);
+        }
+        self.check_time(now);
+        self.refresh_timers();
+    }
+
+    /// Marks `channel`'s consumer paused (its service cannot take more now) or not.
+    /// While paused, queued messages are compacted (see `inbox`).
+    pub fn set_consumer_paused(&mut self, channel: u8, paused: bool) {
+        self.inbox.set_paused(channel, paused);
+    }
+
+    // ----- commands ----------------------------------------------------------------
+
+    /// Whether a message of `len` bytes would be queued on `channel` now. A `Full`
+    /// answer means the caller waits: an [`Event::Room`] follows once there is room.
+    pub fn check_send(&mut self, channel: u8, len: usize) -> Result<(), PushError> {
+        if !self.is_active() {
+            return Err(PushError::Closed);
+        }
+        if channel == CONTROL_CHANNEL {
+            return Err(PushError::UnknownChannel(channel));
+        }
+        let result = self.sched.check(channel, len);
+        if result == Err(PushError::Full) {
+            self.sched.mark_full(channel);
+        }
+        result
+    }
+
+    /// Queues a message on `channel`, or says why not (nothing is queued then).
+    pub fn send(&mut self, channel: u8, payload: Bytes) -> Result<(), PushError> {
+        self.push(channel, MsgKind::Plain, payload)
+    }
+
+    fn push(&mut self, channel: u8, kind: MsgKind, payload: Bytes) -> Result<(), PushError> {
+        if !self.is_active() {
+            return Err(PushError::Closed);
+        }
+        if channel == CONTROL_CHANNEL {
+            return Err(PushError::UnknownChannel(channel));
+        }
+        self.sched.push(channel, kind, payload)
+    }
+
+    /// Queues a request; returns its id. Its stall deadline (`timeout`) starts when
+    /// its last byte has been written, not now.
+    pub fn send_request(
+        &mut self,
+        channel: u8,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<u32, PushError> {
+        self.check_send(channel, payload.len())?;
+        let id = self.stall.register(channel, timeout);
+        if let Err(e) = self.push(channel, MsgKind::Request(id), payload) {
+            self.stall.cancel(id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Queues the response to the remote's request `request_id`.
+    pub fn send_response(
+        &mut self,
+        channel: u8,
+        request_id: u32,
+        payload: Bytes,
+    ) -> Result<(), PushError> {
+        self.push(channel, MsgKind::Response(request_id), payload)
+    }
+
+    /// Sends a ping now (unless one is outstanding); its answer updates
+    /// [`rtt`](Self::rtt).
+    pub fn ping(&mut self, now: Instant) {
+        if let Some(k) = &mut self.keepalive {
+            k.ping_now(now);
+        }
+        self.refresh_timers();
+    }
+
+    /// Gives up waiting for the response to `request_id` (a late one is then
+    /// unexpected).
+    pub fn cancel_request(&mut self, request_id: u32) {
+        self.stall.cancel(request_id);
+    }
+
+    /// Closes the connection with `reason`. With `flush`, what is queued is written
+    /// first (within the credit the remote gives and the `linger` deadline); then a
+    /// `Goodbye` tells the remote why, the write half is shut, and the core waits for
+    /// the remote to close its side. Only the first reason counts.
+    pub fn close(&mut self, now: Instant, reason: DisconnectReason, flush: bool) {
+        match &mut self.phase {
+            Phase::Closed => return,
+            Phase::Closing(c) => {
+                if !flush && c.flush {
+                    c.flush = false;
+                    self.sched.clear();
+                }
+                return;
+            }
+            _ => {}
+        }
+        let goodbye_due = !matches!(reason, DisconnectReason::ByRemote(_));
+        if !flush {
+            self.sched.clear();
+        }
+        self.keepalive = None;
+        self.phase = Phase::Closing(Closing {
+            reason,
+            flush,
+            goodbye_due,
+            shutdown: false,
+            read_done: false,
+            deadline: now + self.config.limits.linger,
+        });
+        // Senders waiting for room must learn the connection is closing.
+        for (id, _) in &self.config.channels {
+            self.events.push_back(Event::Room(*id));
+        }
+        self.refresh_timers();
+    }
+
+    // ----- outputs -----------------------------------------------------------------
+
+    /// Appends what should be written now to `out`, until it holds at least `limit`
+    /// bytes or there is nothing more; returns whether anything was added. Handshake
+    /// and goodbye messages come first, then pongs, pings and credit, then message
+    /// chunks by priority within their credit.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Transmit, limit: usize) -> bool {
+        self.check_time(now);
+        let before = out.len();
+        if matches!(self.phase, Phase::Closed) {
+            return false;
+        }
+        while let Some(p) = self.control_out.pop_front() {
+            push_packet(out, p);
+        }
+        if let Some(k) = &mut self.keepalive {
+            if let Some(nonce) = k.take_pong() {
+                out.push_packet(&Packet::Pong(nonce));
+            }
+            if let Some(nonce) = k.take_ping() {
+                out.push_packet(&Packet::Ping(nonce));
+                self.in_flight.ping = true;
+            }
+        }
+        for (channel, bytes) in self.releases.drain(..) {
+            let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+            out.push_packet(&Packet::Release { channel, bytes });
+        }
+        for p in self.flow_out.drain(..) {
+            out.push_packet(&p);
+        }
+        if self.is_active() {
+            let reassembly = &self.reassembly;
+            self.flow
+                .poll_grants(now, |c| reassembly.partial_len(c) as u64, &mut |p| {
+                    out.push_packet(&p)
+                });
+        }
+        let sending = match &self.phase {
+            Phase::Active => true,
+            Phase::Closing(c) => c.flush,
+            _ => false,
+        };
+        if sending {
+            self.transmit_chunks(now, out, limit);
+        }
+        if let Phase::Closing(c) = &mut self.phase {
+            if c.goodbye_due && !self.in_flight.goodbye && (!c.flush || self.sched.is_empty()) {
+                push_packet(out, control_packet(&Control::Goodbye(c.reason.clone())));
+                self.in_flight.goodbye = true;
+            }
+        }
+        while let Some(channel) = self.sched.poll_room() {
+            self.events.push_back(Event::Room(channel));
+        }
+        let added = out.len() - before;
+        self.bytes_written += added as u64;
+        if added > 0 {
+            if let Some(rate) = &mut self.send_rate {
+                rate.take(now, added as u64);
+            }
+        }
+        self.refresh_timers();
+        added > 0
+    }
+
+    fn transmit_chunks(&mut self, now: Instant, out: &mut Transmit, limit: usize) {
+        self.send_rate_wait = None;
+        if let Some(rate) = &mut self.send_rate {
+            if rate.available(now) == 0 {
+                if self.sched.can_send() {
+                    self.send_rate_wait = Some(rate.ready_at(now, 1));
+                }
+                return;
+            }
+        }
+        while out.len() < limit {
+            let Some(chunk) = self.sched.poll_chunk() else {
+                break;
+            };
+            if let (true, MsgKind::Request(id)) = (chunk.eof, chunk.kind) {
+                self.in_flight.requests.push(id);
+            }
+            out.push_chunk(chunk);
+        }
+    }
+
+    /// Whether the write half should be shut down now (once: everything owed,
+    /// goodbye included, has been written).
+    pub fn poll_shutdown(&mut self) -> bool {
+        let Phase::Closing(c) = &mut self.phase else {
+            return false;
+        };
+        let done = !c.shutdown
+            && !c.goodbye_due
+            && (!c.flush || self.sched.is_empty())
+            && self.control_out.is_empty()
+            && self.in_flight.is_empty();
+        if done {
+            c.shutdown = true;
+            self.maybe_finish();
+        }
+        done
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next complete message of `channel`, oldest first. Its credit goes back to
+    /// the remote once [`handle_consumed`](Self::handle_consumed) reports it taken.
+    pub fn recv(&mut self, channel: u8) -> Option<Message> {
+        self.inbox.pop(channel)
+    }
+
+    /// Puts messages taken with [`recv`](Self::recv) and not handed over back at the
+    /// front of `channel`'s queue, in order (their service could not take them yet).
+    pub fn requeue(&mut self, channel: u8, msgs: impl DoubleEndedIterator<Item = Message>) {
+        for m in msgs.rev() {
+            self.inbox.push_front(channel, m);
+        }
+    }
+
+    /// Channels with messages waiting.
+    pub fn readable(&self) -> impl Iterator<Item = u8> + '_ {
+        self.inbox.readable()
+    }
+
+    /// The earliest deadline: call [`handle_timeout`](Self::handle_timeout) then.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ----- internals ---------------------------------------------------------------
+
+    fn refresh_timers(&mut self) {
+        let t = &mut self.timers;
+        t.clear();
+        match &self.phase {
+            Phase::Handshake(_) => t.set(Timer::Handshake, Some(self.handshake_deadline)),
+            Phase::Active => {
+                t.set(
+                    Timer::Keepalive,
+                    self.keepalive.as_ref().map(Keepalive::poll_timeout),
+                );
+                t.set(Timer::Stall, self.stall.next_deadline());
+                t.set(Timer::Flow, self.flow.poll_timeout());
+                t.set(Timer::SendRate, self.send_rate_wait);
+            }
+            Phase::Closing(c) => {
+                t.set(Timer::Linger, Some(c.deadline));
+                t.set(Timer::SendRate, self.send_rate_wait);
+            }
+            Phase::Closed => {}
+        }
+    }
+
+    /// Acts on every deadline due at `now`.
+    fn check_time(&mut self, now: Instant) {
+        let due: Vec<Timer> = self.timers.expired(now).collect();
+        for timer in due {
+            match timer {
+                Timer::Handshake => {
+                    if matches!(self.phase, Phase::Handshake(_)) && now >= self.handshake_deadline {
+                        self.close(
+                            now,
+                            DisconnectReason::Handshake(handshake::HandshakeError::Timeout),
+                            false,
+                        );
+                    }
+                }
+                Timer::Keepalive => {
+                    if let Some(Err(reason)) =
+                        self.keepalive.as_mut().map(|k| k.handle_timeout(now))
+                    {
+                        self.close(now, reason, false);
+                    }
+                }
+                Timer::Stall => {
+                    if let Some(s) = self.stall.on_tick(now) {
+                        self.events.push_back(Event::RequestStalled {
+                            channel: s.channel,
+                            request_id: s.request_id,
+                        });
+                        self.close(
+                            now,
+                            DisconnectReason::Stalled {
+                                channel: s.channel,
+                                request_id: s.request_id,
+                            },
+                            false,
+                        );
+                    }
+                }
+                Timer::Flow => {
+                    if self.is_active() {
+                        let reassembly = &self.reassembly;
+                        let out = &mut self.flow_out;
+                        self.flow.handle_timeout(
+                            now,
+                            |c| reassembly.partial_len(c) as u64,
+                            &mut |p| out.push(p),
+                        );
+                    }
+                }
+                // The writer may go on: the next poll_transmit sends.
+                Timer::SendRate => self.send_rate_wait = None,
+                Timer::Linger => {
+                    if let Phase::Closing(c) = &self.phase {
+                        if now >= c.deadline {
+                            let reason = c.reason.clone();
+                            self.finish(reason);
+                        }
+                    }
+                }
+            }
+        }
+        self.refresh_timers();
+    }
+
+    /// Closes for a fault of the remote (or of the link): no flush.
+    fn fail(&mut self, now: Instant, reason: DisconnectReason) {
+        self.close(now, reason, false);
+    }
+
+    /// A graceful close (with flush) ends when the remote has closed its side too, so
+    /// that nothing either side wrote is cut off; any other close ends once our goodbye
+    /// is written and our side shut.
+    fn maybe_finish(&mut self) {
+        if let Phase::Closing(c) = &self.phase {
+            if c.shutdown && (c.read_done || !c.flush) {
+                let reason = c.reason.clone();
+                self.finish(reason);
+            }
+        }
+    }
+
+    /// The connection is over.
+    fn finish(&mut self, reason: DisconnectReason) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.phase = Phase::Closed;
+        self.keepalive = None;
+        self.control_out.clear();
+        self.sched.clear();
+        self.reassembly.clear();
+        self.timers.clear();
+        self.events.push_back(Event::Closed(reason));
+    }
+
+    /// One packet from the remote.
+    pub fn handle_packet(&mut self, now: Instant, packet: Packet) {
+        match &self.phase {
+            Phase::Handshake(_) => self.handshake_packet(now, packet),
+            Phase::Active => {
+                if let Some(k) = &mut self.keepalive {
+                    k.on_receive(now);
+                }
+                if let Err(reason) = self.active_packet(now, packet) {
+                    self.fail(now, reason);
+                }
+            }
+            Phase::Closing(_) => self.closing_packet(packet),
+            Phase::Closed => {}
+        }
+    }
+
+    fn handshake_packet(&mut self, now: Instant, packet: Packet) {
+        let Phase::Handshake(state) = &mut self.phase else {
+            return;
+        };
+        if let (Packet::Credit { channel, bytes }, Some(Handshake::AwaitVerack(_))) =
+            (&packet, &*state)
+        {
+            // Initial grants, between the remote's Version and its Verack.
+            if *channel == CONTROL_CHANNEL {
+                return self.fail(
+                    now,
+                    DisconnectReason::FlowControl("credit for channel 0".into()),
+                );
+            }
+            self.sched.add_credit(*channel, u64::from(*bytes));
+            return;
+        }
+        let msg = match handshake_message(&packet) {
+            Ok(Control::Goodbye(reason)) => {
+                return self.remote_goodbye(now, reason);
+            }
+            Ok(msg) => msg,
+            Err(e) => return self.fail(now, e.into()),
+        };
+        let Some(current) = state.take() else {
+            return;
+        };
+        let step = match current {
+            Handshake::AwaitVersion(s) => s.on_control(msg).map(Handshake::AwaitVerack),
+            Handshake::AwaitVerack(s) => match s.on_control(msg) {
+                Ok(remote) => return self.connected(now, remote),
+                Err(e) => Err(e),
+            },
+        };
+        match step {
+            Ok(next) => {
+                *state = Some(next);
+                // Our initial credit, then our Verack: the remote knows every channel
+                // we accept when it reads the Verack.
+                let out = &mut self.control_out;
+                self.flow.initial_grants(&mut |p| out.push_back(p));
+                self.control_out.push_back(control_packet(&Control::Verack));
+            }
+            Err(e) => self.fail(now, e.into()),
+        }
+    }
+
+    fn connected(&mut self, now: Instant, remote: Version) {
+        let limits = &self.config.limits;
+        self.keepalive = Some(Keepalive::new(
+            now,
+            limits.ping_interval,
+            limits.pong_timeout,
+            limits.idle_timeout,
+            self.secret,
+        ));
+        self.remote = Some(Box::new(remote));
+        self.phase = Phase::Active;
+        self.events.push_back(Event::Connected);
+    }
+
+    fn remote_goodbye(&mut self, now: Instant, reason: DisconnectReason) {
+        self.close(now, DisconnectReason::ByRemote(Box::new(reason)), false);
+    }
+
+    fn active_packet(&mut self, now: Instant, packet: Packet) -> Result<(), DisconnectReason> {
+        match packet {
+            Packet::Ping(nonce) => self.keepalive_mut()?.on_ping(now, nonce),
+            Packet::Pong(nonce) => self.keepalive_mut()?.on_pong(now, nonce),
+            Packet::Msg(m) if m.channel == CONTROL_CHANNEL => self.control_chunk(now, m),
+            Packet::Msg(m) => self.data_chunk(now, m),
+            Packet::Credit { channel, bytes } => {
+                user_channel(channel, "Credit")?;
+                self.sched.add_credit(channel, u64::from(bytes));
+                Ok(())
+            }
+            Packet::Reclaim { channel, bytes } => {
+                user_channel(channel, "Reclaim")?;
+                let given = self.sched.reclaim(channel, u64::from(bytes));
+                match self.releases.iter_mut().find(|(c, _)| *c == channel) {
+                    Some((_, total)) => *total = total.saturating_add(given),
+                    None => self.releases.push((channel, given)),
+                }
+                Ok(())
+            }
+            Packet::Release { channel, bytes } => {
+                user_channel(channel, "Release")?;
+                self.flow.on_release(channel, bytes)
+            }
+        }
+    }
+
+    fn keepalive_mut(&mut self) -> Result<&mut Keepalive, DisconnectReason> {
+        self.keepalive
+            .as_mut()
+            .ok_or_else(|| DisconnectReason::Io("keepalive missing while active".into()))
+    }
+
+    fn control_chunk(&mut self, now: Instant, m: Msg) -> Result<(), DisconnectReason> {
+        let Some(msg) = self.reassembly.push(m)? else {
+            return Ok(());
+        };
+        if msg.kind != MsgKind::Plain {
+            return Err(DisconnectReason::ControlViolation(
+                "request/response on channel 0".into(),
+            ));
+        }
+        let control = control::decode(&msg.payload)
+            .map_err(|e| DisconnectReason::ControlViolation(e.to_string()))?;
+        check_after_handshake(&control)?;
+        match control {
+            Control::Goodbye(reason) => {
+                self.remote_goodbye(now, reason);
+                Ok(())
+            }
+            other => Err(DisconnectReason::ControlViolation(format!(
+                "unexpected control message {other:?}"
+            ))),
+        }
+    }
+
+    fn data_chunk(&mut self, now: Instant, m: Msg) -> Result<(), DisconnectReason> {
+        let cost = m.payload.len() as u64 + if m.eof { MESSAGE_COST } else { 0 };
+        self.flow.on_data(now, m.channel, cost)?;
+        let Some(msg) = self.reassembly.push(m)? else {
+            return Ok(());
+        };
+        if let MsgKind::Response(id) = msg.kind {
+            self.stall.on_response(msg.channel, id)?;
+        }
+        let channel = msg.channel;
+        if self.inbox.push(msg) {
+            self.events.push_back(Event::Readable(channel));
+        }
+        Ok(())
+    }
+
+    /// While closing: credit still counts (a flush needs it), reclaims are answered,
+    /// the remote's goodbye is noted; data and keepalive are ignored.
+    fn closing_packet(&mut self, packet: Packet) {
+        match packet {
+            Packet::Credit { channel, bytes } if channel != CONTROL_CHANNEL => {
+                self.sched.add_credit(channel, u64::from(bytes));
+            }
+            Packet::Msg(m) if m.channel == CONTROL_CHANNEL && m.eof => {
+                if let (Ok(Control::Goodbye(_)), Phase::Closing(c)) =
+                    (control::decode(&m.payload), &mut self.phase)
+                {
+                    // The remote is closing too: it will not read a goodbye of ours.
+                    c.goodbye_due = c.goodbye_due && self.in_flight.goodbye;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn user_channel(channel: u8, packet: &str) -> Result<(), DisconnectReason> {
+    if channel == CONTROL_CHANNEL {
+        return Err(DisconnectReason::FlowControl(format!(
+            "{packet} for channel 0, which has no flow control"
+        )));
+    }
+    Ok(())
+}
+
+fn control_packet(msg: &Control) -> Packet {
+    Packet::Msg(Msg {
+        channel: CONTROL_CHANNEL,
+        eof: true,
+        kind: MsgKind::Plain,
+        payload: control::encode(msg),
+    })
+}
+
+fn push_packet(out: &mut Transmit, packet: Packet) {
+    match packet {
+        Packet::Msg(m) => out.push_chunk(scheduler::Chunk {
+            channel: m.channel,
+            eof: m.eof,
+            kind: m.kind,
+            payload: m.payload,
+        }),
+        other => out.push_packet(&other),
+    }
+}
+
+/// The bytes of a `Goodbye` packet for `reason`, for a connection refused before it
+/// gets a core (a node over its limits tells the remote why, then closes).
+#[must_use]
+pub fn goodbye_bytes(reason: &DisconnectReason) -> Bytes {
+    let mut out = Transmit::new();
+    push_packet(&mut out, control_packet(&Control::Goodbye(reason.clone())));
+    out.take_all().freeze()
+}

@@ -1,0 +1,323 @@
+//! The fuzz harnesses: what each cargo-fuzz target runs on its input, as plain
+//! functions, so that the test suite can replay the checked-in corpus on stable Rust
+//! and every crash a fuzzer finds becomes a regression test.
+//!
+//! Each harness must never panic, whatever the bytes; it also checks invariants (a
+//! decoded packet re-encodes to the bytes it came from, a core never holds more than
+//! its windows allow, a closed core stays closed) and panics when one breaks, which is
+//! what a fuzzer reports.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::config::Config;
+use crate::connection::handshake::{ServiceInfo, Version, PROTOCOL_VERSION};
+use crate::connection::{ConnParams, CoreConfig, Event, PeerCore, RecvBudget, Transmit};
+use crate::id::NodeId;
+use crate::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
+use crate::wire::control::{self, Control, CONTROL_CHANNEL};
+
+/// Largest payload the packet harness accepts (small, so the fuzzer finds the limit).
+const FUZZ_PAYLOAD: usize = 4096;
+
+/// Decodes packets from `data` until it ends or fails; every decoded packet must
+/// encode back to exactly the bytes it was decoded from.
+pub fn packet_decoder(data: &[u8]) {
+    let mut codec = PacketCodec::new(FUZZ_PAYLOAD);
+    let mut buf = BytesMut::from(data);
+    loop {
+        let before = buf.clone();
+        match codec.decode(&mut buf) {
+            Ok(Some(packet)) => {
+                let used = before.len() - buf.len();
+                let mut again = BytesMut::new();
+                if let Err(e) = codec.encode(packet.clone(), &mut again) {
+                    panic!("decoded {packet:?} does not encode: {e}");
+                }
+                assert_eq!(
+                    &again[..],
+                    &before[..used],
+                    "{packet:?} re-encodes differently"
+                );
+                assert_eq!(packet.encoded_len(), used);
+            }
+            Ok(None) => {
+                let _ = codec.decode_eof(&mut buf);
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Decodes a channel-0 message; a valid one must survive an encode/decode round trip.
+pub fn control_decoder(data: &[u8]) {
+    if let Ok(msg) = control::decode(data) {
+        let again = control::encode(&msg);
+        match control::decode(&again) {
+            Ok(back) => assert_eq!(back, msg, "control message changed in a round trip"),
+            Err(e) => panic!("{msg:?} encodes to something undecodable: {e}"),
+        }
+    }
+}
+
+/// The channels of the core harness.
+const CHANNELS: [u8; 3] = [1, 2, 3];
+
+fn harness_core(now: Instant) -> PeerCore {
+    let limits = Config {
+        max_message_size: 256 << 10,
+        max_reassembly_bytes: 1 << 20,
+        ..Config::default()
+    };
+    let channels = CHANNELS
+        .iter()
+        .map(|c| (*c, limits.channel(u16::from(*c))))
+        .collect::<Vec<_>>();
+    let config = match CoreConfig::new(limits, channels) {
+        Ok(c) => Arc::new(c),
+        Err(e) => panic!("harness config: {e}"),
+    };
+    let local = version(1);
+    let params = ConnParams {
+        local,
+        expected: None,
+        secret: [7; 16],
+    };
+    PeerCore::new(now, config, params, Arc::new(RecvBudget::new(4 << 20)))
+}
+
+fn version(id: u8) -> Version {
+    Version {
+        protocol: PROTOCOL_VERSION,
+        network: "fuzz".into(),
+        node_id: NodeId([id; 20]),
+        listen_addr: None,
+        services: vec![ServiceInfo {
+            name: "fuzz".into(),
+            version: 1,
+        }],
+        user_agent: "fuzz".into(),
+        nonce: u64::from(id),
+    }
+}
+
+/// What a well-behaved remote sends to complete the handshake with the harness core:
+/// its `Version`, 64 KiB of credit on each channel, its `Verack`.
+#[must_use]
+pub fn remote_handshake() -> Bytes {
+    let mut codec = PacketCodec::new(64 << 10);
+    let mut out = BytesMut::new();
+    let control = |c: &Control| {
+        Packet::Msg(Msg {
+            channel: CONTROL_CHANNEL,
+            eof: true,
+            kind: MsgKind::Plain,
+            payload: control::encode(c),
+        })
+    };
+    let mut packets = vec![control(&Control::Version(version(2)))];
+    packets.extend(CHANNELS.iter().map(|c| Packet::Credit {
+        channel: *c,
+        bytes: 64 << 10,
+    }));
+    packets.push(control(&Control::Verack));
+    for p in packets {
+        if codec.encode(p, &mut out).is_err() {
+            return Bytes::new();
+        }
+    }
+    out.freeze()
+}
+
+/// A core past a valid handshake, fed `data` as hostile bytes. The first byte picks
+/// the read size, the second whether the services consume; virtual time advances
+/// 10 ms per read, so keepalive and window deadlines fire too.
+pub fn peer_core(data: &[u8]) {
+    let (read, consume, data) = match data {
+        [a, b, rest @ ..] => (usize::from(*a % 64 + 1) * 64, b % 4 != 0, rest),
+        _ => (64, true, data),
+    };
+    #[allow(clippy::disallowed_methods)]
+    let start = Instant::now();
+    let mut now = start;
+    let mut core = harness_core(now);
+    let mut buf = BytesMut::from(&remote_handshake()[..]);
+    core.handle_read(now, &mut buf);
+    let mut closed = 0;
+    let drain = |core: &mut PeerCore, now: Instant, closed: &mut usize| {
+        let mut t = Transmit::new();
+        while core.poll_transmit(now, &mut t, 1 << 20) {
+            let _ = t.take_all();
+            core.handle_written(now);
+        }
+        let _ = core.poll_shutdown();
+        while let Some(e) = core.poll_event() {
+            if let Event::Closed(_) = e {
+                *closed += 1;
+            }
+        }
+        if consume {
+            for c in CHANNELS {
+                let mut cost = 0;
+                while let Some(m) = core.recv(c) {
+                    cost += m.cost();
+                }
+                core.handle_consumed(now, c, cost);
+            }
+        }
+    };
+    drain(&mut core, now, &mut closed);
+    assert!(core.is_active(), "the harness handshake completes");
+    let limit: u64 = CHANNELS.len() as u64 * ((256 << 10) + 64 + (64 << 10) * 2);
+    for piece in data.chunks(read) {
+        buf.extend_from_slice(piece);
+        core.handle_read(now, &mut buf);
+        drain(&mut core, now, &mut closed);
+        let (buffered, allocated) = core.buffered_bytes();
+        assert!(buffered <= limit, "{buffered} bytes held, limit {limit}");
+        assert!(
+            allocated <= 1 << 20,
+            "{allocated} bytes allocated for partial messages"
+        );
+        now += Duration::from_millis(10);
+        core.handle_timeout(now);
+        drain(&mut core, now, &mut closed);
+    }
+    core.handle_eof(now, &mut buf);
+    now += Config::default().linger;
+    core.handle_timeout(now);
+    drain(&mut core, now, &mut closed);
+    assert!(closed <= 1, "closed {closed} times");
+    if closed == 1 {
+        assert!(core.is_closed());
+    }
+}
+
+/// Seed inputs for each target (`packet`, `control`, `peer_core`): one or more of
+/// every packet and control message, valid and not, so the fuzzers start from inputs
+/// that reach deep into the decoders and the core.
+#[must_use]
+pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut codec = PacketCodec::new(64 << 10);
+    let enc = |codec: &mut PacketCodec, packets: &[Packet]| {
+        let mut out = BytesMut::new();
+        for p in packets {
+            let _ = codec.encode(p.clone(), &mut out);
+        }
+        out.to_vec()
+    };
+    let msg = |channel: u8, eof: bool, kind: MsgKind, payload: &[u8]| {
+        Packet::Msg(Msg {
+            channel,
+            eof,
+            kind,
+            payload: Bytes::copy_from_slice(payload),
+        })
+    };
+    let packets: Vec<(&str, Vec<Packet>)> = vec![
+        ("ping-pong", vec![Packet::Ping(1), Packet::Pong(u64::MAX)]),
+        ("msg", vec![msg(1, true, MsgKind::Plain, b"hello")]),
+        (
+            "chunks",
+            vec![
+                msg(2, false, MsgKind::Request(7), &[1; 300]),
+                msg(3, true, MsgKind::Plain, b""),
+                msg(2, true, MsgKind::Request(7), &[2; 100]),
+            ],
+        ),
+        ("response", vec![msg(1, true, MsgKind::Response(3), b"r")]),
+        (
+            "credit",
+            vec![
+                Packet::Credit {
+                    channel: 1,
+                    bytes: 1000,
+                },
+                Packet::Reclaim {
+                    channel: 2,
+                    bytes: 10,
+                },
+                Packet::Release {
+                    channel: 3,
+                    bytes: 0,
+                },
+            ],
+        ),
+        (
+            "control",
+            vec![msg(
+                CONTROL_CHANNEL,
+                true,
+                MsgKind::Plain,
+                &control::encode(&Control::Goodbye(crate::DisconnectReason::Shutdown)),
+            )],
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, ps) in &packets {
+        let bytes = enc(&mut codec, ps);
+        out.push(("packet", (*name).to_owned(), bytes.clone()));
+        // For the core: read size 64, services consuming; then half stalled.
+        out.push((
+            "peer_core",
+            (*name).to_string(),
+            [vec![0, 1], bytes.clone()].concat(),
+        ));
+        out.push((
+            "peer_core",
+            format!("{name}-stalled"),
+            [vec![7, 0], bytes].concat(),
+        ));
+    }
+    out.push(("packet", "handshake".into(), remote_handshake().to_vec()));
+    out.push((
+        "packet",
+        "oversized".into(),
+        vec![3, 1, 1, 0xff, 0xff, 0xff, 0xff],
+    ));
+    for (name, c) in [
+        ("version", Control::Version(version(2))),
+        ("verack", Control::Verack),
+        (
+            "goodbye",
+            Control::Goodbye(crate::DisconnectReason::MaxInbound),
+        ),
+        (
+            "goodbye-text",
+            Control::Goodbye(crate::DisconnectReason::Application("bye".into())),
+        ),
+    ] {
+        out.push(("control", name.into(), control::encode(&c).to_vec()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rewrites the checked-in seed corpus: `cargo test -p switchyard-proto --lib
+    /// write_seed_corpus -- --ignored`.
+    #[test]
+    #[ignore = "writes fuzz/corpus; run by hand to regenerate the seeds"]
+    fn write_seed_corpus() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+        for (target, name, bytes) in seeds() {
+            let dir = root.join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_harnesses_accept_their_own_seeds() {
+        packet_decoder(&remote_handshake());
+        control_decoder(&control::encode(&Control::Verack));
+        peer_core(&[3, 1, 0x01, 0, 0, 0, 0, 0, 0, 0, 9]);
+        peer_core(&[]);
+    }
+}

@@ -1,0 +1,374 @@
+//! Per-channel flow control: a stalled service stops only its own channel, memory is
+//! bounded by the windows, windows autotune, the node budget bounds growth, a sender
+//! over its credit is closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchyard_proto::config::Config;
+use switchyard_proto::wire::codec::{Msg, MsgKind, Packet};
+use switchyard_proto::{DisconnectReason, RecvBudget};
+
+use crate::pair::*;
+
+/// With default timings, a service that consumes nothing for over 3× the pong
+/// timeout stalls only its channel; pings and another channel go on at full rate;
+/// its channel holds no more than its window; when it resumes it gets everything,
+/// in order, exactly once.
+#[test]
+fn a_stalled_service_stalls_only_its_own_channel() {
+    let limits = Config::default();
+    let mut p = Pair::new(&limits);
+    p.connect();
+    p.b.stall(BULK, true);
+    let bulk = numbered(2_000, 1024);
+    for m in &bulk {
+        p.a.core.send(BULK, m.clone()).unwrap();
+    }
+    let stall_for = limits.pong_timeout * 3 + limits.ping_interval;
+    let tick = Duration::from_millis(10);
+    let mut sent_other = 0u64;
+    let mut worst_other = Duration::ZERO;
+    let mut most_buffered = 0;
+    let end = p.now + stall_for;
+    while p.now < end {
+        // Ten small messages every 10 ms on the other channel, each timed.
+        let before = p.b.got(OTHER).len();
+        for _ in 0..10 {
+            p.a.core
+                .send(OTHER, Bytes::from(sent_other.to_be_bytes().to_vec()))
+                .unwrap();
+            sent_other += 1;
+        }
+        let t = p.now;
+        assert!(p.run_until(Duration::from_secs(1), |p| p.b.got(OTHER).len()
+            >= before + 10));
+        worst_other = worst_other.max(p.now - t);
+        most_buffered = most_buffered.max(p.b.core.buffered_bytes().0);
+        p.run_for(tick);
+    }
+    assert!(
+        p.a.closed().is_none() && p.b.closed().is_none(),
+        "{:?}",
+        p.b.events
+    );
+    assert_eq!(p.b.got(OTHER).len() as u64, sent_other);
+    assert!(
+        worst_other < Duration::from_millis(1),
+        "other channel waited {worst_other:?}"
+    );
+    assert!(p.b.got(BULK).is_empty());
+    // Pings kept flowing: both sides measured a round trip during the stall.
+    assert!(p.a.core.rtt().is_some() && p.b.core.rtt().is_some());
+    // The stalled channel holds no more than its (initial) window.
+    let window = p.b.core.channel_info(BULK).unwrap().recv.window;
+    assert_eq!(window, limits.recv_window as u64, "no growth while stalled");
+    assert!(most_buffered <= window, "{most_buffered} > {window}");
+    assert!(p.b.core.queued_bytes() as u64 <= window);
+    // Resume: everything arrives, in order, exactly once.
+    p.b.stall(BULK, false);
+    assert!(p.run_until(Duration::from_secs(10), |p| p.b.got(BULK).len()
+        == bulk.len()));
+    assert_eq!(p.b.payloads(BULK), bulk);
+}
+
+#[test]
+fn a_sender_over_its_credit_is_closed() {
+    let mut s = Solo::new(&Config::default());
+    s.handshake(65_536);
+    s.consuming = false;
+    let window = Config::default().recv_window;
+    let msg = vec![7u8; 4000];
+    let mut sent = 0;
+    while s.reason().is_none() {
+        s.feed_msg(BULK, &msg);
+        sent += msg.len() + 32;
+        assert!(sent < 4 * window, "never closed");
+    }
+    assert!(matches!(
+        s.reason(),
+        Some(DisconnectReason::CreditExceeded { channel: BULK, granted, .. }) if granted == window as u64
+    ));
+}
+
+#[test]
+fn a_partial_message_counts_against_the_window() {
+    let mut s = Solo::new(&Config::default());
+    s.handshake(65_536);
+    // One unfinished message: its bytes use the credit like any other. The window
+    // grows for it (so it can complete), but only as credit the remote is granted.
+    let chunk = |n: usize| {
+        Packet::Msg(Msg {
+            channel: BULK,
+            eof: false,
+            kind: MsgKind::Plain,
+            payload: Bytes::from(vec![1u8; n]),
+        })
+    };
+    let mut sent = 0u64;
+    for _ in 0..8 {
+        let room = (s.granted(BULK) - sent).min(64 << 10);
+        s.feed_packet(chunk(room as usize));
+        sent += room;
+        assert_eq!(s.reason(), None, "within its credit");
+    }
+    assert!(
+        sent > Config::default().recv_window as u64,
+        "it grew: {sent}"
+    );
+    // One byte past the credit, in chunks fed without a chance to grant more.
+    let mut over = s.granted(BULK) - sent + 1;
+    let mut burst = Vec::new();
+    while over > 0 {
+        let n = over.min(60_000);
+        burst.push(chunk(n as usize));
+        over -= n;
+    }
+    s.feed_packets(&burst);
+    assert!(matches!(
+        s.reason(),
+        Some(DisconnectReason::CreditExceeded { channel: BULK, .. })
+    ));
+}
+
+#[test]
+fn partial_messages_on_every_channel_at_once_fit_the_reassembly_budget() {
+    let limits = Config {
+        max_message_size: 1 << 20,
+        max_reassembly_bytes: (3 << 20) + (64 << 10),
+        ..Config::default()
+    };
+    let mut s = Solo::new(&limits);
+    s.handshake(65_536);
+    s.consuming = false;
+    let chunk = |channel: u8, n: usize| {
+        Packet::Msg(Msg {
+            channel,
+            eof: false,
+            kind: MsgKind::Plain,
+            payload: Bytes::from(vec![1u8; n]),
+        })
+    };
+    // Every channel parks a partial message as large as it may be, within its credit.
+    let mut sent = [0u64; 3];
+    for _ in 0..200 {
+        for (i, c) in [BULK, OTHER, URGENT].into_iter().enumerate() {
+            let room = (s.granted(c) - sent[i])
+                .min(64 << 10)
+                .min((1 << 20) - 1 - sent[i]);
+            if room > 0 {
+                s.feed_packet(chunk(c, room as usize));
+                sent[i] += room;
+            }
+        }
+        s.advance(Duration::from_millis(60));
+    }
+    assert_eq!(
+        sent,
+        [(1 << 20) - 1; 3],
+        "each got the credit for its message"
+    );
+    assert_eq!(
+        s.reason(),
+        None,
+        "an honest sender within its credit is never closed"
+    );
+    let (_, allocated) = s.core.buffered_bytes();
+    assert!(allocated <= limits.max_reassembly_bytes, "{allocated}");
+    // A budget that cannot hold one partial message per channel is refused.
+    let tight = Config {
+        max_message_size: 1 << 20,
+        max_reassembly_bytes: 2 << 20,
+        ..Config::default()
+    };
+    let err = switchyard_proto::CoreConfig::new(tight.clone(), channels_with(&tight)).unwrap_err();
+    assert_eq!(err.field, "max_reassembly_bytes");
+}
+
+#[test]
+fn a_message_much_larger_than_the_window_arrives() {
+    let mut p = Pair::new(&Config::default());
+    p.connect();
+    let big = Bytes::from(
+        (0..4 << 20)
+            .map(|i: u32| (i % 253) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    p.a.core.send(BULK, big.clone()).unwrap();
+    assert!(p.run_until(Duration::from_secs(5), |p| !p.b.got(BULK).is_empty()));
+    assert_eq!(p.b.payloads(BULK), vec![big]);
+}
+
+#[test]
+fn windows_grow_for_a_fast_transfer_and_shrink_back_when_idle() {
+    let limits = Config::default();
+    let now = t0();
+    let budget = Arc::new(RecvBudget::new(256 << 20));
+    let a = core(now, 1, &limits, channels(), budget.clone());
+    let b = core(now, 2, &limits, channels(), budget.clone());
+    let mut p = Pair::from_cores(now, a, b);
+    p.bandwidth = Some(1_000_000_000);
+    p.latency = Duration::from_micros(100);
+    p.capacity = 8 << 20;
+    p.connect();
+    let total: usize = 128 << 20;
+    let msgs = numbered(total >> 20, 1 << 20);
+    let start = p.now;
+    for m in &msgs {
+        p.a.core.send(BULK, m.clone()).unwrap();
+    }
+    assert!(p.run_until(Duration::from_secs(30), |p| p.b.got(BULK).len()
+        == msgs.len()));
+    let took = p.now - start;
+    let line = Duration::from_secs_f64(total as f64 / 1e9);
+    assert!(
+        took < line * 2,
+        "{took:?} for what the link moves in {line:?}"
+    );
+    let grown = p.b.core.channel_info(BULK).unwrap().recv;
+    assert!(grown.window > limits.recv_window as u64, "{grown:?}");
+    assert!(budget.remaining() < budget.capacity());
+    // Idle: back to the initial window, the growth returned to the budget.
+    p.run_for(limits.recv_window_idle + Duration::from_millis(10));
+    let idle = p.b.core.channel_info(BULK).unwrap();
+    assert_eq!(idle.recv.window, limits.recv_window as u64);
+    assert_eq!(idle.recv.leased, 0);
+    assert_eq!(
+        idle.recv.granted - idle.recv.consumed,
+        limits.recv_window as u64,
+        "the remote gave back what it did not use"
+    );
+    assert_eq!(
+        p.a.core.channel_info(BULK).unwrap().send.credit,
+        limits.recv_window as u64
+    );
+    assert_eq!(budget.remaining(), budget.capacity());
+    assert!(p.a.closed().is_none() && p.b.closed().is_none());
+}
+
+#[test]
+fn the_node_budget_bounds_growth_across_connections() {
+    let limits = Config::default();
+    let now = t0();
+    let budget = Arc::new(RecvBudget::new(2 << 20));
+    let mut pairs: Vec<Pair> = (0..3)
+        .map(|i| {
+            let a = core(
+                now,
+                10 + i,
+                &limits,
+                channels(),
+                Arc::new(RecvBudget::new(0)),
+            );
+            let b = core(now, 20 + i, &limits, channels(), budget.clone());
+            let mut p = Pair::from_cores(now, a, b);
+            p.capacity = 8 << 20;
+            p
+        })
+        .collect();
+    let msgs = numbered(64, 256 << 10);
+    for p in &mut pairs {
+        p.connect();
+        for m in &msgs {
+            p.a.core.send(BULK, m.clone()).unwrap();
+        }
+    }
+    let mut done = false;
+    for _ in 0..100_000 {
+        for p in &mut pairs {
+            p.run_for(Duration::from_micros(200));
+        }
+        let leased: u64 = pairs
+            .iter()
+            .map(|p| p.b.core.channel_info(BULK).unwrap().recv.leased)
+            .sum();
+        assert!(leased <= 2 << 20, "{leased}");
+        if pairs.iter().all(|p| p.b.got(BULK).len() == msgs.len()) {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "every transfer completes within the shared budget");
+    for p in &pairs {
+        assert_eq!(p.b.payloads(BULK), msgs);
+    }
+}
+
+/// However tight the node budget, a message as large as a channel allows completes:
+/// growth takes what is left rather than waiting for a whole doubling.
+#[test]
+fn a_tight_budget_cannot_deadlock_a_large_message() {
+    let limits = Config {
+        max_message_size: 1 << 20,
+        ..Config::default()
+    };
+    let now = t0();
+    let budget = Arc::new(RecvBudget::new((1 << 20) - (64 << 10) + 100));
+    let a = core(now, 1, &limits, channels(), Arc::new(RecvBudget::new(0)));
+    let b = core(now, 2, &limits, channels(), budget);
+    let mut p = Pair::from_cores(now, a, b);
+    p.connect();
+    let big = Bytes::from(vec![3u8; 1 << 20]);
+    p.a.core.send(BULK, big.clone()).unwrap();
+    assert!(p.run_until(Duration::from_secs(5), |p| !p.b.got(BULK).is_empty()));
+    assert_eq!(p.b.payloads(BULK), vec![big]);
+}
+
+#[test]
+fn an_honest_peer_answers_a_reclaim_with_a_release() {
+    let mut s = Solo::new(&Config::default());
+    s.handshake(100_000);
+    s.feed_packet(Packet::Reclaim {
+        channel: BULK,
+        bytes: 30_000,
+    });
+    s.feed_packet(Packet::Reclaim {
+        channel: BULK,
+        bytes: 90_000,
+    });
+    let released: Vec<u32> = s
+        .written
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Release {
+                channel: BULK,
+                bytes,
+            } => Some(*bytes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, vec![30_000, 70_000], "never more than it had");
+    assert_eq!(s.core.channel_info(BULK).unwrap().send.credit, 0);
+    assert_eq!(
+        s.core.send(BULK, Bytes::from_static(b"x")),
+        Ok(()),
+        "queued: it waits for credit"
+    );
+    assert_eq!(s.reason(), None);
+}
+
+/// A sender told `Full` (by `send` or by `check_send`) waits for `Room`: the core must
+/// report it once the queue drains, or that sender would wait forever.
+#[test]
+fn a_full_queue_reports_room_to_whoever_found_it_full() {
+    let limits = Config::default();
+    let small = |p| limits.channel(p).send_queue(4, 1 << 20);
+    let chans = vec![(BULK, small(1)), (OTHER, small(1)), (URGENT, small(100))];
+    let mut p = Pair::with_channels(&limits, chans.clone(), chans);
+    p.connect();
+    for _ in 0..4 {
+        p.a.core.send(BULK, Bytes::from_static(b"x")).unwrap();
+    }
+    assert_eq!(
+        p.a.core.check_send(BULK, 1),
+        Err(switchyard_proto::PushError::Full)
+    );
+    p.run_for(Duration::from_millis(1));
+    assert!(
+        p.a.events.contains(&switchyard_proto::Event::Room(BULK)),
+        "{:?}",
+        p.a.events
+    );
+    assert_eq!(p.b.got(BULK).len(), 4);
+}

@@ -1,0 +1,231 @@
+//! The handshake: both ways, every rejection, the deadline, a goodbye in every phase.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchyard_proto::config::Config;
+use switchyard_proto::connection::handshake::HandshakeError;
+use switchyard_proto::wire::codec::{Msg, MsgKind, Packet};
+use switchyard_proto::wire::control::Control;
+use switchyard_proto::{DisconnectReason, NodeId, PushError};
+
+use crate::pair::*;
+
+fn handshake_error(r: Option<DisconnectReason>) -> HandshakeError {
+    match r {
+        Some(DisconnectReason::Handshake(e)) => e,
+        other => panic!("expected a handshake failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_pair_connects_and_each_side_knows_which_channels_the_other_accepts() {
+    let b_channels: Vec<_> = channels()
+        .into_iter()
+        .filter(|(c, _)| *c != OTHER)
+        .collect();
+    let mut p = Pair::with_channels(&Config::default(), channels(), b_channels);
+    p.latency = Duration::from_millis(10);
+    p.connect();
+    assert!(
+        p.elapsed() <= Duration::from_millis(45),
+        "{:?}",
+        p.elapsed()
+    );
+    assert_eq!(p.a.core.remote().unwrap().node_id, NodeId([2; 20]));
+    assert_eq!(p.b.core.remote().unwrap().node_id, NodeId([1; 20]));
+    assert!(p.a.core.accepts(BULK) && p.a.core.accepts(URGENT));
+    assert!(!p.a.core.accepts(OTHER), "b granted no credit for it");
+    assert!(
+        p.b.core.accepts(BULK),
+        "b's side does not depend on its own channels"
+    );
+    // A message for a channel the remote lacks fails locally and never reaches it.
+    assert_eq!(
+        p.a.core.send(OTHER, Bytes::from_static(b"x")),
+        Err(PushError::NotAccepted(OTHER))
+    );
+    p.a.core.send(BULK, Bytes::from_static(b"ok")).unwrap();
+    p.run_for(Duration::from_millis(100));
+    assert_eq!(p.b.payloads(BULK), vec![Bytes::from_static(b"ok")]);
+    assert!(p.a.closed().is_none() && p.b.closed().is_none());
+}
+
+#[test]
+fn out_of_order_handshake_messages_are_typed_rejections() {
+    type Check = fn(&HandshakeError) -> bool;
+    let cases: Vec<(Vec<Packet>, Check)> = vec![
+        (vec![control_packet(&Control::Verack)], |e| {
+            *e == HandshakeError::VerackBeforeVersion
+        }),
+        (
+            vec![
+                control_packet(&Control::Version(version(2))),
+                control_packet(&Control::Version(version(2))),
+            ],
+            |e| *e == HandshakeError::DuplicateVersion,
+        ),
+        (
+            vec![Packet::Ping(1)],
+            |e| matches!(e, HandshakeError::UnexpectedPacket(s) if s == "Ping"),
+        ),
+        (
+            vec![Packet::Credit {
+                channel: 1,
+                bytes: 10,
+            }],
+            |e| matches!(e, HandshakeError::UnexpectedPacket(s) if s == "Credit"),
+        ),
+        (
+            vec![Packet::Msg(Msg {
+                channel: 5,
+                eof: true,
+                kind: MsgKind::Plain,
+                payload: Bytes::new(),
+            })],
+            |e| matches!(e, HandshakeError::UnexpectedPacket(_)),
+        ),
+        (
+            vec![Packet::Msg(Msg {
+                channel: 0,
+                eof: false,
+                kind: MsgKind::Plain,
+                payload: Bytes::from_static(b"x"),
+            })],
+            |e| matches!(e, HandshakeError::UnexpectedPacket(_)),
+        ),
+        (
+            vec![Packet::Msg(Msg {
+                channel: 0,
+                eof: true,
+                kind: MsgKind::Plain,
+                payload: Bytes::from_static(&[0xc1]),
+            })],
+            |e| matches!(e, HandshakeError::Undecodable(_)),
+        ),
+    ];
+    for (packets, check) in cases {
+        let mut s = Solo::new(&Config::default());
+        s.feed_packets(&packets);
+        let e = handshake_error(s.reason());
+        assert!(check(&e), "{packets:?} gave {e:?}");
+        assert_eq!(
+            s.goodbye(),
+            Some(DisconnectReason::Handshake(e)),
+            "the remote is told why"
+        );
+    }
+}
+
+#[test]
+fn the_handshake_deadline_closes_a_silent_remote() {
+    let limits = Config::default();
+    let mut s = Solo::new(&limits);
+    s.advance(limits.handshake_timeout - Duration::from_millis(1));
+    assert_eq!(s.reason(), None);
+    s.advance(Duration::from_millis(1));
+    assert_eq!(handshake_error(s.reason()), HandshakeError::Timeout);
+}
+
+#[test]
+fn a_goodbye_is_honoured_in_every_phase_and_not_answered() {
+    let reason = DisconnectReason::MaxInbound;
+    // Before anything.
+    let mut s = Solo::new(&Config::default());
+    s.feed_control(&Control::Goodbye(reason.clone()));
+    assert_eq!(
+        s.reason(),
+        Some(DisconnectReason::ByRemote(Box::new(reason.clone())))
+    );
+    assert_eq!(
+        s.goodbye(),
+        None,
+        "no goodbye back to a remote that said goodbye"
+    );
+    // Between Version and Verack.
+    let mut s = Solo::new(&Config::default());
+    s.feed_control(&Control::Version(version(2)));
+    s.feed_control(&Control::Goodbye(reason.clone()));
+    assert_eq!(
+        s.reason(),
+        Some(DisconnectReason::ByRemote(Box::new(reason.clone())))
+    );
+    // Once connected.
+    let mut s = Solo::new(&Config::default());
+    s.handshake(65_536);
+    s.feed_control(&Control::Goodbye(reason.clone()));
+    assert_eq!(
+        s.reason(),
+        Some(DisconnectReason::ByRemote(Box::new(reason)))
+    );
+    assert_eq!(s.goodbye(), None);
+}
+
+#[test]
+fn handshake_messages_after_the_handshake_are_violations() {
+    let mut s = Solo::new(&Config::default());
+    s.handshake(65_536);
+    s.feed_control(&Control::Version(version(2)));
+    assert_eq!(
+        handshake_error(s.reason()),
+        HandshakeError::DuplicateVersion
+    );
+    let mut s = Solo::new(&Config::default());
+    s.handshake(65_536);
+    s.feed_control(&Control::Verack);
+    assert_eq!(handshake_error(s.reason()), HandshakeError::DuplicateVerack);
+}
+
+#[test]
+fn mismatched_nodes_are_refused_on_both_sides() {
+    let limits = Config::default();
+    // Another network.
+    let now = t0();
+    let budget = std::sync::Arc::new(switchyard_proto::RecvBudget::new(0));
+    let a = core(now, 1, &limits, channels(), budget.clone());
+    let mut v = version(2);
+    v.network = "elsewhere".into();
+    let b = switchyard_proto::PeerCore::new(
+        now,
+        std::sync::Arc::new(switchyard_proto::CoreConfig::new(limits.clone(), channels()).unwrap()),
+        switchyard_proto::ConnParams {
+            local: v,
+            expected: None,
+            secret: [2; 16],
+        },
+        budget.clone(),
+    );
+    let mut p = Pair::from_cores(now, a, b);
+    let reason = p.until_closed(Who::A, Duration::from_secs(1));
+    assert!(matches!(
+        reason,
+        DisconnectReason::Handshake(HandshakeError::NetworkMismatch { .. })
+    ));
+    // The same node on both ends.
+    let a = core(now, 7, &limits, channels(), budget.clone());
+    let b = core(now, 7, &limits, channels(), budget.clone());
+    let mut p = Pair::from_cores(now, a, b);
+    assert_eq!(
+        p.until_closed(Who::B, Duration::from_secs(1)),
+        DisconnectReason::Handshake(HandshakeError::SelfConnection)
+    );
+    // We dialed ID@... and another node answered.
+    let config =
+        std::sync::Arc::new(switchyard_proto::CoreConfig::new(limits.clone(), channels()).unwrap());
+    let a = switchyard_proto::PeerCore::new(
+        now,
+        config,
+        switchyard_proto::ConnParams {
+            local: version(1),
+            expected: Some(NodeId([9; 20])),
+            secret: [1; 16],
+        },
+        budget.clone(),
+    );
+    let b = core(now, 2, &limits, channels(), budget);
+    let mut p = Pair::from_cores(now, a, b);
+    assert!(matches!(
+        p.until_closed(Who::A, Duration::from_secs(1)),
+        DisconnectReason::Handshake(HandshakeError::IdentityMismatch { .. })
+    ));
+}

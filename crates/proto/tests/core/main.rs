@@ -1,0 +1,12 @@
+//! `PeerCore` behaviour, tested in the `Pair` (two cores, an in-memory link, virtual
+//! time) and with `Solo` (one core, the test playing its remote byte by byte). No
+//! sockets, no sleeps, no actix: each test runs in milliseconds.
+
+mod close;
+mod flow;
+mod handshake;
+mod keepalive;
+mod malformed;
+mod pair;
+mod props;
+mod requests;

@@ -1,0 +1,161 @@
+//! Hostile bytes after a completed handshake: each is closed with its own reason, the
+//! remote is told why, nothing panics.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use switchyard_proto::config::Config;
+use switchyard_proto::connection::handshake::HandshakeError;
+use switchyard_proto::wire::codec::{CodecError, Msg, MsgKind, Packet};
+use switchyard_proto::wire::control::Control;
+use switchyard_proto::DisconnectReason;
+
+use crate::pair::*;
+
+fn after_handshake(bytes: &[u8]) -> DisconnectReason {
+    let mut s = Solo::new(&Config::default());
+    s.handshake(65_536);
+    s.feed(bytes);
+    let reason = s.reason().expect("closed");
+    assert_eq!(s.goodbye(), Some(reason.clone()), "the remote is told why");
+    reason
+}
+
+fn msg(channel: u8, eof: bool, kind: MsgKind, payload: &[u8]) -> Packet {
+    Packet::Msg(Msg {
+        channel,
+        eof,
+        kind,
+        payload: Bytes::copy_from_slice(payload),
+    })
+}
+
+fn packets(ps: &[Packet]) -> DisconnectReason {
+    let mut s = Solo::new(&Config::default());
+    s.handshake(65_536);
+    s.feed_packets(ps);
+    s.reason().expect("closed")
+}
+
+#[test]
+fn each_malformed_input_has_its_own_reason() {
+    assert_eq!(
+        after_handshake(&[0x47, 0x45, 0x54, 0x20]),
+        DisconnectReason::Codec(CodecError::UnknownType(0x47))
+    );
+    assert_eq!(
+        after_handshake(&[0x03, BULK, 0x08, 0, 0, 0, 1, 0]),
+        DisconnectReason::Codec(CodecError::UnknownFlags(0x08))
+    );
+    assert!(matches!(
+        after_handshake(&[0x03, BULK, 0x01, 0xff, 0xff, 0xff, 0xff]),
+        DisconnectReason::Codec(CodecError::Oversized { .. })
+    ));
+    assert_eq!(
+        after_handshake(&[0x04, BULK, 0, 0, 0, 0]),
+        DisconnectReason::Codec(CodecError::ZeroCredit(0x04))
+    );
+    assert_eq!(
+        packets(&[msg(0x77, true, MsgKind::Plain, b"?")]),
+        DisconnectReason::UnknownChannel(0x77)
+    );
+    // One message past its channel's limit, sent within the credit it is given.
+    let limit = Config::default().max_message_size;
+    let mut s = Solo::new(&Config::default());
+    s.handshake(u32::MAX);
+    let mut sent = 0u64;
+    while s.reason().is_none() {
+        let room = (s.granted(BULK) - sent).min(64 << 10);
+        assert!(room > 0, "credit runs out before the limit at {sent}");
+        s.feed_packet(msg(BULK, false, MsgKind::Plain, &vec![0u8; room as usize]));
+        sent += room;
+    }
+    assert!(matches!(
+        s.reason(),
+        Some(DisconnectReason::MessageTooLarge { channel: BULK, max, .. }) if max == limit
+    ));
+    assert_eq!(
+        packets(&[
+            msg(BULK, false, MsgKind::Request(1), b"a"),
+            msg(BULK, true, MsgKind::Request(2), b"b")
+        ]),
+        DisconnectReason::InconsistentChunks(BULK)
+    );
+    assert!(matches!(
+        packets(&[msg(0, true, MsgKind::Plain, &[0xc1])]),
+        DisconnectReason::ControlViolation(_)
+    ));
+    assert!(matches!(
+        packets(&[msg(0, true, MsgKind::Request(3), b"x")]),
+        DisconnectReason::ControlViolation(_)
+    ));
+    assert_eq!(
+        packets(&[control_packet(&Control::Verack)]),
+        DisconnectReason::Handshake(HandshakeError::DuplicateVerack)
+    );
+    for p in [
+        Packet::Credit {
+            channel: 0,
+            bytes: 1,
+        },
+        Packet::Reclaim {
+            channel: 0,
+            bytes: 1,
+        },
+        Packet::Release {
+            channel: BULK,
+            bytes: 0,
+        },
+        Packet::Release {
+            channel: 0x55,
+            bytes: 0,
+        },
+    ] {
+        assert!(
+            matches!(
+                packets(std::slice::from_ref(&p)),
+                DisconnectReason::FlowControl(_)
+            ),
+            "{p:?}"
+        );
+    }
+    assert!(matches!(
+        packets(&[control_packet(&Control::Goodbye(
+            DisconnectReason::ByRemote(Box::new(DisconnectReason::Shutdown))
+        ))]),
+        DisconnectReason::ControlViolation(_)
+    ));
+}
+
+#[test]
+fn a_core_that_closed_ignores_everything_after() {
+    let mut s = Solo::new(&Config::default());
+    s.handshake(65_536);
+    s.feed(&[0xff]);
+    let reason = s.reason();
+    s.feed(&[0x01, 0, 0, 0, 0, 0, 0, 0, 1]);
+    s.feed_msg(BULK, b"more");
+    assert_eq!(s.reason(), reason, "the first reason stands");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any bytes after a valid handshake: no panic, a typed reason when closed, and
+    /// never more held than the windows allow.
+    #[test]
+    fn garbage_after_the_handshake_never_panics(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..8)
+    ) {
+        let mut s = Solo::new(&Config::default());
+        s.handshake(65_536);
+        for c in &chunks {
+            s.feed(c);
+            let (buffered, allocated) = s.core.buffered_bytes();
+            prop_assert!(buffered <= 3 * Config::default().recv_window as u64);
+            prop_assert!(allocated <= Config::default().max_reassembly_bytes);
+        }
+        if let Some(reason) = s.reason() {
+            prop_assert!(!reason.to_string().is_empty());
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The driver: one connection's I/O, polled inside its Peer's actor context.
+//!
+//! It moves bytes and time between the socket and the [`PeerCore`](switchyard_proto::PeerCore)
+//! and does nothing else: reads into an adaptive buffer and feeds `handle_read`,
+//! writes what `poll_transmit` hands out with vectored writes and reports
+//! `handle_written`, shuts the write half when `poll_shutdown` says so, and arms one
+//! timer at `poll_timeout`. After each pass the Peer drains the core's events. Reading
+//! never waits for a service: flow control bounds what a remote may send.
+//!
+//! Reads and writes are polled in the same pass, so a blocked write never stops the
+//! reader (and the credit and pongs it brings). After a streak of bytes in a row the
+//! driver gives its thread back once, so other connections on the arbiter get a turn.
+
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::BytesMut;
+use switchyard_proto::Transmit;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+use tokio_util::io::poll_read_buf;
+
+use crate::conn::SharedConn;
+use crate::peer::Peer;
+
+const MIN_READ: usize = 2 * 1024;
+const MAX_READ: usize = 256 * 1024;
+/// Most slices handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+/// Bytes moved in a row after which the driver lets the arbiter run other work.
+const STREAK_LIMIT: usize = 1 << 20;
+
+pub(crate) struct Driver {
+    conn: SharedConn,
+    io: TcpStream,
+    rbuf: BytesMut,
+    next_read: usize,
+    transmit: Transmit,
+    batch: usize,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
+    read_done: bool,
+    shut: bool,
+}
+
+impl Driver {
+    pub(crate) fn new(conn: SharedConn, io: TcpStream, batch: usize) -> Self {
+        Driver {
+            conn,
+            io,
+            rbuf: BytesMut::new(),
+            next_read: MIN_READ,
+            transmit: Transmit::new(),
+            batch,
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            timer_at: None,
+            read_done: false,
+            shut: false,
+        }
+    }
+
+    /// One read, fed to the core. `Some(bytes)` when something happened.
+    fn read(&mut self, cx: &mut Context<'_>) -> Option<usize> {
+        if self.read_done {
+            return None;
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < self.next_read / 2 {
+            self.rbuf.reserve(self.next_read);
+        }
+        let result = match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+            Poll::Pending => return None,
+            Poll::Ready(r) => r,
+        };
+        let now = Instant::now();
+        let mut inner = self.conn.lock();
+        match result {
+            Ok(0) => {
+                self.read_done = true;
+                inner.core.handle_eof(now, &mut self.rbuf);
+                Some(0)
+            }
+            Ok(n) => {
+                inner.core.handle_read(now, &mut self.rbuf);
+                drop(inner);
+                // Grow reads that fill the buffer; shrink back when traffic is light,
+                // and give an idle connection's large buffer back.
+                self.next_read = if n >= self.next_read {
+                    (self.next_read * 2).min(MAX_READ)
+                } else {
+                    (n * 2).clamp(MIN_READ, MAX_READ)
+                };
+                if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * MAX_READ {
+                    self.rbuf = BytesMut::new();
+                }
+                Some(n)
+            }
+            Err(e) => {
+                self.read_done = true;
+                inner.core.handle_io_error(now, &e.to_string());
+                Some(0)
+            }
+        }
+    }
+
+    /// Writes what the core hands out. `Some(bytes)` when something happened.
+    fn write(&mut self, cx: &mut Context<'_>) -> Option<usize> {
+        if self.shut {
+            return None;
+        }
+        let now = Instant::now();
+        if self.transmit.is_empty() {
+            let mut inner = self.conn.lock();
+            let any = inner
+                .core
+                .poll_transmit(now, &mut self.transmit, self.batch);
+            if !any {
+                let shutdown = inner.core.poll_shutdown();
+                inner.writer_idle = !shutdown;
+                drop(inner);
+                self.transmit.shrink_if_idle();
+                if shutdown {
+                    self.shut = true;
+                    // A shutdown that cannot finish at once is cut by the linger
+                    // deadline; its result changes nothing we would do.
+                    let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+                    return Some(0);
+                }
+                return None;
+            }
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let count = self.transmit.io_slices(&mut slices);
+        let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+            Poll::Pending => return None,
+            Poll::Ready(Ok(0)) => Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(r) => r,
+        };
+        match written {
+            Ok(n) => {
+                self.transmit.advance(n);
+                if self.transmit.is_empty() {
+                    self.conn.lock().core.handle_written(Instant::now());
+                }
+                Some(n)
+            }
+            Err(e) => {
+                self.shut = true;
+                self.conn.lock().core.handle_io_error(now, &e.to_string());
+                Some(0)
+            }
+        }
+    }
+
+    /// Fires the core's timer when due; re-arms it at the core's next deadline.
+    fn timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let next = self.conn.lock().core.poll_timeout();
+        if next != self.timer_at {
+            self.timer_at = next;
+            if let Some(at) = next {
+                self.timer.as_mut().reset(at.into());
+            }
+        }
+        if self.timer_at.is_some() && self.timer.as_mut().poll(cx).is_ready() {
+            self.timer_at = None;
+            self.conn.lock().core.handle_timeout(Instant::now());
+            return true;
+        }
+        false
+    }
+}
+
+impl ActorFuture<Peer> for Driver {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Peer,
+        ctx: &mut actix::Context<Peer>,
+        task: &mut Context<'_>,
+    ) -> Poll<()> {
+        let this = self.get_mut();
+        this.conn.register_driver(task.waker());
+        let mut streak = 0;
+        loop {
+            let mut progress = false;
+            if let Some(n) = this.read(task) {
+                progress = true;
+                streak += n;
+            }
+            if let Some(n) = this.write(task) {
+                progress = true;
+                streak += n;
+            }
+            progress |= this.timer(task);
+            if act.on_core_events(ctx) {
+                return Poll::Ready(());
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+            if streak >= STREAK_LIMIT {
+                task.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+    }
+}
