@@ -1,7 +1,11 @@
 # Switchyard: the commands a developer and CI use.
 CARGO ?= cargo
 
-.PHONY: run test bench lint fmt build
+.PHONY: run test bench lint fmt build fuzz
+
+# Seconds each fuzz target runs in `make fuzz`.
+FUZZ_TIME ?= 60
+FUZZ_TARGETS := packet control peer_core
 
 ## run: a local 5-node testnet on loopback that floods messages and prints a summary
 run:
@@ -20,6 +24,17 @@ bench:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## fuzz: each cargo-fuzz target for FUZZ_TIME seconds (installs cargo-fuzz if missing).
+## cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+## New corpus entries land in fuzz/corpus/<target>; a crash lands in fuzz/artifacts and
+## belongs in fuzz/regressions/<target> once fixed (make test replays both).
+fuzz:
+	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_TIME) -max_len=4096 || exit 1; \
+	done
 
 ## fmt: format the code
 fmt:
