@@ -156,6 +156,35 @@ pub(crate) async fn node(
     pongs: Option<mpsc::UnboundedSender<()>>,
     echo: bool,
 ) -> Result<BenchNode, String> {
+    node_with(mode, config, pongs, echo, false).await
+}
+
+/// A service that takes one message and then never another: its mailbox fills and
+/// its channel stalls.
+struct Stalled;
+
+impl Actor for Stalled {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(16);
+    }
+}
+
+impl Handler<ReceivedBatch<Bytes>> for Stalled {
+    type Result = ();
+    fn handle(&mut self, _: ReceivedBatch<Bytes>, ctx: &mut Self::Context) {
+        ctx.wait(actix::fut::wrap_future(std::future::pending::<()>()));
+    }
+}
+
+/// [`node`], with the bulk channel's service stalled when `stall_bulk`.
+pub(crate) async fn node_with(
+    mode: Mode,
+    config: NodeConfig,
+    pongs: Option<mpsc::UnboundedSender<()>>,
+    echo: bool,
+    stall_bulk: bool,
+) -> Result<BenchNode, String> {
     let msgs = Arc::new(AtomicU64::new(0));
     let target = Arc::new(AtomicU64::new(u64::MAX));
     let done = Arc::new(Notify::new());
@@ -179,9 +208,13 @@ pub(crate) async fn node(
         Mode::Batched => service.batched_channel::<Blob, _>(DATA, data_channel(), &counter),
         Mode::Raw => service.raw_batched_channel(DATA, data_channel(), &counter),
     };
-    service = service
-        .raw_batched_channel(BULK, data_channel(), &counter)
-        .channel::<Blob, _>(URGENT, ChannelConfig::new(100), &counter);
+    service = if stall_bulk {
+        let stalled = Stalled::start_in_arbiter(&arbiter.handle(), |_| Stalled);
+        service.raw_batched_channel(BULK, data_channel(), &stalled)
+    } else {
+        service.raw_batched_channel(BULK, data_channel(), &counter)
+    };
+    service = service.channel::<Blob, _>(URGENT, ChannelConfig::new(100), &counter);
     let switch = Switch::builder(config)
         .service(service)
         .start()
@@ -296,20 +329,23 @@ pub async fn throughput(opts: &BenchOptions, size: usize) -> Result<Vec<Row>, St
         _ => 512,
     };
     let count = opts.scale(full);
-    let base_secs = baseline::throughput(size, count).await;
+    let (variant, base_secs) = baseline::throughput(size, count).await;
     let mb = |secs: f64| (size as f64 * count as f64) / secs / 1e6;
     let rate = |secs: f64| count as f64 / secs;
     let mut rows = Vec::new();
     for mode in [Mode::PerMessage, Mode::Batched, Mode::Raw] {
         let secs = sy_throughput(mode, size, count).await?;
-        let note = "baseline: tokio + LengthDelimitedCodec, 64 frames per flush; switchyard: send_all, 64 per call";
+        let note = format!(
+            "baseline: the fastest raw framed TCP of this run ({}); switchyard: send_all, 64 per call",
+            variant.name()
+        );
         rows.push(Row::new(
             mode.name(),
             &size_name(size),
             mb(base_secs),
             mb(secs),
             "MB/s",
-            note,
+            &note,
         ));
         rows.push(Row::new(
             mode.name(),
@@ -317,7 +353,7 @@ pub async fn throughput(opts: &BenchOptions, size: usize) -> Result<Vec<Row>, St
             rate(base_secs),
             rate(secs),
             "msgs/s",
-            note,
+            &note,
         ));
     }
     Ok(rows)
@@ -397,8 +433,67 @@ async fn loaded_rtt(config: NodeConfig, count: u64) -> Result<LoadedRtt, String>
     })
 }
 
+/// Round trips while another channel of the same connection is stalled: the
+/// receiver's bulk service never consumes, the sender keeps its bulk queue full.
+struct StalledRtt {
+    idle: Vec<Duration>,
+    stalled: Vec<Duration>,
+    /// Bytes the receiver holds for the stalled channel, and that channel's window.
+    held: u64,
+    window: u64,
+}
+
+async fn stalled_rtt(count: u64) -> Result<StalledRtt, String> {
+    let (tx, mut pongs) = mpsc::unbounded_channel();
+    let a = node(Mode::Raw, bench_config(), Some(tx), false).await?;
+    let b = node_with(Mode::Raw, bench_config(), None, true, true).await?;
+    let to_b = a
+        .switch
+        .send(Dial(b.addr.clone()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let idle = ping_loop(&to_b, &mut pongs, count).await?;
+    let running = Arc::new(AtomicBool::new(true));
+    let bulk = {
+        let (to_b, running) = (to_b.clone(), running.clone());
+        actix::spawn(async move {
+            let chunk = Bytes::from(vec![0u8; 64 << 10]);
+            while running.load(Ordering::Relaxed) {
+                match to_b.try_send_raw(BULK, chunk.clone()) {
+                    Ok(()) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+        })
+    };
+    // Let the stalled channel fill its window and the sender's queue.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stalled = ping_loop(&to_b, &mut pongs, (count / 4).max(8)).await;
+    running.store(false, Ordering::Relaxed);
+    let _ = bulk.await;
+    let b_side = b
+        .switch
+        .send(GetPeers)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .ok_or("b lost its peer")?;
+    let info = b_side.channel_info(BULK).ok_or("no bulk channel")?;
+    a.stop().await;
+    b.stop().await;
+    Ok(StalledRtt {
+        idle,
+        stalled: stalled?,
+        held: info.recv.received - info.recv.consumed,
+        window: info.recv.window,
+    })
+}
+
 /// Idle round trips, and high-priority round trips under a 1 MiB bulk load, once
-/// with the OS's autotuned socket buffers and once with small fixed ones.
+/// with the defaults and once with small fixed socket buffers; then round trips while
+/// another channel is stalled.
 pub async fn latency(opts: &BenchOptions) -> Result<Vec<Row>, String> {
     let count = opts.scale(20_000);
     let mut base = baseline::rtt(count).await;
@@ -407,6 +502,7 @@ pub async fn latency(opts: &BenchOptions) -> Result<Vec<Row>, String> {
     let mut tuned_config = bench_config();
     tuned_config.limits.socket_buffer = Some(TUNED_SOCKET_BUFFER);
     let tuned = loaded_rtt(tuned_config, count).await?;
+    let stall = stalled_rtt(count).await?;
     let note = "baseline: tokio + LengthDelimitedCodec ping-pong";
     let mut rows = Vec::new();
     for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
@@ -420,10 +516,7 @@ pub async fn latency(opts: &BenchOptions) -> Result<Vec<Row>, String> {
         ));
     }
     let tuned_label = format!("socket_buffer {} KiB", TUNED_SOCKET_BUFFER >> 10);
-    for (label, run) in [
-        ("OS-tuned socket buffers", &auto),
-        (tuned_label.as_str(), &tuned),
-    ] {
+    for (label, run) in [("default settings", &auto), (tuned_label.as_str(), &tuned)] {
         let load_note = format!(
             "baseline: the same nodes idle; bulk moved {:.0} MB/s meanwhile",
             run.bulk_mb_s
@@ -439,6 +532,24 @@ pub async fn latency(opts: &BenchOptions) -> Result<Vec<Row>, String> {
             ));
         }
     }
+    for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+        rows.push(Row::new(
+            &format!("high-priority round trip {name} while another channel is stalled"),
+            "64 B",
+            pct_us(&stall.idle, q),
+            pct_us(&stall.stalled, q),
+            "us",
+            "baseline: the same nodes idle; the stalled service never consumes, its sender keeps trying",
+        ));
+    }
+    rows.push(Row::new(
+        "connection memory with one stalled channel",
+        "64 KiB msgs",
+        stall.window as f64 / 1024.0,
+        stall.held as f64 / 1024.0,
+        "KiB",
+        "baseline: the stalled channel's window; switchyard: bytes the receiver holds for it",
+    ));
     Ok(rows)
 }
 
