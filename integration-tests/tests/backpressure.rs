@@ -1,8 +1,13 @@
-//! Slow and stopped services: keepalive survives slowness, queues bound memory.
+//! Slow and stopped services over real sockets, with short keepalive timings: a
+//! stalled service stalls only its own channel, memory stays within its window and
+//! queue, the keepalive and the other channels go on, and nothing is lost.
 
 use std::time::Duration;
 
-use switchyard::{ChannelConfig, Dial, DisconnectReason, SendError, Shutdown};
+use actix::prelude::*;
+use switchyard::{
+    ChannelConfig, Dial, DisconnectReason, GetInfo, SendError, Service, Shutdown, Switch,
+};
 use switchyard_integration_tests::*;
 
 #[actix::test]
@@ -27,27 +32,150 @@ async fn a_service_slower_than_the_pong_timeout_keeps_its_peer() {
     b.switch.send(Shutdown).await.unwrap();
 }
 
+/// A node whose channel 1 goes to one recorder and channel 2 to another, so that one
+/// service can stop while the other goes on.
+async fn two_service_node() -> (Node, Shared, tokio::sync::watch::Sender<bool>) {
+    let stalled_log = Shared::default();
+    let (stalled, gate) = Recorder::new(stalled_log.clone());
+    let stalled = stalled.with_mailbox(4).start();
+    let log = Shared::default();
+    let (other, other_gate) = Recorder::new(log.clone());
+    let other = other.start();
+    let service = Service::new(SERVICE, 1, &other)
+        .channel::<TestMsg, _>(1, ChannelConfig::new(1), &stalled)
+        .channel::<TestMsg, _>(2, ChannelConfig::new(1), &other);
+    let switch = Switch::builder(test_config())
+        .service(service)
+        .start()
+        .unwrap();
+    let info = switch.send(GetInfo).await.unwrap();
+    let node = Node {
+        switch,
+        id: info.id,
+        addr: info.listen_addr.unwrap(),
+        log,
+        gate: other_gate,
+    };
+    (node, stalled_log, gate)
+}
+
+#[actix::test]
+async fn a_stalled_service_stalls_only_its_channel_and_the_keepalive_goes_on() {
+    init_logs();
+    let chans = [
+        (1, ChannelConfig::new(1), Mode::PerMessage),
+        (2, ChannelConfig::new(1), Mode::PerMessage),
+    ];
+    let a = start_node(test_config(), &chans).await;
+    let (b, stalled_log, gate) = two_service_node().await;
+    gate.send(false).unwrap();
+    let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
+    let body = vec![0x5a; 1000];
+    // Fill channel 1 as far as it goes (B's window for it, then A's queue) until it
+    // stays full.
+    let mut stalled_sent = 0u64;
+    loop {
+        let msg = TestMsg {
+            seq: stalled_sent,
+            body: body.clone(),
+        };
+        if to_b.try_send(1, &msg).is_ok() {
+            stalled_sent += 1;
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if to_b.try_send(1, &msg).is_err() {
+            break;
+        }
+        stalled_sent += 1;
+    }
+    // For over three pong timeouts, channel 2 keeps delivering every message.
+    let stall = fast_limits().pong_timeout * 3 + fast_limits().ping_interval;
+    let until = tokio::time::Instant::now() + stall;
+    let mut other_sent = 0u64;
+    while tokio::time::Instant::now() < until {
+        for _ in 0..10 {
+            to_b.send(
+                2,
+                &TestMsg {
+                    seq: other_sent,
+                    body: vec![1],
+                },
+            )
+            .await
+            .unwrap();
+            other_sent += 1;
+        }
+        assert!(
+            b.log
+                .wait_for(Duration::from_secs(2), |l| l.msgs.len() as u64
+                    == other_sent)
+                .await,
+            "channel 2 waits behind the stalled channel 1"
+        );
+        // More for channel 1 keeps being refused: it is still stalled.
+        assert_eq!(
+            to_b.try_send(
+                1,
+                &TestMsg {
+                    seq: 0,
+                    body: vec![]
+                }
+            ),
+            Err(SendError::Full(1))
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!to_b.is_closed(), "the keepalive did not close the peer");
+    assert!(a.log.lock().events == vec![Event::Up(b.id)]);
+    // B holds no more for channel 1 than its window (plus the service's mailbox).
+    let b_side = b.log.handle_of(a.id).unwrap();
+    let info = b_side.channel_info(1).unwrap();
+    let held = info.recv.received - info.recv.consumed;
+    assert!(
+        held <= info.recv.window,
+        "{held} held, window {}",
+        info.recv.window
+    );
+    // What the sender could queue: its send queue, B's window, the mailbox.
+    let cfg = ChannelConfig::new(1);
+    let bound = cfg.send_queue_messages as u64 + cfg.recv_window as u64 / 1000 + 8;
+    assert!(
+        stalled_sent <= bound,
+        "queue and window bound the sender: {stalled_sent} messages, bound {bound}"
+    );
+    // Resume: everything sent on channel 1 arrives, in order, exactly once.
+    gate.send(true).unwrap();
+    assert!(
+        stalled_log
+            .wait_for(Duration::from_secs(10), |l| l.msgs.len() as u64
+                == stalled_sent)
+            .await
+    );
+    let seqs: Vec<u64> = stalled_log.lock().msgs.iter().map(|m| m.2.seq).collect();
+    assert_eq!(seqs, (0..stalled_sent).collect::<Vec<_>>());
+    a.switch.send(Shutdown).await.unwrap();
+    b.switch.send(Shutdown).await.unwrap();
+}
+
 #[actix::test]
 async fn a_stopped_service_bounds_memory_and_the_sender_sees_full() {
     init_logs();
-    // The receiver will not read for a while: keep the keepalive out of this test.
-    let config = relaxed_keepalive_config();
     let chans = [(
         1,
         ChannelConfig::new(1).send_queue(64, 64 << 10),
         Mode::PerMessage,
     )];
-    let a = start_node(config.clone(), &chans).await;
-    let b = start_node_with(config, &chans, |r| r.with_mailbox(4)).await;
+    let a = start_node(test_config(), &chans).await;
+    let b = start_node_with(test_config(), &chans, |r| r.with_mailbox(4)).await;
     b.gate.send(false).unwrap();
     let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
 
     let body = vec![0x5a; 1024];
     let mut accepted = 0u64;
-    let mut full = false;
     // Without backpressure this loop would queue everything; with it, `Full` comes
-    // once the queue, both socket buffers and the service's mailbox are full.
-    for _round in 0..200_000 {
+    // once B's window for the channel and A's queue are full.
+    let full = loop {
         match to_b.try_send(
             1,
             &TestMsg {
@@ -57,40 +185,38 @@ async fn a_stopped_service_bounds_memory_and_the_sender_sees_full() {
         ) {
             Ok(()) => accepted += 1,
             Err(SendError::Full(1)) => {
-                // Give the writer a moment: the queue may drain into the socket.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                if to_b
-                    .try_send(
-                        1,
-                        &TestMsg {
-                            seq: accepted,
-                            body: body.clone(),
-                        },
-                    )
-                    .is_err()
-                {
-                    full = true;
-                    break;
+                // Let the credit that is due come back; then it must stay full.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match to_b.try_send(
+                    1,
+                    &TestMsg {
+                        seq: accepted,
+                        body: body.clone(),
+                    },
+                ) {
+                    Ok(()) => accepted += 1,
+                    Err(_) => break true,
                 }
-                accepted += 1;
             }
             Err(e) => panic!("unexpected {e}"),
         }
-        if accepted.is_multiple_of(64) {
-            tokio::task::yield_now().await;
+        if accepted > 10_000 {
+            break false;
         }
-    }
+    };
     assert!(full, "the sender must see Full (accepted {accepted})");
-    // Queue (64 KiB) + kernel socket buffers + reader and mailbox: a few MiB at most.
-    eprintln!("accepted before Full: {accepted} messages of 1 KiB");
+    // A's queue (64 KiB) + B's window (64 KiB) + the mailbox: about 140 messages.
     assert!(
-        accepted < 50_000,
-        "memory is bounded ({accepted} KiB accepted of 200 000 tried)"
+        accepted < 200,
+        "memory is bounded by queue and window ({accepted} KiB accepted)"
     );
     assert!(
         b.log.lock().msgs.len() <= 8,
         "the stopped service got at most its mailbox"
     );
+    // Three pong timeouts later the peer is still up: the reader never stopped.
+    tokio::time::sleep(fast_limits().pong_timeout * 3).await;
+    assert!(!to_b.is_closed());
 
     // Open the gate: everything accepted arrives, in order, exactly once.
     b.gate.send(true).unwrap();
@@ -113,7 +239,7 @@ async fn a_stopped_service_bounds_memory_and_the_sender_sees_full() {
 #[actix::test]
 async fn shutdown_completes_even_when_a_service_never_consumes() {
     init_logs();
-    let mut config = relaxed_keepalive_config();
+    let mut config = test_config();
     config.limits.linger = Duration::from_millis(500);
     let chans = [(1, ChannelConfig::new(1), Mode::PerMessage)];
     let a = start_node(config.clone(), &chans).await;
@@ -134,22 +260,20 @@ async fn shutdown_completes_even_when_a_service_never_consumes() {
             .wait_for(Duration::from_secs(5), |l| !l.msgs.is_empty())
             .await
     );
-    // B's peer is blocked delivering to its stuck service; shutting B down must not hang.
+    // B has messages its stuck service will never take; shutting B down must not hang.
     let done = tokio::time::timeout(Duration::from_secs(20), b.switch.send(Shutdown)).await;
     assert!(done.is_ok(), "shutdown finished");
     a.switch.send(Shutdown).await.unwrap();
 }
 
-/// While a peer's reader waits on a service that does not consume, the peer can still
-/// be closed (its actor keeps handling messages; only reading is paused).
+/// While a service does not consume, its peer can still be closed and its remote
+/// hears why at once.
 #[actix::test]
-async fn a_peer_waiting_on_a_stopped_service_can_still_be_closed() {
+async fn a_peer_with_a_stopped_service_can_still_be_closed() {
     init_logs();
-    // B will not read while its service is stopped: keep A's keepalive out of it.
-    let config = relaxed_keepalive_config();
     let chans = [(1, ChannelConfig::new(1), Mode::PerMessage)];
-    let a = start_node(config.clone(), &chans).await;
-    let b = start_node_with(config, &chans, |r| r.with_mailbox(2)).await;
+    let a = start_node(test_config(), &chans).await;
+    let b = start_node_with(test_config(), &chans, |r| r.with_mailbox(2)).await;
     let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
     assert!(
         b.log
@@ -162,10 +286,11 @@ async fn a_peer_waiting_on_a_stopped_service_can_still_be_closed() {
     for seq in 0..50 {
         to_b.try_send(1, &TestMsg { seq, body: vec![] }).unwrap();
     }
-    // B's service took one message and stopped; its mailbox is full; B's reader waits.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(b.log.lock().msgs.len() <= 3);
-
+    assert!(
+        b.log
+            .wait_for(Duration::from_secs(5), |l| !l.msgs.is_empty())
+            .await
+    );
     b_to_a.disconnect(DisconnectReason::Application("maintenance".into()));
     assert!(
         a.log
