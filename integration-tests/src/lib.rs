@@ -398,6 +398,7 @@ impl RawPeer {
             channel,
             eof: true,
             kind: MsgKind::Plain,
+            total: None,
             payload: payload.into(),
         }))
         .await;

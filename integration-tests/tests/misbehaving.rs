@@ -173,37 +173,16 @@ async fn misbehaving_peers_are_closed_with_their_reason_and_honest_peers_keep_go
         "{closed:?}"
     );
 
-    // A message over the channel's size limit, sent within the credit it is given.
+    // A message declared over the channel's size limit.
     let mut raw = RawPeer::connect(node.addr).await;
     raw.handshake(NET).await;
-    let limit = ChannelConfig::new(1).max_message_size as u64;
-    let mut sent = 0;
-    while sent <= limit {
-        assert!(raw.wait_credit(1, 1, WAIT).await, "credit for {sent} bytes");
-        let n = raw.credit[1].min(60 << 10);
-        raw.send(chunk(1, n as usize)).await;
-        sent += n;
-    }
+    let limit = ChannelConfig::new(1).max_message_size as u32;
+    raw.send(chunk(1, 1000, Some(limit + 1))).await;
     let closed = raw.closed(WAIT, true).await;
     assert!(
         matches!(
             closed,
             Closed::Goodbye(DisconnectReason::MessageTooLarge { channel: 1, .. })
-        ),
-        "{closed:?}"
-    );
-
-    // Bytes beyond the credit granted, whatever they are.
-    let mut raw = RawPeer::connect(node.addr).await;
-    raw.handshake(NET).await;
-    for _ in 0..8 {
-        raw.send(chunk(1, 60 << 10)).await;
-    }
-    let closed = raw.closed(WAIT, true).await;
-    assert!(
-        matches!(
-            closed,
-            Closed::Goodbye(DisconnectReason::CreditExceeded { channel: 1, .. })
         ),
         "{closed:?}"
     );
@@ -333,11 +312,44 @@ async fn a_peer_that_never_reads_is_closed_despite_unasked_pongs() {
     node.switch.send(Shutdown).await.unwrap();
 }
 
-fn chunk(channel: u8, len: usize) -> Packet {
+/// Bytes beyond the credit granted close the sender, whatever they are. (With the
+/// service stalled, no credit comes back while they arrive.)
+#[actix::test]
+async fn a_peer_sending_beyond_its_credit_is_closed() {
+    init_logs();
+    let chans = [(1, ChannelConfig::new(1), Mode::PerMessage)];
+    let node = start_node(test_config(), &chans).await;
+    node.gate.send(false).unwrap();
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.handshake(NET).await;
+    let msg = encode(&TestMsg {
+        seq: 0,
+        body: vec![0; 8000],
+    });
+    // More than the channel's whole window and the service's mailbox (64 messages,
+    // whose credit came back when the mailbox took them), all at once.
+    let window = ChannelConfig::new(1).recv_window;
+    for _ in 0..window / 8000 + 64 + 16 {
+        raw.send_msg(1, msg.clone()).await;
+    }
+    let closed = raw.closed(WAIT, true).await;
+    assert!(
+        matches!(
+            closed,
+            Closed::Goodbye(DisconnectReason::CreditExceeded { channel: 1, .. })
+        ),
+        "{closed:?}"
+    );
+    node.switch.send(Shutdown).await.unwrap();
+}
+
+/// A chunk that is not the last of its message; the first one says the total size.
+fn chunk(channel: u8, len: usize, total: Option<u32>) -> Packet {
     Packet::Msg(Msg {
         channel,
         eof: false,
         kind: MsgKind::Plain,
+        total,
         payload: vec![0u8; len].into(),
     })
 }

@@ -14,6 +14,7 @@ fn packets(size: usize, count: usize) -> Vec<Packet> {
                 channel: (i % 4) as u8 + 1,
                 eof: true,
                 kind: MsgKind::Plain,
+                total: None,
                 payload: payload.clone(),
             })
         })

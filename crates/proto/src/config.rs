@@ -58,7 +58,9 @@ pub struct Config {
     /// Initial receive window of a channel, in bytes of credit (see
     /// [`flow`](crate::connection::flow)): how much a peer may send on a channel before
     /// the service has taken any of it. Windows start here, grow while the service
-    /// keeps up and the link is fast, and shrink back here when idle. Default 64 KiB.
+    /// keeps up and the link is fast, and shrink back here when idle. It must hold one
+    /// full packet (`max_packet_payload` plus 32 bytes of message cost). Default
+    /// 256 KiB.
     pub recv_window: usize,
     /// Largest receive window of a channel autotuning may reach (a channel's window
     /// may also grow to its largest message, so that message can arrive). Default
@@ -143,7 +145,7 @@ impl Default for Config {
             send_queue_messages: 1024,
             send_queue_bytes: 4 << 20,
             recv_capacity: 256,
-            recv_window: 64 << 10,
+            recv_window: 256 << 10,
             max_recv_window: 8 << 20,
             recv_budget: 256 << 20,
             recv_window_idle: Duration::from_secs(5),
@@ -192,6 +194,25 @@ fn check_windows(field: &'static str, initial: usize, max: usize) -> Result<(), 
         return Err(ConfigError::new(
             "max_recv_window",
             format!("must be between recv_window ({initial}) and {MAX_RECV_WINDOW} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// A window must hold one full packet and its message cost, or a message of one full
+/// packet could never be sent whole.
+pub(crate) fn check_packet_fits(
+    field: &'static str,
+    window: usize,
+    max_packet_payload: usize,
+) -> Result<(), ConfigError> {
+    let need = max_packet_payload + crate::connection::MESSAGE_COST as usize;
+    if window < need {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "{window} bytes cannot hold one full packet ({max_packet_payload} bytes of max_packet_payload plus 32)"
+            ),
         ));
     }
     Ok(())
@@ -251,6 +272,7 @@ impl Config {
         }
         nonzero("max_message_size", self.max_message_size)?;
         check_windows("recv_window", self.recv_window, self.max_recv_window)?;
+        check_packet_fits("recv_window", self.recv_window, self.max_packet_payload)?;
         if self.notsent_lowat.is_some_and(|b| b < 1024) {
             return Err(ConfigError::new(
                 "notsent_lowat",

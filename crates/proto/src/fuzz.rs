@@ -116,6 +116,7 @@ pub fn remote_handshake() -> Bytes {
             channel: CONTROL_CHANNEL,
             eof: true,
             kind: MsgKind::Plain,
+            total: None,
             payload: control::encode(c),
         })
     };
@@ -215,6 +216,16 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             channel,
             eof,
             kind,
+            total: None,
+            payload: Bytes::copy_from_slice(payload),
+        })
+    };
+    let first = |channel: u8, kind: MsgKind, total: u32, payload: &[u8]| {
+        Packet::Msg(Msg {
+            channel,
+            eof: false,
+            kind,
+            total: Some(total),
             payload: Bytes::copy_from_slice(payload),
         })
     };
@@ -224,7 +235,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         (
             "chunks",
             vec![
-                msg(2, false, MsgKind::Request(7), &[1; 300]),
+                first(2, MsgKind::Request(7), 400, &[1; 300]),
                 msg(3, true, MsgKind::Plain, b""),
                 msg(2, true, MsgKind::Request(7), &[2; 100]),
             ],

@@ -34,11 +34,16 @@ const MAX_READ: usize = 256 * 1024;
 const MAX_IOVECS: usize = 64;
 /// Bytes moved in a row after which the driver lets the arbiter run other work.
 const STREAK_LIMIT: usize = 1 << 20;
+/// Earlier read buffers kept for reuse while their slices are with the services.
+const SPARE_BUFFERS: usize = 4;
 
 pub(crate) struct Driver {
     conn: SharedConn,
     io: TcpStream,
     rbuf: BytesMut,
+    /// Earlier read buffers, reused once every message sliced from them is dropped
+    /// (fresh allocations cost page faults).
+    spares: Vec<BytesMut>,
     next_read: usize,
     transmit: Transmit,
     batch: usize,
@@ -54,6 +59,7 @@ impl Driver {
             conn,
             io,
             rbuf: BytesMut::new(),
+            spares: Vec::new(),
             next_read: MIN_READ,
             transmit: Transmit::new(),
             batch,
@@ -70,7 +76,7 @@ impl Driver {
             return None;
         }
         if self.rbuf.capacity() - self.rbuf.len() < self.next_read / 2 {
-            self.rbuf.reserve(self.next_read);
+            self.grow_read_buffer();
         }
         let result = match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
             Poll::Pending => return None,
@@ -85,6 +91,7 @@ impl Driver {
                 Some(0)
             }
             Ok(n) => {
+                log::trace!("read {n}");
                 inner.core.handle_read(now, &mut self.rbuf);
                 drop(inner);
                 // Grow reads that fill the buffer; shrink back when traffic is light,
@@ -104,6 +111,30 @@ impl Driver {
                 inner.core.handle_io_error(now, &e.to_string());
                 Some(0)
             }
+        }
+    }
+
+    /// Makes room for the next read: in place if every slice handed out from the
+    /// buffer is gone, else in a spare buffer that is free again, else in a new one.
+    fn grow_read_buffer(&mut self) {
+        let want = self.next_read;
+        if self.rbuf.try_reclaim(want) {
+            return;
+        }
+        let keep = self.next_read == MAX_READ;
+        let fresh = match self.spares.iter_mut().position(|s| s.try_reclaim(want)) {
+            Some(i) => self.spares.swap_remove(i),
+            None => BytesMut::with_capacity(want),
+        };
+        // The start of a packet not complete yet moves over (at most one packet).
+        let mut old = std::mem::replace(&mut self.rbuf, fresh);
+        self.rbuf.extend_from_slice(&old);
+        if keep && self.spares.len() < SPARE_BUFFERS {
+            old.clear();
+            self.spares.push(old);
+        }
+        if !keep {
+            self.spares.clear();
         }
     }
 
@@ -136,12 +167,16 @@ impl Driver {
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let count = self.transmit.io_slices(&mut slices);
         let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
-            Poll::Pending => return None,
+            Poll::Pending => {
+                log::trace!("write pending");
+                return None;
+            }
             Poll::Ready(Ok(0)) => Err(std::io::ErrorKind::WriteZero.into()),
             Poll::Ready(r) => r,
         };
         match written {
             Ok(n) => {
+                log::trace!("wrote {n}");
                 self.transmit.advance(n);
                 if self.transmit.is_empty() {
                     self.conn.lock().core.handle_written(Instant::now());

@@ -267,7 +267,7 @@ impl Peer {
                 }
                 Ok(Delivery::Full { held, pending }) => {
                     let left: u64 = msgs.iter().map(Message::cost).sum();
-                    inner.core.set_consumer_paused(channel, true);
+                    inner.core.set_consumer_paused(now, channel, true);
                     inner
                         .core
                         .requeue(channel, std::mem::take(&mut msgs).into_iter());
@@ -281,7 +281,9 @@ impl Peer {
                         act.waiting.retain(|c| *c != channel);
                         {
                             let mut inner = act.conn.lock();
-                            inner.core.set_consumer_paused(channel, false);
+                            inner
+                                .core
+                                .set_consumer_paused(Instant::now(), channel, false);
                             inner.core.handle_consumed(Instant::now(), channel, held);
                         }
                         act.conn.wake_driver();

@@ -143,10 +143,15 @@ impl BenchNode {
 }
 
 pub(crate) fn data_channel() -> ChannelConfig {
-    ChannelConfig::new(1)
+    let c = ChannelConfig::new(1)
         .send_queue(4096, 64 << 20)
         .max_message_size(4 << 20)
-        .recv_capacity(1024)
+        .recv_capacity(1024);
+    if let Ok(w) = std::env::var("SY_BENCH_WINDOW") {
+        let (a, b) = w.split_once(',').unwrap();
+        return c.recv_window(a.parse().unwrap(), b.parse().unwrap());
+    }
+    c
 }
 
 /// Starts a node whose service runs on its own arbiter.
@@ -238,6 +243,11 @@ pub(crate) fn bench_config() -> NodeConfig {
     };
     c.limits.max_inbound = 4096;
     c.limits.max_outbound = 4096;
+    if let Ok(t) = std::env::var("SY_BENCH_LIMITS") {
+        let mut v: toml::Table = toml::from_str(&toml::to_string(&c.limits).unwrap()).unwrap();
+        v.extend(toml::from_str::<toml::Table>(&t).unwrap());
+        c.limits = toml::from_str(&toml::to_string(&v).unwrap()).unwrap();
+    }
     c
 }
 

@@ -203,6 +203,8 @@ struct Window {
     /// Bytes of credit a `Reclaim` asked back, until its `Release` arrives.
     reclaiming: Option<u64>,
     leased: u64,
+    /// `consumed` when the window last grew.
+    consumed_at_growth: u64,
     /// Last data received or consumed on this channel.
     last_activity: Instant,
     /// A partial message was buffered when last looked at (such a window is not idle).
@@ -220,6 +222,9 @@ impl Window {
 pub struct RecvFlow {
     windows: Vec<Window>,
     index: [u8; 256],
+    /// Credit a sender needs for one full packet: less unused credit than this
+    /// may leave it blocked.
+    packet: u64,
     budget: Arc<RecvBudget>,
     idle: Duration,
     rate: Option<TokenBucket>,
@@ -230,12 +235,14 @@ pub struct RecvFlow {
 const NONE: u8 = u8::MAX;
 
 impl RecvFlow {
-    /// Windows for `channels`, leasing growth from `budget`; windows shrink after
+    /// Windows for `channels` of a connection whose packets carry at most
+    /// `max_packet_payload` bytes, leasing growth from `budget`; windows shrink after
     /// `idle` without data; `recv_rate` (bytes per second) bounds the credit granted
     /// after the initial windows.
     #[must_use]
     pub fn new(
         now: Instant,
+        max_packet_payload: usize,
         channels: &[WindowConfig],
         budget: Arc<RecvBudget>,
         idle: Duration,
@@ -260,6 +267,7 @@ impl RecvFlow {
                 consumed: 0,
                 reclaiming: None,
                 leased: 0,
+                consumed_at_growth: 0,
                 last_activity: now,
                 partial_held: false,
             });
@@ -268,6 +276,7 @@ impl RecvFlow {
         RecvFlow {
             windows,
             index,
+            packet: message_cost(max_packet_payload),
             budget,
             idle,
             rate: recv_rate.map(|r| TokenBucket::new(now, r, largest.max(r / 10).max(1))),
@@ -413,44 +422,49 @@ impl RecvFlow {
             let unused = w.granted.saturating_sub(w.received);
             let held_partial = partial(w.channel);
             let complete = buffered.saturating_sub(held_partial);
-            // Grow while the remote used (nearly) all its credit and the service keeps
-            // up: a doubling at a time, until a grant results (a window shrunk while a
-            // partial message waited may need several), or what the budget has left.
+            // Grow when the remote used (nearly) all its credit and either the service
+            // took a whole window since the last growth, or a partial message fills
+            // the window with nothing complete waiting (see the module docs).
             let mut grew = false;
-            while w.window < w.max
-                && w.reclaiming.is_none()
-                && unused <= w.window / 8
-                && complete <= w.window / 4
-            {
-                let need = held_partial >= w.window / 2;
-                let mut most = w.max.min(w.window.saturating_mul(2)) - w.window;
-                if need && complete == 0 {
-                    most = most.min(w.need_max.saturating_sub(w.window));
-                }
-                // A partial message waiting to complete takes any amount; speed
-                // growth is only worth a fair step.
-                let least = if need {
-                    1
-                } else {
-                    MIN_GROWTH.min(w.window / 8).max(1)
-                };
-                let delta = if most == 0 {
-                    0
-                } else {
-                    self.budget.lease_up_to(least.min(most), most)
-                };
-                if delta == 0 {
+            let exhausted = unused <= (w.window / 8).max(self.packet);
+            let need = held_partial >= w.window / 2 && complete == 0;
+            let turned_over = w.consumed.saturating_sub(w.consumed_at_growth) >= w.window;
+            if w.window < w.max && w.reclaiming.is_none() && exhausted && (need || turned_over) {
+                loop {
+                    let mut most = w.max.min(w.window.saturating_mul(2)) - w.window;
                     if need {
-                        let at = now + GROW_RETRY;
-                        self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
+                        most = most.min(w.need_max.saturating_sub(w.window));
                     }
-                    break;
+                    // A partial message waiting to complete takes any amount; speed
+                    // growth is only worth a fair step.
+                    let least = if need {
+                        1
+                    } else {
+                        MIN_GROWTH.min(w.window / 8).max(1)
+                    };
+                    let delta = if most == 0 {
+                        0
+                    } else {
+                        self.budget.lease_up_to(least.min(most), most)
+                    };
+                    if delta == 0 {
+                        if need {
+                            let at = now + GROW_RETRY;
+                            self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
+                        }
+                        break;
+                    }
+                    w.window += delta;
+                    w.leased += delta;
+                    grew = true;
+                    // A shrunk window may need several doublings before a partial
+                    // message gets any credit; speed growth is one step per window.
+                    if !need || w.consumed.saturating_add(w.window) > w.granted {
+                        break;
+                    }
                 }
-                w.window += delta;
-                w.leased += delta;
-                grew = true;
-                if w.consumed.saturating_add(w.window) > w.granted {
-                    break;
+                if grew {
+                    w.consumed_at_growth = w.consumed;
                 }
             }
             let target = w.consumed.saturating_add(w.window);
@@ -581,7 +595,10 @@ mod tests {
             max: 8000,
             need_max: 8000,
         }];
-        (RecvFlow::new(t, &cfg, budget.clone(), IDLE, None), budget)
+        (
+            RecvFlow::new(t, 100, &cfg, budget.clone(), IDLE, None),
+            budget,
+        )
     }
 
     fn grants(f: &mut RecvFlow, now: Instant, partial: u64) -> Vec<Packet> {
@@ -761,7 +778,7 @@ mod tests {
             max: 1000,
             need_max: 1000,
         }];
-        let mut f = RecvFlow::new(t, &cfg, budget, IDLE, Some(1000));
+        let mut f = RecvFlow::new(t, 100, &cfg, budget, IDLE, Some(1000));
         f.initial_grants(&mut |_| {});
         let mut granted = 0;
         let mut now = t;

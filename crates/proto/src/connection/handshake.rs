@@ -359,6 +359,7 @@ mod tests {
             channel: CONTROL_CHANNEL,
             eof: true,
             kind: MsgKind::Plain,
+            total: None,
             payload: control::encode(c),
         })
     }
@@ -470,6 +471,7 @@ mod tests {
             channel: 5,
             eof: true,
             kind: MsgKind::Plain,
+            total: None,
             payload: bytes::Bytes::new(),
         });
         assert!(matches!(
@@ -480,6 +482,7 @@ mod tests {
             channel: CONTROL_CHANNEL,
             eof: true,
             kind: MsgKind::Plain,
+            total: None,
             payload: bytes::Bytes::from_static(&[0xc1, 0x00]),
         });
         assert!(matches!(

@@ -1,22 +1,31 @@
 //! Complete messages waiting for their service, one queue per channel.
 //!
 //! A message that arrived whole in one packet is a slice of the reader's buffer, and
-//! keeping the slice keeps the whole buffer (up to a read's worth) allocated. While a
-//! channel's consumer is paused, its queue holds messages for as long as the service
-//! takes, so they are **compacted**: copied into their own allocation unless they
-//! already own theirs. Then the memory a stalled channel holds is its messages'
-//! bytes, which its window bounds, not the read buffers they came in.
+//! keeping the slice keeps the whole buffer (up to a read's worth) allocated. When a
+//! channel's consumer has been paused for [`COMPACT_AFTER`], its queue may hold
+//! messages for as long as the service takes, so they are **compacted**: copied into
+//! their own allocation unless they already own theirs (and so is every message
+//! queued while the pause lasts). Then the memory a stalled channel holds is its
+//! messages' bytes, which its window bounds, not the read buffers they came in. A
+//! consumer that is only briefly behind (a full mailbox for a moment) costs no copy.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+/// How long a channel's consumer stays paused before its queue is compacted.
+pub const COMPACT_AFTER: Duration = Duration::from_millis(20);
 
 use super::reassembly::Message;
 
 #[derive(Debug)]
 struct Inbox {
     queue: VecDeque<Message>,
-    paused: bool,
+    /// Paused since then (not yet compacting).
+    paused_since: Option<Instant>,
+    /// Paused long enough: what it holds is compacted.
+    compacting: bool,
 }
 
 /// The per-channel queues of one connection.
@@ -38,7 +47,8 @@ impl Inboxes {
                 channel,
                 Inbox {
                     queue: VecDeque::new(),
-                    paused: false,
+                    paused_since: None,
+                    compacting: false,
                 },
             ));
         }
@@ -63,7 +73,7 @@ impl Inboxes {
         let Some(inbox) = self.get_mut(msg.channel) else {
             return false;
         };
-        if inbox.paused {
+        if inbox.compacting {
             compact(&mut msg);
         }
         inbox.queue.push_back(msg);
@@ -73,7 +83,7 @@ impl Inboxes {
     /// Puts a message back at the front of its queue.
     pub(crate) fn push_front(&mut self, channel: u8, mut msg: Message) {
         if let Some(inbox) = self.get_mut(channel) {
-            if inbox.paused {
+            if inbox.compacting {
                 compact(&mut msg);
             }
             inbox.queue.push_front(msg);
@@ -97,13 +107,35 @@ impl Inboxes {
             .sum()
     }
 
-    /// Pauses (compacting what is queued) or resumes a channel's consumer.
-    pub(crate) fn set_paused(&mut self, channel: u8, paused: bool) {
+    /// Pauses or resumes a channel's consumer.
+    pub(crate) fn set_paused(&mut self, now: Instant, channel: u8, paused: bool) {
         if let Some(inbox) = self.get_mut(channel) {
-            if paused && !inbox.paused {
+            if !paused {
+                inbox.paused_since = None;
+                inbox.compacting = false;
+            } else if inbox.paused_since.is_none() && !inbox.compacting {
+                inbox.paused_since = Some(now);
+            }
+        }
+    }
+
+    /// When the earliest pause becomes long enough to compact.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.index
+            .iter()
+            .filter_map(|(_, b)| b.paused_since)
+            .min()
+            .map(|t| t + COMPACT_AFTER)
+    }
+
+    /// Compacts the queues paused for [`COMPACT_AFTER`] by `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        for (_, inbox) in &mut self.index {
+            if inbox.paused_since.is_some_and(|t| t + COMPACT_AFTER <= now) {
+                inbox.paused_since = None;
+                inbox.compacting = true;
                 inbox.queue.iter_mut().for_each(compact);
             }
-            inbox.paused = paused;
         }
     }
 
@@ -139,8 +171,20 @@ mod tests {
         boxes.add_channel(2);
         assert!(boxes.push(msg(1, slice.clone())));
         assert!(!boxes.push(msg(1, slice.clone())), "already readable");
-        boxes.set_paused(1, true);
-        boxes.set_paused(2, true);
+        #[allow(clippy::disallowed_methods)]
+        let t = Instant::now();
+        boxes.set_paused(t, 1, true);
+        boxes.set_paused(t, 2, true);
+        assert_eq!(boxes.poll_timeout(), Some(t + COMPACT_AFTER));
+        boxes.handle_timeout(t + COMPACT_AFTER - Duration::from_millis(1));
+        assert_eq!(
+            boxes.pop(1).unwrap().payload.as_ptr(),
+            slice.as_ptr(),
+            "a brief pause copies nothing"
+        );
+        boxes.push_front(1, msg(1, slice.clone()));
+        boxes.handle_timeout(t + COMPACT_AFTER);
+        assert_eq!(boxes.poll_timeout(), None);
         assert!(boxes.push(msg(2, slice.clone())));
         let owned = Bytes::from(vec![1u8; 32]);
         let ptr = owned.as_ptr();

@@ -110,6 +110,11 @@ impl CoreConfig {
                 ));
             }
             cfg.validate()?;
+            crate::config::check_packet_fits(
+                "recv_window",
+                cfg.recv_window,
+                limits.max_packet_payload,
+            )?;
             list.push((id, cfg));
         }
         let partials: usize = list
@@ -310,6 +315,7 @@ impl PeerCore {
         }
         let flow = RecvFlow::new(
             now,
+            limits.max_packet_payload,
             &config.windows(),
             budget,
             limits.recv_window_idle,
@@ -535,9 +541,10 @@ impl PeerCore {
     }
 
     /// Marks `channel`'s consumer paused (its service cannot take more now) or not.
-    /// While paused, queued messages are compacted (see `inbox`).
-    pub fn set_consumer_paused(&mut self, channel: u8, paused: bool) {
-        self.inbox.set_paused(channel, paused);
+    /// A queue paused for a while is compacted (see `inbox`).
+    pub fn set_consumer_paused(&mut self, now: Instant, channel: u8, paused: bool) {
+        self.inbox.set_paused(now, channel, paused);
+        self.refresh_timers();
     }
 
     // ----- commands ----------------------------------------------------------------
@@ -800,6 +807,7 @@ impl PeerCore {
                 );
                 t.set(Timer::Stall, self.stall.next_deadline());
                 t.set(Timer::Flow, self.flow.poll_timeout());
+                t.set(Timer::Compact, self.inbox.poll_timeout());
                 t.set(Timer::SendRate, self.send_rate_wait);
             }
             Phase::Closing(c) => {
@@ -858,6 +866,7 @@ impl PeerCore {
                         );
                     }
                 }
+                Timer::Compact => self.inbox.handle_timeout(now),
                 // The writer may go on: the next poll_transmit sends.
                 Timer::SendRate => self.send_rate_wait = None,
                 Timer::Linger => {
@@ -1092,6 +1101,7 @@ fn control_packet(msg: &Control) -> Packet {
         channel: CONTROL_CHANNEL,
         eof: true,
         kind: MsgKind::Plain,
+        total: None,
         payload: control::encode(msg),
     })
 }
@@ -1102,6 +1112,7 @@ fn push_packet(out: &mut Transmit, packet: Packet) {
             channel: m.channel,
             eof: m.eof,
             kind: m.kind,
+            total: m.total,
             payload: m.payload,
         }),
         other => out.push_packet(&other),

@@ -6,10 +6,12 @@
 //! that fits in one chunk (the common case) is handed over without a copy: its payload
 //! is the slice of the read buffer the codec produced.
 //!
-//! A partial message grows its buffer fourfold at a time (a large message is copied
-//! once or twice on its way up, not at every doubling), never past its channel's
-//! limit nor past what the connection's budget has left; the budget is charged by
-//! allocated capacity, so it bounds memory, not just bytes.
+//! The first chunk of a message of several declares the whole message's size
+//! (`total`), which is checked against the channel's limit before anything is
+//! allocated; the buffer is then allocated once, exactly, and charged to the
+//! connection's budget; every chunk is copied in once. Chunks that do not add up to
+//! the declared size (too many bytes, too few at the end, a second `total`) are
+//! [`DisconnectReason::InconsistentChunks`].
 
 use bytes::{Bytes, BytesMut};
 
@@ -39,6 +41,8 @@ impl Message {
 #[derive(Debug)]
 struct Partial {
     kind: MsgKind,
+    /// The declared size.
+    total: usize,
     buf: BytesMut,
 }
 
@@ -178,61 +182,58 @@ impl Reassembler {
             .get_mut(i)
             .ok_or(DisconnectReason::UnknownChannel(channel))?;
         let max = slot.limit;
-        let have = slot.partial.as_ref().map_or(0, |p| p.buf.len());
-        let capacity = slot.partial.as_ref().map_or(0, |p| p.buf.capacity());
-        let size = have.saturating_add(chunk.payload.len());
-        if size > max {
-            return Err(DisconnectReason::MessageTooLarge { channel, size, max });
-        }
-        if slot.partial.is_none() && chunk.eof {
-            // A whole message in one chunk: handed over as it is, nothing buffered.
-            return Ok(Some(Message {
-                channel,
-                kind: chunk.kind,
-                payload: chunk.payload,
-            }));
-        }
-        if let Some(p) = &slot.partial {
-            if p.kind != chunk.kind {
-                return Err(DisconnectReason::InconsistentChunks(channel));
+        let Some(partial) = &mut slot.partial else {
+            if chunk.eof {
+                // A whole message in one chunk: handed over as it is, nothing buffered.
+                if chunk.payload.len() > max {
+                    return Err(DisconnectReason::MessageTooLarge {
+                        channel,
+                        size: chunk.payload.len(),
+                        max,
+                    });
+                }
+                return Ok(Some(Message {
+                    channel,
+                    kind: chunk.kind,
+                    payload: chunk.payload,
+                }));
             }
-        }
-        if size > capacity {
-            // Room for this chunk, allocated (and charged) before copying: fourfold
-            // the bytes so far (or four chunks for a first chunk), never past the
-            // channel's limit nor the budget's headroom, and never below `size`.
-            let grow_to = if have == 0 {
-                chunk.payload.len().saturating_mul(4)
-            } else {
-                have.saturating_mul(4)
+            // The first of several chunks: it must say how large the message is.
+            let Some(total) = chunk.total else {
+                return Err(DisconnectReason::InconsistentChunks(channel));
             };
-            let most = capacity.saturating_add(headroom);
-            if size > most {
-                let total = self.allocated - capacity + size;
-                return Err(DisconnectReason::ReassemblyBudget {
+            let total = total as usize;
+            if total > max {
+                return Err(DisconnectReason::MessageTooLarge {
+                    channel,
                     size: total,
+                    max,
+                });
+            }
+            if total > headroom {
+                return Err(DisconnectReason::ReassemblyBudget {
+                    size: self.allocated.saturating_add(total),
                     max: self.budget,
                 });
             }
-            let target = grow_to.clamp(size, max).min(most);
-            let partial = slot.partial.get_or_insert_with(|| Partial {
+            let mut buf = BytesMut::with_capacity(total);
+            buf.extend_from_slice(&chunk.payload);
+            slot.partial = Some(Partial {
                 kind: chunk.kind,
-                buf: BytesMut::new(),
+                total,
+                buf,
             });
-            // A fresh exact allocation: `reserve` may double past what was asked.
-            let mut grown = BytesMut::with_capacity(target);
-            grown.extend_from_slice(&partial.buf);
-            partial.buf = grown;
-            self.allocated = self.allocated - capacity + target;
+            self.allocated += total;
+            return Ok(None);
+        };
+        let size = partial.buf.len().saturating_add(chunk.payload.len());
+        if partial.kind != chunk.kind
+            || chunk.total.is_some()
+            || size > partial.total
+            || (chunk.eof && size != partial.total)
+        {
+            return Err(DisconnectReason::InconsistentChunks(channel));
         }
-        let slot = self
-            .slots
-            .get_mut(i)
-            .ok_or(DisconnectReason::UnknownChannel(channel))?;
-        let partial = slot.partial.get_or_insert_with(|| Partial {
-            kind: chunk.kind,
-            buf: BytesMut::new(),
-        });
         partial.buf.extend_from_slice(&chunk.payload);
         if !chunk.eof {
             return Ok(None);
@@ -240,7 +241,7 @@ impl Reassembler {
         let Some(done) = slot.partial.take() else {
             return Ok(None);
         };
-        self.allocated = self.allocated.saturating_sub(done.buf.capacity());
+        self.allocated = self.allocated.saturating_sub(done.total);
         Ok(Some(Message {
             channel,
             kind: done.kind,
@@ -254,13 +255,22 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn chunk(channel: u8, eof: bool, kind: MsgKind, p: &[u8]) -> Msg {
+    fn chunk(channel: u8, eof: bool, kind: MsgKind, total: Option<u32>, p: &[u8]) -> Msg {
         Msg {
             channel,
             eof,
             kind,
+            total,
             payload: Bytes::copy_from_slice(p),
         }
+    }
+
+    fn first(channel: u8, total: u32, p: &[u8]) -> Msg {
+        chunk(channel, false, MsgKind::Plain, Some(total), p)
+    }
+
+    fn next(channel: u8, eof: bool, p: &[u8]) -> Msg {
+        chunk(channel, eof, MsgKind::Plain, None, p)
     }
 
     #[test]
@@ -274,60 +284,62 @@ mod tests {
                 channel: 1,
                 eof: true,
                 kind: MsgKind::Plain,
+                total: None,
                 payload,
             })
             .unwrap()
             .unwrap();
         assert_eq!(m.payload.as_ptr(), ptr);
+        assert_eq!(r.allocated(), 0);
     }
 
     #[test]
-    fn chunks_of_channels_interleave() {
+    fn chunks_of_channels_interleave_into_exact_buffers() {
         let mut r = Reassembler::new();
         r.add_channel(1, 100);
         r.add_channel(2, 100);
-        assert_eq!(r.push(chunk(1, false, MsgKind::Plain, b"ab")), Ok(None));
+        assert_eq!(r.push(first(1, 3, b"ab")), Ok(None));
         assert_eq!(
-            r.push(chunk(2, false, MsgKind::Request(5), b"xy")),
+            r.push(chunk(2, false, MsgKind::Request(5), Some(3), b"xy")),
             Ok(None)
         );
-        assert_eq!(r.buffered(), 4);
-        let m1 = r
-            .push(chunk(1, true, MsgKind::Plain, b"c"))
-            .unwrap()
-            .unwrap();
+        assert_eq!(
+            (r.buffered(), r.allocated()),
+            (4, 6),
+            "exactly the declared sizes"
+        );
+        let m1 = r.push(next(1, true, b"c")).unwrap().unwrap();
         assert_eq!(&m1.payload[..], b"abc");
         let m2 = r
-            .push(chunk(2, true, MsgKind::Request(5), b"z"))
+            .push(chunk(2, true, MsgKind::Request(5), None, b"z"))
             .unwrap()
             .unwrap();
         assert_eq!(
             (m2.kind, &m2.payload[..]),
             (MsgKind::Request(5), &b"xyz"[..])
         );
-        assert_eq!(r.buffered(), 0);
+        assert_eq!((r.buffered(), r.allocated()), (0, 0));
     }
 
     #[test]
-    fn too_large_is_an_error_before_buffering_the_crossing_chunk() {
+    fn too_large_is_known_from_the_declared_size_before_allocating() {
         let mut r = Reassembler::new();
         r.add_channel(1, 5);
-        assert_eq!(r.push(chunk(1, false, MsgKind::Plain, b"abcd")), Ok(None));
         assert_eq!(
-            r.push(chunk(1, false, MsgKind::Plain, b"ef")),
+            r.push(first(1, 6, b"ab")),
             Err(DisconnectReason::MessageTooLarge {
                 channel: 1,
                 size: 6,
                 max: 5
             })
         );
-        assert_eq!(r.buffered(), 0, "the partial message was dropped");
+        assert_eq!(r.allocated(), 0);
         assert!(matches!(
-            r.push(chunk(1, true, MsgKind::Plain, b"123456")),
+            r.push(next(1, true, b"123456")),
             Err(DisconnectReason::MessageTooLarge { size: 6, .. })
         ));
         assert_eq!(
-            r.push(chunk(1, true, MsgKind::Plain, b"12345"))
+            r.push(next(1, true, b"12345"))
                 .unwrap()
                 .unwrap()
                 .payload
@@ -337,73 +349,67 @@ mod tests {
     }
 
     #[test]
-    fn growth_stays_within_the_limit_and_a_message_of_exactly_max_completes() {
-        let mut r = Reassembler::new();
-        r.add_channel(1, 5000);
-        let part = [7u8; 1000];
-        for _ in 0..4 {
-            assert_eq!(r.push(chunk(1, false, MsgKind::Plain, &part)), Ok(None));
-        }
-        assert!(r.allocated() <= 5000);
-        // 4000 buffered: growing fourfold would pass the limit; it stops at 5000.
-        let msg = r
-            .push(chunk(1, true, MsgKind::Plain, &part))
-            .unwrap()
-            .unwrap();
-        assert_eq!(msg.payload.len(), 5000);
-        assert!(msg.payload.iter().all(|b| *b == 7));
-        assert_eq!(r.buffered(), 0);
-    }
-
-    #[test]
     fn partial_messages_of_all_channels_share_one_budget() {
         let mut r = Reassembler::with_budget(10_000);
         r.add_channel(1, 8000);
         r.add_channel(2, 8000);
-        let kb = [1u8; 1000];
-        assert_eq!(r.push(chunk(1, false, MsgKind::Plain, &kb)), Ok(None));
-        assert_eq!(r.push(chunk(2, false, MsgKind::Plain, &kb)), Ok(None));
-        assert_eq!(r.allocated(), 8000, "4x the first chunk, per channel");
-        // Completing a message gives its buffer back to the budget.
-        let done = r
-            .push(chunk(2, true, MsgKind::Plain, &kb))
-            .unwrap()
-            .unwrap();
-        assert_eq!(done.payload.len(), 2000);
-        assert_eq!(r.allocated(), 4000);
-        assert_eq!(r.push(chunk(2, false, MsgKind::Plain, &kb)), Ok(None));
-        // Channel 1 holds 2000 bytes in 4000 of capacity; growing fourfold would pass
-        // the budget, so it grows only as far as the budget allows...
-        assert_eq!(r.push(chunk(1, false, MsgKind::Plain, &kb)), Ok(None));
+        assert_eq!(r.push(first(1, 6000, &[1; 1000])), Ok(None));
         assert_eq!(
-            r.push(chunk(1, false, MsgKind::Plain, &[1u8; 3000])),
-            Ok(None)
-        );
-        assert_eq!(r.allocated(), 10_000);
-        // ...and fails only when the bytes themselves do not fit, before allocating.
-        assert_eq!(
-            r.push(chunk(1, false, MsgKind::Plain, &[1u8; 1500])),
+            r.push(first(2, 5000, &[1; 1000])),
             Err(DisconnectReason::ReassemblyBudget {
-                size: 10_500,
+                size: 11_000,
                 max: 10_000
             })
         );
         assert_eq!(r.allocated(), 0, "the connection closes: nothing is kept");
-        assert_eq!(r.buffered(), 0);
+        let mut r = Reassembler::with_budget(10_000);
+        r.add_channel(1, 8000);
+        r.add_channel(2, 8000);
+        assert_eq!(r.push(first(1, 6000, &[1; 1000])), Ok(None));
+        assert_eq!(
+            r.push(next(1, true, &[1; 5000]))
+                .unwrap()
+                .unwrap()
+                .payload
+                .len(),
+            6000
+        );
+        assert_eq!(
+            r.push(first(2, 8000, &[1; 1000])),
+            Ok(None),
+            "the budget came back"
+        );
     }
 
     #[test]
-    fn unknown_channel_and_inconsistent_kind() {
-        let mut r = Reassembler::new();
-        r.add_channel(1, 50);
+    fn chunks_that_do_not_add_up_are_inconsistent() {
+        let fresh = || {
+            let mut r = Reassembler::new();
+            r.add_channel(1, 50);
+            r
+        };
+        let bad = Err(DisconnectReason::InconsistentChunks(1));
+        assert_eq!(fresh().push(next(1, false, b"a")), bad, "no declared size");
+        let mut r = fresh();
+        r.push(first(1, 4, b"ab")).unwrap();
+        assert_eq!(r.push(first(1, 4, b"cd")), bad, "a second size");
+        let mut r = fresh();
+        r.push(first(1, 4, b"ab")).unwrap();
+        assert_eq!(r.push(next(1, false, b"cde")), bad, "more than declared");
+        let mut r = fresh();
+        r.push(first(1, 4, b"ab")).unwrap();
+        assert_eq!(r.push(next(1, true, b"c")), bad, "less than declared");
+        let mut r = fresh();
+        r.push(chunk(1, false, MsgKind::Request(1), Some(4), b"ab"))
+            .unwrap();
         assert_eq!(
-            r.push(chunk(9, true, MsgKind::Plain, b"a")),
-            Err(DisconnectReason::UnknownChannel(9))
+            r.push(chunk(1, true, MsgKind::Request(2), None, b"cd")),
+            bad,
+            "kind"
         );
-        assert_eq!(r.push(chunk(1, false, MsgKind::Request(1), b"a")), Ok(None));
         assert_eq!(
-            r.push(chunk(1, true, MsgKind::Request(2), b"a")),
-            Err(DisconnectReason::InconsistentChunks(1))
+            fresh().push(next(9, true, b"a")),
+            Err(DisconnectReason::UnknownChannel(9))
         );
     }
 
@@ -416,12 +422,14 @@ mod tests {
             let n = pieces.len();
             let mut out = None;
             for (i, p) in pieces.into_iter().enumerate() {
-                out = r.push(chunk(3, i + 1 == n, MsgKind::Response(7), p)).unwrap();
+                let total = (i == 0 && n > 1).then_some(msg.len() as u32);
+                out = r.push(chunk(3, i + 1 == n, MsgKind::Response(7), total, p)).unwrap();
                 prop_assert_eq!(out.is_some(), i + 1 == n);
             }
             let m = out.unwrap();
             prop_assert_eq!(&m.payload[..], &msg[..]);
             prop_assert_eq!(m.kind, MsgKind::Response(7));
+            prop_assert_eq!(r.allocated(), 0);
         }
     }
 }

@@ -8,11 +8,14 @@
 //!
 //! **Credit.** A flow-controlled channel sends only within the credit its receiver
 //! granted (see [`flow`](super::flow) for how credit is counted: a chunk costs its
-//! payload bytes, and the last chunk of a message [`MESSAGE_COST`] more). A chunk is
-//! cut short to fit the credit at hand, but never below [`MIN_PARTIAL_CHUNK`] bytes
-//! unless it finishes its message, so a trickle of credit does not become a trickle
-//! of tiny packets. A channel without credit waits, and the others go on. Channel 0
-//! (control) is added with [`Scheduler::add_control_channel`] and needs no credit.
+//! payload bytes, and the last chunk of a message [`MESSAGE_COST`] more). Credit
+//! never cuts a chunk short: a message that fits in one packet goes whole (so its
+//! receiver gets it as one slice of its read buffer, without copying), a larger one in
+//! full-size chunks and its remainder; a chunk waits until the credit covers it. The
+//! receiver's window always holds one full packet and its message cost (the config
+//! checks it), so the credit always comes. A channel without credit waits, and the
+//! others go on. Channel 0 (control) is added with
+//! [`Scheduler::add_control_channel`] and needs no credit.
 //!
 //! **Choice.** The next chunk comes from the channel with the lowest
 //! `recent_sent / priority` among channels that can send (ties: higher priority, then
@@ -34,9 +37,6 @@ use crate::wire::codec::{put_msg_header, MsgKind};
 
 /// Counters are halved when one passes this many bytes.
 const DECAY_THRESHOLD: f64 = (64u64 << 20) as f64;
-
-/// Smallest chunk cut to fit the credit when it does not finish its message.
-pub const MIN_PARTIAL_CHUNK: usize = 1024;
 
 /// Why a message was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,21 +74,41 @@ pub struct Chunk {
     pub eof: bool,
     /// Kind of the message (carried on every chunk).
     pub kind: MsgKind,
+    /// The whole message's length, on the first chunk of a message of several.
+    pub total: Option<u32>,
     /// The bytes (a slice of the queued message).
     pub payload: Bytes,
 }
 
 impl Chunk {
+    /// Length of the header on the wire.
+    #[must_use]
+    pub fn header_len(&self) -> usize {
+        self.kind.header_len() + if self.total.is_some() { 4 } else { 0 }
+    }
+
     /// Header plus payload length on the wire.
     #[must_use]
     pub fn encoded_len(&self) -> usize {
-        self.kind.header_len() + self.payload.len()
+        self.header_len() + self.payload.len()
+    }
+
+    /// Writes the header only (the payload follows in a vectored write).
+    pub fn encode_header(&self, dst: &mut BytesMut) {
+        put_msg_header(
+            dst,
+            self.channel,
+            self.eof,
+            self.kind,
+            self.total,
+            self.payload.len(),
+        );
     }
 
     /// Appends the packet (header and a copy of the payload) to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
         dst.reserve(self.encoded_len());
-        put_msg_header(dst, self.channel, self.eof, self.kind, self.payload.len());
+        self.encode_header(dst);
         dst.extend_from_slice(&self.payload);
     }
 }
@@ -142,22 +162,21 @@ impl Channel {
             return Some((whole, whole == remaining));
         }
         let credit = usize::try_from(self.credit).unwrap_or(usize::MAX);
-        if remaining <= max_chunk && credit >= remaining.saturating_add(MESSAGE_COST as usize) {
-            return Some((remaining, true));
-        }
-        // A full-size chunk always goes; one cut short by the credit only when it is
-        // worth a packet.
-        let len = whole.min(credit);
-        (len > 0 && (len == whole || len >= MIN_PARTIAL_CHUNK)).then_some((len, false))
+        let eof = whole == remaining;
+        let cost = whole.saturating_add(if eof { MESSAGE_COST as usize } else { 0 });
+        (credit >= cost).then_some((whole, eof))
     }
 
     fn can_send(&self, max_chunk: usize) -> bool {
         self.next_chunk(max_chunk).is_some()
     }
 
-    fn has_room(&self) -> bool {
-        self.queue.len() < self.cfg.send_queue_messages
-            && self.queued_bytes < self.cfg.send_queue_bytes
+    /// Whether the queue drained to its low-water mark (half its budget): a sender
+    /// that found it full is told of room only then, so it wakes to queue a batch
+    /// rather than one message at a time.
+    fn drained(&self) -> bool {
+        self.queue.len() <= self.cfg.send_queue_messages / 2
+            && self.queued_bytes <= self.cfg.send_queue_bytes / 2
     }
 }
 
@@ -405,8 +424,8 @@ impl Scheduler {
             })
     }
 
-    /// A channel whose queue had refused a push as full and has room again (each
-    /// such change once).
+    /// A channel whose queue had refused a push as full and has drained to half its
+    /// budget since (each such change once).
     pub fn poll_room(&mut self) -> Option<u8> {
         self.room.pop()
     }
@@ -443,6 +462,8 @@ impl Scheduler {
         let start = c.offset;
         let end = start + len;
         let payload = msg.slice(start..end);
+        // A message that does not fit one chunk says its size up front.
+        let total = (start == 0 && !eof).then(|| u32::try_from(msg.len()).unwrap_or(u32::MAX));
         if eof {
             c.queue.pop_front();
             c.offset = 0;
@@ -462,7 +483,7 @@ impl Scheduler {
         c.recent += len.max(1) as f64;
         let decay = c.recent > DECAY_THRESHOLD;
         let channel = c.id;
-        if c.full && c.has_room() {
+        if c.full && c.drained() {
             c.full = false;
             self.room.push(channel);
         }
@@ -476,6 +497,7 @@ impl Scheduler {
             channel,
             eof,
             kind,
+            total,
             payload,
         })
     }
@@ -567,8 +589,8 @@ mod tests {
     }
 
     #[test]
-    fn credit_limits_and_cuts_chunks() {
-        let mut s = Scheduler::new(10_000);
+    fn credit_holds_whole_chunks_back_never_cuts_them() {
+        let mut s = Scheduler::new(4000);
         s.add_channel(1, &cfg(1));
         s.add_channel(2, &cfg(1));
         assert_eq!(
@@ -576,7 +598,7 @@ mod tests {
             Err(PushError::NotAccepted(1)),
             "no credit was ever granted: the remote lacks the channel"
         );
-        s.add_credit(1, 2000);
+        s.add_credit(1, 3999);
         s.add_credit(2, 100);
         s.push(1, MsgKind::Plain, bytes(5000)).unwrap();
         s.push(2, MsgKind::Plain, bytes(60)).unwrap();
@@ -585,23 +607,28 @@ mod tests {
         while let Some(c) = s.poll_chunk() {
             got.push((c.channel, c.payload.len(), c.eof));
         }
-        // Channel 1 sends a partial chunk within its credit; channel 2 fits one whole
-        // message (60 + 32 of its 100) and the second needs 92 more.
-        got.sort_unstable();
-        assert_eq!(got, vec![(1, 2000, false), (2, 60, true)]);
+        // Channel 1's first chunk (4000 bytes) needs one more byte of credit; channel 2
+        // fits one whole message (60 + 32 of its 100) and the second needs 92 more.
+        assert_eq!(got, vec![(2, 60, true)]);
         assert_eq!(s.stats(2).unwrap().credit, 8);
-        assert!(!s.can_send());
-        s.add_credit(1, 500);
+        s.add_credit(1, 1);
+        let c = s.poll_chunk().unwrap();
+        assert_eq!(
+            (c.channel, c.payload.len(), c.eof, c.total),
+            (1, 4000, false, Some(5000))
+        );
+        s.add_credit(1, 1031);
         assert!(
             !s.can_send(),
-            "500 bytes is below the smallest partial chunk"
+            "the last 1000 bytes and their message cost need 1032"
         );
-        s.add_credit(1, 3000);
+        s.add_credit(1, 1);
         let c = s.poll_chunk().unwrap();
-        assert_eq!((c.channel, c.payload.len(), c.eof), (1, 3000, true));
-        assert_eq!(s.stats(1).unwrap().credit, 500 - 32);
+        assert_eq!((c.channel, c.payload.len(), c.eof), (1, 1000, true));
+        assert_eq!(s.stats(1).unwrap().credit, 0);
+        s.add_credit(1, 500);
         assert_eq!(s.reclaim(1, 100), 100);
-        assert_eq!(s.reclaim(1, 10_000), 368);
+        assert_eq!(s.reclaim(1, 10_000), 400);
         assert_eq!(s.stats(1).unwrap().credit, 0);
     }
 
@@ -622,12 +649,19 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_reports_room_once_it_drains() {
+    fn a_full_queue_reports_room_once_it_drained_to_half() {
         let mut s = sched(10);
-        s.add_channel(1, &cfg(1).send_queue(1, 100));
-        s.push(1, MsgKind::Plain, bytes(5)).unwrap();
+        s.add_channel(1, &cfg(1).send_queue(4, 100));
+        for _ in 0..4 {
+            s.push(1, MsgKind::Plain, bytes(5)).unwrap();
+        }
         assert_eq!(s.push(1, MsgKind::Plain, bytes(5)), Err(PushError::Full));
-        assert_eq!(s.poll_room(), None);
+        let _ = s.poll_chunk();
+        assert_eq!(
+            s.poll_room(),
+            None,
+            "one free slot is not yet the low-water mark"
+        );
         let _ = s.poll_chunk();
         assert_eq!(s.poll_room(), Some(1));
         assert_eq!(s.poll_room(), None);
@@ -664,6 +698,18 @@ mod tests {
         chunks[2].encode(&mut wire);
         assert_eq!(wire.len(), chunks[2].encoded_len());
         assert_eq!(&wire[..11], &[3, 4, 0x03, 0, 0, 0, 7, 0, 0, 0, 5]);
+        let mut first = BytesMut::new();
+        chunks[0].encode(&mut first);
+        assert_eq!(
+            chunks[0].total,
+            Some(25),
+            "the first of several chunks has the size"
+        );
+        assert_eq!(
+            &first[..15],
+            &[3, 4, 0x0a, 0, 0, 0, 7, 0, 0, 0, 25, 0, 0, 0, 10]
+        );
+        assert!(chunks[1..].iter().all(|c| c.total.is_none()));
     }
 
     #[test]

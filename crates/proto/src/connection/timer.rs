@@ -18,13 +18,15 @@ pub enum Timer {
     Stall,
     /// Flow control: a window to shrink, or credit the receive rate held back.
     Flow,
+    /// A paused channel's queue is due for compaction.
+    Compact,
     /// The send rate allows the next write.
     SendRate,
     /// A closing connection is cut if it has not finished by then.
     Linger,
 }
 
-const COUNT: usize = 6;
+const COUNT: usize = 7;
 
 impl Timer {
     const ALL: [Timer; COUNT] = [
@@ -32,6 +34,7 @@ impl Timer {
         Timer::Keepalive,
         Timer::Stall,
         Timer::Flow,
+        Timer::Compact,
         Timer::SendRate,
         Timer::Linger,
     ];

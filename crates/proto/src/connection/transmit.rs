@@ -11,7 +11,7 @@ use std::io::IoSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::scheduler::Chunk;
-use crate::wire::codec::{put_msg_header, put_small_packet, Packet};
+use crate::wire::codec::{put_small_packet, Packet};
 
 /// Payloads at least this long are written from where they were queued instead of
 /// being copied into the transmit buffer.
@@ -59,13 +59,7 @@ impl Transmit {
             chunk.encode(&mut self.buf);
             return;
         }
-        put_msg_header(
-            &mut self.buf,
-            chunk.channel,
-            chunk.eof,
-            chunk.kind,
-            chunk.payload.len(),
-        );
+        chunk.encode_header(&mut self.buf);
         self.seal();
         self.parts.push_back(chunk.payload);
     }
@@ -142,12 +136,14 @@ mod tests {
             channel: 1,
             eof: true,
             kind: MsgKind::Plain,
+            total: None,
             payload: big.clone(),
         });
         t.push_chunk(Chunk {
             channel: 2,
             eof: true,
             kind: MsgKind::Plain,
+            total: None,
             payload: Bytes::from_static(b"small"),
         });
         let total = t.len();

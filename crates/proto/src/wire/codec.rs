@@ -10,13 +10,17 @@
 //! Pong     ┌──────┬────────────────┐   the answer to the Ping with that nonce: it proves
 //!          │ 0x02 │ nonce u64      │   the remote read our Ping
 //!          └──────┴────────────────┘
-//! Msg      ┌──────┬─────────┬───────┬────────────────────┬─────────────┬─────────────┐
-//!          │ 0x03 │ channel │ flags │ request id u32     │ length u32  │ payload ... │
-//!          │      │   u8    │  u8   │ only if REQUEST or │             │ length bytes│
-//!          │      │         │       │ RESPONSE is set    │             │             │
-//!          └──────┴─────────┴───────┴────────────────────┴─────────────┴─────────────┘
-//!          flags: 0x01 EOF (last chunk of its message), 0x02 REQUEST, 0x04 RESPONSE;
-//!          other bits, REQUEST with RESPONSE, and an empty chunk without EOF are malformed.
+//! Msg      ┌──────┬─────────┬───────┬──────────────┬──────────────┬────────────┬────────────┐
+//!          │ 0x03 │ channel │ flags │ request id   │ total u32    │ length u32 │ payload ...│
+//!          │      │   u8    │  u8   │ u32, only if │ only if      │            │ length     │
+//!          │      │         │       │ REQUEST or   │ SIZED is set │            │ bytes      │
+//!          │      │         │       │ RESPONSE     │              │            │            │
+//!          └──────┴─────────┴───────┴──────────────┴──────────────┴────────────┴────────────┘
+//!          flags: 0x01 EOF (last chunk of its message), 0x02 REQUEST, 0x04 RESPONSE,
+//!          0x08 SIZED (the first chunk of a message of several chunks: `total` is the
+//!          whole message's length, so the receiver allocates it once, exactly).
+//!          Malformed: other bits, REQUEST with RESPONSE, SIZED with EOF, a `total`
+//!          below the chunk's length, an empty chunk without EOF.
 //! Credit   ┌──────┬─────────┬──────────────┐   receiver → sender: you may send `bytes`
 //!          │ 0x04 │ channel │ bytes u32    │   more on this channel (never 0)
 //!          └──────┴─────────┴──────────────┘
@@ -49,14 +53,19 @@
 //! assert_eq!(&out[..], &[0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0x02, 0, 0, 0, 0, 0, 0, 0, 9]);
 //!
 //! let mut out = BytesMut::new();
-//! let msg = Msg { channel: 0x10, eof: true, kind: MsgKind::Plain, payload: Bytes::from_static(b"hi") };
+//! let msg = Msg { channel: 0x10, eof: true, kind: MsgKind::Plain, total: None, payload: Bytes::from_static(b"hi") };
 //! codec.encode(Packet::Msg(msg), &mut out).unwrap();
 //! assert_eq!(&out[..], &[0x03, 0x10, 0x01, 0, 0, 0, 2, b'h', b'i']);
 //!
 //! let mut out = BytesMut::new();
-//! let req = Msg { channel: 0x20, eof: false, kind: MsgKind::Request(0x0102_0304), payload: Bytes::from_static(b"x") };
+//! let req = Msg { channel: 0x20, eof: false, kind: MsgKind::Request(0x0102_0304), total: None, payload: Bytes::from_static(b"x") };
 //! codec.encode(Packet::Msg(req), &mut out).unwrap();
 //! assert_eq!(&out[..], &[0x03, 0x20, 0x02, 1, 2, 3, 4, 0, 0, 0, 1, b'x']);
+//!
+//! let mut out = BytesMut::new();
+//! let first = Msg { channel: 0x30, eof: false, kind: MsgKind::Plain, total: Some(300), payload: Bytes::from_static(b"ab") };
+//! codec.encode(Packet::Msg(first), &mut out).unwrap();
+//! assert_eq!(&out[..], &[0x03, 0x30, 0x08, 0, 0, 1, 44, 0, 0, 0, 2, b'a', b'b']);
 //!
 //! let mut out = BytesMut::new();
 //! codec.encode(Packet::Credit { channel: 0x10, bytes: 65_536 }, &mut out).unwrap();
@@ -92,7 +101,10 @@ pub const FLAG_EOF: u8 = 0x01;
 pub const FLAG_REQUEST: u8 = 0x02;
 /// Flag: the message is a response; a request id follows the flags.
 pub const FLAG_RESPONSE: u8 = 0x04;
-const KNOWN_FLAGS: u8 = FLAG_EOF | FLAG_REQUEST | FLAG_RESPONSE;
+/// Flag: the first chunk of a message of several chunks; its total length follows
+/// (after the request id, if any).
+pub const FLAG_SIZED: u8 = 0x08;
+const KNOWN_FLAGS: u8 = FLAG_EOF | FLAG_REQUEST | FLAG_RESPONSE | FLAG_SIZED;
 
 /// Bytes of a `Ping` or `Pong` packet.
 pub const KEEPALIVE_LEN: usize = 1 + 8;
@@ -144,8 +156,19 @@ pub struct Msg {
     pub eof: bool,
     /// Plain, request or response, with the request id.
     pub kind: MsgKind,
+    /// On the first chunk of a message of several chunks (and only there): the whole
+    /// message's length.
+    pub total: Option<u32>,
     /// This chunk's bytes (a slice of the read buffer: no copy).
     pub payload: Bytes,
+}
+
+impl Msg {
+    /// Length of this chunk's header on the wire.
+    #[must_use]
+    pub fn header_len(&self) -> usize {
+        self.kind.header_len() + if self.total.is_some() { 4 } else { 0 }
+    }
 }
 
 /// A packet on the wire.
@@ -202,7 +225,7 @@ impl Packet {
     pub fn encoded_len(&self) -> usize {
         match self {
             Packet::Ping(_) | Packet::Pong(_) => KEEPALIVE_LEN,
-            Packet::Msg(m) => m.kind.header_len() + m.payload.len(),
+            Packet::Msg(m) => m.header_len() + m.payload.len(),
             Packet::Credit { .. } | Packet::Reclaim { .. } | Packet::Release { .. } => CREDIT_LEN,
         }
     }
@@ -243,6 +266,16 @@ pub enum CodecError {
     /// A chunk that is not the end of its message carries no bytes.
     #[error("empty chunk that is not the end of its message")]
     EmptyChunk,
+    /// SIZED on a last chunk, or a `total` below the chunk's own length.
+    #[error("bad message size: total {total:?} on a chunk of {len} bytes (eof: {eof})")]
+    BadTotal {
+        /// The declared total.
+        total: Option<u32>,
+        /// The chunk's length.
+        len: usize,
+        /// Whether the chunk was the last of its message.
+        eof: bool,
+    },
     /// A `Credit` (type 0x04) or `Reclaim` (type 0x05) of zero bytes.
     #[error("credit packet of type {0:#04x} for zero bytes")]
     ZeroCredit(u8),
@@ -280,15 +313,27 @@ impl PacketCodec {
 
 /// Writes the header of a `Msg` chunk whose payload is `len` bytes. The caller appends
 /// the payload (or hands it to a vectored write). Does not check the length limit.
-pub fn put_msg_header(dst: &mut BytesMut, channel: u8, eof: bool, kind: MsgKind, len: usize) {
-    dst.reserve(kind.header_len());
-    let flags = kind.flags() | if eof { FLAG_EOF } else { 0 };
+pub fn put_msg_header(
+    dst: &mut BytesMut,
+    channel: u8,
+    eof: bool,
+    kind: MsgKind,
+    total: Option<u32>,
+    len: usize,
+) {
+    dst.reserve(kind.header_len() + 4);
+    let flags = kind.flags()
+        | if eof { FLAG_EOF } else { 0 }
+        | if total.is_some() { FLAG_SIZED } else { 0 };
     dst.put_u8(TYPE_MSG);
     dst.put_u8(channel);
     dst.put_u8(flags);
     match kind {
         MsgKind::Plain => {}
         MsgKind::Request(id) | MsgKind::Response(id) => dst.put_u32(id),
+    }
+    if let Some(total) = total {
+        dst.put_u32(total);
     }
     // Payloads are bounded by max_packet_payload, which config keeps far below 4 GiB.
     dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
@@ -337,7 +382,8 @@ impl Encoder<Packet> for PacketCodec {
                 if len == 0 && !m.eof {
                     return Err(CodecError::EmptyChunk);
                 }
-                put_msg_header(dst, m.channel, m.eof, m.kind, len);
+                check_total(m.total, len, m.eof)?;
+                put_msg_header(dst, m.channel, m.eof, m.kind, m.total, len);
                 dst.extend_from_slice(&m.payload);
             }
             Packet::Credit { bytes: 0, .. } => return Err(CodecError::ZeroCredit(TYPE_CREDIT)),
@@ -401,6 +447,17 @@ impl Decoder for PacketCodec {
     }
 }
 
+fn check_total(total: Option<u32>, len: usize, eof: bool) -> Result<(), CodecError> {
+    let bad = match total {
+        Some(t) => eof || (t as usize) < len,
+        None => false,
+    };
+    if bad {
+        return Err(CodecError::BadTotal { total, len, eof });
+    }
+    Ok(())
+}
+
 fn read_u32(src: &[u8], at: usize) -> Option<u32> {
     let bytes: [u8; 4] = src.get(at..at + 4)?.try_into().ok()?;
     Some(u32::from_be_bytes(bytes))
@@ -423,11 +480,14 @@ impl PacketCodec {
         if flags & FLAG_REQUEST != 0 && flags & FLAG_RESPONSE != 0 {
             return Err(CodecError::ConflictingFlags);
         }
-        let header = if flags & (FLAG_REQUEST | FLAG_RESPONSE) != 0 {
+        let mut header = if flags & (FLAG_REQUEST | FLAG_RESPONSE) != 0 {
             MSG_HEADER_LEN_WITH_ID
         } else {
             MSG_HEADER_LEN
         };
+        if flags & FLAG_SIZED != 0 {
+            header += 4;
+        }
         Ok(Some((flags, header)))
     }
 
@@ -461,15 +521,26 @@ impl PacketCodec {
         if len == 0 && !eof {
             return Err(CodecError::EmptyChunk);
         }
-        let total = header + len;
-        if src.len() < total {
+        let with_id = flags & (FLAG_REQUEST | FLAG_RESPONSE) != 0;
+        let total = if flags & FLAG_SIZED != 0 {
+            let at = if with_id { 7 } else { 3 };
+            let Some(t) = read_u32(src, at) else {
+                return Ok(None);
+            };
+            Some(t)
+        } else {
+            None
+        };
+        check_total(total, len, eof)?;
+        let size = header + len;
+        if src.len() < size {
             // Bounded: `len` was checked against the limit above.
-            src.reserve(total - src.len());
+            src.reserve(size - src.len());
             return Ok(None);
         }
-        let mut frame = src.split_to(total);
+        let mut frame = src.split_to(size);
         let channel = frame.get(1).copied().unwrap_or_default();
-        let kind = if header == MSG_HEADER_LEN_WITH_ID {
+        let kind = if with_id {
             let id = read_u32(&frame, 3).unwrap_or_default();
             if flags & FLAG_REQUEST != 0 {
                 MsgKind::Request(id)
@@ -484,6 +555,7 @@ impl PacketCodec {
             channel,
             eof,
             kind,
+            total,
             payload: frame.freeze(),
         })))
     }
@@ -541,6 +613,7 @@ mod tests {
                 channel: 0xff,
                 eof,
                 kind,
+                total: None,
                 payload: Bytes::from_static(p),
             }))
         };
@@ -575,6 +648,7 @@ mod tests {
                     channel: 7,
                     eof: true,
                     kind: MsgKind::Response(9),
+                    total: None,
                     payload: Bytes::from_static(b"ok")
                 }),
                 Packet::Ping(5),
@@ -643,9 +717,21 @@ mod tests {
             Err(CodecError::UnknownType(0x47))
         );
         assert_eq!(
-            dec(&mut c, &[3, 1, 0x09]),
-            Err(CodecError::UnknownFlags(0x08))
+            dec(&mut c, &[3, 1, 0x11]),
+            Err(CodecError::UnknownFlags(0x10))
         );
+        assert!(matches!(
+            dec(&mut c, &[3, 1, 0x09, 0, 0, 0, 9, 0, 0, 0, 1]),
+            Err(CodecError::BadTotal { eof: true, .. })
+        ));
+        assert!(matches!(
+            dec(&mut c, &[3, 1, 0x08, 0, 0, 0, 1, 0, 0, 0, 2]),
+            Err(CodecError::BadTotal {
+                total: Some(1),
+                len: 2,
+                ..
+            })
+        ));
         assert_eq!(
             dec(&mut c, &[3, 1, 0x06]),
             Err(CodecError::ConflictingFlags)
@@ -678,6 +764,7 @@ mod tests {
             channel: 1,
             eof: true,
             kind: MsgKind::Plain,
+            total: None,
             payload: Bytes::from_static(b"12345"),
         };
         assert!(matches!(
@@ -688,6 +775,7 @@ mod tests {
             channel: 1,
             eof: false,
             kind: MsgKind::Plain,
+            total: None,
             payload: Bytes::new(),
         };
         assert_eq!(
@@ -714,12 +802,14 @@ mod tests {
                 any::<u8>(),
                 any::<bool>(),
                 kind,
-                proptest::collection::vec(any::<u8>(), 1..300)
+                proptest::collection::vec(any::<u8>(), 1..300),
+                proptest::option::of(0u32..1000),
             )
-                .prop_map(|(channel, eof, kind, payload)| Packet::Msg(Msg {
+                .prop_map(|(channel, eof, kind, payload, extra)| Packet::Msg(Msg {
                     channel,
                     eof,
                     kind,
+                    total: extra.filter(|_| !eof).map(|e| payload.len() as u32 + e),
                     payload: payload.into()
                 })),
         ]

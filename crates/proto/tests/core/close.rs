@@ -111,6 +111,7 @@ fn messages_before_a_goodbye_stay_readable_after_the_close() {
                         channel: OTHER,
                         eof: true,
                         kind: MsgKind::Plain,
+                        total: None,
                         payload: Bytes::from(vec![i]),
                     }),
                     &mut bytes,

@@ -98,18 +98,20 @@ fn a_partial_message_counts_against_the_window() {
     s.handshake(65_536);
     // One unfinished message: its bytes use the credit like any other. The window
     // grows for it (so it can complete), but only as credit the remote is granted.
-    let chunk = |n: usize| {
+    let limit = Config::default().max_message_size as u32;
+    let chunk = |n: usize, sent: u64| {
         Packet::Msg(Msg {
             channel: BULK,
             eof: false,
             kind: MsgKind::Plain,
+            total: (sent == 0).then_some(limit),
             payload: Bytes::from(vec![1u8; n]),
         })
     };
     let mut sent = 0u64;
     for _ in 0..8 {
         let room = (s.granted(BULK) - sent).min(64 << 10);
-        s.feed_packet(chunk(room as usize));
+        s.feed_packet(chunk(room as usize, sent));
         sent += room;
         assert_eq!(s.reason(), None, "within its credit");
     }
@@ -122,7 +124,7 @@ fn a_partial_message_counts_against_the_window() {
     let mut burst = Vec::new();
     while over > 0 {
         let n = over.min(60_000);
-        burst.push(chunk(n as usize));
+        burst.push(chunk(n as usize, sent));
         over -= n;
     }
     s.feed_packets(&burst);
@@ -142,11 +144,12 @@ fn partial_messages_on_every_channel_at_once_fit_the_reassembly_budget() {
     let mut s = Solo::new(&limits);
     s.handshake(65_536);
     s.consuming = false;
-    let chunk = |channel: u8, n: usize| {
+    let chunk = |channel: u8, n: usize, sent: u64| {
         Packet::Msg(Msg {
             channel,
             eof: false,
             kind: MsgKind::Plain,
+            total: (sent == 0).then_some(1 << 20),
             payload: Bytes::from(vec![1u8; n]),
         })
     };
@@ -158,7 +161,7 @@ fn partial_messages_on_every_channel_at_once_fit_the_reassembly_budget() {
                 .min(64 << 10)
                 .min((1 << 20) - 1 - sent[i]);
             if room > 0 {
-                s.feed_packet(chunk(c, room as usize));
+                s.feed_packet(chunk(c, room as usize, sent[i]));
                 sent[i] += room;
             }
         }

@@ -25,6 +25,7 @@ fn msg(channel: u8, eof: bool, kind: MsgKind, payload: &[u8]) -> Packet {
         channel,
         eof,
         kind,
+        total: None,
         payload: Bytes::copy_from_slice(payload),
     })
 }
@@ -43,8 +44,8 @@ fn each_malformed_input_has_its_own_reason() {
         DisconnectReason::Codec(CodecError::UnknownType(0x47))
     );
     assert_eq!(
-        after_handshake(&[0x03, BULK, 0x08, 0, 0, 0, 1, 0]),
-        DisconnectReason::Codec(CodecError::UnknownFlags(0x08))
+        after_handshake(&[0x03, BULK, 0x10, 0, 0, 0, 1, 0]),
+        DisconnectReason::Codec(CodecError::UnknownFlags(0x10))
     );
     assert!(matches!(
         after_handshake(&[0x03, BULK, 0x01, 0xff, 0xff, 0xff, 0xff]),
@@ -58,26 +59,33 @@ fn each_malformed_input_has_its_own_reason() {
         packets(&[msg(0x77, true, MsgKind::Plain, b"?")]),
         DisconnectReason::UnknownChannel(0x77)
     );
-    // One message past its channel's limit, sent within the credit it is given.
+    // A message declared larger than its channel's limit, before any of it is stored.
     let limit = Config::default().max_message_size;
     let mut s = Solo::new(&Config::default());
     s.handshake(u32::MAX);
-    let mut sent = 0u64;
-    while s.reason().is_none() {
-        let room = (s.granted(BULK) - sent).min(64 << 10);
-        assert!(room > 0, "credit runs out before the limit at {sent}");
-        s.feed_packet(msg(BULK, false, MsgKind::Plain, &vec![0u8; room as usize]));
-        sent += room;
-    }
+    s.feed_packet(Packet::Msg(Msg {
+        channel: BULK,
+        eof: false,
+        kind: MsgKind::Plain,
+        total: Some(limit as u32 + 1),
+        payload: Bytes::from_static(b"head"),
+    }));
     assert!(matches!(
         s.reason(),
         Some(DisconnectReason::MessageTooLarge { channel: BULK, max, .. }) if max == limit
     ));
+    assert_eq!(s.core.buffered_bytes().1, 0, "nothing was allocated");
+    // A first chunk of several that does not say the size.
     assert_eq!(
-        packets(&[
-            msg(BULK, false, MsgKind::Request(1), b"a"),
-            msg(BULK, true, MsgKind::Request(2), b"b")
-        ]),
+        packets(&[msg(BULK, false, MsgKind::Plain, b"a")]),
+        DisconnectReason::InconsistentChunks(BULK)
+    );
+    let mut first = msg(BULK, false, MsgKind::Request(1), b"a");
+    if let Packet::Msg(m) = &mut first {
+        m.total = Some(2);
+    }
+    assert_eq!(
+        packets(&[first, msg(BULK, true, MsgKind::Request(2), b"b")]),
         DisconnectReason::InconsistentChunks(BULK)
     );
     assert!(matches!(

@@ -97,6 +97,8 @@ pub struct Side {
     pub events: Vec<Event>,
     /// Whether services answer each request at once with its own payload.
     pub auto_respond: bool,
+    /// The pair's virtual time, as of the last drive.
+    now: Instant,
     /// Bytes on their way to this side: (arrival, bytes).
     inbound: VecDeque<(Instant, Bytes)>,
     /// Bytes arrived or in flight to this side and not yet read.
@@ -121,6 +123,7 @@ impl Side {
             received: BTreeMap::new(),
             events: Vec::new(),
             auto_respond: false,
+            now,
             inbound: VecDeque::new(),
             unread: 0,
             eof_at: None,
@@ -164,7 +167,7 @@ impl Side {
         if stalled {
             self.stalled.push(channel);
         }
-        self.core.set_consumer_paused(channel, stalled);
+        self.core.set_consumer_paused(self.now, channel, stalled);
     }
 
     /// Services take what is waiting on their channels (unless stalled).
@@ -386,6 +389,8 @@ impl Pair {
 
     /// Does everything that can be done at the current instant.
     pub fn drive_now(&mut self) {
+        self.a.now = self.now;
+        self.b.now = self.now;
         for _ in 0..100_000 {
             let mut progress = false;
             for who in [Who::A, Who::B] {
@@ -556,6 +561,7 @@ impl Solo {
             channel,
             eof: true,
             kind: MsgKind::Plain,
+            total: None,
             payload: Bytes::copy_from_slice(payload),
         }));
     }
@@ -673,6 +679,7 @@ pub fn control_packet(c: &Control) -> Packet {
         channel: 0,
         eof: true,
         kind: MsgKind::Plain,
+        total: None,
         payload: control::encode(c),
     })
 }

@@ -73,7 +73,11 @@ proptest! {
 
     #[test]
     fn every_message_arrives_once_in_order_within_credit(s in scenario()) {
-        let limits = Config::default();
+        // Small packets and windows, so every interleaving of chunks and credit shows.
+        let limits = Config {
+            max_packet_payload: 8 << 10,
+            ..Config::default()
+        };
         let mut p = Pair::with_channels(&limits, config_for(&s), config_for(&s));
         p.read_size = s.read_size;
         p.capacity = s.capacity;

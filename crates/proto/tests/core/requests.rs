@@ -98,6 +98,7 @@ fn response(id: u32) -> Packet {
         channel: OTHER,
         eof: true,
         kind: MsgKind::Response(id),
+        total: None,
         payload: Bytes::from_static(b"r"),
     })
 }
