@@ -4,32 +4,87 @@
 //!
 //! Queuing a message is a lock and a push into the core's scheduler; the driver is
 //! woken only when it sleeps for lack of work, so small messages cost no actix message
-//! each. Senders that find a channel's queue full wait on that channel's `Notify`,
-//! which the driver signals when the core reports room (or the connection closes).
+//! each. When the connection's writer is idle, a send writes its message itself, from
+//! the sending thread, instead of waking the driver's thread to do it: one thread
+//! hand-off less on the path of an urgent message, which matters when the machine is
+//! busy. Such inline writes are spaced by at least [`INLINE_GAP`], so a burst of sends
+//! is still gathered into large writes by the driver. Senders that find a channel's
+//! queue full wait on that channel's `Notify`, which the driver signals when the core
+//! reports room (or the connection closes).
 
+use std::io::IoSlice;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use switchyard_proto::{PeerCore, PushError};
+use switchyard_proto::{PeerCore, PushError, Transmit};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::error::SendError;
 
+/// Shortest time between two inline writes (see the [module docs](self)).
+pub(crate) const INLINE_GAP: Duration = Duration::from_micros(20);
+
+/// Most bytes one inline write takes from the core.
+const INLINE_BATCH: usize = 64 << 10;
+
+/// Most slices handed to one vectored write.
+pub(crate) const MAX_IOVECS: usize = 64;
+
 /// The core and what the driver and the senders agree on about it.
 pub(crate) struct Inner {
     pub(crate) core: PeerCore,
-    /// The driver found nothing to write and sleeps: the next push must wake it.
+    /// Bytes the core handed out and nobody has written yet (in wire order).
+    pub(crate) transmit: Transmit,
+    /// A thread is writing: it has taken `transmit` out and will put back what the
+    /// socket did not take.
+    pub(crate) writing: bool,
+    /// The driver found nothing to write and sleeps: the next push must wake it (or
+    /// write inline).
     pub(crate) writer_idle: bool,
+    /// The deadline the driver's timer is armed for.
+    pub(crate) armed: Option<Instant>,
+    last_inline: Option<Instant>,
 }
 
 pub(crate) struct Conn {
     inner: Mutex<Inner>,
+    /// The socket, once the driver started.
+    io: OnceLock<Arc<TcpStream>>,
     /// The driver's task.
     driver: AtomicWaker,
-    /// One per user channel of the node (by its index in the registry's table).
+    /// One per user channel of the node.
     rooms: Box<[(u8, Notify)]>,
+}
+
+/// What one attempt to write a transmit did.
+pub(crate) enum Wrote {
+    /// This many bytes went into the socket (maybe not all).
+    Bytes(usize),
+    /// The socket failed.
+    Failed(std::io::Error),
+}
+
+/// Writes as much of `t` as the socket takes now, without waiting.
+pub(crate) fn write_now(io: &TcpStream, t: &mut Transmit) -> Wrote {
+    let mut total = 0;
+    while !t.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let count = t.io_slices(&mut slices);
+        match io.try_write_vectored(&slices[..count]) {
+            Ok(0) => return Wrote::Failed(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                t.advance(n);
+                total += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Wrote::Failed(e),
+        }
+    }
+    Wrote::Bytes(total)
 }
 
 impl Conn {
@@ -37,8 +92,13 @@ impl Conn {
         Conn {
             inner: Mutex::new(Inner {
                 core,
+                transmit: Transmit::new(),
+                writing: false,
                 writer_idle: false,
+                armed: None,
+                last_inline: None,
             }),
+            io: OnceLock::new(),
             driver: AtomicWaker::new(),
             rooms: channels.map(|c| (c, Notify::new())).collect(),
         }
@@ -46,6 +106,11 @@ impl Conn {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The socket, shared with senders for inline writes (set once, by the driver).
+    pub(crate) fn set_io(&self, io: Arc<TcpStream>) {
+        let _ = self.io.set(io);
     }
 
     /// Registers the driver's waker (at the start of each of its polls).
@@ -72,15 +137,67 @@ impl Conn {
         }
     }
 
-    /// Queues a message under the lock; wakes a sleeping driver after unlocking.
+    /// After queuing under `inner`: writes inline when the writer is idle, else wakes
+    /// a sleeping driver. Consumes the guard.
+    fn after_push(&self, mut inner: MutexGuard<'_, Inner>) {
+        if !inner.writer_idle {
+            return;
+        }
+        let now = Instant::now();
+        let inline = !inner.writing
+            && inner.transmit.is_empty()
+            && inner
+                .last_inline
+                .is_none_or(|t| now.saturating_duration_since(t) >= INLINE_GAP);
+        let io = self.io.get().filter(|_| inline);
+        let Some(io) = io else {
+            inner.writer_idle = false;
+            drop(inner);
+            self.wake_driver();
+            return;
+        };
+        inner.writing = true;
+        inner.last_inline = Some(now);
+        let mut t = std::mem::take(&mut inner.transmit);
+        let handed = inner.core.poll_transmit(now, &mut t, INLINE_BATCH);
+        drop(inner);
+        let wrote = if handed {
+            write_now(io, &mut t)
+        } else {
+            Wrote::Bytes(0)
+        };
+        let mut inner = self.lock();
+        inner.writing = false;
+        let done = t.is_empty();
+        inner.transmit = t;
+        let mut wake = !done;
+        match wrote {
+            Wrote::Bytes(_) if done && handed => inner.core.handle_written(Instant::now()),
+            Wrote::Bytes(_) => {}
+            Wrote::Failed(e) => {
+                inner.core.handle_io_error(Instant::now(), &e.to_string());
+                wake = true;
+            }
+        }
+        // The driver carries out what the write changed: events (room for other
+        // senders), an earlier deadline, bytes the socket did not take.
+        wake |= inner.core.has_events()
+            || inner
+                .core
+                .poll_timeout()
+                .is_some_and(|t| inner.armed.is_none_or(|a| t < a));
+        if wake {
+            inner.writer_idle = false;
+            drop(inner);
+            self.wake_driver();
+        }
+    }
+
+    /// Queues a message under the lock, then writes it or wakes the driver.
     fn push_locked(&self, channel: u8, payload: Bytes) -> Result<(), PushError> {
         let mut inner = self.lock();
         inner.core.send(channel, payload)?;
-        let wake = std::mem::take(&mut inner.writer_idle);
-        drop(inner);
-        if wake {
-            self.wake_driver();
-        }
+        self.after_push(inner);
         Ok(())
     }
 
@@ -118,8 +235,8 @@ impl Conn {
 
     /// Queues every payload of `run` in order, waiting for room whenever the channel is
     /// full. Each part of the run that fits is queued under one lock with at most one
-    /// wake-up of the driver. No caller code runs under the lock. On error, the
-    /// payloads before the failing one stay queued.
+    /// write or wake-up. No caller code runs under the lock. On error, the payloads
+    /// before the failing one stay queued.
     pub(crate) async fn push_all(&self, channel: u8, run: Vec<Bytes>) -> Result<(), SendError> {
         let room = self
             .room(channel)
@@ -129,7 +246,7 @@ impl Conn {
             let mut notified = pin!(room.notified());
             notified.as_mut().enable();
             let mut failure = None;
-            let wake = {
+            {
                 let mut inner = self.lock();
                 let mut queued = false;
                 while let Some(payload) = run.peek() {
@@ -150,10 +267,9 @@ impl Conn {
                     }
                     queued = true;
                 }
-                queued && std::mem::take(&mut inner.writer_idle)
-            };
-            if wake {
-                self.wake_driver();
+                if queued {
+                    self.after_push(inner);
+                }
             }
             if let Some(e) = failure {
                 return Err(e);

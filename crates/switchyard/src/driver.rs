@@ -10,28 +10,27 @@
 //! Reads and writes are polled in the same pass, so a blocked write never stops the
 //! reader (and the credit and pongs it brings). After a streak of bytes in a row the
 //! driver gives its thread back once, so other connections on the arbiter get a turn.
+//! The socket is shared with the connection's senders, which write inline while the
+//! driver has nothing to write (see [`conn`](crate::conn)); one writer at a time, in
+//! order, through the shared transmit.
 
 use std::future::Future;
-use std::io::IoSlice;
+use std::io::ErrorKind;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::BytesMut;
-use switchyard_proto::Transmit;
-use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
-use tokio_util::io::poll_read_buf;
 
-use crate::conn::SharedConn;
+use crate::conn::{write_now, SharedConn, Wrote};
 use crate::peer::Peer;
 
 const MIN_READ: usize = 2 * 1024;
 const MAX_READ: usize = 256 * 1024;
-/// Most slices handed to one vectored write.
-const MAX_IOVECS: usize = 64;
 /// Bytes moved in a row after which the driver lets the arbiter run other work.
 const STREAK_LIMIT: usize = 1 << 20;
 /// Earlier read buffers kept for reuse while their slices are with the services.
@@ -39,13 +38,12 @@ const SPARE_BUFFERS: usize = 4;
 
 pub(crate) struct Driver {
     conn: SharedConn,
-    io: TcpStream,
+    io: Arc<TcpStream>,
     rbuf: BytesMut,
     /// Earlier read buffers, reused once every message sliced from them is dropped
     /// (fresh allocations cost page faults).
     spares: Vec<BytesMut>,
     next_read: usize,
-    transmit: Transmit,
     batch: usize,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
@@ -55,13 +53,14 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(conn: SharedConn, io: TcpStream, batch: usize) -> Self {
+        let io = Arc::new(io);
+        conn.set_io(io.clone());
         Driver {
             conn,
             io,
             rbuf: BytesMut::new(),
             spares: Vec::new(),
             next_read: MIN_READ,
-            transmit: Transmit::new(),
             batch,
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             timer_at: None,
@@ -78,9 +77,16 @@ impl Driver {
         if self.rbuf.capacity() - self.rbuf.len() < self.next_read / 2 {
             self.grow_read_buffer();
         }
-        let result = match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
-            Poll::Pending => return None,
-            Poll::Ready(r) => r,
+        let result = loop {
+            match self.io.poll_read_ready(cx) {
+                Poll::Pending => return None,
+                Poll::Ready(Err(e)) => break Err(e),
+                Poll::Ready(Ok(())) => {}
+            }
+            match self.io.try_read_buf(&mut self.rbuf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                r => break r,
+            }
         };
         let now = Instant::now();
         let mut inner = self.conn.lock();
@@ -144,48 +150,57 @@ impl Driver {
             return None;
         }
         let now = Instant::now();
-        if self.transmit.is_empty() {
-            let mut inner = self.conn.lock();
-            let any = inner
+        let mut inner = self.conn.lock();
+        if inner.writing {
+            // A sender is writing inline; it wakes us if it leaves anything.
+            return None;
+        }
+        if inner.transmit.is_empty() {
+            let inner = &mut *inner;
+            if !inner
                 .core
-                .poll_transmit(now, &mut self.transmit, self.batch);
-            if !any {
+                .poll_transmit(now, &mut inner.transmit, self.batch)
+            {
                 let shutdown = inner.core.poll_shutdown();
                 inner.writer_idle = !shutdown;
-                drop(inner);
-                self.transmit.shrink_if_idle();
+                inner.transmit.shrink_if_idle();
                 if shutdown {
                     self.shut = true;
-                    // A shutdown that cannot finish at once is cut by the linger
-                    // deadline; its result changes nothing we would do.
-                    let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+                    // A shutdown that fails changes nothing we would do: the linger
+                    // deadline ends the connection either way.
+                    let _ = socket2::SockRef::from(&*self.io).shutdown(std::net::Shutdown::Write);
                     return Some(0);
                 }
                 return None;
             }
         }
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let count = self.transmit.io_slices(&mut slices);
-        let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
-            Poll::Pending => {
-                log::trace!("write pending");
-                return None;
+        match self.io.poll_write_ready(cx) {
+            Poll::Pending => return None,
+            Poll::Ready(Err(e)) => {
+                self.shut = true;
+                inner.core.handle_io_error(now, &e.to_string());
+                return Some(0);
             }
-            Poll::Ready(Ok(0)) => Err(std::io::ErrorKind::WriteZero.into()),
-            Poll::Ready(r) => r,
-        };
-        match written {
-            Ok(n) => {
-                log::trace!("wrote {n}");
-                self.transmit.advance(n);
-                if self.transmit.is_empty() {
-                    self.conn.lock().core.handle_written(Instant::now());
+            Poll::Ready(Ok(())) => {}
+        }
+        inner.writing = true;
+        let mut t = std::mem::take(&mut inner.transmit);
+        drop(inner);
+        let wrote = write_now(&self.io, &mut t);
+        let mut inner = self.conn.lock();
+        inner.writing = false;
+        let done = t.is_empty();
+        inner.transmit = t;
+        match wrote {
+            Wrote::Bytes(n) => {
+                if done {
+                    inner.core.handle_written(Instant::now());
                 }
                 Some(n)
             }
-            Err(e) => {
+            Wrote::Failed(e) => {
                 self.shut = true;
-                self.conn.lock().core.handle_io_error(now, &e.to_string());
+                inner.core.handle_io_error(now, &e.to_string());
                 Some(0)
             }
         }
@@ -193,7 +208,12 @@ impl Driver {
 
     /// Fires the core's timer when due; re-arms it at the core's next deadline.
     fn timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let next = self.conn.lock().core.poll_timeout();
+        let next = {
+            let mut inner = self.conn.lock();
+            let next = inner.core.poll_timeout();
+            inner.armed = next;
+            next
+        };
         if next != self.timer_at {
             self.timer_at = next;
             if let Some(at) = next {

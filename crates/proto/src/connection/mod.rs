@@ -763,6 +763,12 @@ impl PeerCore {
         done
     }
 
+    /// Whether an event waits for [`poll_event`](Self::poll_event).
+    #[must_use]
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
