@@ -55,17 +55,29 @@ recv_capacity = 256
 # Bytes gathered into one socket write (writes also happen whenever queues run dry).
 write_batch_bytes = 262144
 # Memory for the partial (not yet complete) messages of one connection, all
-# channels together; at least every channel's max_message_size.
+# channels together; it must hold one message of the largest size on every
+# channel at once (the sum of the channels' max_message_size, plus 64 KiB).
 max_reassembly_bytes = 16777216
+# Flow control, per channel: how many bytes a peer may send on a channel before
+# the service has taken them. Windows start at recv_window (at least one full
+# packet), grow while the service keeps up and the link is fast, up to
+# max_recv_window, and shrink back after recv_window_idle without traffic.
+recv_window = 262144
+max_recv_window = 8388608
+recv_window_idle = "5s"
+# Window growth beyond recv_window that all connections of the node may hold
+# together, in bytes.
+recv_budget = 268435456
+# TCP_NOTSENT_LOWAT of peer sockets: the most bytes waiting unsent in the kernel,
+# so that the scheduler, not the kernel, decides what goes next. 0 = OS default.
+notsent_lowat = 131072
 # SO_SNDBUF/SO_RCVBUF of peer sockets in bytes; unset = the OS's autotuning.
-# Smaller buffers keep urgent messages from waiting behind bulk data in the
-# kernel, at some cost in throughput on long, fast links (on a 2-core loopback
-# test, 64 KiB took the p99 of urgent messages under bulk load from ~20x idle to
-# ~2x, and the bulk from 3.4 to 2.1 GB/s).
+# Smaller buffers keep more of what waits in user space, where priorities apply,
+# at some cost in throughput on long, fast links.
 # socket_buffer = 65536
 # Time allowed for the Version/Verack handshake.
 handshake_timeout = "10s"
-# Interval between pings.
+# Interval between pings (at least 100ms: peers close a faster pinger).
 ping_interval = "15s"
 # Time a ping may go unanswered; must be below ping_interval.
 pong_timeout = "10s"

@@ -77,9 +77,9 @@ pub struct Config {
     /// `TCP_NOTSENT_LOWAT` of peer sockets, in bytes: the most data waiting unsent in
     /// the kernel before a socket stops accepting writes. It keeps bulk data from
     /// queueing in the kernel ahead of an urgent message, so that the scheduler, not
-    /// the kernel, decides what goes next. `None` leaves the OS default (no limit).
+    /// the kernel, decides what goes next. 0 leaves the OS default (no limit).
     /// Default 128 KiB.
-    pub notsent_lowat: Option<usize>,
+    pub notsent_lowat: usize,
     /// Default largest number of messages handed to a service in one `ReceivedBatch`
     /// (batched channels); a read that decodes more is delivered as several batches.
     /// Default 256.
@@ -149,7 +149,7 @@ impl Default for Config {
             max_recv_window: 8 << 20,
             recv_budget: 256 << 20,
             recv_window_idle: Duration::from_secs(5),
-            notsent_lowat: Some(128 << 10),
+            notsent_lowat: 128 << 10,
             write_batch_bytes: 256 << 10,
             socket_buffer: None,
             handshake_timeout: Duration::from_secs(10),
@@ -273,10 +273,10 @@ impl Config {
         nonzero("max_message_size", self.max_message_size)?;
         check_windows("recv_window", self.recv_window, self.max_recv_window)?;
         check_packet_fits("recv_window", self.recv_window, self.max_packet_payload)?;
-        if self.notsent_lowat.is_some_and(|b| b < 1024) {
+        if (1..1024).contains(&self.notsent_lowat) {
             return Err(ConfigError::new(
                 "notsent_lowat",
-                "must be at least 1024 bytes (omit it for the OS default)",
+                "must be at least 1024 bytes (or 0 for the OS default)",
             ));
         }
         bounded_duration("recv_window_idle", self.recv_window_idle)?;

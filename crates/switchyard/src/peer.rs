@@ -108,8 +108,9 @@ impl Peer {
                 log::debug!("{}: cannot size socket buffers: {e}", init.remote_addr);
             }
         }
-        if let Some(lowat) = limits.notsent_lowat {
-            if let Err(e) = sock.set_tcp_notsent_lowat(u32::try_from(lowat).unwrap_or(u32::MAX)) {
+        if limits.notsent_lowat > 0 {
+            let lowat = u32::try_from(limits.notsent_lowat).unwrap_or(u32::MAX);
+            if let Err(e) = sock.set_tcp_notsent_lowat(lowat) {
                 log::debug!("{}: cannot set TCP_NOTSENT_LOWAT: {e}", init.remote_addr);
             }
         }
