@@ -285,3 +285,38 @@ async fn send_all_runs_caller_code_outside_the_lock_and_keeps_what_encoded() {
     a.switch.send(Shutdown).await.unwrap();
     b.switch.send(Shutdown).await.unwrap();
 }
+
+/// A run of large messages queued at once goes out whole on its own: nothing else
+/// (credit coming back, a ping, another send) has to wake the writer. The window
+/// holds the whole run and the keepalive is minutes away, so before the writer took
+/// over from a sender's inline write, only the first 64 KiB left.
+#[actix::test]
+async fn a_run_of_large_messages_needs_nothing_else_to_go_out() {
+    init_logs();
+    let big = ChannelConfig::new(1)
+        .max_message_size(1 << 20)
+        .send_queue(64, 64 << 20)
+        .recv_window(16 << 20, 16 << 20);
+    let channels = [(3, big, Mode::Raw)];
+    let config = relaxed_keepalive_config();
+    let a = start_node(config.clone(), &channels).await;
+    let b = start_node(config, &channels).await;
+    let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
+    assert!(
+        b.log
+            .wait_for(Duration::from_secs(5), |l| l.events
+                == vec![Event::Up(a.id)])
+            .await
+    );
+    let run = (0..8u8).map(|i| bytes::Bytes::from(vec![i; 1 << 20]));
+    to_b.send_all_raw(3, run).await.unwrap();
+    assert!(
+        b.log
+            .wait_for(Duration::from_secs(20), |l| l.raw.len() == 8)
+            .await,
+        "delivered {} of 8",
+        b.log.lock().raw.len()
+    );
+    a.switch.send(Shutdown).await.unwrap();
+    b.switch.send(Shutdown).await.unwrap();
+}

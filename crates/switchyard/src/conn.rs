@@ -160,6 +160,9 @@ impl Conn {
         inner.last_inline = Some(now);
         let mut t = std::mem::take(&mut inner.transmit);
         let handed = inner.core.poll_transmit(now, &mut t, INLINE_BATCH);
+        // The core stops at the batch limit: when it reached it, more may be ready to
+        // go, and only the driver will take it.
+        let more = t.len() >= INLINE_BATCH;
         drop(inner);
         let wrote = if handed {
             write_now(io, &mut t)
@@ -170,7 +173,7 @@ impl Conn {
         inner.writing = false;
         let done = t.is_empty();
         inner.transmit = t;
-        let mut wake = !done;
+        let mut wake = !done || more;
         match wrote {
             Wrote::Bytes(_) if done && handed => inner.core.handle_written(Instant::now()),
             Wrote::Bytes(_) => {}

@@ -103,6 +103,9 @@ async fn codec_sender(addr: SocketAddr, size: usize, count: u64) -> Instant {
     let s = TcpStream::connect(addr).await.expect("connect");
     s.set_nodelay(true).expect("nodelay");
     let mut sink = FramedWrite::new(s, codec(size));
+    // FramedWrite writes out whenever its buffer passes 8 KiB by default; let it
+    // gather the whole batch so each flush is one large write, as intended.
+    sink.set_backpressure_boundary(FLUSH_BYTES + size + 4);
     let per_flush = (FLUSH_BYTES / (size + 4)).max(1) as u64;
     let t0 = Instant::now();
     for i in 0..count {
