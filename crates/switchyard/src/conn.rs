@@ -7,11 +7,16 @@
 //! each. When the connection's writer is idle, a send writes its message itself, from
 //! the sending thread, instead of waking the driver's thread to do it: one thread
 //! hand-off less on the path of an urgent message, which matters when the machine is
-//! busy. Such inline writes are spaced by at least [`INLINE_GAP`], so a burst of sends
-//! is still gathered into large writes by the driver. Senders that find a channel's
+//! busy. One thread writes inline at most once every [`INLINE_GAP`], whatever the
+//! connection: a service answering a request now and then writes its answer itself,
+//! while a burst of sends, or a loop sending to many peers, only queues and lets the
+//! connections' drivers gather its messages into large writes on their own threads
+//! (a syscall per small message from one thread would make that thread the
+//! bottleneck: a broadcast to 16 peers ran at 1/20 of its rate). Senders that find a channel's
 //! queue full wait on that channel's `Notify`, which the driver signals when the core
 //! reports room (or the connection closes).
 
+use std::cell::Cell;
 use std::io::IoSlice;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -26,7 +31,25 @@ use tokio::sync::Notify;
 use crate::error::SendError;
 
 /// Shortest time between two inline writes (see the [module docs](self)).
-pub(crate) const INLINE_GAP: Duration = Duration::from_micros(20);
+pub(crate) const INLINE_GAP: Duration = Duration::from_micros(50);
+
+thread_local! {
+    /// When this thread last wrote inline.
+    static LAST_INLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Whether this thread may write inline now; if so, counts the write.
+fn take_inline_turn(now: Instant) -> bool {
+    LAST_INLINE.with(|last| {
+        let free = last
+            .get()
+            .is_none_or(|t| now.saturating_duration_since(t) >= INLINE_GAP);
+        if free {
+            last.set(Some(now));
+        }
+        free
+    })
+}
 
 /// Most bytes one inline write takes from the core.
 const INLINE_BATCH: usize = 64 << 10;
@@ -47,7 +70,6 @@ pub(crate) struct Inner {
     pub(crate) writer_idle: bool,
     /// The deadline the driver's timer is armed for.
     pub(crate) armed: Option<Instant>,
-    last_inline: Option<Instant>,
 }
 
 pub(crate) struct Conn {
@@ -96,7 +118,6 @@ impl Conn {
                 writing: false,
                 writer_idle: false,
                 armed: None,
-                last_inline: None,
             }),
             io: OnceLock::new(),
             driver: AtomicWaker::new(),
@@ -146,9 +167,8 @@ impl Conn {
         let now = Instant::now();
         let inline = !inner.writing
             && inner.transmit.is_empty()
-            && inner
-                .last_inline
-                .is_none_or(|t| now.saturating_duration_since(t) >= INLINE_GAP);
+            && self.io.get().is_some()
+            && take_inline_turn(now);
         let io = self.io.get().filter(|_| inline);
         let Some(io) = io else {
             inner.writer_idle = false;
@@ -157,7 +177,6 @@ impl Conn {
             return;
         };
         inner.writing = true;
-        inner.last_inline = Some(now);
         let mut t = std::mem::take(&mut inner.transmit);
         let handed = inner.core.poll_transmit(now, &mut t, INLINE_BATCH);
         // The core stops at the batch limit: when it reached it, more may be ready to
