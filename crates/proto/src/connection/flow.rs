@@ -43,7 +43,14 @@
 //! complete). When credit is about to be granted and the remote has used almost all
 //! of what it had (`granted − received ≤ W/8`: everything we allowed has arrived,
 //! so the link is faster than the window lets it be) while the service keeps up
-//! (complete unconsumed messages `≤ W/4`), the window doubles. The same rule lets a
+//! (complete unconsumed messages `≤ W/4`), the window doubles — but only while the
+//! window is what limits the transfer: once the connection's round-trip time is known
+//! (from the handshake, then the smallest keepalive round trip), a window doubles
+//! only if the service took a whole window in less than [`GROW_RTTS`] round trips.
+//! A window that takes longer to turn over is not the bottleneck (the link, the
+//! receiver's CPU or the service is), and growing it would only park more bulk in the
+//! socket buffers ahead of urgent messages of other channels: on loopback, an 8 MiB
+//! window kept 1–6 MB of bulk in the receiver's kernel buffer. The same rule lets a
 //! message larger than the window through: its partial bytes fill the window, nothing
 //! is waiting for the service, and the window grows until it fits. Growth beyond the
 //! initial window is leased from the node-wide [`RecvBudget`], a doubling at a time or
@@ -79,6 +86,10 @@ pub const MESSAGE_COST: u64 = 32;
 /// How long a window that needs to grow, and cannot for lack of budget, waits before
 /// trying again.
 pub const GROW_RETRY: Duration = Duration::from_millis(50);
+
+/// A window grows for speed only if the service took a whole window within this many
+/// round trips (see the [module docs](self)).
+pub const GROW_RTTS: u32 = 2;
 
 /// Smallest growth worth taking when the budget cannot give a whole doubling.
 pub const MIN_GROWTH: u64 = 16 << 10;
@@ -203,8 +214,11 @@ struct Window {
     /// Bytes of credit a `Reclaim` asked back, until its `Release` arrives.
     reclaiming: Option<u64>,
     leased: u64,
-    /// `consumed` when the window last grew.
+    /// `consumed` when the window last grew, or when a turnover too slow to grow for
+    /// was last seen.
     consumed_at_growth: u64,
+    /// When `consumed_at_growth` was set.
+    turnover_since: Instant,
     /// Last data received or consumed on this channel.
     last_activity: Instant,
     /// A partial message was buffered when last looked at (such a window is not idle).
@@ -230,6 +244,8 @@ pub struct RecvFlow {
     rate: Option<TokenBucket>,
     /// When the receive rate, or a failed growth, next allows progress.
     retry_at: Option<Instant>,
+    /// Smallest round-trip time seen on the connection, once known.
+    min_rtt: Option<Duration>,
 }
 
 const NONE: u8 = u8::MAX;
@@ -268,6 +284,7 @@ impl RecvFlow {
                 reclaiming: None,
                 leased: 0,
                 consumed_at_growth: 0,
+                turnover_since: now,
                 last_activity: now,
                 partial_held: false,
             });
@@ -281,7 +298,14 @@ impl RecvFlow {
             idle,
             rate: recv_rate.map(|r| TokenBucket::new(now, r, largest.max(r / 10).max(1))),
             retry_at: None,
+            min_rtt: None,
         }
+    }
+
+    /// A round-trip time was measured (the handshake, a pong): the smallest one seen
+    /// paces window growth (see the [module docs](self)).
+    pub fn on_rtt(&mut self, rtt: Duration) {
+        self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
     }
 
     fn get(&self, channel: u8) -> Option<&Window> {
@@ -428,7 +452,16 @@ impl RecvFlow {
             let mut grew = false;
             let exhausted = unused <= (w.window / 8).max(self.packet);
             let need = held_partial >= w.window / 2 && complete == 0;
-            let turned_over = w.consumed.saturating_sub(w.consumed_at_growth) >= w.window;
+            let mut turned_over = w.consumed.saturating_sub(w.consumed_at_growth) >= w.window;
+            if turned_over && !need {
+                let took = now.saturating_duration_since(w.turnover_since);
+                if self.min_rtt.is_some_and(|rtt| took > rtt * GROW_RTTS) {
+                    // Not the bottleneck: start a new measurement instead of growing.
+                    w.consumed_at_growth = w.consumed;
+                    w.turnover_since = now;
+                    turned_over = false;
+                }
+            }
             if w.window < w.max && w.reclaiming.is_none() && exhausted && (need || turned_over) {
                 loop {
                     let mut most = w.max.min(w.window.saturating_mul(2)) - w.window;
@@ -465,6 +498,7 @@ impl RecvFlow {
                 }
                 if grew {
                     w.consumed_at_growth = w.consumed;
+                    w.turnover_since = now;
                 }
             }
             let target = w.consumed.saturating_add(w.window);
@@ -661,6 +695,41 @@ mod tests {
         // A stalled service: the credit is used but nothing is consumed. No growth.
         f.on_data(t, 1, 2000).unwrap();
         assert!(grants(&mut f, t, 0).is_empty());
+        assert_eq!(f.stats(1).unwrap().window, 2000);
+    }
+
+    #[test]
+    fn with_a_known_round_trip_a_window_grows_only_when_it_turns_over_fast() {
+        let t = t0();
+        let (mut f, budget) = flow(t, 100_000);
+        f.on_rtt(Duration::from_millis(10));
+        f.on_rtt(Duration::from_millis(1)); // the smallest one counts
+        f.initial_grants(&mut |_| {});
+        // A whole window taken in 5 ms, more than 2 round trips: the window is not
+        // what limits the transfer, so it stays, and credit goes back as usual.
+        let later = t + Duration::from_millis(5);
+        f.on_data(later, 1, 1000).unwrap();
+        f.on_consumed(later, 1, 1000);
+        assert_eq!(
+            grants(&mut f, later, 0),
+            vec![Packet::Credit {
+                channel: 1,
+                bytes: 1000
+            }]
+        );
+        assert_eq!(f.stats(1).unwrap().window, 1000);
+        assert_eq!(budget.remaining(), 100_000);
+        // The next window turns over within 2 ms, 2 round trips: it doubles.
+        let fast = later + Duration::from_millis(2);
+        f.on_data(fast, 1, 1000).unwrap();
+        f.on_consumed(fast, 1, 1000);
+        assert_eq!(
+            grants(&mut f, fast, 0),
+            vec![Packet::Credit {
+                channel: 1,
+                bytes: 2000
+            }]
+        );
         assert_eq!(f.stats(1).unwrap().window, 2000);
     }
 

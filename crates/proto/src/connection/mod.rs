@@ -288,6 +288,8 @@ pub struct PeerCore {
     events: VecDeque<Event>,
     timers: TimerTable,
     handshake_deadline: Instant,
+    /// When the core started (our `Version` was queued).
+    started: Instant,
     bytes_read: u64,
     bytes_written: u64,
 }
@@ -350,6 +352,7 @@ impl PeerCore {
             events: VecDeque::new(),
             timers: TimerTable::default(),
             handshake_deadline,
+            started: now,
             bytes_read: 0,
             bytes_written: 0,
             config,
@@ -984,6 +987,10 @@ impl PeerCore {
     }
 
     fn connected(&mut self, now: Instant, remote: Version) {
+        // Our Version was queued when the core started and the remote's Verack answers
+        // it: a first round-trip time, generous by the remote's handshake work.
+        self.flow
+            .on_rtt(now.saturating_duration_since(self.started));
         let limits = &self.config.limits;
         self.keepalive = Some(Keepalive::new(
             now,
@@ -1004,7 +1011,14 @@ impl PeerCore {
     fn active_packet(&mut self, now: Instant, packet: Packet) -> Result<(), DisconnectReason> {
         match packet {
             Packet::Ping(nonce) => self.keepalive_mut()?.on_ping(now, nonce),
-            Packet::Pong(nonce) => self.keepalive_mut()?.on_pong(now, nonce),
+            Packet::Pong(nonce) => {
+                let keepalive = self.keepalive_mut()?;
+                keepalive.on_pong(now, nonce)?;
+                if let Some(rtt) = keepalive.last_rtt() {
+                    self.flow.on_rtt(rtt);
+                }
+                Ok(())
+            }
             Packet::Msg(m) if m.channel == CONTROL_CHANNEL => self.control_chunk(now, m),
             Packet::Msg(m) => self.data_chunk(now, m),
             Packet::Credit { channel, bytes } => {

@@ -250,6 +250,36 @@ fn windows_grow_for_a_fast_transfer_and_shrink_back_when_idle() {
     assert!(p.a.closed().is_none() && p.b.closed().is_none());
 }
 
+/// On a link slower than the window allows (100 MB/s, 200 µs round trip: 20 KB in
+/// flight fill it), the window is not the bottleneck, so it does not grow: growing it
+/// would only park bulk in buffers ahead of other channels' messages. The transfer
+/// still runs at the link's rate.
+#[test]
+fn a_window_that_is_not_the_bottleneck_does_not_grow() {
+    let limits = Config::default();
+    let mut p = Pair::new(&limits);
+    p.bandwidth = Some(100_000_000);
+    p.latency = Duration::from_micros(100);
+    p.capacity = 8 << 20;
+    p.connect();
+    let msgs = numbered(512, 64 << 10);
+    let start = p.now;
+    for m in &msgs {
+        p.a.core.send(BULK, m.clone()).unwrap();
+    }
+    assert!(p.run_until(Duration::from_secs(30), |p| p.b.got(BULK).len()
+        == msgs.len()));
+    let took = p.now - start;
+    let line = Duration::from_secs_f64((512 * (64 << 10)) as f64 / 1e8);
+    assert!(
+        took < line * 5 / 4,
+        "{took:?} for what the link moves in {line:?}"
+    );
+    let w = p.b.core.channel_info(BULK).unwrap().recv;
+    assert_eq!(w.window, limits.recv_window as u64, "{w:?}");
+    assert_eq!(w.leased, 0);
+}
+
 #[test]
 fn the_node_budget_bounds_growth_across_connections() {
     let limits = Config::default();
