@@ -117,7 +117,9 @@ pub struct Config {
     pub max_outbound: usize,
     /// Most connections from one IP address. Default 8.
     pub max_per_ip: usize,
-    /// Bytes per second a peer may send us; reading pauses above it. `None`: unlimited.
+    /// Bytes per second a peer may send us: credit is granted back no faster (past the
+    /// initial windows), so the remote is paced and the reader never pauses. `None`:
+    /// unlimited.
     pub recv_rate: Option<u64>,
     /// Bytes per second we send to one peer; writing pauses above it. `None`: unlimited.
     pub send_rate: Option<u64>,

@@ -1,4 +1,5 @@
-//! The arbiter pool: threads that run Peers and their Muxes, chosen round-robin.
+//! The arbiter pool: threads that run the Peer actors and their connections' I/O,
+//! chosen round-robin.
 //!
 //! One actix arbiter is one thread with its own event loop; spreading connections over
 //! one arbiter per core lets a node use every core for decoding and writing.

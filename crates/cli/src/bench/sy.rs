@@ -143,15 +143,10 @@ impl BenchNode {
 }
 
 pub(crate) fn data_channel() -> ChannelConfig {
-    let c = ChannelConfig::new(1)
+    ChannelConfig::new(1)
         .send_queue(4096, 64 << 20)
         .max_message_size(4 << 20)
-        .recv_capacity(1024);
-    if let Ok(w) = std::env::var("SY_BENCH_WINDOW") {
-        let (a, b) = w.split_once(',').unwrap();
-        return c.recv_window(a.parse().unwrap(), b.parse().unwrap());
-    }
-    c
+        .recv_capacity(1024)
 }
 
 /// Starts a node whose service runs on its own arbiter.
@@ -243,11 +238,6 @@ pub(crate) fn bench_config() -> NodeConfig {
     };
     c.limits.max_inbound = 4096;
     c.limits.max_outbound = 4096;
-    if let Ok(t) = std::env::var("SY_BENCH_LIMITS") {
-        let mut v: toml::Table = toml::from_str(&toml::to_string(&c.limits).unwrap()).unwrap();
-        v.extend(toml::from_str::<toml::Table>(&t).unwrap());
-        c.limits = toml::from_str(&toml::to_string(&v).unwrap()).unwrap();
-    }
     c
 }
 
