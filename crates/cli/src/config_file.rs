@@ -66,8 +66,9 @@ recv_window = 262144
 max_recv_window = 8388608
 recv_window_idle = "5s"
 # Window growth beyond recv_window that all connections of the node may hold
-# together, in bytes.
-recv_budget = 268435456
+# together, in bytes (this also bounds what peers parking unfinished large
+# messages can hold).
+recv_budget = 67108864
 # TCP_NOTSENT_LOWAT of peer sockets: the most bytes waiting unsent in the kernel,
 # so that the scheduler, not the kernel, decides what goes next. 0 = OS default.
 notsent_lowat = 131072

@@ -67,8 +67,10 @@ pub struct Config {
     /// 8 MiB.
     pub max_recv_window: usize,
     /// Node-wide budget, in bytes, for window growth beyond the initial windows, over
-    /// all connections together: thousands of peers cannot all hold large windows.
-    /// Default 256 MiB.
+    /// all connections together: thousands of peers cannot all hold large windows, and
+    /// peers that park unfinished large messages (a window grows to a partial
+    /// message's size only by leasing from here) hold at most this much together, on
+    /// top of their initial windows. Default 64 MiB.
     pub recv_budget: usize,
     /// Time without data on a channel after which its window shrinks back to
     /// `recv_window` and the growth goes back to `recv_budget`. Default 5 s.
@@ -149,7 +151,7 @@ impl Default for Config {
             recv_capacity: 256,
             recv_window: 256 << 10,
             max_recv_window: 8 << 20,
-            recv_budget: 256 << 20,
+            recv_budget: 64 << 20,
             recv_window_idle: Duration::from_secs(5),
             notsent_lowat: 128 << 10,
             write_batch_bytes: 256 << 10,

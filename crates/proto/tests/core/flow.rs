@@ -328,6 +328,52 @@ fn the_node_budget_bounds_growth_across_connections() {
     }
 }
 
+/// Thirty peers each sending a message of the largest size to a service that never
+/// consumes: what the node holds for all of them together stays within the default
+/// node budget plus one initial window each, whatever they send.
+#[test]
+fn peers_parking_large_messages_hold_at_most_the_node_budget() {
+    let limits = Config::default();
+    let now = t0();
+    let budget = Arc::new(RecvBudget::new(limits.recv_budget as u64));
+    let peers = 30u8;
+    let mut pairs: Vec<Pair> = (0..peers)
+        .map(|i| {
+            let a = core(
+                now,
+                100 + i,
+                &limits,
+                channels(),
+                Arc::new(RecvBudget::new(0)),
+            );
+            let b = core(now, i, &limits, channels(), budget.clone());
+            let mut p = Pair::from_cores(now, a, b);
+            p.capacity = 8 << 20;
+            p.connect();
+            p.b.stall(BULK, true);
+            p.a.core
+                .send(BULK, Bytes::from(vec![7u8; limits.max_message_size]))
+                .unwrap();
+            p
+        })
+        .collect();
+    let bound = limits.recv_budget as u64 + u64::from(peers) * limits.recv_window as u64;
+    let mut most = 0u64;
+    for _ in 0..400 {
+        for p in &mut pairs {
+            p.run_for(Duration::from_millis(5));
+        }
+        let held: u64 = pairs.iter().map(|p| p.b.core.buffered_bytes().0).sum();
+        most = most.max(held);
+        assert!(held <= bound, "{held} > {bound}");
+    }
+    // The budget was used, not merely unreached.
+    assert!(most > bound / 2, "{most}");
+    assert!(pairs
+        .iter()
+        .all(|p| p.a.closed().is_none() && p.b.closed().is_none()));
+}
+
 /// However tight the node budget, a message as large as a channel allows completes:
 /// growth takes what is left rather than waiting for a whole doubling.
 #[test]
