@@ -66,11 +66,17 @@
 //!
 //! # Memory
 //!
-//! The bytes held for a connection on its channels are at most the sum of its windows:
-//! the initial ones, plus what is leased from the node budget, which all connections
-//! share. A partial message is at most its channel's largest message, and the config
-//! requires the reassembly budget to hold one on every channel at once, so partial
-//! messages stay within it without any credit logic (and cannot deadlock each other).
+//! The bytes held for a connection on its channels, partial messages included, are
+//! at most the sum of its windows: the initial ones, plus what is leased from the
+//! node budget, which all connections share. A partial message is at most its
+//! channel's largest message, and the config requires the reassembly budget to hold
+//! one on every channel at once, so partial messages cannot deadlock each other.
+//!
+//! Messages a service's mailbox has accepted are the service's, not the connection's:
+//! their credit has gone back. What they hold is bounded by the mailbox (actix's
+//! default is 16 messages; a batched channel puts up to `recv_capacity` messages in
+//! each), so a service that stops consuming holds at most its mailbox's worth on top
+//! of its channel's window.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
