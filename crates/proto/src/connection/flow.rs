@@ -47,6 +47,10 @@
 //! window is what limits the transfer: once the connection's round-trip time is known
 //! (from the handshake, then the smallest keepalive round trip), a window doubles
 //! only if the service took a whole window in less than [`GROW_RTTS`] round trips.
+//! (A window-limited transfer turns a window over in one round trip plus the window's
+//! time on the wire, and credit goes back in quarters; eight round trips let a
+//! window grow to a few times the path's bandwidth-delay product, which a transfer
+//! needs to run at the link's rate.)
 //! A window that takes longer to turn over is not the bottleneck (the link, the
 //! receiver's CPU or the service is), and growing it would only park more bulk in the
 //! socket buffers ahead of urgent messages of other channels: on loopback, an 8 MiB
@@ -95,7 +99,7 @@ pub const GROW_RETRY: Duration = Duration::from_millis(50);
 
 /// A window grows for speed only if the service took a whole window within this many
 /// round trips (see the [module docs](self)).
-pub const GROW_RTTS: u32 = 2;
+pub const GROW_RTTS: u32 = 8;
 
 /// Smallest growth worth taking when the budget cannot give a whole doubling.
 pub const MIN_GROWTH: u64 = 16 << 10;
@@ -711,9 +715,9 @@ mod tests {
         f.on_rtt(Duration::from_millis(10));
         f.on_rtt(Duration::from_millis(1)); // the smallest one counts
         f.initial_grants(&mut |_| {});
-        // A whole window taken in 5 ms, more than 2 round trips: the window is not
+        // A whole window taken in more than GROW_RTTS round trips: the window is not
         // what limits the transfer, so it stays, and credit goes back as usual.
-        let later = t + Duration::from_millis(5);
+        let later = t + Duration::from_millis(1) * (GROW_RTTS + 2);
         f.on_data(later, 1, 1000).unwrap();
         f.on_consumed(later, 1, 1000);
         assert_eq!(
@@ -725,8 +729,8 @@ mod tests {
         );
         assert_eq!(f.stats(1).unwrap().window, 1000);
         assert_eq!(budget.remaining(), 100_000);
-        // The next window turns over within 2 ms, 2 round trips: it doubles.
-        let fast = later + Duration::from_millis(2);
+        // The next window turns over within GROW_RTTS round trips: it doubles.
+        let fast = later + Duration::from_millis(1) * (GROW_RTTS / 2);
         f.on_data(fast, 1, 1000).unwrap();
         f.on_consumed(fast, 1, 1000);
         assert_eq!(

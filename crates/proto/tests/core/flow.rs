@@ -73,6 +73,40 @@ fn a_stalled_service_stalls_only_its_own_channel() {
     assert_eq!(p.b.payloads(BULK), bulk);
 }
 
+/// While one channel is stalled with its sender's queue full, another channel still
+/// runs at the link's full rate.
+#[test]
+fn another_channel_runs_at_the_link_rate_beside_a_stalled_one() {
+    let limits = Config::default();
+    let mut p = Pair::new(&limits);
+    p.capacity = 8 << 20;
+    p.connect();
+    p.b.stall(BULK, true);
+    for m in numbered(1_000, 64 << 10) {
+        p.a.core.send(BULK, m).unwrap();
+    }
+    p.run_for(Duration::from_millis(50));
+    assert!(p.b.got(BULK).is_empty());
+    let other = numbered(1_000, 64 << 10);
+    let start = p.now;
+    for m in &other {
+        p.a.core.send(OTHER, m.clone()).unwrap();
+    }
+    assert!(
+        p.run_until(Duration::from_secs(10), |p| p.b.got(OTHER).len()
+            == other.len())
+    );
+    let took = p.now - start;
+    let bandwidth = p.bandwidth.expect("the pair has a bandwidth");
+    let line = Duration::from_secs_f64((other.len() * (64 << 10)) as f64 / bandwidth as f64);
+    assert!(
+        took < line * 11 / 10,
+        "{took:?} for what the link moves in {line:?}"
+    );
+    assert_eq!(p.b.payloads(OTHER), other);
+    assert!(p.b.got(BULK).is_empty());
+}
+
 #[test]
 fn a_sender_over_its_credit_is_closed() {
     let mut s = Solo::new(&Config::default());
