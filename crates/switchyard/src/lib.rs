@@ -63,6 +63,7 @@ mod peer;
 mod pool;
 mod registry;
 pub mod service;
+mod socket;
 pub mod switch;
 
 pub use addr::PeerAddr;

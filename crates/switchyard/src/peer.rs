@@ -98,22 +98,7 @@ pub struct Peer {
 impl Peer {
     pub(crate) fn new(init: PeerInit) -> Self {
         let limits = init.registry.core.limits();
-        let sock = socket2::SockRef::from(&init.stream);
-        let _ = sock.set_tcp_nodelay(true);
-        if let Some(size) = limits.socket_buffer {
-            if let Err(e) = sock
-                .set_send_buffer_size(size)
-                .and_then(|()| sock.set_recv_buffer_size(size))
-            {
-                log::debug!("{}: cannot size socket buffers: {e}", init.remote_addr);
-            }
-        }
-        if limits.notsent_lowat > 0 {
-            let lowat = u32::try_from(limits.notsent_lowat).unwrap_or(u32::MAX);
-            if let Err(e) = sock.set_tcp_notsent_lowat(lowat) {
-                log::debug!("{}: cannot set TCP_NOTSENT_LOWAT: {e}", init.remote_addr);
-            }
-        }
+        crate::socket::tune(&init.stream, limits, &init.remote_addr);
         let params = ConnParams {
             local: init.local,
             expected: init.expected,
