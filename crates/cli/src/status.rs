@@ -35,6 +35,10 @@ pub struct Session {
     core: PeerCore,
     rbuf: BytesMut,
     elapsed: Duration,
+    /// The node closed its side: nothing more to read.
+    eof: bool,
+    /// Our write half is shut.
+    shut: bool,
 }
 
 impl Session {
@@ -49,6 +53,12 @@ impl Session {
                 .map_err(|e| e.to_string())?;
             self.core.handle_written(Instant::now());
         }
+        // The core closes our side once it has said everything (its goodbye
+        // included); without this it would wait out the linger time.
+        if !self.shut && self.core.poll_shutdown() {
+            self.shut = true;
+            let _ = self.stream.shutdown().await;
+        }
         Ok(())
     }
 
@@ -58,11 +68,12 @@ impl Session {
         self.flush().await?;
         let deadline = self.core.poll_timeout().map_or(until, |t| t.min(until));
         self.rbuf.reserve(16 << 10);
-        match tokio::time::timeout_at(deadline.into(), self.stream.read_buf(&mut self.rbuf)).await {
-            Err(_) => self.core.handle_timeout(Instant::now()),
-            Ok(Ok(0)) => self.core.handle_eof(Instant::now(), &mut self.rbuf),
-            Ok(Ok(_)) => self.core.handle_read(Instant::now(), &mut self.rbuf),
-            Ok(Err(e)) => self.core.handle_io_error(Instant::now(), &e.to_string()),
+        if self.eof {
+            // A read would return at once: wait for the core's next deadline.
+            tokio::time::sleep_until(deadline.into()).await;
+            self.core.handle_timeout(Instant::now());
+        } else {
+            self.read_once(deadline).await;
         }
         while let Some(event) = self.core.poll_event() {
             if let Event::Closed(reason) = event {
@@ -70,6 +81,19 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Reads once, within `deadline`, and feeds what came to the core.
+    async fn read_once(&mut self, deadline: Instant) {
+        match tokio::time::timeout_at(deadline.into(), self.stream.read_buf(&mut self.rbuf)).await {
+            Err(_) => self.core.handle_timeout(Instant::now()),
+            Ok(Ok(0)) => {
+                self.eof = true;
+                self.core.handle_eof(Instant::now(), &mut self.rbuf);
+            }
+            Ok(Ok(_)) => self.core.handle_read(Instant::now(), &mut self.rbuf),
+            Ok(Err(e)) => self.core.handle_io_error(Instant::now(), &e.to_string()),
+        }
     }
 }
 
@@ -118,6 +142,8 @@ pub async fn connect_light(
         core,
         rbuf: BytesMut::new(),
         elapsed: Duration::ZERO,
+        eof: false,
+        shut: false,
     };
     let until = t0 + timeout;
     while !session.core.is_active() {

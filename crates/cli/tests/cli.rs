@@ -152,15 +152,41 @@ fn status_reports_a_running_node() {
     assert!(text.contains(id), "{text}");
     assert!(text.contains("network     switchyard-local"), "{text}");
     assert!(text.contains("ping        "), "{text}");
-    // Wrong network: the node refuses and status says so.
+    // Wrong network: the node refuses and status says why, at once (not after the
+    // linger time, which is longer than this timeout).
     let out = bin()
-        .args(["status", &addr, "--network", "other"])
+        .args(["status", &addr, "--network", "other", "--timeout", "2"])
         .output()
         .unwrap();
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("other network"), "{err}");
     let _ = node.kill();
     let _ = node.wait();
     std::fs::remove_dir_all(&home).unwrap();
+}
+
+/// A node that refuses the status client (its inbound slots are full) is reported
+/// with its reason at once, not after the linger time (5 s, longer than the timeout).
+#[test]
+fn status_reports_a_refusal_with_its_reason() {
+    let (mut node, addr, home) =
+        start_node_with("status-full", None, false, "[limits]\nmax_inbound = 1\n");
+    // One connection that never speaks holds the only inbound slot.
+    let _holder = std::net::TcpStream::connect(addr.split('@').nth(1).unwrap()).unwrap();
+    let out = bin()
+        .args(["status", &addr, "--timeout", "3"])
+        .output()
+        .unwrap();
+    let _ = node.kill();
+    let _ = node.wait();
+    std::fs::remove_dir_all(&home).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused us") && err.contains("inbound"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -204,11 +230,21 @@ fn start_node(
     peers: Option<&str>,
     log: bool,
 ) -> (std::process::Child, String, PathBuf) {
+    start_node_with(name, peers, log, "")
+}
+
+/// [`start_node`] with `extra` appended to its config file.
+fn start_node_with(
+    name: &str,
+    peers: Option<&str>,
+    log: bool,
+    extra: &str,
+) -> (std::process::Child, String, PathBuf) {
     let home = keygen(name);
     let config = home.join("run.toml");
     std::fs::write(
         &config,
-        "insecure_plaintext = true\narbiters = 1\nlisten = \"127.0.0.1:0\"\n",
+        format!("insecure_plaintext = true\narbiters = 1\nlisten = \"127.0.0.1:0\"\n{extra}"),
     )
     .unwrap();
     let mut cmd = bin();
