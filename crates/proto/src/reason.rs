@@ -112,8 +112,10 @@ pub enum DisconnectReason {
         /// The budget.
         max: usize,
     },
-    /// The chunks of one message disagreed (a request id changed mid-message).
-    #[error("chunks of one message on channel {0:#04x} disagree on their kind")]
+    /// The chunks of one message do not add up: their kind (plain, request or
+    /// response id) changed mid-message, they carry more or fewer bytes than the
+    /// declared size, or the declared size is missing or repeated.
+    #[error("chunks of one message on channel {0:#04x} do not add up (kind or declared size)")]
     InconsistentChunks(u8),
     /// A complete message could not be decoded as its channel's type.
     #[error("undecodable message on channel {channel:#04x}: {error}")]

@@ -210,7 +210,7 @@ pub fn handshake_message(packet: &Packet) -> Result<Control, HandshakeError> {
         )));
     }
     control::decode(&msg.payload).map_err(|e| match e {
-        control::ControlError::Invalid(s) => HandshakeError::BadVersion(s),
+        control::ControlError::BadVersion(s) => HandshakeError::BadVersion(s),
         other => HandshakeError::Undecodable(other.to_string()),
     })
 }
@@ -333,6 +333,7 @@ impl AwaitVerack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reason::DisconnectReason;
     use crate::wire::codec::Msg;
 
     fn version(id: u8, nonce: u64) -> Version {
@@ -493,5 +494,19 @@ mod tests {
             handshake_message(&packet(&Control::Verack)),
             Ok(Control::Verack)
         );
+        // An out-of-bounds Version says which field, once.
+        let mut v = version(2, 2);
+        v.user_agent = "x".repeat(300);
+        let err = handshake_message(&packet(&Control::Version(v))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad Version: user_agent is longer than 256 bytes"
+        );
+        // A bad goodbye before the handshake is not called a bad Version.
+        let goodbye = Control::Goodbye(DisconnectReason::Application("a\nb".into()));
+        assert!(matches!(
+            handshake_message(&packet(&goodbye)),
+            Err(HandshakeError::Undecodable(s)) if s.contains("goodbye")
+        ));
     }
 }

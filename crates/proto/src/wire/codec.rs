@@ -189,7 +189,9 @@ pub enum Packet {
         bytes: u32,
     },
     /// The receiver of `channel` asks for up to `bytes` of unused credit back (its
-    /// window shrinks); the sender answers with exactly one [`Packet::Release`].
+    /// window shrinks); the sender answers with a [`Packet::Release`]. A receiver has
+    /// at most one `Reclaim` outstanding per channel; `Reclaim`s that arrive before
+    /// the answer is written are answered together, in one `Release`.
     Reclaim {
         /// Channel (never 0).
         channel: u8,

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::connection::handshake::Version;
+use crate::connection::handshake::{HandshakeError, Version};
 use crate::reason::DisconnectReason;
 
 /// The control channel's id.
@@ -48,6 +48,9 @@ pub enum ControlError {
     /// Decodable, but its content breaks a rule.
     #[error("invalid control message: {0}")]
     Invalid(String),
+    /// A `Version` whose fields are out of bounds (the field and the bound).
+    #[error("bad Version: {0}")]
+    BadVersion(String),
 }
 
 /// Encodes a control message (MessagePack, compact array form).
@@ -59,6 +62,26 @@ pub fn encode(msg: &Control) -> Bytes {
 
 /// Longest text (as displayed) of the reason in a remote's `Goodbye`.
 pub const MAX_GOODBYE_TEXT: usize = 1024;
+
+/// Characters a remote's text may not carry into logs: control characters, line and
+/// paragraph separators, and the invisible formatting characters (zero-width ones and
+/// bidirectional overrides, which can make a log line read differently from what it
+/// holds).
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
 
 /// Decodes and validates a control message.
 pub fn decode(payload: &[u8]) -> Result<Control, ControlError> {
@@ -73,9 +96,10 @@ pub fn decode(payload: &[u8]) -> Result<Control, ControlError> {
     let msg =
         Control::deserialize(&mut de).map_err(|e| ControlError::Undecodable(e.to_string()))?;
     match &msg {
-        Control::Version(v) => v
-            .validate()
-            .map_err(|e| ControlError::Invalid(e.to_string()))?,
+        Control::Version(v) => v.validate().map_err(|e| match e {
+            HandshakeError::BadVersion(s) => ControlError::BadVersion(s),
+            other => ControlError::BadVersion(other.to_string()),
+        })?,
         Control::Goodbye(DisconnectReason::ByRemote(_)) => {
             return Err(ControlError::Invalid(
                 "a goodbye cannot quote another goodbye".into(),
@@ -85,7 +109,7 @@ pub fn decode(payload: &[u8]) -> Result<Control, ControlError> {
             // The remote's words end up in logs and in `PeerDown`: keep them short
             // and on one line.
             let text = reason.to_string();
-            if text.len() > MAX_GOODBYE_TEXT || text.chars().any(char::is_control) {
+            if text.len() > MAX_GOODBYE_TEXT || text.chars().any(unprintable) {
                 return Err(ControlError::Invalid(format!(
                     "goodbye reason longer than {MAX_GOODBYE_TEXT} bytes or unprintable"
                 )));
@@ -109,6 +133,9 @@ mod tests {
             DisconnectReason::Application("x".repeat(MAX_GOODBYE_TEXT)),
             DisconnectReason::Misbehavior("forged\nlog line".into()),
             DisconnectReason::Io("bell\u{7}".into()),
+            DisconnectReason::Application("line\u{2028}separator".into()),
+            DisconnectReason::Application("right-to-left \u{202E}override".into()),
+            DisconnectReason::Application("zero\u{200B}width".into()),
         ] {
             assert!(
                 matches!(
