@@ -2,5 +2,6 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    switchyard_proto::fuzz::peer_core(data);
+    // The harness takes time as an input, like the core; the target supplies it.
+    switchyard_proto::fuzz::peer_core(std::time::Instant::now(), data);
 });

@@ -135,15 +135,13 @@ pub fn remote_handshake() -> Bytes {
 }
 
 /// A core past a valid handshake, fed `data` as hostile bytes. The first byte picks
-/// the read size, the second whether the services consume; virtual time advances
-/// 10 ms per read, so keepalive and window deadlines fire too.
-pub fn peer_core(data: &[u8]) {
+/// the read size, the second whether the services consume; virtual time starts at
+/// `start` and advances 10 ms per read, so keepalive and window deadlines fire too.
+pub fn peer_core(start: Instant, data: &[u8]) {
     let (read, consume, data) = match data {
         [a, b, rest @ ..] => (usize::from(*a % 64 + 1) * 64, b % 4 != 0, rest),
         _ => (64, true, data),
     };
-    #[allow(clippy::disallowed_methods)]
-    let start = Instant::now();
     let mut now = start;
     let mut core = harness_core(now);
     let mut buf = BytesMut::from(&remote_handshake()[..]);
@@ -328,7 +326,9 @@ mod tests {
     fn the_harnesses_accept_their_own_seeds() {
         packet_decoder(&remote_handshake());
         control_decoder(&control::encode(&Control::Verack));
-        peer_core(&[3, 1, 0x01, 0, 0, 0, 0, 0, 0, 0, 9]);
-        peer_core(&[]);
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        peer_core(start, &[3, 1, 0x01, 0, 0, 0, 0, 0, 0, 0, 9]);
+        peer_core(start, &[]);
     }
 }

@@ -62,8 +62,13 @@ impl TokenBucket {
         if self.tokens >= want {
             return now;
         }
-        let wait = ((want - self.tokens) / self.rate).min(86_400.0);
-        now + Duration::from_secs_f64(wait)
+        // Rounded up, and one nanosecond more: at the instant returned the tokens are
+        // there even after floating-point rounding. (Rounded to the nearest, a wait
+        // could come out a hair short, and a driver arming its timer at it would
+        // find no tokens and the same instant again, forever.)
+        let wait_s = ((want - self.tokens) / self.rate).min(86_400.0);
+        let wait_ns = (wait_s * 1e9).ceil() as u64 + 1;
+        now + Duration::from_nanos(wait_ns).min(Duration::from_secs(86_400))
     }
 }
 
@@ -121,6 +126,30 @@ mod tests {
     fn t0() -> Instant {
         #[allow(clippy::disallowed_methods)]
         Instant::now()
+    }
+
+    proptest::proptest! {
+        /// At the instant `ready_at` names, the tokens are there: a driver that arms
+        /// its timer at it never wakes to an empty bucket at the same instant.
+        #[test]
+        fn tokens_are_there_when_ready_at_says(
+            // Debt stays well within the one-day cap on waits.
+            rate in 10_000u64..10_000_000_000,
+            burst in 1u64..100_000_000,
+            takes in proptest::collection::vec((1u64..10_000_000, 0u64..5_000_000), 1..40),
+        ) {
+            let t = t0();
+            let mut b = TokenBucket::new(t, rate, burst);
+            let mut now = t;
+            for (take, want) in takes {
+                b.take(now, take);
+                let want = want.clamp(1, burst);
+                let at = b.ready_at(now, want);
+                proptest::prop_assert!(at >= now);
+                proptest::prop_assert!(b.available(at) >= want.min(burst));
+                now = at;
+            }
+        }
     }
 
     #[test]

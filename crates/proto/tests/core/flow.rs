@@ -485,3 +485,63 @@ fn a_full_queue_reports_room_to_whoever_found_it_full() {
     );
     assert_eq!(p.b.got(BULK).len(), 4);
 }
+
+/// Runs one 64 KiB-message transfer of `total` bytes from A to B, with `a_limits`
+/// on A and `b_limits` on B; returns how long it took.
+fn paced_transfer(a_limits: &Config, b_limits: &Config, total: usize) -> Duration {
+    let now = t0();
+    let budget = || Arc::new(RecvBudget::new(64 << 20));
+    let a = core(now, 1, a_limits, channels_with(a_limits), budget());
+    let b = core(now, 2, b_limits, channels_with(b_limits), budget());
+    let mut p = Pair::from_cores(now, a, b);
+    p.capacity = 8 << 20;
+    p.connect();
+    let msgs = numbered(total >> 16, 64 << 10);
+    let start = p.now;
+    for m in &msgs {
+        p.a.core.send(BULK, m.clone()).unwrap();
+    }
+    assert!(p.run_until(Duration::from_secs(60), |p| p.b.got(BULK).len()
+        == msgs.len()));
+    assert_eq!(p.b.payloads(BULK), msgs);
+    assert!(p.a.closed().is_none() && p.b.closed().is_none());
+    p.now - start
+}
+
+/// `send_rate` paces what we write to a peer: 4 MiB at 1 MB/s takes about 4 s (less
+/// the initial burst), not the milliseconds the link would need.
+#[test]
+fn the_send_rate_paces_our_writes() {
+    let fast = Config::default();
+    let paced = Config {
+        send_rate: Some(1_000_000),
+        ..Config::default()
+    };
+    let total = 4 << 20;
+    let unpaced = paced_transfer(&fast, &fast, total);
+    let took = paced_transfer(&paced, &fast, total);
+    assert!(unpaced < Duration::from_millis(100), "{unpaced:?}");
+    let ideal = Duration::from_secs_f64(total as f64 / 1e6);
+    assert!(
+        took > ideal * 8 / 10 && took < ideal * 11 / 10,
+        "{took:?} for {ideal:?} at the rate"
+    );
+}
+
+/// `recv_rate` paces what a peer may send us, through the credit we grant back: past
+/// the initial window, 4 MiB at 1 MB/s takes about 4 s.
+#[test]
+fn the_recv_rate_paces_the_remote_through_credit() {
+    let fast = Config::default();
+    let paced = Config {
+        recv_rate: Some(1_000_000),
+        ..Config::default()
+    };
+    let total = 4 << 20;
+    let took = paced_transfer(&fast, &paced, total);
+    let ideal = Duration::from_secs_f64((total - paced.recv_window) as f64 / 1e6);
+    assert!(
+        took > ideal * 8 / 10 && took < ideal * 12 / 10,
+        "{took:?} for {ideal:?} at the rate"
+    );
+}
