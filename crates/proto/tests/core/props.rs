@@ -109,6 +109,12 @@ proptest! {
         p.run_for(limits.pong_timeout * 3);
         prop_assert!(p.a.closed().is_none() && p.b.closed().is_none(),
             "a {:?} / b {:?}", p.a.closed(), p.b.closed());
+        // ...and promptly: the last round trip of each side is within the path's own
+        // plus a little queueing, not behind the stalled channel.
+        let bound = p.latency * 2 + Duration::from_millis(20);
+        for (side, rtt) in [("a", p.a.core.rtt()), ("b", p.b.core.rtt())] {
+            prop_assert!(rtt.is_some_and(|r| r <= bound), "{side}: rtt {rtt:?} over {bound:?}");
+        }
         for c in 1..=3 {
             p.b.stall(c, false);
         }
