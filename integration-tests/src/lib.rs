@@ -14,8 +14,8 @@ use switchyard::proto::connection::handshake::{ServiceInfo, Version, PROTOCOL_VE
 use switchyard::proto::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
 use switchyard::proto::wire::control::{self, Control, CONTROL_CHANNEL};
 use switchyard::{
-    ChannelConfig, DisconnectReason, GetInfo, Limits, NodeConfig, NodeId, PeerDown, PeerHandle,
-    PeerUp, Received, ReceivedBatch, Service, Switch,
+    ChannelConfig, Dial, DisconnectReason, GetInfo, Limits, NodeConfig, NodeId, PeerDown,
+    PeerHandle, PeerUp, Received, ReceivedBatch, Service, Switch,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -319,6 +319,26 @@ pub async fn start_node_with(
         log,
         gate,
     }
+}
+
+/// `a` dials `b` and waits until `b`'s service saw `a` come up (its first event);
+/// returns `a`'s handle to `b`.
+pub async fn connect(a: &Node, b: &Node) -> PeerHandle {
+    let to_b = a
+        .switch
+        .send(Dial(b.peer_addr()))
+        .await
+        .expect("switch answers")
+        .expect("dial succeeds");
+    assert_eq!(to_b.id(), b.id);
+    let up = b
+        .log
+        .wait_for(Duration::from_secs(5), |l| {
+            l.events == vec![Event::Up(a.id)]
+        })
+        .await;
+    assert!(up, "{:?}", b.log.lock().events);
+    to_b
 }
 
 /// A hand-driven connection that speaks the wire protocol without the runtime.

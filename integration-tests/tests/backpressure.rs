@@ -275,13 +275,7 @@ async fn a_peer_with_a_stopped_service_can_still_be_closed() {
     let chans = [(1, ChannelConfig::new(1), Mode::PerMessage)];
     let a = start_node(test_config(), &chans).await;
     let b = start_node_with(test_config(), &chans, |r| r.with_mailbox(2)).await;
-    let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
-    assert!(
-        b.log
-            .wait_for(Duration::from_secs(5), |l| l.events
-                == vec![Event::Up(a.id)])
-            .await
-    );
+    let to_b = connect(&a, &b).await;
     let b_to_a = b.log.handle_of(a.id).unwrap();
     b.gate.send(false).unwrap();
     for seq in 0..50 {

@@ -18,14 +18,7 @@ async fn each_channel_delivers_in_order_exactly_once() {
     init_logs();
     let a = start_node(test_config(), &channels()).await;
     let b = start_node(test_config(), &channels()).await;
-    let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
-    assert_eq!(to_b.id(), b.id);
-    assert!(
-        b.log
-            .wait_for(Duration::from_secs(5), |l| l.events
-                == vec![Event::Up(a.id)])
-            .await
-    );
+    let to_b = connect(&a, &b).await;
 
     for seq in 0..2000u64 {
         let msg = TestMsg {
@@ -301,13 +294,7 @@ async fn a_run_of_large_messages_needs_nothing_else_to_go_out() {
     let config = relaxed_keepalive_config();
     let a = start_node(config.clone(), &channels).await;
     let b = start_node(config, &channels).await;
-    let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
-    assert!(
-        b.log
-            .wait_for(Duration::from_secs(5), |l| l.events
-                == vec![Event::Up(a.id)])
-            .await
-    );
+    let to_b = connect(&a, &b).await;
     let run = (0..8u8).map(|i| bytes::Bytes::from(vec![i; 1 << 20]));
     to_b.send_all_raw(3, run).await.unwrap();
     assert!(
