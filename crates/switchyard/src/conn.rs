@@ -12,9 +12,9 @@
 //! while a burst of sends, or a loop sending to many peers, only queues and lets the
 //! connections' drivers gather its messages into large writes on their own threads
 //! (a syscall per small message from one thread would make that thread the
-//! bottleneck: a broadcast to 16 peers ran at 1/20 of its rate). Senders that find a channel's
-//! queue full wait on that channel's `Notify`, which the driver signals when the core
-//! reports room (or the connection closes).
+//! bottleneck: a broadcast to 16 peers ran at 1/20 of its rate). Senders that find a
+//! channel's queue full wait on that channel's `Notify`, which the driver signals when
+//! the core reports room (or the connection closes).
 
 use std::cell::Cell;
 use std::io::IoSlice;
