@@ -235,11 +235,10 @@ impl Peer {
             if msgs.is_empty() {
                 return;
             }
-            let total: u64 = msgs.iter().map(Message::cost).sum();
             let delivery = slot.sink.deliver(&handle, &mut msgs);
             let now = Instant::now();
             let mut inner = self.conn.lock();
-            match delivery {
+            let pending = match delivery {
                 Err(reason) => {
                     inner.core.close(now, reason, false);
                     drop(inner);
@@ -247,38 +246,34 @@ impl Peer {
                     return;
                 }
                 Ok(Delivery::Done) => {
-                    inner.core.handle_consumed(now, channel, total);
-                    drop(inner);
-                    self.conn.wake_driver();
+                    inner.core.handle_delivered(now, channel, msgs.drain(..), 0);
+                    None
                 }
                 Ok(Delivery::Full { held, pending }) => {
-                    let left: u64 = msgs.iter().map(Message::cost).sum();
-                    inner.core.set_consumer_paused(now, channel, true);
                     inner
                         .core
-                        .requeue(channel, std::mem::take(&mut msgs).into_iter());
-                    inner
-                        .core
-                        .handle_consumed(now, channel, total.saturating_sub(held + left));
-                    drop(inner);
-                    self.conn.wake_driver();
-                    self.waiting.push(channel);
-                    ctx.spawn(pending.into_actor(self).map(move |(), act, ctx| {
-                        act.waiting.retain(|c| *c != channel);
-                        {
-                            let mut inner = act.conn.lock();
-                            inner
-                                .core
-                                .set_consumer_paused(Instant::now(), channel, false);
-                            inner.core.handle_consumed(Instant::now(), channel, held);
-                        }
-                        act.conn.wake_driver();
-                        act.deliver(channel, ctx);
-                        act.maybe_stop(ctx);
-                    }));
-                    return;
+                        .handle_delivered(now, channel, msgs.drain(..), held);
+                    Some(pending)
                 }
-            }
+            };
+            drop(inner);
+            self.conn.wake_driver();
+            let Some(pending) = pending else {
+                continue;
+            };
+            // The mailbox is full: this channel waits for it, the others go on.
+            self.waiting.push(channel);
+            ctx.spawn(pending.into_actor(self).map(move |(), act, ctx| {
+                act.waiting.retain(|c| *c != channel);
+                act.conn
+                    .lock()
+                    .core
+                    .handle_handover(Instant::now(), channel);
+                act.conn.wake_driver();
+                act.deliver(channel, ctx);
+                act.maybe_stop(ctx);
+            }));
+            return;
         }
     }
 

@@ -22,6 +22,10 @@ use super::reassembly::Message;
 #[derive(Debug)]
 struct Inbox {
     queue: VecDeque<Message>,
+    /// Cost of the messages popped for the service and not yet reported taken.
+    handed: u64,
+    /// Of `handed`, the cost of a hand-over waiting for room in the service's mailbox.
+    waiting: u64,
     /// Paused since then (not yet compacting).
     paused_since: Option<Instant>,
     /// Paused long enough: what it holds is compacted.
@@ -47,6 +51,8 @@ impl Inboxes {
                 channel,
                 Inbox {
                     queue: VecDeque::new(),
+                    handed: 0,
+                    waiting: 0,
                     paused_since: None,
                     compacting: false,
                 },
@@ -80,9 +86,10 @@ impl Inboxes {
         inbox.queue.len() == 1
     }
 
-    /// Puts a message back at the front of its queue.
+    /// Puts a message popped for the service back at the front of its queue.
     pub(crate) fn push_front(&mut self, channel: u8, mut msg: Message) {
         if let Some(inbox) = self.get_mut(channel) {
+            inbox.handed = inbox.handed.saturating_sub(msg.cost());
             if inbox.compacting {
                 compact(&mut msg);
             }
@@ -90,8 +97,36 @@ impl Inboxes {
         }
     }
 
+    /// The next message of `channel`, handed to its service (counted until reported
+    /// with [`settle`](Self::settle)).
     pub(crate) fn pop(&mut self, channel: u8) -> Option<Message> {
-        self.get_mut(channel)?.queue.pop_front()
+        let inbox = self.get_mut(channel)?;
+        let msg = inbox.queue.pop_front()?;
+        inbox.handed = inbox.handed.saturating_add(msg.cost());
+        Some(msg)
+    }
+
+    /// Cost handed out on `channel` and not yet reported taken.
+    pub(crate) fn handed(&self, channel: u8) -> u64 {
+        self.get(channel).map_or(0, |b| b.handed)
+    }
+
+    /// Notes (or clears, with 0) the cost of a hand-over waiting for room in the
+    /// mailbox of `channel`'s service; returns the one noted before.
+    pub(crate) fn set_waiting(&mut self, channel: u8, cost: u64) -> u64 {
+        self.get_mut(channel)
+            .map_or(0, |b| std::mem::replace(&mut b.waiting, cost))
+    }
+
+    /// The service took what was handed out on `channel` but `keep` (in cost, still
+    /// on its way): returns what it took.
+    pub(crate) fn settle(&mut self, channel: u8, keep: u64) -> u64 {
+        let Some(inbox) = self.get_mut(channel) else {
+            return 0;
+        };
+        let taken = inbox.handed.saturating_sub(keep);
+        inbox.handed -= taken;
+        taken
     }
 
     pub(crate) fn len(&self, channel: u8) -> usize {

@@ -533,10 +533,55 @@ impl PeerCore {
         self.refresh_timers();
     }
 
-    /// The service of `channel` took messages costing `cost` (the sum of their
-    /// [`Message::cost`]): their credit can go back to the remote.
+    /// The service of `channel` took messages handed out with [`recv`](Self::recv)
+    /// costing `cost` (the sum of their [`Message::cost`]): their credit can go back
+    /// to the remote. For a consumer that takes messages one by one; a runtime that
+    /// hands batches to a bounded mailbox reports with
+    /// [`handle_delivered`](Self::handle_delivered) instead.
     pub fn handle_consumed(&mut self, now: Instant, channel: u8, cost: u64) {
-        if self.is_active() {
+        // What was handed out and not reported stays the service's to take.
+        let keep = self.inbox.handed(channel).saturating_sub(cost);
+        let taken = self.inbox.settle(channel, keep);
+        self.credit_consumed(now, channel, taken);
+    }
+
+    /// What the service's mailbox did with the messages of `channel` handed out with
+    /// [`recv`](Self::recv): it took all of them except `unsent`, which go back to the
+    /// front of the channel's queue in order, and except a hand-over of `waiting` cost
+    /// (one message or batch) still waiting for room in the mailbox. Credit goes back
+    /// for what it took. While a hand-over waits, the channel's consumer is paused
+    /// (its queue is compacted if that lasts, see `inbox`);
+    /// [`handle_handover`](Self::handle_handover) reports it taken.
+    pub fn handle_delivered(
+        &mut self,
+        now: Instant,
+        channel: u8,
+        unsent: impl DoubleEndedIterator<Item = Message>,
+        waiting: u64,
+    ) {
+        for m in unsent.rev() {
+            self.inbox.push_front(channel, m);
+        }
+        let taken = self.inbox.settle(channel, waiting);
+        self.inbox.set_waiting(channel, waiting);
+        if waiting > 0 {
+            self.inbox.set_paused(now, channel, true);
+        }
+        self.credit_consumed(now, channel, taken);
+    }
+
+    /// The hand-over that waited for room in `channel`'s mailbox was taken: its credit
+    /// goes back and the consumer resumes.
+    pub fn handle_handover(&mut self, now: Instant, channel: u8) {
+        let waiting = self.inbox.set_waiting(channel, 0);
+        let keep = self.inbox.handed(channel).saturating_sub(waiting);
+        let taken = self.inbox.settle(channel, keep);
+        self.inbox.set_paused(now, channel, false);
+        self.credit_consumed(now, channel, taken);
+    }
+
+    fn credit_consumed(&mut self, now: Instant, channel: u8, cost: u64) {
+        if self.is_active() && cost > 0 {
             self.flow.on_consumed(now, channel, cost);
         }
         self.check_time(now);
@@ -777,18 +822,11 @@ impl PeerCore {
         self.events.pop_front()
     }
 
-    /// The next complete message of `channel`, oldest first. Its credit goes back to
-    /// the remote once [`handle_consumed`](Self::handle_consumed) reports it taken.
+    /// The next complete message of `channel`, oldest first, for its service. Its
+    /// credit goes back to the remote once [`handle_consumed`](Self::handle_consumed)
+    /// or [`handle_delivered`](Self::handle_delivered) reports it taken.
     pub fn recv(&mut self, channel: u8) -> Option<Message> {
         self.inbox.pop(channel)
-    }
-
-    /// Puts messages taken with [`recv`](Self::recv) and not handed over back at the
-    /// front of `channel`'s queue, in order (their service could not take them yet).
-    pub fn requeue(&mut self, channel: u8, msgs: impl DoubleEndedIterator<Item = Message>) {
-        for m in msgs.rev() {
-            self.inbox.push_front(channel, m);
-        }
     }
 
     /// Channels with messages waiting.

@@ -545,3 +545,36 @@ fn the_recv_rate_paces_the_remote_through_credit() {
         "{took:?} for {ideal:?} at the rate"
     );
 }
+
+/// A runtime hands a batch to a bounded mailbox: what the mailbox took has its credit
+/// back at once; what it could not take goes back to the front of the queue, in
+/// order; a hand-over waiting for room keeps its credit until it is taken.
+#[test]
+fn a_mailbox_hand_over_keeps_its_credit_until_taken() {
+    let mut s = Solo::new(&Config::default());
+    s.handshake(65_536);
+    s.consuming = false;
+    for i in 0..4u8 {
+        s.feed_msg(BULK, &[i; 100]);
+    }
+    let batch: Vec<_> = std::iter::from_fn(|| s.core.recv(BULK)).collect();
+    assert_eq!(batch.len(), 4);
+    let consumed = |s: &Solo| s.core.channel_info(BULK).unwrap().recv.consumed;
+    assert_eq!(consumed(&s), 0);
+    // Message 0 taken, 1 waits for room in the mailbox, 2 and 3 were not tried.
+    let now = s.now;
+    s.core
+        .handle_delivered(now, BULK, batch[2..].iter().cloned(), batch[1].cost());
+    assert_eq!(consumed(&s), batch[0].cost());
+    // The unsent ones are back at the front, in order; taking them again does not
+    // release the hand-over's credit.
+    let again: Vec<_> = std::iter::from_fn(|| s.core.recv(BULK)).collect();
+    assert_eq!(again, batch[2..].to_vec());
+    assert_eq!(consumed(&s), batch[0].cost());
+    s.core.handle_handover(now, BULK);
+    assert_eq!(consumed(&s), batch[0].cost() + batch[1].cost());
+    s.core.handle_delivered(now, BULK, std::iter::empty(), 0);
+    let all: u64 = batch.iter().map(|m| m.cost()).sum();
+    assert_eq!(consumed(&s), all);
+    assert!(s.closed().is_none());
+}
