@@ -7,7 +7,7 @@
 //! | registration | the actor implements | payload |
 //! |---|---|---|
 //! | [`Service::channel`] | `Handler<Received<T>>` | MessagePack, decoded once per message |
-//! | [`Service::batched_channel`] | `Handler<ReceivedBatch<T>>` | MessagePack, all messages of one read in one actix message |
+//! | [`Service::batched_channel`] | `Handler<ReceivedBatch<T>>` | MessagePack, the messages waiting on the channel in one actix message |
 //! | [`Service::raw_channel`] | `Handler<Received<Bytes>>` | the reassembled bytes, no decoding, no copy |
 //! | [`Service::raw_batched_channel`] | `Handler<ReceivedBatch<Bytes>>` | same, batched |
 //!
@@ -83,7 +83,8 @@ impl<T: 'static> Message for Received<T> {
     type Result = ();
 }
 
-/// All messages of one channel decoded from one read of a peer's socket, in order.
+/// Messages of one channel waiting for the service when it was handed them (up to the
+/// channel's `recv_capacity`), in order.
 ///
 /// Under light traffic a batch holds one message (no added latency); under load it
 /// holds many, so one actix message carries many network messages.
@@ -352,7 +353,7 @@ impl Service {
     }
 
     /// A channel whose MessagePack messages of type `T` reach `to` as
-    /// [`ReceivedBatch<T>`]: everything decoded from one read, up to the channel's
+    /// [`ReceivedBatch<T>`]: the messages waiting on the channel, up to its
     /// `recv_capacity` messages per batch.
     #[must_use]
     pub fn batched_channel<T, A>(self, id: u8, config: ChannelConfig, to: &Addr<A>) -> Self
