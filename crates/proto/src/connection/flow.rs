@@ -53,8 +53,9 @@
 //! needs to run at the link's rate.)
 //! A window that takes longer to turn over is not the bottleneck (the link, the
 //! receiver's CPU or the service is), and growing it would only park more bulk in the
-//! socket buffers ahead of urgent messages of other channels: on loopback, an 8 MiB
-//! window kept 1–6 MB of bulk in the receiver's kernel buffer. The same rule lets a
+//! socket buffers ahead of urgent messages of other channels. (The round trip is
+//! what a connection measured, so a receiver whose CPU is the bottleneck but turns
+//! windows over within a few round trips still sees them grow.) The same rule lets a
 //! message larger than the window through: its partial bytes fill the window, nothing
 //! is waiting for the service, and the window grows until it fits. Growth beyond the
 //! initial window is leased from the node-wide [`RecvBudget`], a doubling at a time or
