@@ -83,6 +83,15 @@ pub enum Event {
     Down(NodeId, DisconnectReason),
 }
 
+/// A position-sensitive digest of `bytes` (FNV-1a), to check that a payload arrived
+/// with every byte in its place.
+#[must_use]
+pub fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Everything a [`Recorder`] saw.
 #[derive(Debug, Default)]
 pub struct Log {
@@ -90,6 +99,8 @@ pub struct Log {
     pub msgs: Vec<(u8, NodeId, TestMsg)>,
     /// Raw-channel payload sizes `(channel, from, len)`.
     pub raw: Vec<(u8, NodeId, usize)>,
+    /// A digest of each raw-channel payload, in the order of `raw` (see [`digest`]).
+    pub raw_digests: Vec<u64>,
     /// Lifecycle events in order.
     pub events: Vec<Event>,
     /// Handles from `PeerUp`, newest last.
@@ -229,6 +240,7 @@ impl Handler<Received<Bytes>> for Recorder {
             let mut log = self.log.lock();
             log.deliveries += 1;
             log.raw.push((m.channel, m.peer.id(), m.msg.len()));
+            log.raw_digests.push(digest(&m.msg));
         }
         self.after_delivery(ctx);
     }

@@ -295,7 +295,16 @@ async fn a_run_of_large_messages_needs_nothing_else_to_go_out() {
     let a = start_node(config.clone(), &channels).await;
     let b = start_node(config, &channels).await;
     let to_b = connect(&a, &b).await;
-    let run = (0..8u8).map(|i| bytes::Bytes::from(vec![i; 1 << 20]));
+    // Every byte differs from its neighbours, so a byte out of place shows.
+    let run: Vec<bytes::Bytes> = (0..8u32)
+        .map(|i| {
+            (0..1u32 << 20)
+                .map(|j| (j.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i as u8)
+                .collect::<Vec<u8>>()
+                .into()
+        })
+        .collect();
+    let digests: Vec<u64> = run.iter().map(|m| digest(m)).collect();
     to_b.send_all_raw(3, run).await.unwrap();
     assert!(
         b.log
@@ -304,6 +313,7 @@ async fn a_run_of_large_messages_needs_nothing_else_to_go_out() {
         "delivered {} of 8",
         b.log.lock().raw.len()
     );
+    assert_eq!(b.log.lock().raw_digests, digests, "every byte in its place");
     a.switch.send(Shutdown).await.unwrap();
     b.switch.send(Shutdown).await.unwrap();
 }

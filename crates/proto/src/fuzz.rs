@@ -135,12 +135,19 @@ pub fn remote_handshake() -> Bytes {
 }
 
 /// A core past a valid handshake, fed `data` as hostile bytes. The first byte picks
-/// the read size, the second whether the services consume; virtual time starts at
-/// `start` and advances 10 ms per read, so keepalive and window deadlines fire too.
+/// the read size, the second whether the services consume and whether payloads are
+/// read straight into the buffers the core lends (as the runtime does); virtual time
+/// starts at `start` and advances 10 ms per read, so keepalive and window deadlines
+/// fire too.
 pub fn peer_core(start: Instant, data: &[u8]) {
-    let (read, consume, data) = match data {
-        [a, b, rest @ ..] => (usize::from(*a % 64 + 1) * 64, b % 4 != 0, rest),
-        _ => (64, true, data),
+    let (read, consume, direct, data) = match data {
+        [a, b, rest @ ..] => (
+            usize::from(*a % 64 + 1) * 64,
+            b % 4 != 0,
+            b & 0x10 != 0,
+            rest,
+        ),
+        _ => (64, true, false, data),
     };
     let mut now = start;
     let mut core = harness_core(now);
@@ -172,9 +179,25 @@ pub fn peer_core(start: Instant, data: &[u8]) {
     drain(&mut core, now, &mut closed);
     assert!(core.is_active(), "the harness handshake completes");
     let limit: u64 = CHANNELS.len() as u64 * ((256 << 10) + 64 + (64 << 10) * 2);
-    for piece in data.chunks(read) {
-        buf.extend_from_slice(piece);
-        core.handle_read(now, &mut buf);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let lent = if direct && buf.is_empty() {
+            core.take_read_buffer()
+        } else {
+            None
+        };
+        if let Some((mut into, most)) = lent {
+            let take = most.min(read).min(rest.len());
+            into.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            core.handle_direct_read(now, into);
+        } else {
+            let hint = if direct { core.read_hint() } else { None };
+            let take = hint.unwrap_or(read).min(read).min(rest.len());
+            buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            core.handle_read(now, &mut buf);
+        }
         drain(&mut core, now, &mut closed);
         let (buffered, allocated) = core.buffered_bytes();
         assert!(buffered <= limit, "{buffered} bytes held, limit {limit}");

@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use actix::prelude::*;
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
@@ -70,22 +70,59 @@ impl Driver {
     }
 
     /// One read, fed to the core. `Some(bytes)` when something happened.
+    ///
+    /// When the next bytes of the stream are the payload of a large message being put
+    /// together, the core lends that message's buffer and they are read straight into
+    /// it; the read after such a payload takes no more than the core's hint (the next
+    /// packet header), so the next payload is not copied through the read buffer.
     fn read(&mut self, cx: &mut Context<'_>) -> Option<usize> {
         if self.read_done {
             return None;
         }
-        if self.rbuf.capacity() - self.rbuf.len() < self.next_read / 2 {
-            self.grow_read_buffer();
-        }
-        let result = loop {
+        let (result, hinted) = loop {
             match self.io.poll_read_ready(cx) {
                 Poll::Pending => return None,
-                Poll::Ready(Err(e)) => break Err(e),
+                Poll::Ready(Err(e)) => break (Err(e), false),
                 Poll::Ready(Ok(())) => {}
             }
-            match self.io.try_read_buf(&mut self.rbuf) {
+            let (lent, hint) = {
+                let mut inner = self.conn.lock();
+                if self.rbuf.is_empty() {
+                    (inner.core.take_read_buffer(), inner.core.read_hint())
+                } else {
+                    (None, None)
+                }
+            };
+            if let Some((mut buf, most)) = lent {
+                let result = self.io.try_read_buf(&mut (&mut buf).limit(most));
+                let now = Instant::now();
+                let mut inner = self.conn.lock();
+                inner.core.handle_direct_read(now, buf);
+                match result {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                    Ok(0) => {
+                        self.read_done = true;
+                        inner.core.handle_eof(now, &mut self.rbuf);
+                        return Some(0);
+                    }
+                    Ok(n) => return Some(n),
+                    Err(e) => {
+                        self.read_done = true;
+                        inner.core.handle_io_error(now, &e.to_string());
+                        return Some(0);
+                    }
+                }
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < self.next_read / 2 {
+                self.grow_read_buffer();
+            }
+            let result = match hint {
+                Some(most) => self.io.try_read_buf(&mut (&mut self.rbuf).limit(most)),
+                None => self.io.try_read_buf(&mut self.rbuf),
+            };
+            match result {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                r => break r,
+                r => break (r, hint.is_some()),
             }
         };
         let now = Instant::now();
@@ -101,12 +138,15 @@ impl Driver {
                 inner.core.handle_read(now, &mut self.rbuf);
                 drop(inner);
                 // Grow reads that fill the buffer; shrink back when traffic is light,
-                // and give an idle connection's large buffer back.
-                self.next_read = if n >= self.next_read {
-                    (self.next_read * 2).min(MAX_READ)
-                } else {
-                    (n * 2).clamp(MIN_READ, MAX_READ)
-                };
+                // and give an idle connection's large buffer back. (A read cut short
+                // by a hint says nothing about the traffic.)
+                if !hinted {
+                    self.next_read = if n >= self.next_read {
+                        (self.next_read * 2).min(MAX_READ)
+                    } else {
+                        (n * 2).clamp(MIN_READ, MAX_READ)
+                    };
+                }
                 if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * MAX_READ {
                     self.rbuf = BytesMut::new();
                 }

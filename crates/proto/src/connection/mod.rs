@@ -49,7 +49,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 pub use flow::{message_cost, RecvBudget, WindowStats, MESSAGE_COST};
@@ -69,7 +69,7 @@ use self::timer::{Timer, TimerTable};
 use crate::config::{ChannelConfig, Config, ConfigError};
 use crate::id::NodeId;
 use crate::reason::DisconnectReason;
-use crate::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
+use crate::wire::codec::{CodecError, Msg, MsgKind, Packet, PacketCodec, MSG_HEADER_LEN_WITH_ID};
 use crate::wire::control::{self, Control, CONTROL_CHANNEL, MAX_CONTROL_MESSAGE};
 
 /// Priority of channel 0 (handshake and daemon messages): above any user channel's
@@ -292,6 +292,47 @@ pub struct PeerCore {
     started: Instant,
     bytes_read: u64,
     bytes_written: u64,
+    /// A `Msg` packet of a message of several chunks whose payload is still arriving:
+    /// the next bytes of the stream are its payload (see [`handle_read`](Self::handle_read)).
+    direct: Option<Direct>,
+    /// The last packet read was a chunk taken in pieces: large messages are coming,
+    /// and the next read should stop after a header (see [`read_hint`](Self::read_hint)).
+    read_direct: bool,
+}
+
+/// Payloads of at least this many bytes still to come are read straight into their
+/// message when the runtime asks ([`PeerCore::take_read_buffer`]).
+pub const DIRECT_READ_MIN: usize = 4 << 10;
+
+/// The largest `Msg` header: type, channel, flags, request id, total, length.
+pub const MAX_MSG_HEADER: usize = MSG_HEADER_LEN_WITH_ID + 4;
+
+/// A `Msg` packet being taken in pieces as its payload arrives.
+#[derive(Debug, Clone, Copy)]
+struct Direct {
+    channel: u8,
+    kind: MsgKind,
+    /// The packet ends its message.
+    eof: bool,
+    /// The packet's `total`, until its first piece was handled.
+    total: Option<u32>,
+    /// Payload bytes still to come.
+    remaining: usize,
+}
+
+impl Direct {
+    /// The next piece of the packet: `len` more payload bytes, ending the packet when
+    /// they are all that remained.
+    fn piece(&mut self, payload: Bytes) -> Msg {
+        self.remaining -= payload.len().min(self.remaining);
+        Msg {
+            channel: self.channel,
+            eof: self.eof && self.remaining == 0,
+            kind: self.kind,
+            total: self.total.take(),
+            payload,
+        }
+    }
 }
 
 impl PeerCore {
@@ -355,6 +396,8 @@ impl PeerCore {
             started: now,
             bytes_read: 0,
             bytes_written: 0,
+            direct: None,
+            read_direct: false,
             config,
         };
         core.refresh_timers();
@@ -449,13 +492,39 @@ impl PeerCore {
     /// Bytes were read into `buf`: every complete packet is taken from its front and
     /// handled; an incomplete one stays for the next read. Payloads of whole messages
     /// are slices of `buf` (no copy).
+    ///
+    /// A chunk of a message of several chunks whose header has arrived but not its
+    /// payload is taken in pieces as the payload arrives, each appended to its message
+    /// (for the runtime, these are the bytes it can read straight into the message:
+    /// [`take_read_buffer`](Self::take_read_buffer)). Every check of a whole packet
+    /// applies to the header when it arrives, and every check of credit and of the
+    /// message's size applies to each piece.
     pub fn handle_read(&mut self, now: Instant, buf: &mut BytesMut) {
         self.check_time(now);
         let before = buf.len();
         while !self.is_closed() {
+            if let Some(d) = &mut self.direct {
+                if buf.is_empty() && d.total.is_none() {
+                    break;
+                }
+                let take = d.remaining.min(buf.len());
+                let piece = d.piece(buf.split_to(take).freeze());
+                if d.remaining == 0 {
+                    self.direct = None;
+                }
+                self.handle_packet(now, Packet::Msg(piece));
+                continue;
+            }
             match self.codec.decode(buf) {
-                Ok(Some(packet)) => self.handle_packet(now, packet),
-                Ok(None) => break,
+                Ok(Some(packet)) => {
+                    self.read_direct = false;
+                    self.handle_packet(now, packet);
+                }
+                Ok(None) => {
+                    if !self.start_direct(buf) {
+                        break;
+                    }
+                }
                 Err(e) => {
                     buf.clear();
                     self.fail(now, DisconnectReason::from(e));
@@ -470,9 +539,119 @@ impl PeerCore {
         self.refresh_timers();
     }
 
+    /// With a `Msg` header at the front of `buf` whose payload has not all arrived,
+    /// takes the header when the packet belongs to a message of several chunks and
+    /// enough payload is still to come: the payload is then taken in pieces.
+    fn start_direct(&mut self, buf: &mut BytesMut) -> bool {
+        if !self.is_active() {
+            return false;
+        }
+        let Ok(Some(head)) = self.codec.decode_msg_head(buf) else {
+            return false;
+        };
+        let here = buf.len().saturating_sub(head.header);
+        if head.channel == CONTROL_CHANNEL || head.len.saturating_sub(here) < DIRECT_READ_MIN {
+            return false;
+        }
+        let fits = match self.reassembly.partial_room(head.channel) {
+            // The first chunk: its `total` sets up the message (checked as it is taken).
+            None => head.total.is_some(),
+            // A later chunk that fits its message (else it is refused whole, as usual).
+            Some((kind, room)) => head.total.is_none() && kind == head.kind && head.len <= room,
+        };
+        if !fits {
+            return false;
+        }
+        buf.advance(head.header);
+        self.read_direct = true;
+        self.direct = Some(Direct {
+            channel: head.channel,
+            kind: head.kind,
+            eof: head.eof,
+            total: head.total,
+            remaining: head.len,
+        });
+        true
+    }
+
+    /// When the next bytes of the stream are the payload of a message being put
+    /// together, lends out that message's buffer so the runtime can read them straight
+    /// into it (no copy): the buffer, and the most bytes to read into it. It must come
+    /// back through [`handle_direct_read`](Self::handle_direct_read) before the next
+    /// [`handle_read`](Self::handle_read). `None`: read into the read buffer as usual.
+    pub fn take_read_buffer(&mut self) -> Option<(BytesMut, usize)> {
+        let d = self.direct.as_ref()?;
+        if d.total.is_some() || d.remaining < DIRECT_READ_MIN || !self.is_active() {
+            return None;
+        }
+        let (channel, remaining) = (d.channel, d.remaining);
+        let buf = self.reassembly.lend(channel)?;
+        Some((buf, remaining))
+    }
+
+    /// The buffer from [`take_read_buffer`](Self::take_read_buffer) comes back, with
+    /// what was read appended (maybe nothing).
+    pub fn handle_direct_read(&mut self, now: Instant, buf: BytesMut) {
+        self.check_time(now);
+        let Some(d) = &mut self.direct else {
+            return;
+        };
+        let channel = d.channel;
+        let lent = self.reassembly.partial_len(channel);
+        let n = buf.len().saturating_sub(lent).min(d.remaining);
+        d.remaining -= n;
+        let eof = d.eof && d.remaining == 0;
+        if d.remaining == 0 {
+            self.direct = None;
+        }
+        self.bytes_read += n as u64;
+        let result = if self.is_active() {
+            if let Some(k) = &mut self.keepalive {
+                k.on_receive(now);
+            }
+            let cost = n as u64 + if eof { MESSAGE_COST } else { 0 };
+            self.flow
+                .on_data(now, channel, cost)
+                .and_then(|()| self.reassembly.give_back(channel, buf, eof))
+                .and_then(|msg| msg.map_or(Ok(()), |m| self.on_message(m)))
+        } else {
+            let _ = self.reassembly.give_back(channel, buf, false);
+            Ok(())
+        };
+        if let Err(reason) = result {
+            self.fail(now, reason);
+        }
+        self.refresh_timers();
+    }
+
+    /// The most bytes the next read into the read buffer should take, when a larger
+    /// read would copy payload that could go straight into its message: the rest of a
+    /// payload too short to lend out plus the next packet's header, or just a header
+    /// after a chunk taken in pieces (until a packet read whole says that large
+    /// messages stopped coming).
+    #[must_use]
+    pub fn read_hint(&self) -> Option<usize> {
+        match &self.direct {
+            Some(d) => Some(d.remaining + MAX_MSG_HEADER),
+            None => self.read_direct.then_some(MAX_MSG_HEADER),
+        }
+    }
+
     /// The remote closed its write half; `buf` holds what was left unparsed.
     pub fn handle_eof(&mut self, now: Instant, buf: &mut BytesMut) {
         self.check_time(now);
+        self.handle_read(now, buf);
+        if let Some(d) = self.direct.take() {
+            let have = buf.len();
+            buf.clear();
+            self.fail(
+                now,
+                DisconnectReason::from(CodecError::Truncated {
+                    have,
+                    need: have + d.remaining,
+                }),
+            );
+        }
         match self.codec.decode_eof(buf) {
             Ok(Some(packet)) => self.handle_packet(now, packet),
             Ok(None) => {}
@@ -1115,6 +1294,11 @@ impl PeerCore {
         let Some(msg) = self.reassembly.push(m)? else {
             return Ok(());
         };
+        self.on_message(msg)
+    }
+
+    /// A message is complete: it waits for its service.
+    fn on_message(&mut self, msg: Message) -> Result<(), DisconnectReason> {
         if let MsgKind::Response(id) = msg.kind {
             self.stall.on_response(msg.channel, id)?;
         }

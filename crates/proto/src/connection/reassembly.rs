@@ -9,9 +9,13 @@
 //! The first chunk of a message of several declares the whole message's size
 //! (`total`), which is checked against the channel's limit before anything is
 //! allocated; the buffer is then allocated once, exactly, and charged to the
-//! connection's budget; every chunk is copied in once. Chunks that do not add up to
-//! the declared size (too many bytes, too few at the end, a second `total`) are
-//! [`DisconnectReason::InconsistentChunks`].
+//! connection's budget. A chunk that arrived whole in the read buffer is copied in
+//! once; the payload of a chunk still arriving goes straight into the buffer, which
+//! the core [lends](Reassembler::lend) to the runtime for the read and takes
+//! [back](Reassembler::give_back) with the same checks (see
+//! [`PeerCore::take_read_buffer`](super::PeerCore::take_read_buffer)). Chunks that do
+//! not add up to the declared size (too many bytes, too few at the end, a second
+//! `total`) are [`DisconnectReason::InconsistentChunks`].
 
 use bytes::{Bytes, BytesMut};
 
@@ -44,6 +48,15 @@ struct Partial {
     /// The declared size.
     total: usize,
     buf: BytesMut,
+    /// While the buffer is lent out for a read straight into it
+    /// ([`lend`](Reassembler::lend)): its length when it left.
+    lent: Option<usize>,
+}
+
+impl Partial {
+    fn len(&self) -> usize {
+        self.lent.unwrap_or(self.buf.len())
+    }
 }
 
 #[derive(Debug)]
@@ -136,7 +149,7 @@ impl Reassembler {
         self.slots
             .iter()
             .filter_map(|s| s.partial.as_ref())
-            .map(|p| p.buf.len())
+            .map(Partial::len)
             .sum()
     }
 
@@ -145,7 +158,72 @@ impl Reassembler {
     pub fn partial_len(&self, channel: u8) -> usize {
         self.slot(channel)
             .and_then(|s| s.partial.as_ref())
-            .map_or(0, |p| p.buf.len())
+            .map_or(0, Partial::len)
+    }
+
+    /// Room left in the partial message on `channel` (its declared size minus what it
+    /// holds), or `None` when the channel has no partial message.
+    #[must_use]
+    pub fn partial_room(&self, channel: u8) -> Option<(MsgKind, usize)> {
+        let p = self.slot(channel)?.partial.as_ref()?;
+        Some((p.kind, p.total.saturating_sub(p.len())))
+    }
+
+    /// Lends out the buffer of the partial message on `channel`, so that the next
+    /// bytes of that message can be read into it without a copy. Until it comes back
+    /// through [`give_back`](Self::give_back), the message keeps its length for
+    /// accounting. `None` when there is no partial message or it is lent already.
+    pub fn lend(&mut self, channel: u8) -> Option<BytesMut> {
+        let i = usize::from(self.index[usize::from(channel)]);
+        let p = self.slots.get_mut(i)?.partial.as_mut()?;
+        if p.lent.is_some() {
+            return None;
+        }
+        p.lent = Some(p.buf.len());
+        Some(std::mem::take(&mut p.buf))
+    }
+
+    /// Takes back a buffer from [`lend`](Self::lend), with bytes appended to it; with
+    /// `eof`, they end the message. The same checks as [`push`](Self::push): the
+    /// message may not outgrow its declared size, and must be exactly that size at
+    /// its end. Returns the message when complete. A buffer that comes back after
+    /// the connection dropped its partial messages is dropped.
+    pub fn give_back(
+        &mut self,
+        channel: u8,
+        buf: BytesMut,
+        eof: bool,
+    ) -> Result<Option<Message>, DisconnectReason> {
+        let i = usize::from(self.index[usize::from(channel)]);
+        let Some(slot) = self.slots.get_mut(i) else {
+            return Ok(None);
+        };
+        let Some(partial) = slot.partial.as_mut().filter(|p| p.lent.is_some()) else {
+            return Ok(None);
+        };
+        partial.lent = None;
+        partial.buf = buf;
+        let size = partial.buf.len();
+        if size > partial.total || (eof && size != partial.total) {
+            self.clear();
+            return Err(DisconnectReason::InconsistentChunks(channel));
+        }
+        if !eof {
+            return Ok(None);
+        }
+        Ok(self.complete(channel))
+    }
+
+    /// Hands over the partial message of `channel` as complete.
+    fn complete(&mut self, channel: u8) -> Option<Message> {
+        let i = usize::from(self.index[usize::from(channel)]);
+        let done = self.slots.get_mut(i)?.partial.take()?;
+        self.allocated = self.allocated.saturating_sub(done.total);
+        Some(Message {
+            channel,
+            kind: done.kind,
+            payload: done.buf.freeze(),
+        })
     }
 
     /// Takes one chunk. Returns the message when this chunk completes one.
@@ -222,12 +300,14 @@ impl Reassembler {
                 kind: chunk.kind,
                 total,
                 buf,
+                lent: None,
             });
             self.allocated += total;
             return Ok(None);
         };
         let size = partial.buf.len().saturating_add(chunk.payload.len());
         if partial.kind != chunk.kind
+            || partial.lent.is_some()
             || chunk.total.is_some()
             || size > partial.total
             || (chunk.eof && size != partial.total)
@@ -238,15 +318,7 @@ impl Reassembler {
         if !chunk.eof {
             return Ok(None);
         }
-        let Some(done) = slot.partial.take() else {
-            return Ok(None);
-        };
-        self.allocated = self.allocated.saturating_sub(done.total);
-        Ok(Some(Message {
-            channel,
-            kind: done.kind,
-            payload: done.buf.freeze(),
-        }))
+        Ok(self.complete(channel))
     }
 }
 

@@ -505,7 +505,13 @@ impl PacketCodec {
         }
     }
 
-    fn decode_msg(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
+    /// Parses and checks the header of the `Msg` packet at the start of `src`, without
+    /// needing its payload: `Ok(None)` until the whole header is there. The checks are
+    /// those of a full decode (flags, length against `max_packet_payload`, `total`).
+    pub(crate) fn decode_msg_head(&self, src: &[u8]) -> Result<Option<MsgHead>, CodecError> {
+        if src.first() != Some(&TYPE_MSG) {
+            return Ok(None);
+        }
         let Some((flags, header)) = Self::msg_header(src)? else {
             return Ok(None);
         };
@@ -534,33 +540,54 @@ impl PacketCodec {
             None
         };
         check_total(total, len, eof)?;
-        let size = header + len;
+        let kind = match read_u32(src, 3) {
+            Some(id) if flags & FLAG_REQUEST != 0 => MsgKind::Request(id),
+            Some(id) if flags & FLAG_RESPONSE != 0 => MsgKind::Response(id),
+            _ => MsgKind::Plain,
+        };
+        Ok(Some(MsgHead {
+            channel: src.get(1).copied().unwrap_or_default(),
+            eof,
+            kind,
+            total,
+            header,
+            len,
+        }))
+    }
+
+    fn decode_msg(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
+        let Some(head) = self.decode_msg_head(src)? else {
+            return Ok(None);
+        };
+        let size = head.header + head.len;
         if src.len() < size {
-            // Bounded: `len` was checked against the limit above.
+            // Bounded: `len` was checked against the limit.
             src.reserve(size - src.len());
             return Ok(None);
         }
         let mut frame = src.split_to(size);
-        let channel = frame.get(1).copied().unwrap_or_default();
-        let kind = if with_id {
-            let id = read_u32(&frame, 3).unwrap_or_default();
-            if flags & FLAG_REQUEST != 0 {
-                MsgKind::Request(id)
-            } else {
-                MsgKind::Response(id)
-            }
-        } else {
-            MsgKind::Plain
-        };
-        frame.advance(header);
+        frame.advance(head.header);
         Ok(Some(Packet::Msg(Msg {
-            channel,
-            eof,
-            kind,
-            total,
+            channel: head.channel,
+            eof: head.eof,
+            kind: head.kind,
+            total: head.total,
             payload: frame.freeze(),
         })))
     }
+}
+
+/// The header of a `Msg` packet, parsed and checked before its payload is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MsgHead {
+    pub(crate) channel: u8,
+    pub(crate) eof: bool,
+    pub(crate) kind: MsgKind,
+    pub(crate) total: Option<u32>,
+    /// Bytes of header on the wire.
+    pub(crate) header: usize,
+    /// Bytes of payload that follow it.
+    pub(crate) len: usize,
 }
 
 #[cfg(test)]

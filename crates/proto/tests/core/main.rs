@@ -3,6 +3,7 @@
 //! sockets, no sleeps, no actix: each test runs in milliseconds.
 
 mod close;
+mod direct;
 mod flow;
 mod handshake;
 mod keepalive;

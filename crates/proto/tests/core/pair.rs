@@ -112,9 +112,44 @@ pub struct Side {
     link_free: Instant,
     shut: bool,
     pub bytes_sent: u64,
+    /// Bytes read straight into messages the core lent.
+    pub direct_bytes: u64,
 }
 
 impl Side {
+    /// One read straight into the message the core lends, if it lends one and bytes
+    /// have arrived; `true` when it read something.
+    fn direct_read(&mut self, now: Instant, read_size: usize) -> bool {
+        let arrived = self.inbound.front().is_some_and(|(at, _)| *at <= now);
+        if !arrived || !self.rbuf.is_empty() {
+            return false;
+        }
+        let Some((mut buf, most)) = self.core.take_read_buffer() else {
+            return false;
+        };
+        let mut budget = most.min(read_size);
+        let mut read = 0;
+        while budget > 0 {
+            let Some((at, bytes)) = self.inbound.front_mut() else {
+                break;
+            };
+            if *at > now {
+                break;
+            }
+            let take = bytes.len().min(budget);
+            buf.extend_from_slice(&bytes.split_to(take));
+            if bytes.is_empty() {
+                self.inbound.pop_front();
+            }
+            self.unread -= take;
+            budget -= take;
+            read += take;
+        }
+        self.core.handle_direct_read(now, buf);
+        self.direct_bytes += read as u64;
+        read > 0
+    }
+
     pub fn new(core: PeerCore, now: Instant) -> Self {
         Side {
             core,
@@ -133,6 +168,7 @@ impl Side {
             link_free: now,
             shut: false,
             bytes_sent: 0,
+            direct_bytes: 0,
         }
     }
 
@@ -220,6 +256,9 @@ pub struct Pair {
     pub capacity: usize,
     /// Most bytes handed to one `poll_transmit`.
     pub write_batch: usize,
+    /// Read payloads straight into their messages when the core lends their buffers
+    /// (as the runtime does), and follow its read hints.
+    pub direct_reads: bool,
 }
 
 /// Which side.
@@ -261,6 +300,7 @@ impl Pair {
             read_size: 64 << 10,
             capacity: 256 << 10,
             write_batch: 256 << 10,
+            direct_reads: true,
         }
     }
 
@@ -340,13 +380,24 @@ impl Pair {
     fn receive(&mut self, to: Who) -> bool {
         let now = self.now;
         let read_size = self.read_size;
+        let direct = self.direct_reads;
         let side = self.side(to);
         if !side.reading {
             return false;
         }
         let mut progress = false;
         loop {
-            let mut budget = read_size;
+            if direct && side.direct_read(now, read_size) {
+                progress = true;
+                continue;
+            }
+            let hint = if direct && side.rbuf.is_empty() {
+                side.core.read_hint()
+            } else {
+                None
+            };
+            let size = hint.map_or(read_size, |h| h.min(read_size));
+            let mut budget = size;
             while budget > 0 {
                 let Some((at, bytes)) = side.inbound.front_mut() else {
                     break;
@@ -363,7 +414,7 @@ impl Pair {
                 side.unread -= take;
                 budget -= take;
             }
-            if budget == read_size {
+            if budget == size {
                 break;
             }
             side.core.handle_read(now, &mut side.rbuf);
@@ -536,6 +587,45 @@ impl Solo {
         self.rbuf.extend_from_slice(bytes);
         self.core.handle_read(self.now, &mut self.rbuf);
         self.drain();
+    }
+
+    /// Feeds raw bytes as the runtime reads them: straight into a message the core
+    /// lends, else into the read buffer, `read_size` bytes at a time (no more than the
+    /// core's read hint). Returns the bytes that went straight into messages.
+    pub fn feed_direct(&mut self, bytes: &[u8], read_size: usize) -> usize {
+        let mut rest = bytes;
+        let mut direct = 0;
+        while !rest.is_empty() && !self.core.is_closing() {
+            if let Some((mut buf, most)) = self.core.take_read_buffer() {
+                let take = most.min(rest.len());
+                buf.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                direct += take;
+                self.core.handle_direct_read(self.now, buf);
+                continue;
+            }
+            let take = self.core.read_hint().unwrap_or(read_size).min(rest.len());
+            self.rbuf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            self.core.handle_read(self.now, &mut self.rbuf);
+        }
+        self.drain();
+        direct
+    }
+
+    /// The remote closes its write half.
+    pub fn feed_eof(&mut self) {
+        self.core.handle_eof(self.now, &mut self.rbuf);
+        self.drain();
+    }
+
+    /// Encodes packets back to back.
+    pub fn encode(&mut self, packets: &[Packet]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        for p in packets {
+            self.codec.encode(p.clone(), &mut buf).expect("encodable");
+        }
+        buf
     }
 
     /// Feeds packets (encoded back to back) as one read.

@@ -22,6 +22,8 @@ struct Scenario {
     latency_us: u64,
     /// (virtual ms, channel, stall?) toggles of b's consumers.
     pauses: Vec<(u64, u8, bool)>,
+    /// Whether payloads are read straight into their messages.
+    direct_reads: bool,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -42,15 +44,17 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         ],
         0u64..2000,
         proptest::collection::vec((0u64..30_000, 1u8..=3, any::<bool>()), 0..8),
+        any::<bool>(),
     )
         .prop_map(
-            |(prios, sizes, read_size, capacity, latency_us, pauses)| Scenario {
+            |(prios, sizes, read_size, capacity, latency_us, pauses, direct_reads)| Scenario {
                 prios,
                 sizes,
                 read_size,
                 capacity,
                 latency_us,
                 pauses,
+                direct_reads,
             },
         )
 }
@@ -80,6 +84,7 @@ proptest! {
         };
         let mut p = Pair::with_channels(&limits, config_for(&s), config_for(&s));
         p.read_size = s.read_size;
+        p.direct_reads = s.direct_reads;
         p.capacity = s.capacity;
         p.latency = Duration::from_micros(s.latency_us);
         p.connect();
