@@ -13,13 +13,15 @@ const URGENT: u8 = 2;
 #[actix::test]
 async fn high_priority_overtakes_a_bulk_backlog() {
     init_logs();
-    // 256 MiB of bulk (one shared 1 MiB buffer, so the sender's memory stays small).
-    const BULK_MSGS: usize = 256;
+    // 1 GiB of bulk (one shared 1 MiB buffer, so the sender's memory stays small):
+    // enough that the backlog lasts well beyond the 5 ms polls of `wait_for`, even on
+    // a busy machine (256 MiB could drain between two polls).
+    const BULK_MSGS: usize = 1024;
     let chans = [
         (
             BULK,
             ChannelConfig::new(1)
-                .send_queue(512, 512 << 20)
+                .send_queue(BULK_MSGS, BULK_MSGS << 20)
                 .max_message_size(2 << 20),
             Mode::Raw,
         ),

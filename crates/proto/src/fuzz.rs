@@ -198,6 +198,7 @@ pub fn peer_core(start: Instant, data: &[u8]) {
             rest = &rest[take..];
             core.handle_read(now, &mut buf);
         }
+        core.handle_drained(now);
         drain(&mut core, now, &mut closed);
         let (buffered, allocated) = core.buffered_bytes();
         assert!(buffered <= limit, "{buffered} bytes held, limit {limit}");

@@ -24,7 +24,9 @@
 //!   sends on it fail locally and never reach the wire.
 //! * **When credit goes back.** As the service takes messages (the runtime reports each
 //!   one the service's mailbox accepted), `consumed` grows; once `consumed + W −
-//!   granted` reaches `W/4`, the difference is granted in one `Credit` packet. The
+//!   granted` reaches `W/4`, the difference is granted in one `Credit` packet (at
+//!   once, whatever the amount, when the remote has used its credit in the middle of
+//!   a message: the rest of that message cannot come without it). The
 //!   mailbox is bounded, so returning credit when the mailbox accepts a message (rather
 //!   than when the handler has run) keeps memory bounded without a message back from
 //!   the service's thread for every delivery; batching grants by `W/4` keeps credit
@@ -53,11 +55,17 @@
 //! needs to run at the link's rate.)
 //! A window that takes longer to turn over is not the bottleneck (the link, the
 //! receiver's CPU or the service is), and growing it would only park more bulk in the
-//! socket buffers ahead of urgent messages of other channels. (The round trip is
+//! socket buffers ahead of urgent messages of other channels. Nor is a window whose
+//! receiver never found its socket empty while it turned over (the runtime reports
+//! each time it read everything, [`RecvFlow::on_drained`]): that receiver's CPU is
+//! the bottleneck, data already waits for it in the kernel, and a larger window would
+//! only make the wait longer. (The round trip is
 //! what a connection measured, so a receiver whose CPU is the bottleneck but turns
-//! windows over within a few round trips still sees them grow.) The same rule lets a
-//! message larger than the window through: its partial bytes fill the window, nothing
-//! is waiting for the service, and the window grows until it fits. Growth beyond the
+//! windows over within a few round trips still sees them grow.) A message larger
+//! than the window gets through too: when its declared size does not fit the window
+//! and nothing complete is waiting for the service, the window grows to fit it, and
+//! no further (a message that fits needs nothing more: the credit of the bytes before
+//! it comes back as the service takes them). Growth beyond the
 //! initial window is leased from the node-wide [`RecvBudget`], a doubling at a time or
 //! whatever is left (a message must be able to complete however tight the budget).
 //! When the budget is empty, the channel waits (retrying every [`GROW_RETRY`]);
@@ -183,6 +191,16 @@ impl RecvBudget {
     }
 }
 
+/// The partial message on a channel, as flow control sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartialCost {
+    /// Credit cost of the bytes buffered so far.
+    pub held: u64,
+    /// Credit cost of the whole message once complete (its declared size plus
+    /// [`MESSAGE_COST`]); 0 when there is no partial message.
+    pub whole: u64,
+}
+
 /// Sizes of one receiving channel's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowConfig {
@@ -230,6 +248,9 @@ struct Window {
     consumed_at_growth: u64,
     /// When `consumed_at_growth` was set.
     turnover_since: Instant,
+    /// The runtime found the socket empty since `turnover_since`: the receiver
+    /// waited for data, so it is not what limits the transfer.
+    drained: bool,
     /// Last data received or consumed on this channel.
     last_activity: Instant,
     /// A partial message was buffered when last looked at (such a window is not idle).
@@ -296,6 +317,7 @@ impl RecvFlow {
                 leased: 0,
                 consumed_at_growth: 0,
                 turnover_since: now,
+                drained: false,
                 last_activity: now,
                 partial_held: false,
             });
@@ -310,6 +332,14 @@ impl RecvFlow {
             rate: recv_rate.map(|r| TokenBucket::new(now, r, largest.max(r / 10).max(1))),
             retry_at: None,
             min_rtt: None,
+        }
+    }
+
+    /// The runtime read everything the socket held: until the next turnover of each
+    /// window, the receiver is known to wait for data (see the [module docs](self)).
+    pub fn on_drained(&mut self) {
+        for w in &mut self.windows {
+            w.drained = true;
         }
     }
 
@@ -438,12 +468,12 @@ impl RecvFlow {
         }
     }
 
-    /// Credit (and `Reclaim`) packets due now. `partial(channel)` is the cost of the
+    /// Credit (and `Reclaim`) packets due now. `partial(channel)` describes the
     /// partial message buffered on a channel.
     pub fn poll_grants(
         &mut self,
         now: Instant,
-        partial: impl Fn(u8) -> u64,
+        partial: impl Fn(u8) -> PartialCost,
         out: &mut impl FnMut(Packet),
     ) {
         if self.retry_at.is_some_and(|t| t <= now) {
@@ -456,20 +486,23 @@ impl RecvFlow {
             let buffered = w.received.saturating_sub(w.consumed);
             let unused = w.granted.saturating_sub(w.received);
             let held_partial = partial(w.channel);
-            let complete = buffered.saturating_sub(held_partial);
+            let complete = buffered.saturating_sub(held_partial.held);
             // Grow when the remote used (nearly) all its credit and either the service
-            // took a whole window since the last growth, or a partial message fills
-            // the window with nothing complete waiting (see the module docs).
+            // took a whole window since the last growth, or a partial message cannot
+            // complete within the window and nothing complete is waiting (see the
+            // module docs).
             let mut grew = false;
             let exhausted = unused <= (w.window / 8).max(self.packet);
-            let need = held_partial >= w.window / 2 && complete == 0;
+            let need = held_partial.held > 0 && held_partial.whole > w.window && complete == 0;
             let mut turned_over = w.consumed.saturating_sub(w.consumed_at_growth) >= w.window;
             if turned_over && !need {
                 let took = now.saturating_duration_since(w.turnover_since);
-                if self.min_rtt.is_some_and(|rtt| took > rtt * GROW_RTTS) {
+                let slow = self.min_rtt.is_some_and(|rtt| took > rtt * GROW_RTTS);
+                if slow || !w.drained {
                     // Not the bottleneck: start a new measurement instead of growing.
                     w.consumed_at_growth = w.consumed;
                     w.turnover_since = now;
+                    w.drained = false;
                     turned_over = false;
                 }
             }
@@ -477,7 +510,8 @@ impl RecvFlow {
                 loop {
                     let mut most = w.max.min(w.window.saturating_mul(2)) - w.window;
                     if need {
-                        most = most.min(w.need_max.saturating_sub(w.window));
+                        let fits = held_partial.whole.min(w.need_max);
+                        most = most.min(fits.saturating_sub(w.window));
                     }
                     // A partial message waiting to complete takes any amount; speed
                     // growth is only worth a fair step.
@@ -510,11 +544,15 @@ impl RecvFlow {
                 if grew {
                     w.consumed_at_growth = w.consumed;
                     w.turnover_since = now;
+                    w.drained = false;
                 }
             }
             let target = w.consumed.saturating_add(w.window);
             let due = target.saturating_sub(w.granted);
-            if due == 0 || (!grew && due < (w.window / 4).max(1)) {
+            // Credit goes back in quarters of the window, except to a remote that
+            // used its credit in the middle of a message: it waits for the rest.
+            let stuck = exhausted && held_partial.held > 0;
+            if due == 0 || (!grew && !stuck && due < (w.window / 4).max(1)) {
                 continue;
             }
             let amount = match self.rate.as_mut() {
@@ -540,14 +578,14 @@ impl RecvFlow {
     fn poll_reclaims(
         &mut self,
         now: Instant,
-        partial: &impl Fn(u8) -> u64,
+        partial: &impl Fn(u8) -> PartialCost,
         out: &mut impl FnMut(Packet),
     ) {
         for i in 0..self.windows.len() {
             let Some(w) = self.windows.get_mut(i) else {
                 continue;
             };
-            w.partial_held = partial(w.channel) > 0;
+            w.partial_held = partial(w.channel).held > 0;
             if w.window <= w.initial
                 || w.reclaiming.is_some()
                 || now < w.last_activity + self.idle
@@ -577,7 +615,7 @@ impl RecvFlow {
     pub fn handle_timeout(
         &mut self,
         now: Instant,
-        partial: impl Fn(u8) -> u64,
+        partial: impl Fn(u8) -> PartialCost,
         out: &mut impl FnMut(Packet),
     ) {
         self.poll_grants(now, partial, out);
@@ -646,9 +684,16 @@ mod tests {
         )
     }
 
+    /// Grants due with `partial` bytes buffered of a message of the channel's
+    /// largest size, for a receiver that keeps up (it just read everything).
     fn grants(f: &mut RecvFlow, now: Instant, partial: u64) -> Vec<Packet> {
+        f.on_drained();
         let mut out = Vec::new();
-        f.poll_grants(now, |_| partial, &mut |p| out.push(p));
+        let cost = PartialCost {
+            held: partial,
+            whole: if partial > 0 { 8000 } else { 0 },
+        };
+        f.poll_grants(now, |_| cost, &mut |p| out.push(p));
         out
     }
 
@@ -710,6 +755,39 @@ mod tests {
     }
 
     #[test]
+    fn a_receiver_that_never_empties_its_socket_does_not_grow_its_windows() {
+        let t = t0();
+        let (mut f, budget) = flow(t, 100_000);
+        f.initial_grants(&mut |_| {});
+        // The whole window taken at once, but data was always waiting in the socket:
+        // this receiver is the bottleneck. Credit goes back, the window stays.
+        f.on_data(t, 1, 1000).unwrap();
+        f.on_consumed(t, 1, 1000);
+        let mut out = Vec::new();
+        f.poll_grants(t, |_| PartialCost::default(), &mut |p| out.push(p));
+        assert_eq!(
+            out,
+            vec![Packet::Credit {
+                channel: 1,
+                bytes: 1000
+            }]
+        );
+        assert_eq!(f.stats(1).unwrap().window, 1000);
+        assert_eq!(budget.remaining(), 100_000);
+        // The next window turns over with the socket found empty: it doubles.
+        f.on_data(t, 1, 1000).unwrap();
+        f.on_consumed(t, 1, 1000);
+        assert_eq!(
+            grants(&mut f, t, 0),
+            vec![Packet::Credit {
+                channel: 1,
+                bytes: 2000
+            }]
+        );
+        assert_eq!(f.stats(1).unwrap().window, 2000);
+    }
+
+    #[test]
     fn with_a_known_round_trip_a_window_grows_only_when_it_turns_over_fast() {
         let t = t0();
         let (mut f, budget) = flow(t, 100_000);
@@ -765,6 +843,39 @@ mod tests {
         assert!(grants(&mut g, t, 1000).is_empty());
         assert_eq!(budget.remaining(), 0);
         assert_eq!(g.poll_timeout(), Some(t + GROW_RETRY));
+    }
+
+    #[test]
+    fn a_message_that_fits_gets_the_rest_of_its_credit_without_growth() {
+        let t = t0();
+        let (mut f, _) = flow(t, 100_000);
+        f.initial_grants(&mut |_| {});
+        let window = f.stats(1).unwrap().window;
+        // A small message, taken by the service: less than a quarter to give back.
+        let small = window / 5;
+        f.on_data(t, 1, small).unwrap();
+        f.on_consumed(t, 1, small);
+        assert!(
+            grants(&mut f, t, 0).is_empty(),
+            "credit goes back in quarters"
+        );
+        // Then a message of the whole window: its start uses all the credit left.
+        f.on_data(t, 1, window - small).unwrap();
+        let mut out = Vec::new();
+        let held = PartialCost {
+            held: window - small,
+            whole: window,
+        };
+        f.poll_grants(t, |_| held, &mut |p| out.push(p));
+        assert_eq!(
+            out,
+            vec![Packet::Credit {
+                channel: 1,
+                bytes: small as u32
+            }],
+            "the rest of the message's credit comes at once"
+        );
+        assert_eq!(f.stats(1).unwrap().window, window, "it fits: no growth");
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //!   `TooManyPongs`. A node following this protocol sends at most one ping per
 //!   `ping_interval` (at least 100 ms) and a pong only to answer a ping.
 //! * Anything received restarts the idle deadline (`IdleTimeout`).
+//! * Right after the handshake one *probe* ping measures the round-trip time of the
+//!   idle path (flow control paces window growth by it, see
+//!   [`flow`](super::flow)). A probe has no pong deadline: a remote that does not
+//!   answer it is closed by the first regular ping, as it would be without a probe.
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +46,8 @@ pub struct Keepalive {
     next_ping: Instant,
     /// Nonce of our unanswered ping and when it was queued.
     outstanding: Option<(u64, Instant)>,
+    /// The outstanding ping is a probe (no pong deadline).
+    probe: bool,
     /// When the outstanding ping was written (for the round-trip time).
     written: Option<Instant>,
     /// A ping of ours to hand to the writer.
@@ -73,6 +79,7 @@ impl Keepalive {
             counter: 0,
             next_ping: now + ping_interval,
             outstanding: None,
+            probe: false,
             written: None,
             ping_due: None,
             pong_due: None,
@@ -116,6 +123,7 @@ impl Keepalive {
         match self.outstanding {
             Some((expected, queued)) if expected == nonce => {
                 self.outstanding = None;
+                self.probe = false;
                 let sent = self.written.take().unwrap_or(queued);
                 self.rtt = Some(now.saturating_duration_since(sent));
                 Ok(())
@@ -153,7 +161,17 @@ impl Keepalive {
 
     fn pong_deadline(&self) -> Option<Instant> {
         self.outstanding
+            .filter(|_| !self.probe)
             .map(|(_, queued)| queued + self.pong_timeout)
+    }
+
+    /// Queues a new ping of ours (replacing an unanswered probe).
+    fn start_ping(&mut self, now: Instant, probe: bool) {
+        let nonce = self.nonce();
+        self.outstanding = Some((nonce, now));
+        self.probe = probe;
+        self.written = None;
+        self.ping_due = Some(nonce);
     }
 
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has
@@ -177,11 +195,8 @@ impl Keepalive {
         }
         if self.next_ping <= now {
             self.next_ping = now + self.ping_interval;
-            if self.outstanding.is_none() {
-                let nonce = self.nonce();
-                self.outstanding = Some((nonce, now));
-                self.written = None;
-                self.ping_due = Some(nonce);
+            if self.outstanding.is_none() || self.probe {
+                self.start_ping(now, false);
             }
         }
         Ok(())
@@ -189,12 +204,18 @@ impl Keepalive {
 
     /// Queues a ping now (to measure the round trip), unless one is outstanding.
     pub fn ping_now(&mut self, now: Instant) {
-        if self.outstanding.is_none() {
-            let nonce = self.nonce();
-            self.outstanding = Some((nonce, now));
-            self.written = None;
-            self.ping_due = Some(nonce);
+        if self.outstanding.is_none() || self.probe {
+            self.start_ping(now, false);
             self.next_ping = now + self.ping_interval;
+        }
+    }
+
+    /// Queues a probe ping now, unless a ping is outstanding: its pong gives a
+    /// round-trip time, and no pong deadline runs for it (see the [module
+    /// docs](self)).
+    pub fn probe(&mut self, now: Instant) {
+        if self.outstanding.is_none() {
+            self.start_ping(now, true);
         }
     }
 
@@ -242,6 +263,42 @@ mod tests {
         k.handle_timeout(t + ms(100)).unwrap();
         assert!(k.take_ping().is_some());
         assert_eq!(k.poll_timeout(), t + ms(150));
+        assert_eq!(
+            k.handle_timeout(t + ms(150)),
+            Err(DisconnectReason::PongTimeout)
+        );
+    }
+
+    #[test]
+    fn a_probe_measures_the_round_trip_and_has_no_deadline() {
+        let t = t0();
+        // Answered: the round trip is known, and the regular ping comes on time.
+        let mut k = keepalive(t);
+        k.probe(t);
+        let nonce = k.take_ping().expect("the probe goes out");
+        k.on_ping_written(t + ms(1));
+        assert_eq!(
+            k.poll_timeout(),
+            t + ms(100),
+            "no pong deadline for a probe"
+        );
+        k.on_pong(t + ms(3), nonce).unwrap();
+        assert_eq!(k.last_rtt(), Some(ms(2)));
+        assert!(!k.awaiting_pong());
+        // Unanswered: nothing closes until the first regular ping goes unanswered,
+        // and a late answer to the probe then answers nothing.
+        let mut k = keepalive(t);
+        k.probe(t);
+        let probe = k.take_ping().expect("the probe goes out");
+        k.handle_timeout(t + ms(99)).unwrap();
+        k.handle_timeout(t + ms(100)).unwrap();
+        let ping = k.take_ping().expect("the regular ping replaces the probe");
+        assert_ne!(ping, probe);
+        k.on_pong(t + ms(120), probe).unwrap();
+        assert!(
+            k.awaiting_pong(),
+            "the probe's pong does not answer the ping"
+        );
         assert_eq!(
             k.handle_timeout(t + ms(150)),
             Err(DisconnectReason::PongTimeout)

@@ -57,7 +57,7 @@ pub use reassembly::Message;
 pub use scheduler::PushError;
 pub use transmit::Transmit;
 
-use self::flow::{RecvFlow, WindowConfig};
+use self::flow::{PartialCost, RecvFlow, WindowConfig};
 use self::handshake::{check_after_handshake, handshake_message, AwaitVersion, Handshake, Version};
 use self::inbox::Inboxes;
 use self::keepalive::Keepalive;
@@ -517,7 +517,11 @@ impl PeerCore {
             }
             match self.codec.decode(buf) {
                 Ok(Some(packet)) => {
-                    self.read_direct = false;
+                    // A message's chunk read whole: large chunks may have stopped
+                    // coming (keepalive and credit packets say nothing of it).
+                    if let Packet::Msg(_) = packet {
+                        self.read_direct = false;
+                    }
                     self.handle_packet(now, packet);
                 }
                 Ok(None) => {
@@ -627,14 +631,22 @@ impl PeerCore {
     /// The most bytes the next read into the read buffer should take, when a larger
     /// read would copy payload that could go straight into its message: the rest of a
     /// payload too short to lend out plus the next packet's header, or just a header
-    /// after a chunk taken in pieces (until a packet read whole says that large
-    /// messages stopped coming).
+    /// after a chunk taken in pieces (until a data packet read whole says that large
+    /// messages may have stopped coming).
     #[must_use]
     pub fn read_hint(&self) -> Option<usize> {
         match &self.direct {
             Some(d) => Some(d.remaining + MAX_MSG_HEADER),
             None => self.read_direct.then_some(MAX_MSG_HEADER),
         }
+    }
+
+    /// The runtime read everything the socket held (a read would block now). A
+    /// receiver that never gets here is what limits the transfer, and its windows do
+    /// not grow for speed (see [`flow`]).
+    pub fn handle_drained(&mut self, now: Instant) {
+        let _ = now;
+        self.flow.on_drained();
     }
 
     /// The remote closed its write half; `buf` holds what was left unparsed.
@@ -919,7 +931,7 @@ impl PeerCore {
         if self.is_active() {
             let reassembly = &self.reassembly;
             self.flow
-                .poll_grants(now, |c| reassembly.partial_len(c) as u64, &mut |p| {
+                .poll_grants(now, |c| partial_cost(reassembly, c), &mut |p| {
                     out.push_packet(&p)
                 });
         }
@@ -1085,11 +1097,10 @@ impl PeerCore {
                     if self.is_active() {
                         let reassembly = &self.reassembly;
                         let out = &mut self.flow_out;
-                        self.flow.handle_timeout(
-                            now,
-                            |c| reassembly.partial_len(c) as u64,
-                            &mut |p| out.push(p),
-                        );
+                        self.flow
+                            .handle_timeout(now, |c| partial_cost(reassembly, c), &mut |p| {
+                                out.push(p)
+                            });
                     }
                 }
                 Timer::Compact => self.inbox.handle_timeout(now),
@@ -1209,13 +1220,17 @@ impl PeerCore {
         self.flow
             .on_rtt(now.saturating_duration_since(self.started));
         let limits = &self.config.limits;
-        self.keepalive = Some(Keepalive::new(
+        let mut keepalive = Keepalive::new(
             now,
             limits.ping_interval,
             limits.pong_timeout,
             limits.idle_timeout,
             self.secret,
-        ));
+        );
+        // The handshake's round trip includes the remote's handshake work; a probe
+        // measures the path itself.
+        keepalive.probe(now);
+        self.keepalive = Some(keepalive);
         self.remote = Some(Box::new(remote));
         self.phase = Phase::Active;
         self.events.push_back(Event::Connected);
@@ -1326,6 +1341,17 @@ impl PeerCore {
             }
             _ => {}
         }
+    }
+}
+
+/// The partial message on `channel`, in credit.
+fn partial_cost(reassembly: &Reassembler, channel: u8) -> PartialCost {
+    match reassembly.partial_sizes(channel) {
+        (_, 0) => PartialCost::default(),
+        (held, total) => PartialCost {
+            held: held as u64,
+            whole: message_cost(total),
+        },
     }
 }
 

@@ -161,6 +161,15 @@ impl Reassembler {
             .map_or(0, Partial::len)
     }
 
+    /// The partial message on `channel`: bytes held and declared size (0 and 0 when
+    /// there is none).
+    #[must_use]
+    pub fn partial_sizes(&self, channel: u8) -> (usize, usize) {
+        self.slot(channel)
+            .and_then(|s| s.partial.as_ref())
+            .map_or((0, 0), |p| (p.len(), p.total))
+    }
+
     /// Room left in the partial message on `channel` (its declared size minus what it
     /// holds), or `None` when the channel has no partial message.
     #[must_use]

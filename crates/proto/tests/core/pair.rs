@@ -415,6 +415,8 @@ impl Pair {
                 budget -= take;
             }
             if budget == size {
+                // Nothing more has arrived: this side reads as fast as data comes.
+                side.core.handle_drained(now);
                 break;
             }
             side.core.handle_read(now, &mut side.rbuf);
@@ -586,6 +588,7 @@ impl Solo {
     pub fn feed(&mut self, bytes: &[u8]) {
         self.rbuf.extend_from_slice(bytes);
         self.core.handle_read(self.now, &mut self.rbuf);
+        self.core.handle_drained(self.now);
         self.drain();
     }
 
@@ -609,6 +612,7 @@ impl Solo {
             rest = &rest[take..];
             self.core.handle_read(self.now, &mut self.rbuf);
         }
+        self.core.handle_drained(self.now);
         self.drain();
         direct
     }
