@@ -412,6 +412,11 @@ impl RawPeer {
         let _ = self.wr.write_all(bytes).await;
     }
 
+    /// Closes the write half (the node reads the end of the stream).
+    pub async fn shutdown(&mut self) {
+        let _ = self.wr.shutdown().await;
+    }
+
     /// Writes one packet (a chunk's cost is taken from the credit it tracks).
     pub async fn send(&mut self, p: Packet) {
         if let Packet::Msg(m) = &p {

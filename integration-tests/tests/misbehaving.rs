@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use switchyard::proto::connection::handshake::HandshakeError;
 use switchyard::proto::wire::codec::{CodecError, Msg, MsgKind, Packet};
 use switchyard::proto::wire::control::Control;
@@ -341,6 +342,62 @@ async fn a_peer_sending_beyond_its_credit_is_closed() {
         "{closed:?}"
     );
     node.switch.send(Shutdown).await.unwrap();
+}
+
+/// The stream ends in the middle of a large chunk's payload, which the node reads
+/// straight into its message: the node closes the peer as truncated, names what it
+/// missed, and goes on serving others.
+#[actix::test]
+async fn a_stream_ending_inside_a_large_chunk_is_truncated() {
+    init_logs();
+    let chans = [(1, ChannelConfig::new(1), Mode::Raw)];
+    let node = start_node(test_config(), &chans).await;
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.handshake(NET).await;
+    let raw_id = raw.id;
+    // Msg, channel 1, SIZED: a 200,000-byte message whose first chunk has 60,000
+    // bytes; 10,000 of them are written, then nothing more.
+    let mut bytes = vec![0x03, 1, 0x08];
+    bytes.extend_from_slice(&200_000u32.to_be_bytes());
+    bytes.extend_from_slice(&60_000u32.to_be_bytes());
+    bytes.extend_from_slice(&[7u8; 10_000]);
+    raw.write(&bytes).await;
+    // Let the node take the header and start reading the payload into place.
+    assert!(
+        node.log
+            .wait_for(WAIT, |l| l.events.contains(&Event::Up(raw_id)))
+            .await
+    );
+    raw.shutdown().await;
+    assert!(
+        node.log
+            .wait_for(WAIT, |l| l
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Down(id, _) if *id == raw_id)))
+            .await
+    );
+    let reason = node.log.lock().events.iter().find_map(|e| match e {
+        Event::Down(id, reason) if *id == raw_id => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        reason,
+        Some(DisconnectReason::Codec(CodecError::Truncated {
+            have: 0,
+            need: 50_000
+        }))
+    );
+    // The node still serves an honest peer.
+    let other = start_node(test_config(), &chans).await;
+    let to_other = connect(&node, &other).await;
+    to_other
+        .send_raw(1, Bytes::from_static(b"still here"))
+        .await
+        .unwrap();
+    assert!(other.log.wait_for(WAIT, |l| l.raw.len() == 1).await);
+    node.switch.send(Shutdown).await.unwrap();
+    other.switch.send(Shutdown).await.unwrap();
 }
 
 /// A chunk that is not the last of its message; the first one says the total size.

@@ -59,7 +59,12 @@
 //! receiver never found its socket empty while it turned over (the runtime reports
 //! each time it read everything, [`RecvFlow::on_drained`]): that receiver's CPU is
 //! the bottleneck, data already waits for it in the kernel, and a larger window would
-//! only make the wait longer. (The round trip is
+//! only make the wait longer. Each growth for speed is a trial: once the larger window
+//! has turned over, it must have moved data at least [`GROWTH_GAIN`] times faster than
+//! the one before, or it is undone (credit simply goes back against the smaller
+//! window; nothing is reclaimed) and growth rests for [`GROW_HOLD`]. On loopback,
+//! where a "round trip" is a few thread wake-ups, this is what keeps a bulk channel
+//! from parking megabytes ahead of other channels' urgent messages for no gain. (The round trip is
 //! what a connection measured, so a receiver whose CPU is the bottleneck but turns
 //! windows over within a few round trips still sees them grow.) A message larger
 //! than the window gets through too: when its declared size does not fit the window
@@ -109,6 +114,13 @@ pub const GROW_RETRY: Duration = Duration::from_millis(50);
 /// A window grows for speed only if the service took a whole window within this many
 /// round trips (see the [module docs](self)).
 pub const GROW_RTTS: u32 = 8;
+
+/// How much faster a window grown for speed must turn over data than the one before
+/// it to be kept.
+pub const GROWTH_GAIN: f64 = 1.25;
+
+/// How long a window whose growth did not pay waits before growing again.
+pub const GROW_HOLD: Duration = Duration::from_secs(1);
 
 /// Smallest growth worth taking when the budget cannot give a whole doubling.
 pub const MIN_GROWTH: u64 = 16 << 10;
@@ -251,6 +263,12 @@ struct Window {
     /// The runtime found the socket empty since `turnover_since`: the receiver
     /// waited for data, so it is not what limits the transfer.
     drained: bool,
+    /// After a growth for speed: the window before it, and the rate (bytes per
+    /// second) at which that window turned over, until the larger one has turned
+    /// over once and shown it moves data faster.
+    trial: Option<(u64, f64)>,
+    /// A growth that did not pay was undone: no new one before this.
+    hold_until: Option<Instant>,
     /// Last data received or consumed on this channel.
     last_activity: Instant,
     /// A partial message was buffered when last looked at (such a window is not idle).
@@ -318,6 +336,8 @@ impl RecvFlow {
                 consumed_at_growth: 0,
                 turnover_since: now,
                 drained: false,
+                trial: None,
+                hold_until: None,
                 last_activity: now,
                 partial_held: false,
             });
@@ -495,15 +515,31 @@ impl RecvFlow {
             let exhausted = unused <= (w.window / 8).max(self.packet);
             let need = held_partial.held > 0 && held_partial.whole > w.window && complete == 0;
             let mut turned_over = w.consumed.saturating_sub(w.consumed_at_growth) >= w.window;
+            let mut trial = None;
             if turned_over && !need {
                 let took = now.saturating_duration_since(w.turnover_since);
+                let rate = w.window as f64 / took.as_secs_f64().max(1e-9);
+                // A larger window that did not move data faster than the one before
+                // is undone (no reclaim: credit simply goes back against the smaller
+                // window), and growth rests for a while.
+                let paid = w.trial.take().is_none_or(|(before, before_rate)| {
+                    if rate >= before_rate * GROWTH_GAIN {
+                        return true;
+                    }
+                    w.window = before;
+                    w.hold_until = Some(now + GROW_HOLD);
+                    false
+                });
                 let slow = self.min_rtt.is_some_and(|rtt| took > rtt * GROW_RTTS);
-                if slow || !w.drained {
+                let held = w.hold_until.is_some_and(|t| now < t);
+                if !paid || slow || !w.drained || held {
                     // Not the bottleneck: start a new measurement instead of growing.
                     w.consumed_at_growth = w.consumed;
                     w.turnover_since = now;
                     w.drained = false;
                     turned_over = false;
+                } else {
+                    trial = Some((w.window, rate));
                 }
             }
             if w.window < w.max && w.reclaiming.is_none() && exhausted && (need || turned_over) {
@@ -545,6 +581,7 @@ impl RecvFlow {
                     w.consumed_at_growth = w.consumed;
                     w.turnover_since = now;
                     w.drained = false;
+                    w.trial = if need { None } else { trial };
                 }
             }
             let target = w.consumed.saturating_add(w.window);
@@ -785,6 +822,54 @@ mod tests {
             }]
         );
         assert_eq!(f.stats(1).unwrap().window, 2000);
+    }
+
+    #[test]
+    fn a_growth_that_does_not_move_data_faster_is_undone() {
+        let t = t0();
+        let (mut f, _) = flow(t, 100_000);
+        f.on_rtt(Duration::from_millis(1));
+        f.initial_grants(&mut |_| {});
+        let ms = Duration::from_millis;
+        // One window in 1 ms: fast enough to grow.
+        let mut now = t + ms(1);
+        f.on_data(now, 1, 1000).unwrap();
+        f.on_consumed(now, 1, 1000);
+        let _ = grants(&mut f, now, 0);
+        assert_eq!(f.stats(1).unwrap().window, 2000);
+        // The doubled window turns over at the same rate (2 ms): the receiver, not
+        // the window, sets the pace. Back to 1000.
+        now += ms(2);
+        f.on_data(now, 1, 2000).unwrap();
+        f.on_consumed(now, 1, 2000);
+        let _ = grants(&mut f, now, 0);
+        assert_eq!(f.stats(1).unwrap().window, 1000);
+        // While growth rests, fast turnovers do not grow it.
+        now += ms(1);
+        f.on_data(now, 1, 1000).unwrap();
+        f.on_consumed(now, 1, 1000);
+        let _ = grants(&mut f, now, 0);
+        assert_eq!(f.stats(1).unwrap().window, 1000);
+        // Later it tries again, and a larger window that moves data faster stays.
+        now += GROW_HOLD;
+        let turn = |f: &mut RecvFlow, now: Instant| {
+            let w = f.stats(1).unwrap().window;
+            let unused = f.stats(1).unwrap().granted - f.stats(1).unwrap().received;
+            f.on_data(now, 1, unused.min(w)).unwrap();
+            f.on_consumed(now, 1, unused.min(w));
+            let _ = grants(f, now, 0);
+        };
+        turn(&mut f, now);
+        now += ms(1);
+        turn(&mut f, now);
+        assert_eq!(f.stats(1).unwrap().window, 2000);
+        now += ms(1);
+        turn(&mut f, now);
+        assert_eq!(
+            f.stats(1).unwrap().window,
+            4000,
+            "twice the data in the same time: kept, and grown again"
+        );
     }
 
     #[test]

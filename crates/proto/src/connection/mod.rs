@@ -917,7 +917,12 @@ impl PeerCore {
                 out.push_packet(&Packet::Pong(nonce));
             }
             if let Some(nonce) = k.take_ping() {
+                // First in the transmit: its bytes reach the socket with the next
+                // write. (Waiting for the whole transmit to be written would count a
+                // large write's time against the round trip, or worse, end the
+                // measurement after the pong had arrived.)
                 out.push_packet(&Packet::Ping(nonce));
+                k.on_ping_written(now);
                 self.in_flight.ping = true;
             }
         }
