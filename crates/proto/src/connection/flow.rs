@@ -59,9 +59,9 @@
 //! receiver never found its socket empty while it turned over (the runtime reports
 //! each time it read everything, [`RecvFlow::on_drained`]): that receiver's CPU is
 //! the bottleneck, data already waits for it in the kernel, and a larger window would
-//! only make the wait longer. Each growth for speed is a trial: once the larger window
-//! has turned over, it must have moved data at least [`GROWTH_GAIN`] times faster than
-//! the one before, or it is undone (credit simply goes back against the smaller
+//! only make the wait longer. From [`TRIAL_PACKETS`] full packets up, each growth for
+//! speed is a trial: once the larger window has turned over, it must have moved data
+//! at least [`GROWTH_GAIN`] times faster than the one before, or it is undone (credit simply goes back against the smaller
 //! window; nothing is reclaimed) and growth rests for [`GROW_HOLD`]. On loopback,
 //! where a "round trip" is a few thread wake-ups, this is what keeps a bulk channel
 //! from parking megabytes ahead of other channels' urgent messages for no gain. (The round trip is
@@ -118,6 +118,11 @@ pub const GROW_RTTS: u32 = 8;
 /// How much faster a window grown for speed must turn over data than the one before
 /// it to be kept.
 pub const GROWTH_GAIN: f64 = 1.25;
+
+/// Windows of fewer full packets than this (1 MiB with 64 KiB packets) grow on the
+/// turnover rules alone; from there each growth for speed is a trial (see the
+/// [module docs](self)).
+pub const TRIAL_PACKETS: u64 = 16;
 
 /// How long a window whose growth did not pay waits before growing again.
 pub const GROW_HOLD: Duration = Duration::from_secs(1);
@@ -539,7 +544,8 @@ impl RecvFlow {
                     w.drained = false;
                     turned_over = false;
                 } else {
-                    trial = Some((w.window, rate));
+                    let floor = self.packet.saturating_mul(TRIAL_PACKETS);
+                    trial = (w.window >= floor).then_some((w.window, rate));
                 }
             }
             if w.window < w.max && w.reclaiming.is_none() && exhausted && (need || turned_over) {
@@ -831,27 +837,7 @@ mod tests {
         f.on_rtt(Duration::from_millis(1));
         f.initial_grants(&mut |_| {});
         let ms = Duration::from_millis;
-        // One window in 1 ms: fast enough to grow.
-        let mut now = t + ms(1);
-        f.on_data(now, 1, 1000).unwrap();
-        f.on_consumed(now, 1, 1000);
-        let _ = grants(&mut f, now, 0);
-        assert_eq!(f.stats(1).unwrap().window, 2000);
-        // The doubled window turns over at the same rate (2 ms): the receiver, not
-        // the window, sets the pace. Back to 1000.
-        now += ms(2);
-        f.on_data(now, 1, 2000).unwrap();
-        f.on_consumed(now, 1, 2000);
-        let _ = grants(&mut f, now, 0);
-        assert_eq!(f.stats(1).unwrap().window, 1000);
-        // While growth rests, fast turnovers do not grow it.
-        now += ms(1);
-        f.on_data(now, 1, 1000).unwrap();
-        f.on_consumed(now, 1, 1000);
-        let _ = grants(&mut f, now, 0);
-        assert_eq!(f.stats(1).unwrap().window, 1000);
-        // Later it tries again, and a larger window that moves data faster stays.
-        now += GROW_HOLD;
+        // A window turned over: whatever credit is left, taken and consumed.
         let turn = |f: &mut RecvFlow, now: Instant| {
             let w = f.stats(1).unwrap().window;
             let unused = f.stats(1).unwrap().granted - f.stats(1).unwrap().received;
@@ -859,17 +845,36 @@ mod tests {
             f.on_consumed(now, 1, unused.min(w));
             let _ = grants(f, now, 0);
         };
+        let window = |f: &RecvFlow| f.stats(1).unwrap().window;
+        // Below TRIAL_PACKETS packets (2,112 bytes here), fast turnovers grow it
+        // outright.
+        let mut now = t + ms(1);
+        turn(&mut f, now);
+        assert_eq!(window(&f), 2000);
+        now += ms(1);
+        turn(&mut f, now);
+        assert_eq!(window(&f), 4000);
+        // From 4,000 to 8,000 is a trial...
+        now += ms(1);
+        turn(&mut f, now);
+        assert_eq!(window(&f), 8000);
+        // ...that fails: 8,000 bytes in 2 ms is the rate 4,000 had. Back to 4,000.
+        now += ms(2);
+        turn(&mut f, now);
+        assert_eq!(window(&f), 4000);
+        // While growth rests, fast turnovers do not grow it.
+        now += ms(1);
+        turn(&mut f, now);
+        assert_eq!(window(&f), 4000);
+        // Later it tries again, and a larger window that moves data faster stays.
+        now += GROW_HOLD;
         turn(&mut f, now);
         now += ms(1);
         turn(&mut f, now);
-        assert_eq!(f.stats(1).unwrap().window, 2000);
+        assert_eq!(window(&f), 8000);
         now += ms(1);
         turn(&mut f, now);
-        assert_eq!(
-            f.stats(1).unwrap().window,
-            4000,
-            "twice the data in the same time: kept, and grown again"
-        );
+        assert_eq!(window(&f), 8000, "twice the data in the same time: kept");
     }
 
     #[test]
