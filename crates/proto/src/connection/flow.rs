@@ -119,9 +119,9 @@ pub const GROW_RTTS: u32 = 8;
 /// it to be kept.
 pub const GROWTH_GAIN: f64 = 1.25;
 
-/// Windows of fewer full packets than this (1 MiB with 64 KiB packets) grow on the
-/// turnover rules alone; from there each growth for speed is a trial (see the
-/// [module docs](self)).
+/// Windows smaller than this many packets' payloads (1 MiB with 64 KiB packets, so a
+/// window holding one 1 MiB message is tried) grow on the turnover rules alone; from
+/// there each growth for speed is a trial (see the [module docs](self)).
 pub const TRIAL_PACKETS: u64 = 16;
 
 /// How long a window whose growth did not pay waits before growing again.
@@ -544,7 +544,8 @@ impl RecvFlow {
                     w.drained = false;
                     turned_over = false;
                 } else {
-                    let floor = self.packet.saturating_mul(TRIAL_PACKETS);
+                    let payload = self.packet.saturating_sub(MESSAGE_COST);
+                    let floor = payload.saturating_mul(TRIAL_PACKETS);
                     trial = (w.window >= floor).then_some((w.window, rate));
                 }
             }
@@ -846,35 +847,36 @@ mod tests {
             let _ = grants(f, now, 0);
         };
         let window = |f: &RecvFlow| f.stats(1).unwrap().window;
-        // Below TRIAL_PACKETS packets (2,112 bytes here), fast turnovers grow it
+        // Below TRIAL_PACKETS packets (1,600 bytes here), fast turnovers grow it
         // outright.
         let mut now = t + ms(1);
         turn(&mut f, now);
         assert_eq!(window(&f), 2000);
+        // From 2,000 to 4,000 is a trial...
         now += ms(1);
         turn(&mut f, now);
         assert_eq!(window(&f), 4000);
-        // From 4,000 to 8,000 is a trial...
-        now += ms(1);
-        turn(&mut f, now);
-        assert_eq!(window(&f), 8000);
-        // ...that fails: 8,000 bytes in 2 ms is the rate 4,000 had. Back to 4,000.
+        // ...that fails: 4,000 bytes in 2 ms is the rate 2,000 had. Back to 2,000.
         now += ms(2);
         turn(&mut f, now);
-        assert_eq!(window(&f), 4000);
+        assert_eq!(window(&f), 2000);
         // While growth rests, fast turnovers do not grow it.
         now += ms(1);
         turn(&mut f, now);
-        assert_eq!(window(&f), 4000);
+        assert_eq!(window(&f), 2000);
         // Later it tries again, and a larger window that moves data faster stays.
         now += GROW_HOLD;
         turn(&mut f, now);
         now += ms(1);
         turn(&mut f, now);
-        assert_eq!(window(&f), 8000);
+        assert_eq!(window(&f), 4000);
         now += ms(1);
         turn(&mut f, now);
-        assert_eq!(window(&f), 8000, "twice the data in the same time: kept");
+        assert_eq!(
+            window(&f),
+            8000,
+            "twice the data in the same time: kept, and grown"
+        );
     }
 
     #[test]
