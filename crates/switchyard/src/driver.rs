@@ -37,6 +37,17 @@ const STREAK_LIMIT: usize = 256 << 10;
 /// Earlier read buffers kept for reuse while their slices are with the services.
 const SPARE_BUFFERS: usize = 4;
 
+/// Where a read went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadInto {
+    /// The read buffer, as much as it had room for.
+    ReadBuffer,
+    /// The read buffer, no more than the core's hint.
+    Hinted,
+    /// Straight into a message the core lent (already handed back).
+    Message,
+}
+
 pub(crate) struct Driver {
     conn: SharedConn,
     io: Arc<TcpStream>,
@@ -83,7 +94,7 @@ impl Driver {
         if self.read_done {
             return None;
         }
-        let (result, hinted) = loop {
+        let (result, into) = loop {
             match self.io.poll_read_ready(cx) {
                 Poll::Pending => {
                     if std::mem::take(&mut self.got_data) {
@@ -93,7 +104,7 @@ impl Driver {
                     }
                     return None;
                 }
-                Poll::Ready(Err(e)) => break (Err(e), false),
+                Poll::Ready(Err(e)) => break (Err(e), ReadInto::ReadBuffer),
                 Poll::Ready(Ok(())) => {}
             }
             let (lent, hint) = {
@@ -104,39 +115,29 @@ impl Driver {
                     (None, None)
                 }
             };
-            if let Some((mut buf, most)) = lent {
+            let (result, into) = if let Some((mut buf, most)) = lent {
                 let result = self.io.try_read_buf(&mut (&mut buf).limit(most));
-                let now = Instant::now();
-                let mut inner = self.conn.lock();
-                inner.core.handle_direct_read(now, buf);
-                match result {
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-                    Ok(0) => {
-                        self.read_done = true;
-                        inner.core.handle_eof(now, &mut self.rbuf);
-                        return Some(0);
-                    }
-                    Ok(n) => {
-                        self.got_data = true;
-                        return Some(n);
-                    }
-                    Err(e) => {
-                        self.read_done = true;
-                        inner.core.handle_io_error(now, &e.to_string());
-                        return Some(0);
-                    }
+                // The buffer goes back whatever the read did.
+                self.conn
+                    .lock()
+                    .core
+                    .handle_direct_read(Instant::now(), buf);
+                (result, ReadInto::Message)
+            } else {
+                if self.rbuf.capacity() - self.rbuf.len() < self.next_read / 2 {
+                    self.grow_read_buffer();
                 }
-            }
-            if self.rbuf.capacity() - self.rbuf.len() < self.next_read / 2 {
-                self.grow_read_buffer();
-            }
-            let result = match hint {
-                Some(most) => self.io.try_read_buf(&mut (&mut self.rbuf).limit(most)),
-                None => self.io.try_read_buf(&mut self.rbuf),
+                match hint {
+                    Some(most) => (
+                        self.io.try_read_buf(&mut (&mut self.rbuf).limit(most)),
+                        ReadInto::Hinted,
+                    ),
+                    None => (self.io.try_read_buf(&mut self.rbuf), ReadInto::ReadBuffer),
+                }
             };
             match result {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                r => break (r, hint.is_some()),
+                r => break (r, into),
             }
         };
         let now = Instant::now();
@@ -147,6 +148,10 @@ impl Driver {
                 inner.core.handle_eof(now, &mut self.rbuf);
                 Some(0)
             }
+            Ok(n) if into == ReadInto::Message => {
+                self.got_data = true;
+                Some(n)
+            }
             Ok(n) => {
                 log::trace!("read {n}");
                 self.got_data = true;
@@ -155,7 +160,7 @@ impl Driver {
                 // Grow reads that fill the buffer; shrink back when traffic is light,
                 // and give an idle connection's large buffer back. (A read cut short
                 // by a hint says nothing about the traffic.)
-                if !hinted {
+                if into == ReadInto::ReadBuffer {
                     self.next_read = if n >= self.next_read {
                         (self.next_read * 2).min(MAX_READ)
                     } else {

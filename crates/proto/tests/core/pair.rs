@@ -127,27 +127,32 @@ impl Side {
         let Some((mut buf, most)) = self.core.take_read_buffer() else {
             return false;
         };
-        let mut budget = most.min(read_size);
+        let read = self.take_arrived(now, most.min(read_size), &mut buf);
+        self.core.handle_direct_read(now, buf);
+        self.direct_bytes += read as u64;
+        read > 0
+    }
+
+    /// Moves up to `most` bytes that have arrived by `now` into `into`; returns how
+    /// many.
+    fn take_arrived(&mut self, now: Instant, most: usize, into: &mut BytesMut) -> usize {
         let mut read = 0;
-        while budget > 0 {
+        while read < most {
             let Some((at, bytes)) = self.inbound.front_mut() else {
                 break;
             };
             if *at > now {
                 break;
             }
-            let take = bytes.len().min(budget);
-            buf.extend_from_slice(&bytes.split_to(take));
+            let take = bytes.len().min(most - read);
+            into.extend_from_slice(&bytes.split_to(take));
             if bytes.is_empty() {
                 self.inbound.pop_front();
             }
             self.unread -= take;
-            budget -= take;
             read += take;
         }
-        self.core.handle_direct_read(now, buf);
-        self.direct_bytes += read as u64;
-        read > 0
+        read
     }
 
     pub fn new(core: PeerCore, now: Instant) -> Self {
@@ -397,24 +402,10 @@ impl Pair {
                 None
             };
             let size = hint.map_or(read_size, |h| h.min(read_size));
-            let mut budget = size;
-            while budget > 0 {
-                let Some((at, bytes)) = side.inbound.front_mut() else {
-                    break;
-                };
-                if *at > now {
-                    break;
-                }
-                let take = bytes.len().min(budget);
-                let piece = bytes.split_to(take);
-                if bytes.is_empty() {
-                    side.inbound.pop_front();
-                }
-                side.rbuf.extend_from_slice(&piece);
-                side.unread -= take;
-                budget -= take;
-            }
-            if budget == size {
+            let mut rbuf = std::mem::take(&mut side.rbuf);
+            let read = side.take_arrived(now, size, &mut rbuf);
+            side.rbuf = rbuf;
+            if read == 0 {
                 // Nothing more has arrived: this side reads as fast as data comes.
                 side.core.handle_drained(now);
                 break;
