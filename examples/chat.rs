@@ -50,7 +50,7 @@ impl Handler<Received<Line>> for Chat {
 impl Handler<PeerUp> for Chat {
     type Result = ();
     fn handle(&mut self, up: PeerUp, _: &mut Context<Self>) {
-        println!("* {} joined from {}", up.0.id(), up.0.remote_addr());
+        println!("* {} joined from {}", up.peer.id(), up.peer.remote_addr());
     }
 }
 

@@ -55,7 +55,7 @@ impl Handler<Received<Msg>> for Echo {
 impl Handler<PeerUp> for Echo {
     type Result = ();
     fn handle(&mut self, up: PeerUp, _: &mut Context<Self>) {
-        log::info!("peer up: {}", up.0.id());
+        log::info!("peer up: {}", up.peer.id());
     }
 }
 

@@ -85,7 +85,7 @@ impl Handler<Received<Chat>> for Talk {
 impl Handler<PeerUp> for Talk {
     type Result = ();
     fn handle(&mut self, up: PeerUp, _: &mut Context<Self>) {
-        log::info!("peer up: {}", up.0.id());
+        log::info!("peer up: {}", up.peer.id());
     }
 }
 

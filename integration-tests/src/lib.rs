@@ -12,7 +12,9 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use switchyard::proto::connection::handshake::{ServiceInfo, Version, PROTOCOL_VERSION};
 use switchyard::proto::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
-use switchyard::proto::wire::control::{self, Control, CONTROL_CHANNEL};
+use switchyard::proto::wire::control::{
+    self, ChannelGrant, Control, ServiceOffer, CONTROL_CHANNEL,
+};
 use switchyard::{
     ChannelConfig, Dial, DisconnectReason, GetInfo, Limits, NodeConfig, NodeId, PeerDown,
     PeerHandle, PeerUp, Received, ReceivedBatch, Service, Switch,
@@ -250,8 +252,8 @@ impl Handler<PeerUp> for Recorder {
     type Result = ();
     fn handle(&mut self, up: PeerUp, _: &mut Self::Context) {
         let mut log = self.log.lock();
-        log.events.push(Event::Up(up.0.id()));
-        log.peers.push(up.0);
+        log.events.push(Event::Up(up.peer.id()));
+        log.peers.push(up.peer);
     }
 }
 
@@ -490,8 +492,10 @@ impl RawPeer {
         true
     }
 
-    /// Full handshake as a well-behaved peer on `network` (granting `self.grant` of
-    /// credit on every channel before its Verack); returns the node's Version.
+    /// Full handshake as a well-behaved peer on `network`, then accepts the node's
+    /// first service offer on the same channel ids, granting `self.grant` of credit on
+    /// each (the node's own grants are counted in `credit`); returns the node's
+    /// Version.
     pub async fn handshake(&mut self, network: &str) -> Version {
         let v = self.version(network);
         self.send_control(&Control::Version(v)).await;
@@ -501,20 +505,32 @@ impl RawPeer {
             match self.next_control(Duration::from_secs(5)).await {
                 Some(Control::Version(v)) => {
                     theirs = Some(v);
-                    let mut buf = BytesMut::new();
-                    for channel in 1..=255u8 {
-                        let credit = Packet::Credit {
-                            channel,
-                            bytes: self.grant,
-                        };
-                        self.codec.encode(credit, &mut buf).expect("encodable");
-                    }
-                    self.write(&buf).await;
                     self.send_control(&Control::Verack).await;
                 }
                 Some(Control::Verack) => verack = true,
                 other => panic!("unexpected during handshake: {other:?}"),
             }
+        }
+        match self.next_control(Duration::from_secs(5)).await {
+            Some(Control::ServiceConnect(offer)) => {
+                for g in &offer.channels {
+                    self.credit[usize::from(g.id)] += u64::from(g.credit);
+                }
+                let grant = self.grant;
+                let answer = ServiceOffer {
+                    channels: offer
+                        .channels
+                        .iter()
+                        .map(|g| ChannelGrant {
+                            id: g.id,
+                            credit: grant,
+                        })
+                        .collect(),
+                    ..offer
+                };
+                self.send_control(&Control::ServiceAccept(answer)).await;
+            }
+            other => panic!("expected the node's service offer, got {other:?}"),
         }
         theirs.expect("version")
     }

@@ -121,7 +121,7 @@ pub async fn connect_light(
         handshake_timeout: timeout,
         ..Config::default()
     };
-    let config = Arc::new(CoreConfig::new(limits, []).map_err(|e| e.to_string())?);
+    let config = Arc::new(CoreConfig::new(limits).map_err(|e| e.to_string())?);
     let local = Version {
         protocol: PROTOCOL_VERSION,
         network: network.to_owned(),
@@ -135,6 +135,7 @@ pub async fn connect_light(
         local,
         expected: addr.id,
         secret: rand::random(),
+        services: Vec::new(),
     };
     let core = PeerCore::new(Instant::now(), config, params, Arc::new(RecvBudget::new(0)));
     let mut session = Session {

@@ -86,14 +86,14 @@ impl GossipService {
 impl Handler<PeerUp> for GossipService {
     type Result = ();
     fn handle(&mut self, up: PeerUp, _: &mut Self::Context) {
-        let Some(&other) = self.names.get(&up.0.id()) else {
+        let Some(&other) = self.names.get(&up.peer.id()) else {
             return;
         };
         let link = (self.index.min(other), self.index.max(other));
         let mut t = self.tally.lock().unwrap_or_else(|e| e.into_inner());
         t.ends.insert((self.index, other));
         if t.links.insert(link) {
-            let how = match up.0.direction() {
+            let how = match up.peer.direction() {
                 Direction::Outbound => "dialed",
                 Direction::Inbound => "accepted from",
             };
@@ -102,7 +102,7 @@ impl Handler<PeerUp> for GossipService {
                 link.0,
                 link.1,
                 self.index,
-                up.0.remote_addr()
+                up.peer.remote_addr()
             );
         }
     }

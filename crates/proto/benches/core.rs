@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use switchyard_proto::connection::handshake::{ServiceInfo, Version, PROTOCOL_VERSION};
+use switchyard_proto::connection::services::ServiceSpec;
 use switchyard_proto::{Config, ConnParams, CoreConfig, NodeId, PeerCore, RecvBudget, Transmit};
 
 const CH: u8 = 1;
@@ -16,7 +17,13 @@ const CH: u8 = 1;
 fn core(now: Instant, id: u8) -> PeerCore {
     let limits = Config::default();
     let channels = vec![(CH, limits.channel(1).send_queue(1 << 20, 1 << 30))];
-    let config = Arc::new(CoreConfig::new(limits, channels).expect("config"));
+    let service = Arc::new(ServiceSpec {
+        name: "bench".into(),
+        major: 1,
+        minor: 0,
+        channels,
+    });
+    let config = Arc::new(CoreConfig::new(limits).expect("config"));
     let local = Version {
         protocol: PROTOCOL_VERSION,
         network: "bench".into(),
@@ -33,6 +40,7 @@ fn core(now: Instant, id: u8) -> PeerCore {
         local,
         expected: None,
         secret: [id; 16],
+        services: vec![service],
     };
     PeerCore::new(now, config, params, Arc::new(RecvBudget::new(1 << 30)))
 }
@@ -66,7 +74,7 @@ fn connected(now: Instant) -> (PeerCore, PeerCore) {
         pump(now, &mut a, &mut b, &mut buf);
         pump(now, &mut b, &mut a, &mut buf);
     }
-    assert!(a.is_active() && b.is_active(), "handshake");
+    assert!(a.accepts(CH) && b.accepts(CH), "handshake and service");
     (a, b)
 }
 

@@ -15,10 +15,11 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::config::Config;
 use crate::connection::handshake::{ServiceInfo, Version, PROTOCOL_VERSION};
+use crate::connection::services::ServiceSpec;
 use crate::connection::{ConnParams, CoreConfig, Event, PeerCore, RecvBudget, Transmit};
 use crate::id::NodeId;
 use crate::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
-use crate::wire::control::{self, Control, CONTROL_CHANNEL};
+use crate::wire::control::{self, ChannelGrant, Control, ServiceOffer, CONTROL_CHANNEL};
 
 /// Largest payload the packet harness accepts (small, so the fuzzer finds the limit).
 const FUZZ_PAYLOAD: usize = 4096;
@@ -77,7 +78,13 @@ fn harness_core(now: Instant) -> PeerCore {
         .iter()
         .map(|c| (*c, limits.channel(u16::from(*c))))
         .collect::<Vec<_>>();
-    let config = match CoreConfig::new(limits, channels) {
+    let service = Arc::new(ServiceSpec {
+        name: "fuzz".into(),
+        major: 1,
+        minor: 0,
+        channels,
+    });
+    let config = match CoreConfig::new(limits) {
         Ok(c) => Arc::new(c),
         Err(e) => panic!("harness config: {e}"),
     };
@@ -86,6 +93,7 @@ fn harness_core(now: Instant) -> PeerCore {
         local,
         expected: None,
         secret: [7; 16],
+        services: vec![service],
     };
     PeerCore::new(now, config, params, Arc::new(RecvBudget::new(4 << 20)))
 }
@@ -106,7 +114,8 @@ fn version(id: u8) -> Version {
 }
 
 /// What a well-behaved remote sends to complete the handshake with the harness core:
-/// its `Version`, 64 KiB of credit on each channel, its `Verack`.
+/// its `Version`, its `Verack`, and a `ServiceConnect` of the harness's service on the
+/// same channel ids with 64 KiB of credit on each.
 #[must_use]
 pub fn remote_handshake() -> Bytes {
     let mut codec = PacketCodec::new(64 << 10);
@@ -120,12 +129,23 @@ pub fn remote_handshake() -> Bytes {
             payload: control::encode(c),
         })
     };
-    let mut packets = vec![control(&Control::Version(version(2)))];
-    packets.extend(CHANNELS.iter().map(|c| Packet::Credit {
-        channel: *c,
-        bytes: 64 << 10,
-    }));
-    packets.push(control(&Control::Verack));
+    let offer = ServiceOffer {
+        name: "fuzz".into(),
+        major: 1,
+        minor: 0,
+        channels: CHANNELS
+            .iter()
+            .map(|c| ChannelGrant {
+                id: *c,
+                credit: 64 << 10,
+            })
+            .collect(),
+    };
+    let packets = [
+        control(&Control::Version(version(2))),
+        control(&Control::Verack),
+        control(&Control::ServiceConnect(offer)),
+    ];
     for p in packets {
         if codec.encode(p, &mut out).is_err() {
             return Bytes::new();

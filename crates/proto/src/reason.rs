@@ -149,6 +149,11 @@ pub enum DisconnectReason {
     /// A service judged the peer's behaviour wrong (e.g. unsolicited PEX answer).
     #[error("misbehaviour: {0}")]
     Misbehavior(String),
+    /// The service was detached on this connection (by the remote, or locally); the
+    /// connection and its other services go on. Only ever a service's `PeerDown`
+    /// reason, never a connection's.
+    #[error("service detached")]
+    ServiceDetached,
 }
 
 impl From<CodecError> for DisconnectReason {

@@ -51,6 +51,9 @@ fn take_inline_turn(now: Instant) -> bool {
     })
 }
 
+/// Wait lists for room per connection.
+const ROOMS: usize = 8;
+
 /// Most bytes one inline write takes from the core.
 const INLINE_BATCH: usize = 64 << 10;
 
@@ -78,8 +81,10 @@ pub(crate) struct Conn {
     io: OnceLock<Arc<TcpStream>>,
     /// The driver's task.
     driver: AtomicWaker,
-    /// One per user channel of the node.
-    rooms: Box<[(u8, Notify)]>,
+    /// Senders waiting for room, by channel id modulo [`ROOMS`] (services come and
+    /// go, so not one per channel; a waiter woken for another channel of its slot
+    /// checks again and waits on).
+    rooms: [Notify; ROOMS],
 }
 
 /// What one attempt to write a transmit did.
@@ -110,7 +115,7 @@ pub(crate) fn write_now(io: &TcpStream, t: &mut Transmit) -> Wrote {
 }
 
 impl Conn {
-    pub(crate) fn new(core: PeerCore, channels: impl Iterator<Item = u8>) -> Self {
+    pub(crate) fn new(core: PeerCore) -> Self {
         Conn {
             inner: Mutex::new(Inner {
                 core,
@@ -121,7 +126,7 @@ impl Conn {
             }),
             io: OnceLock::new(),
             driver: AtomicWaker::new(),
-            rooms: channels.map(|c| (c, Notify::new())).collect(),
+            rooms: std::array::from_fn(|_| Notify::new()),
         }
     }
 
@@ -144,16 +149,18 @@ impl Conn {
         self.driver.wake();
     }
 
-    fn room(&self, channel: u8) -> Option<&Notify> {
-        self.rooms
-            .iter()
-            .find(|(c, _)| *c == channel)
-            .map(|(_, n)| n)
+    fn room(&self, channel: u8) -> &Notify {
+        &self.rooms[usize::from(channel) % ROOMS]
     }
 
     /// Wakes the senders waiting for room on `channel`.
     pub(crate) fn room_freed(&self, channel: u8) {
-        if let Some(n) = self.room(channel) {
+        self.room(channel).notify_waiters();
+    }
+
+    /// Wakes every waiting sender (the connection is over).
+    pub(crate) fn room_freed_all(&self) {
+        for n in &self.rooms {
             n.notify_waiters();
         }
     }
@@ -239,9 +246,7 @@ impl Conn {
             Err(PushError::Full) => {}
             Err(e) => return Err(SendError::from_push(channel, e)),
         }
-        let room = self
-            .room(channel)
-            .ok_or(SendError::UnknownChannel(channel))?;
+        let room = self.room(channel);
         loop {
             let mut notified = pin!(room.notified());
             notified.as_mut().enable();
@@ -260,9 +265,7 @@ impl Conn {
     /// write or wake-up. No caller code runs under the lock. On error, the payloads
     /// before the failing one stay queued.
     pub(crate) async fn push_all(&self, channel: u8, run: Vec<Bytes>) -> Result<(), SendError> {
-        let room = self
-            .room(channel)
-            .ok_or(SendError::UnknownChannel(channel))?;
+        let room = self.room(channel);
         let mut run = run.into_iter().peekable();
         while run.peek().is_some() {
             let mut notified = pin!(room.notified());

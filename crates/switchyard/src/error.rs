@@ -68,9 +68,9 @@ pub enum SendError {
     /// This node has no such channel.
     #[error("no channel {0:#04x} on this node")]
     UnknownChannel(u8),
-    /// The remote does not receive on this channel (it granted no credit for it at
-    /// the handshake); the message never reaches the wire.
-    #[error("the remote does not accept channel {0:#04x}")]
+    /// The channel's service is not up with this peer: the peer does not run its
+    /// twin (or not yet, or no longer). The message never reaches the wire.
+    #[error("the peer does not run the service of channel {0:#04x}")]
     NotAccepted(u8),
     /// The message is above the channel's `max_message_size`.
     #[error("message of {size} bytes is above channel {channel:#04x}'s limit of {max}")]
@@ -93,7 +93,7 @@ impl SendError {
         match e {
             PushError::Full => SendError::Full(channel),
             PushError::UnknownChannel(c) => SendError::UnknownChannel(c),
-            PushError::NotAccepted(c) => SendError::NotAccepted(c),
+            PushError::NotAccepted(c) | PushError::ServiceNotUp(c) => SendError::NotAccepted(c),
             PushError::TooLarge { size, max } => SendError::TooLarge { channel, size, max },
             _ => SendError::Closed,
         }

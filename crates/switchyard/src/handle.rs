@@ -15,8 +15,14 @@ use switchyard_proto::{DisconnectReason, NodeId};
 use crate::conn::SharedConn;
 use crate::error::SendError;
 use crate::peer::{Close, Peer};
+use crate::registry::ServiceSlot;
+use crate::service::{PeerDown, PeerUp};
 
 pub(crate) struct PeerShared {
+    /// Services that got `PeerUp` for this peer and are owed a `PeerDown`: whoever
+    /// takes one from here (the Peer when the service or the connection goes down,
+    /// the Switch when a duplicate connection replaces this one) sends it.
+    pub(crate) up: std::sync::Mutex<Vec<Arc<ServiceSlot>>>,
     pub(crate) id: NodeId,
     pub(crate) conn_id: ConnId,
     pub(crate) version: Version,
@@ -126,6 +132,42 @@ impl PeerHandle {
         PeerHandle {
             inner: Arc::new(shared),
         }
+    }
+
+    /// Tells `service` this peer is up for it (once), and notes it owes a `PeerDown`.
+    pub(crate) fn service_up(&self, service: Arc<ServiceSlot>) {
+        let mut up = self.up_list();
+        if up.iter().any(|s| Arc::ptr_eq(s, &service)) {
+            return;
+        }
+        service.up.do_send(PeerUp { peer: self.clone() });
+        up.push(service);
+    }
+
+    /// Tells the service called `name` (or, with `None`, every service that saw this
+    /// peer up) that it is down, once.
+    pub(crate) fn service_down(&self, name: Option<&str>, reason: &DisconnectReason) {
+        let gone: Vec<Arc<ServiceSlot>> = {
+            let mut up = self.up_list();
+            let (gone, stay) = std::mem::take(&mut *up)
+                .into_iter()
+                .partition(|s| name.is_none_or(|n| s.spec.name == n));
+            *up = stay;
+            gone
+        };
+        for s in gone {
+            s.down.do_send(PeerDown {
+                peer: self.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    fn up_list(&self) -> std::sync::MutexGuard<'_, Vec<Arc<ServiceSlot>>> {
+        self.inner
+            .up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The remote node's id.

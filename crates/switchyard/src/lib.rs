@@ -74,7 +74,8 @@ pub use handle::PeerHandle;
 pub use identity::NodeKey;
 pub use service::{PeerDown, PeerUp, Received, ReceivedBatch, Service};
 pub use switch::{
-    Broadcast, BroadcastRaw, Dial, GetInfo, GetPeers, NodeInfo, Shutdown, Switch, SwitchBuilder,
+    AttachService, Broadcast, BroadcastRaw, DetachService, Dial, GetInfo, GetPeers, NodeInfo,
+    Shutdown, Switch, SwitchBuilder,
 };
 pub use switchyard_proto as proto;
 pub use switchyard_proto::admission::Direction;

@@ -1,8 +1,9 @@
 //! The Peer actor: one connection. A thin shell around its
 //! [`PeerCore`](switchyard_proto::PeerCore): the [`Driver`] moves bytes and time, and
 //! this actor carries out the core's events — ask the Switch to admit the peer when
-//! the handshake completes, hand readable messages to their services, wake senders
-//! waiting for room, stop when the connection is over.
+//! the handshake completes, tell a service `PeerUp` when its twin accepted it (once
+//! admitted) and `PeerDown` when it goes, hand readable messages to their services,
+//! wake senders waiting for room, stop when the connection is over.
 //!
 //! Delivery to a service uses `try_send`. When its mailbox is full, the one message
 //! (or batch) in hand waits on `send().await`, the rest go back to the core's queue for
@@ -17,6 +18,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use switchyard_proto::admission::{ConnId, Direction};
 use switchyard_proto::connection::handshake::Version;
+use switchyard_proto::connection::services::ServiceSpec;
 use switchyard_proto::{ConnParams, DisconnectReason, Event, Message, NodeId, PeerCore};
 use tokio::sync::oneshot;
 
@@ -71,6 +73,8 @@ pub(crate) struct PeerInit {
     pub(crate) expected: Option<NodeId>,
     pub(crate) local: Version,
     pub(crate) secret: [u8; 16],
+    /// The services attached when the Switch made this connection.
+    pub(crate) services: Vec<Arc<ServiceSpec>>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) switch: Addr<Switch>,
     pub(crate) reply: Option<AdmitReply>,
@@ -103,6 +107,7 @@ impl Peer {
             local: init.local,
             expected: init.expected,
             secret: init.secret,
+            services: init.services,
         };
         let core = PeerCore::new(
             Instant::now(),
@@ -110,12 +115,11 @@ impl Peer {
             params,
             init.registry.budget.clone(),
         );
-        let channels = init.registry.core.channels().iter().map(|(c, _)| *c);
         Peer {
             id: init.conn,
             direction: init.direction,
             remote_addr: init.remote_addr,
-            conn: Arc::new(Conn::new(core, channels)),
+            conn: Arc::new(Conn::new(core)),
             registry: init.registry,
             switch: init.switch,
             stream: Some(init.stream),
@@ -154,6 +158,25 @@ impl Peer {
                 Event::Connected => self.on_connected(ctx),
                 Event::Readable(channel) => self.deliver(channel, ctx),
                 Event::Room(channel) => self.conn.room_freed(channel),
+                Event::ServiceUp(name) => self.service_up(&name),
+                Event::ServiceDown { service, reason } => {
+                    if let Some(h) = &self.handle {
+                        h.service_down(Some(&service), &reason);
+                    }
+                }
+                Event::ServiceRefused {
+                    service,
+                    reason,
+                    by_remote,
+                } => log::info!(
+                    "peer {}: service {service} {}: {reason}",
+                    self.label(),
+                    if by_remote {
+                        "refused by the peer"
+                    } else {
+                        "refused"
+                    }
+                ),
                 Event::RequestStalled {
                     channel,
                     request_id,
@@ -170,12 +193,23 @@ impl Peer {
         }
     }
 
+    /// A service met its twin: once the peer is admitted, the service hears of it.
+    fn service_up(&mut self, name: &str) {
+        if !self.admitted || self.closed.is_some() {
+            return;
+        }
+        if let (Some(handle), Some(slot)) = (&self.handle, self.registry.service(name)) {
+            handle.service_up(slot);
+        }
+    }
+
     /// The handshake completed: ask the Switch to admit the peer.
     fn on_connected(&mut self, ctx: &mut Context<Self>) {
         let Some(version) = self.conn.lock().core.remote().cloned() else {
             return;
         };
         let handle = PeerHandle::new(PeerShared {
+            up: std::sync::Mutex::new(Vec::new()),
             id: version.node_id,
             conn_id: self.id,
             version,
@@ -198,6 +232,16 @@ impl Peer {
                     if let Some(reply) = act.reply.take() {
                         let _ = reply.send(Ok(handle));
                     }
+                    let up: Vec<String> = act
+                        .conn
+                        .lock()
+                        .core
+                        .services_up()
+                        .map(String::from)
+                        .collect();
+                    for name in up {
+                        act.service_up(&name);
+                    }
                     let readable: Vec<u8> = act.conn.lock().core.readable().collect();
                     for channel in readable {
                         act.deliver(channel, ctx);
@@ -216,11 +260,12 @@ impl Peer {
         if !self.admitted || self.waiting.contains(&channel) {
             return;
         }
-        let (Some(slot), Some(handle)) = (self.registry.channel(channel), self.handle.clone())
+        let (Some((config, sink)), Some(handle)) =
+            (self.registry.channel(channel), self.handle.clone())
         else {
             return;
         };
-        let batch = slot.config.recv_capacity.clamp(1, 1024);
+        let batch = config.recv_capacity.clamp(1, 1024);
         let mut msgs: VecDeque<Message> = VecDeque::new();
         loop {
             {
@@ -235,7 +280,7 @@ impl Peer {
             if msgs.is_empty() {
                 return;
             }
-            let delivery = slot.sink.deliver(&handle, &mut msgs);
+            let delivery = sink.deliver(&handle, &mut msgs);
             let now = Instant::now();
             let mut inner = self.conn.lock();
             let pending = match delivery {
@@ -342,8 +387,9 @@ impl Actor for Peer {
             let mut inner = self.conn.lock();
             inner.core.close(Instant::now(), reason.clone(), false);
         }
-        for (channel, _) in self.registry.core.channels() {
-            self.conn.room_freed(*channel);
+        self.conn.room_freed_all();
+        if let Some(handle) = &self.handle {
+            handle.service_down(None, &reason);
         }
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(Err(reason.clone()));
@@ -376,5 +422,36 @@ impl Handler<Close> for Peer {
             return;
         }
         self.close(msg.reason, msg.flush);
+    }
+}
+
+/// Attach a service to this connection (from the Switch).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Attach(pub(crate) Arc<ServiceSpec>);
+
+impl Handler<Attach> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, _: &mut Self::Context) {
+        let name = msg.0.name.clone();
+        if let Err(e) = self.conn.lock().core.attach(Instant::now(), msg.0) {
+            log::warn!("peer {}: cannot attach {name}: {e}", self.label());
+        }
+        self.conn.wake_driver();
+    }
+}
+
+/// Detach a service from this connection (from the Switch).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Detach(pub(crate) String);
+
+impl Handler<Detach> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Detach, _: &mut Self::Context) {
+        self.conn.lock().core.detach(Instant::now(), &msg.0);
+        self.conn.wake_driver();
     }
 }

@@ -38,7 +38,7 @@
 //! impl Handler<PeerUp> for ChatService {
 //!     type Result = ();
 //!     fn handle(&mut self, up: PeerUp, _: &mut Context<Self>) {
-//!         let _ = up.0.try_send(0x10, &Chat("hello".into()));
+//!         let _ = up.peer.try_send(0x10, &Chat("hello".into()));
 //!     }
 //! }
 //! impl Handler<PeerDown> for ChatService {
@@ -106,7 +106,10 @@ impl<T: 'static> Message for ReceivedBatch<T> {
 /// the Switch admitted it). Keep the handle to send to it.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct PeerUp(pub PeerHandle);
+pub struct PeerUp {
+    /// The peer (send to it through this handle).
+    pub peer: PeerHandle,
+}
 
 /// A peer this service saw come up is gone, and why.
 #[derive(Debug, Clone, Message)]

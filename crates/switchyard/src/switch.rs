@@ -37,10 +37,11 @@ use crate::config::NodeConfig;
 use crate::error::{DialError, SendError, StartError};
 use crate::handle::PeerHandle;
 use crate::identity::NodeKey;
+use crate::peer::{Attach, Detach};
 use crate::peer::{Close, ClosedGuard, Peer, PeerInit};
 use crate::pool::ArbiterPool;
 use crate::registry::Registry;
-use crate::service::{PeerDown, PeerUp, Service};
+use crate::service::Service;
 
 /// Builds and starts a [`Switch`].
 pub struct SwitchBuilder {
@@ -139,8 +140,6 @@ struct NewConn {
 struct PeerEntry {
     addr: Addr<Peer>,
     handle: Option<PeerHandle>,
-    /// Services (by index) that got `PeerUp` for this peer.
-    up: Vec<usize>,
 }
 
 struct Persistent {
@@ -235,20 +234,14 @@ impl Switch {
             expected,
             local: self.local_version(),
             secret: self.rng.gen(),
+            services: self.registry.specs(),
             registry: self.registry.clone(),
             switch: ctx.address(),
             reply,
         };
         let arbiter = self.pool.next();
         let addr = Peer::start_in_arbiter(&arbiter, move |_| Peer::new(init));
-        self.peers.insert(
-            conn,
-            PeerEntry {
-                addr,
-                handle: None,
-                up: Vec::new(),
-            },
-        );
+        self.peers.insert(conn, PeerEntry { addr, handle: None });
     }
 
     /// Refuses an inbound connection: tells it why, then closes once it has read that.
@@ -665,6 +658,51 @@ impl Handler<Shutdown> for Switch {
     }
 }
 
+/// Attach a service to the running node: it is offered to every connected peer (and
+/// to every later one), and gets [`PeerUp`](crate::PeerUp) for each peer whose twin
+/// accepts. Fails like [`SwitchBuilder::service`] would at start (a name or channel
+/// id in use, a bad channel config, a reassembly budget too small for its channels).
+#[derive(Message)]
+#[rtype(result = "Result<(), StartError>")]
+pub struct AttachService(pub Service);
+
+impl Handler<AttachService> for Switch {
+    type Result = Result<(), StartError>;
+
+    fn handle(&mut self, msg: AttachService, _: &mut Self::Context) -> Self::Result {
+        let slot = self.registry.attach(msg.0)?;
+        log::info!("service {} attached", slot.spec.name);
+        for entry in self.peers.values() {
+            entry.addr.do_send(Attach(slot.spec.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Detach the service called by this name from the running node: its twins are told
+/// (they see [`PeerDown`](crate::PeerDown) with
+/// [`DisconnectReason::ServiceDetached`]), it gets `PeerDown` with that reason for
+/// each of its peers, and the connections and other services go on. Answers whether
+/// it was attached.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct DetachService(pub String);
+
+impl Handler<DetachService> for Switch {
+    type Result = bool;
+
+    fn handle(&mut self, msg: DetachService, _: &mut Self::Context) -> bool {
+        let Some(slot) = self.registry.detach(&msg.0) else {
+            return false;
+        };
+        log::info!("service {} detached", slot.spec.name);
+        for entry in self.peers.values() {
+            entry.addr.do_send(Detach(slot.spec.name.clone()));
+        }
+        true
+    }
+}
+
 /// From a Peer whose handshake completed: may it stay?
 #[derive(Message)]
 #[rtype(result = "Result<(), DisconnectReason>")]
@@ -686,16 +724,10 @@ impl Handler<Register> for Switch {
             Decision::Admit => {}
             Decision::Replace(old) => {
                 if let Some(entry) = self.peers.get_mut(&old) {
-                    // Tell services the old connection is gone before the new one is up.
-                    if let Some(old_handle) = entry.handle.clone() {
-                        for i in entry.up.drain(..) {
-                            if let Some(s) = self.registry.services.get(i) {
-                                s.down.do_send(PeerDown {
-                                    peer: old_handle.clone(),
-                                    reason: DisconnectReason::DuplicateConnection,
-                                });
-                            }
-                        }
+                    // Tell services the old connection is gone before the new one is
+                    // up (the new Peer tells them `PeerUp` once this answer reaches it).
+                    if let Some(old_handle) = &entry.handle {
+                        old_handle.service_down(None, &DisconnectReason::DuplicateConnection);
                     }
                     entry.addr.do_send(Close {
                         reason: DisconnectReason::DuplicateConnection,
@@ -704,14 +736,6 @@ impl Handler<Register> for Switch {
                 }
             }
             Decision::Reject(reason) => return Err(reason),
-        }
-        let remote_services = &handle.version().services;
-        let mut up = Vec::new();
-        for (i, s) in self.registry.services.iter().enumerate() {
-            if remote_services.iter().any(|r| r.name == s.info.name) {
-                s.up.do_send(PeerUp(handle.clone()));
-                up.push(i);
-            }
         }
         for p in &mut self.persistent {
             if p.id == Some(id) {
@@ -727,7 +751,6 @@ impl Handler<Register> for Switch {
         );
         if let Some(entry) = self.peers.get_mut(&msg.conn) {
             entry.handle = Some(handle);
-            entry.up = up;
         }
         Ok(())
     }
@@ -748,14 +771,6 @@ impl Handler<PeerClosed> for Switch {
         let node = self.admission.on_closed(msg.conn);
         if let Some(entry) = self.peers.remove(&msg.conn) {
             if let Some(handle) = entry.handle {
-                for i in entry.up {
-                    if let Some(s) = self.registry.services.get(i) {
-                        s.down.do_send(PeerDown {
-                            peer: handle.clone(),
-                            reason: msg.reason.clone(),
-                        });
-                    }
-                }
                 log::info!("peer down: {} ({})", handle.id(), msg.reason);
             }
         }

@@ -93,7 +93,7 @@ impl Handler<PeerUp> for Counter {
         self.peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(up.0);
+            .push(up.peer);
     }
 }
 

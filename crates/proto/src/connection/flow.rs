@@ -18,10 +18,12 @@
 //! in our buffers (complete messages waiting for the service, or a partial message
 //! being reassembled) plus those the remote may still send are at most `W`.
 //!
-//! * **Initial credit.** Right after accepting the remote's `Version`, each side grants
-//!   every channel it receives on its initial window (`Credit` packets, before its
-//!   `Verack`). A channel that gets no initial credit is one the remote does not run:
-//!   sends on it fail locally and never reach the wire.
+//! * **Initial credit.** A channel's window opens when its service is offered or
+//!   accepted on channel 0, and the initial window travels in that message (see
+//!   [`services`](super::services)): a sender has credit from the moment it learns the
+//!   channel. A channel of a service that is not up on the connection has no window:
+//!   sends on it fail locally and never reach the wire, and data on it closes the
+//!   sender.
 //! * **When credit goes back.** As the service takes messages (the runtime reports each
 //!   one the service's mailbox accepted), `consumed` grows; once `consumed + W −
 //!   granted` reaches `W/4`, the difference is granted in one `Credit` packet (at
@@ -319,44 +321,86 @@ impl RecvFlow {
         idle: Duration,
         recv_rate: Option<u64>,
     ) -> Self {
-        let mut index = [NONE; 256];
-        let mut windows = Vec::with_capacity(channels.len());
-        for c in channels.iter().take(usize::from(NONE)) {
-            if index[usize::from(c.channel)] != NONE {
-                continue;
-            }
-            index[usize::from(c.channel)] = u8::try_from(windows.len()).unwrap_or(NONE);
-            let initial = c.initial.max(1);
-            windows.push(Window {
-                channel: c.channel,
-                initial,
-                max: c.max.max(initial),
-                need_max: c.need_max,
-                window: initial,
-                granted: 0,
-                received: 0,
-                consumed: 0,
-                reclaiming: None,
-                leased: 0,
-                consumed_at_growth: 0,
-                turnover_since: now,
-                drained: false,
-                trial: None,
-                hold_until: None,
-                last_activity: now,
-                partial_held: false,
-            });
-        }
-        let largest = channels.iter().map(|c| c.initial).max().unwrap_or(0);
-        RecvFlow {
-            windows,
-            index,
+        let mut flow = RecvFlow {
+            windows: Vec::with_capacity(channels.len()),
+            index: [NONE; 256],
             packet: message_cost(max_packet_payload),
             budget,
             idle,
-            rate: recv_rate.map(|r| TokenBucket::new(now, r, largest.max(r / 10).max(1))),
+            rate: None,
             retry_at: None,
             min_rtt: None,
+        };
+        for c in channels {
+            flow.insert(now, c);
+        }
+        let largest = channels.iter().map(|c| c.initial).max().unwrap_or(0);
+        flow.rate = recv_rate.map(|r| TokenBucket::new(now, r, largest.max(r / 10).max(1)));
+        flow
+    }
+
+    /// Adds a window (none if `channel` has one already, or 255 exist).
+    fn insert(&mut self, now: Instant, c: &WindowConfig) -> bool {
+        if self.index[usize::from(c.channel)] != NONE {
+            return false;
+        }
+        let Ok(pos) = u8::try_from(self.windows.len()) else {
+            return false;
+        };
+        if pos == NONE {
+            return false;
+        }
+        self.index[usize::from(c.channel)] = pos;
+        let initial = c.initial.max(1);
+        self.windows.push(Window {
+            channel: c.channel,
+            initial,
+            max: c.max.max(initial),
+            need_max: c.need_max,
+            window: initial,
+            granted: 0,
+            received: 0,
+            consumed: 0,
+            reclaiming: None,
+            leased: 0,
+            consumed_at_growth: 0,
+            turnover_since: now,
+            drained: false,
+            trial: None,
+            hold_until: None,
+            last_activity: now,
+            partial_held: false,
+        });
+        true
+    }
+
+    /// Opens a window for a channel whose service came up on the connection, and
+    /// grants its initial credit at once: returns that credit (0 when the channel
+    /// already has a window, or 255 exist). The grant travels in the service's
+    /// channel-0 message, not as a `Credit` packet.
+    pub fn open(&mut self, now: Instant, c: &WindowConfig) -> u64 {
+        if !self.insert(now, c) {
+            return 0;
+        }
+        let Some(w) = self.get_mut(c.channel) else {
+            return 0;
+        };
+        w.granted = w.window;
+        w.granted
+    }
+
+    /// Closes `channel`'s window (its service went away on either side): data on it
+    /// is unknown from now on, and its lease goes back to the node budget.
+    pub fn close(&mut self, channel: u8) {
+        let i = self.index[usize::from(channel)];
+        if i == NONE {
+            return;
+        }
+        self.index[usize::from(channel)] = NONE;
+        let w = self.windows.swap_remove(usize::from(i));
+        self.budget.release(w.leased);
+        if let Some(moved) = self.windows.get(usize::from(i)) {
+            self.index[usize::from(moved.channel)] = i;
         }
     }
 

@@ -1,17 +1,17 @@
 //! The `Version`/`Verack` handshake as consuming states.
 //!
 //! Both sides send their `Version` at once. Each checks the other's (network, major
-//! protocol version, self-connection, expected identity, common service, field
-//! bounds), then sends its initial `Credit` packets (one per channel it receives on)
-//! and `Verack`. So when a side reads the remote's `Verack`, every initial credit of
-//! the remote has arrived before it, and it knows which channels the remote accepts.
+//! protocol version, self-connection, expected identity, field bounds), then sends
+//! `Verack`. Services are negotiated afterwards, on channel 0, each with its own
+//! channels and initial credit (see [`services`](super::services)), so services can
+//! come and go while the connection lives.
 //!
 //! ```text
 //!  AwaitVersion ──Version ok──▶ AwaitVerack ──Verack──▶ done (the remote's Version)
-//!       │                          │  ▲
-//!       │                          └──┘ Credit (initial grants)
+//!       │                          │
 //!       └─ anything else: a typed HandshakeError (Verack before Version, a second
-//!          Version, a ping, a message on another channel, a bad or foreign Version)
+//!          Version, a ping, credit, a message on another channel, a bad or foreign
+//!          Version)
 //! ```
 //!
 //! Each state is its own type and `on_control` consumes it, so no message can skip a
@@ -33,9 +33,10 @@ pub struct ProtocolVersion {
     pub minor: u16,
 }
 
-/// The protocol version this crate speaks. Major 2: nonce'd keepalive and per-channel
-/// credit (`Credit`, `Reclaim`, `Release` packets; initial credit before `Verack`).
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 2, minor: 0 };
+/// The protocol version this crate speaks. Major 3: services negotiated on channel 0
+/// (`ServiceConnect` and its answers carry each side's channel ids and initial
+/// credit); major 2 brought nonce'd keepalive and per-channel credit.
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 3, minor: 0 };
 
 /// A service a node runs (its twins on other nodes share the name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +58,8 @@ pub struct Version {
     pub node_id: NodeId,
     /// Where the node can be dialed (at most 256 bytes).
     pub listen_addr: Option<String>,
-    /// Services it runs (at most 64).
+    /// Services it ran when it connected (at most 64; informational: services are
+    /// negotiated on channel 0 and may come and go).
     pub services: Vec<ServiceInfo>,
     /// Free text (at most 256 bytes).
     pub user_agent: String,
@@ -141,9 +143,6 @@ pub enum HandshakeError {
     /// We connected to ourselves.
     #[error("connected to ourselves")]
     SelfConnection,
-    /// Both sides list services and share none.
-    #[error("no common service")]
-    NoCommonService,
     /// We dialed `ID@...` and another node answered.
     #[error("expected node {expected}, got {got}")]
     IdentityMismatch {
@@ -220,6 +219,10 @@ fn control_name(c: &Control) -> &'static str {
         Control::Version(_) => "Version",
         Control::Verack => "Verack",
         Control::Goodbye(_) => "Goodbye",
+        Control::ServiceConnect(_) => "ServiceConnect",
+        Control::ServiceAccept(_) => "ServiceAccept",
+        Control::ServiceReject { .. } => "ServiceReject",
+        Control::ServiceDisconnect { .. } => "ServiceDisconnect",
     }
 }
 
@@ -230,7 +233,7 @@ pub struct AwaitVersion {
     expected: Option<NodeId>,
 }
 
-/// The remote's `Version` was accepted (our credits and `Verack` are sent); its
+/// The remote's `Version` was accepted (our `Verack` is sent); its
 /// `Verack` is awaited.
 #[derive(Debug, Clone)]
 pub struct AwaitVerack {
@@ -296,15 +299,6 @@ impl AwaitVersion {
                     got: v.node_id,
                 });
             }
-        }
-        if !local.services.is_empty()
-            && !v.services.is_empty()
-            && !v
-                .services
-                .iter()
-                .any(|s| local.services.iter().any(|l| l.name == s.name))
-        {
-            return Err(HandshakeError::NoCommonService);
         }
         Ok(AwaitVerack { remote: v })
     }
@@ -407,7 +401,7 @@ mod tests {
         v.protocol.major = 9;
         assert_eq!(
             fresh().on_control(Control::Version(v)).unwrap_err(),
-            HandshakeError::ProtocolMismatch { ours: 2, theirs: 9 }
+            HandshakeError::ProtocolMismatch { ours: 3, theirs: 9 }
         );
         let mut v = version(2, 2);
         v.protocol.minor = 9;
@@ -429,14 +423,9 @@ mod tests {
         );
         let mut v = version(2, 2);
         v.services[0].name = "other".into();
-        assert_eq!(
-            fresh().on_control(Control::Version(v.clone())).unwrap_err(),
-            HandshakeError::NoCommonService
-        );
-        v.services.clear();
         assert!(
             fresh().on_control(Control::Version(v)).is_ok(),
-            "an empty list is no conflict"
+            "services are negotiated later: none in common is no conflict"
         );
         let expecting = AwaitVersion::new(version(1, 1), Some(NodeId([3; 20])));
         assert!(matches!(

@@ -74,6 +74,19 @@ impl Inboxes {
             .map(|(_, b)| b)
     }
 
+    /// Drops what waits on `channel` (its service went away); returns the dropped
+    /// messages' cost.
+    pub(crate) fn clear(&mut self, channel: u8) -> u64 {
+        let Some(inbox) = self.get_mut(channel) else {
+            return 0;
+        };
+        let cost = inbox.queue.iter().map(Message::cost).sum();
+        inbox.queue.clear();
+        inbox.paused_since = None;
+        inbox.compacting = false;
+        cost
+    }
+
     /// Queues a message; `true` when its queue was empty (the channel became readable).
     pub(crate) fn push(&mut self, mut msg: Message) -> bool {
         let Some(inbox) = self.get_mut(msg.channel) else {

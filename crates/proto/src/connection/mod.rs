@@ -41,6 +41,7 @@ pub mod keepalive;
 pub mod rate;
 pub mod reassembly;
 pub mod scheduler;
+pub mod services;
 pub mod stall;
 pub mod timer;
 pub mod transmit;
@@ -57,13 +58,14 @@ pub use reassembly::Message;
 pub use scheduler::PushError;
 pub use transmit::Transmit;
 
-use self::flow::{PartialCost, RecvFlow, WindowConfig};
+use self::flow::{PartialCost, RecvFlow};
 use self::handshake::{check_after_handshake, handshake_message, AwaitVersion, Handshake, Version};
 use self::inbox::Inboxes;
 use self::keepalive::Keepalive;
 use self::rate::TokenBucket;
 use self::reassembly::Reassembler;
 use self::scheduler::{ChannelStats, Scheduler};
+use self::services::{ServiceSpec, Services};
 use self::stall::StallTracker;
 use self::timer::{Timer, TimerTable};
 use crate::config::{ChannelConfig, Config, ConfigError};
@@ -76,105 +78,34 @@ use crate::wire::control::{self, Control, CONTROL_CHANNEL, MAX_CONTROL_MESSAGE};
 /// usual values, so control traffic is never stuck behind bulk data.
 pub const CONTROL_PRIORITY: u16 = 1000;
 
-/// What every connection of a node shares: its limits and its channel table.
-/// Built (and validated) once, then handed to each core behind an `Arc`.
+/// What every connection of a node shares: its limits. Built (and validated) once,
+/// then handed to each core behind an `Arc`.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
     limits: Config,
-    channels: Vec<(u8, ChannelConfig)>,
     control: ChannelConfig,
 }
 
 impl CoreConfig {
-    /// Checks `limits` and every channel (ids 1..=255, each once, each config valid),
-    /// and that the reassembly budget holds one partial message of the largest size
-    /// on every channel (channel 0 included) at once: then partial messages never
-    /// exceed it for a peer within its credit, and can never deadlock each other.
-    pub fn new(
-        limits: Config,
-        channels: impl IntoIterator<Item = (u8, ChannelConfig)>,
-    ) -> Result<Self, ConfigError> {
+    /// Checks `limits`.
+    pub fn new(limits: Config) -> Result<Self, ConfigError> {
         limits.validate()?;
-        let mut list: Vec<(u8, ChannelConfig)> = Vec::new();
-        for (id, cfg) in channels {
-            if id == CONTROL_CHANNEL {
-                return Err(ConfigError::new(
-                    "channels",
-                    "channel 0 is reserved for the daemon; use 1..=255",
-                ));
-            }
-            if list.iter().any(|(c, _)| *c == id) {
-                return Err(ConfigError::new(
-                    "channels",
-                    format!("channel {id:#04x} is registered twice"),
-                ));
-            }
-            cfg.validate()?;
-            crate::config::check_packet_fits(
-                "recv_window",
-                cfg.recv_window,
-                limits.max_packet_payload,
-            )?;
-            list.push((id, cfg));
-        }
-        let partials: usize = list
-            .iter()
-            .map(|(_, c)| c.max_message_size)
-            .fold(MAX_CONTROL_MESSAGE, usize::saturating_add);
-        if partials > limits.max_reassembly_bytes {
-            return Err(ConfigError::new(
-                "max_reassembly_bytes",
-                format!(
-                    "{} bytes cannot hold one partial message per channel: the channels' \
-                     max_message_size (and 64 KiB for channel 0) add up to {partials}",
-                    limits.max_reassembly_bytes
-                ),
-            ));
-        }
         let control = ChannelConfig {
             priority: CONTROL_PRIORITY,
             max_message_size: MAX_CONTROL_MESSAGE,
-            send_queue_messages: 64,
+            send_queue_messages: 256,
             send_queue_bytes: 4 * MAX_CONTROL_MESSAGE,
             recv_capacity: 1,
             recv_window: MAX_CONTROL_MESSAGE,
             max_recv_window: MAX_CONTROL_MESSAGE,
         };
-        Ok(CoreConfig {
-            limits,
-            channels: list,
-            control,
-        })
+        Ok(CoreConfig { limits, control })
     }
 
     /// The connection limits.
     #[must_use]
     pub fn limits(&self) -> &Config {
         &self.limits
-    }
-
-    /// The user channels, in registration order.
-    #[must_use]
-    pub fn channels(&self) -> &[(u8, ChannelConfig)] {
-        &self.channels
-    }
-
-    /// One channel's config.
-    #[must_use]
-    pub fn channel(&self, id: u8) -> Option<&ChannelConfig> {
-        self.channels.iter().find(|(c, _)| *c == id).map(|(_, c)| c)
-    }
-
-    fn windows(&self) -> Vec<WindowConfig> {
-        self.channels
-            .iter()
-            .map(|(id, c)| WindowConfig {
-                channel: *id,
-                initial: c.recv_window as u64,
-                max: (c.max_recv_window as u64).max(message_cost(c.max_message_size)),
-                need_max: message_cost(c.max_message_size),
-            })
-            .collect()
     }
 }
 
@@ -188,6 +119,9 @@ pub struct ConnParams {
     /// Random bytes that key the ping nonces (pass a fresh random value per
     /// connection: a remote must not be able to predict them).
     pub secret: [u8; 16],
+    /// The services attached when the connection starts (checked together with
+    /// [`check_services`](services::check_services)); more can be attached later.
+    pub services: Vec<Arc<ServiceSpec>>,
 }
 
 /// Something the driver of a core must act on.
@@ -199,8 +133,27 @@ pub enum Event {
     /// A channel's queue went from empty to holding messages: drain it with
     /// [`PeerCore::recv`] (it is not reported again until it was empty).
     Readable(u8),
-    /// A channel's send queue, after refusing a message as full, has room again.
+    /// A channel's send queue, after refusing a message as full, has room again (or
+    /// its service went down: a send now says why).
     Room(u8),
+    /// A service met its twin on the remote: its channels are open both ways.
+    ServiceUp(String),
+    /// A service that was up is down on this connection (the connection goes on).
+    ServiceDown {
+        /// The service.
+        service: String,
+        /// [`DisconnectReason::ServiceDetached`].
+        reason: DisconnectReason,
+    },
+    /// An offer of a service was refused, by the remote or by us.
+    ServiceRefused {
+        /// The service.
+        service: String,
+        /// Why.
+        reason: control::RejectReason,
+        /// The remote refused our offer (else we refused its).
+        by_remote: bool,
+    },
     /// A request got no response within its timeout (the connection is closed with
     /// [`DisconnectReason::Stalled`]).
     RequestStalled {
@@ -281,6 +234,7 @@ pub struct PeerCore {
     flow: RecvFlow,
     reassembly: Reassembler,
     inbox: Inboxes,
+    services: Services,
     stall: StallTracker,
     send_rate: Option<TokenBucket>,
     send_rate_wait: Option<Instant>,
@@ -350,16 +304,10 @@ impl PeerCore {
         sched.add_control_channel(CONTROL_CHANNEL, &config.control);
         let mut reassembly = Reassembler::with_budget(limits.max_reassembly_bytes);
         reassembly.add_channel(CONTROL_CHANNEL, MAX_CONTROL_MESSAGE);
-        let mut inbox = Inboxes::default();
-        for (id, c) in &config.channels {
-            sched.add_channel(*id, c);
-            reassembly.add_channel(*id, c.max_message_size);
-            inbox.add_channel(*id);
-        }
         let flow = RecvFlow::new(
             now,
             limits.max_packet_payload,
-            &config.windows(),
+            &[],
             budget,
             limits.recv_window_idle,
             limits.recv_rate,
@@ -385,7 +333,8 @@ impl PeerCore {
             flow_out: Vec::new(),
             flow,
             reassembly,
-            inbox,
+            inbox: Inboxes::default(),
+            services: Services::new(now, &params.services),
             stall: StallTracker::new(),
             send_rate,
             send_rate_wait: None,
@@ -448,7 +397,7 @@ impl PeerCore {
     /// Counters and windows of one channel.
     #[must_use]
     pub fn channel_info(&self, channel: u8) -> Option<ChannelInfo> {
-        let send = self.sched.stats(channel)?;
+        let send = self.sched.stats(self.services.send_id(channel)?)?;
         Some(ChannelInfo {
             send,
             recv: self.flow.stats(channel).unwrap_or_default(),
@@ -456,10 +405,10 @@ impl PeerCore {
         })
     }
 
-    /// Whether the remote receives on `channel` (granted credit for it).
+    /// Whether the remote receives on our `channel` (its service is up here).
     #[must_use]
     pub fn accepts(&self, channel: u8) -> bool {
-        channel != CONTROL_CHANNEL && self.sched.accepts(channel)
+        self.services.send_id(channel).is_some()
     }
 
     /// Bytes this connection holds for received data: received and not yet consumed
@@ -790,18 +739,30 @@ impl PeerCore {
 
     /// Whether a message of `len` bytes would be queued on `channel` now. A `Full`
     /// answer means the caller waits: an [`Event::Room`] follows once there is room.
+    ///
+    /// `channel` is ours: the message goes out on the remote's id for it. A channel
+    /// whose service is not up on this connection fails with
+    /// [`PushError::ServiceNotUp`].
     pub fn check_send(&mut self, channel: u8, len: usize) -> Result<(), PushError> {
+        let remote = self.send_channel(channel)?;
+        let result = self.sched.check(remote, len);
+        if result == Err(PushError::Full) {
+            self.sched.mark_full(remote);
+        }
+        result
+    }
+
+    /// The remote's id for our `channel`, or why nothing can be sent on it.
+    fn send_channel(&self, channel: u8) -> Result<u8, PushError> {
         if !self.is_active() {
             return Err(PushError::Closed);
         }
         if channel == CONTROL_CHANNEL {
             return Err(PushError::UnknownChannel(channel));
         }
-        let result = self.sched.check(channel, len);
-        if result == Err(PushError::Full) {
-            self.sched.mark_full(channel);
-        }
-        result
+        self.services
+            .send_id(channel)
+            .ok_or(PushError::ServiceNotUp(channel))
     }
 
     /// Queues a message on `channel`, or says why not (nothing is queued then).
@@ -810,13 +771,8 @@ impl PeerCore {
     }
 
     fn push(&mut self, channel: u8, kind: MsgKind, payload: Bytes) -> Result<(), PushError> {
-        if !self.is_active() {
-            return Err(PushError::Closed);
-        }
-        if channel == CONTROL_CHANNEL {
-            return Err(PushError::UnknownChannel(channel));
-        }
-        self.sched.push(channel, kind, payload)
+        let remote = self.send_channel(channel)?;
+        self.sched.push(remote, kind, payload)
     }
 
     /// Queues a request; returns its id. Its stall deadline (`timeout`) starts when
@@ -891,8 +847,10 @@ impl PeerCore {
             deadline: now + self.config.limits.linger,
         });
         // Senders waiting for room must learn the connection is closing.
-        for (id, _) in &self.config.channels {
-            self.events.push_back(Event::Room(*id));
+        for id in 1..=u8::MAX {
+            if self.services.send_id(id).is_some() {
+                self.events.push_back(Event::Room(id));
+            }
         }
         self.refresh_timers();
     }
@@ -954,8 +912,10 @@ impl PeerCore {
                 self.in_flight.goodbye = true;
             }
         }
-        while let Some(channel) = self.sched.poll_room() {
-            self.events.push_back(Event::Room(channel));
+        while let Some(remote) = self.sched.poll_room() {
+            if let Some(channel) = self.services.local_of(remote) {
+                self.events.push_back(Event::Room(channel));
+            }
         }
         let added = out.len() - before;
         self.bytes_written += added as u64;
@@ -1176,19 +1136,6 @@ impl PeerCore {
         let Phase::Handshake(state) = &mut self.phase else {
             return;
         };
-        if let (Packet::Credit { channel, bytes }, Some(Handshake::AwaitVerack(_))) =
-            (&packet, &*state)
-        {
-            // Initial grants, between the remote's Version and its Verack.
-            if *channel == CONTROL_CHANNEL {
-                return self.fail(
-                    now,
-                    DisconnectReason::FlowControl("credit for channel 0".into()),
-                );
-            }
-            self.sched.add_credit(*channel, u64::from(*bytes));
-            return;
-        }
         let msg = match handshake_message(&packet) {
             Ok(Control::Goodbye(reason)) => {
                 return self.remote_goodbye(now, reason);
@@ -1209,10 +1156,6 @@ impl PeerCore {
         match step {
             Ok(next) => {
                 *state = Some(next);
-                // Our initial credit, then our Verack: the remote knows every channel
-                // we accept when it reads the Verack.
-                let out = &mut self.control_out;
-                self.flow.initial_grants(&mut |p| out.push_back(p));
                 self.control_out.push_back(control_packet(&Control::Verack));
             }
             Err(e) => self.fail(now, e.into()),
@@ -1239,6 +1182,7 @@ impl PeerCore {
         self.remote = Some(Box::new(remote));
         self.phase = Phase::Active;
         self.events.push_back(Event::Connected);
+        self.offer_due(now);
     }
 
     fn remote_goodbye(&mut self, now: Instant, reason: DisconnectReason) {
@@ -1302,9 +1246,7 @@ impl PeerCore {
                 self.remote_goodbye(now, reason);
                 Ok(())
             }
-            other => Err(DisconnectReason::ControlViolation(format!(
-                "unexpected control message {other:?}"
-            ))),
+            other => self.service_control(now, other),
         }
     }
 
@@ -1323,6 +1265,10 @@ impl PeerCore {
             self.stall.on_response(msg.channel, id)?;
         }
         let channel = msg.channel;
+        if self.services.dropping(channel) {
+            // Its service is detached here and the remote has not answered yet.
+            return Ok(());
+        }
         if self.inbox.push(msg) {
             self.events.push_back(Event::Readable(channel));
         }

@@ -252,6 +252,15 @@ impl Reassembler {
         result
     }
 
+    /// Drops the partial message of `channel`, if any (its service went away), and
+    /// what its buffer was charged to the budget.
+    pub fn discard(&mut self, channel: u8) {
+        let i = usize::from(self.index[usize::from(channel)]);
+        if let Some(done) = self.slots.get_mut(i).and_then(|s| s.partial.take()) {
+            self.allocated = self.allocated.saturating_sub(done.total);
+        }
+    }
+
     /// Drops every partial message.
     pub fn clear(&mut self) {
         for slot in &mut self.slots {

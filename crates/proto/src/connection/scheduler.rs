@@ -52,6 +52,10 @@ pub enum PushError {
     /// receive on it, and the message could never be sent.
     #[error("the remote does not accept channel {0:#04x}")]
     NotAccepted(u8),
+    /// The channel's service is not up on this connection: the remote does not run
+    /// it (or not yet, or no longer). Nothing reaches the wire.
+    #[error("the service of channel {0:#04x} is not up on this connection")]
+    ServiceNotUp(u8),
     /// The message is above the channel's `max_message_size`.
     #[error("message of {size} bytes exceeds the limit of {max}")]
     TooLarge {
@@ -399,6 +403,29 @@ impl Scheduler {
     #[must_use]
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Stops sending on `id`: its queue is dropped and its credit forgotten, until it
+    /// is added and granted credit again (the service on it went away). Waiting
+    /// senders are the caller's to wake.
+    pub fn reset_channel(&mut self, id: u8) {
+        let Some(c) = self.slot(id).and_then(|i| self.channels.get_mut(i)) else {
+            return;
+        };
+        if c.exempt {
+            return;
+        }
+        self.queued_bytes = self.queued_bytes.saturating_sub(c.queued_bytes);
+        c.queue.clear();
+        c.offset = 0;
+        c.queued_bytes = 0;
+        c.credit = 0;
+        c.accepted = false;
+        c.stats.queued_messages = 0;
+        c.stats.queued_bytes = 0;
+        c.stats.credit = 0;
+        c.full = false;
+        self.room.retain(|r| *r != id);
     }
 
     /// Drops every queued message (a connection closing without flushing).

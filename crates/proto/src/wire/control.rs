@@ -1,9 +1,11 @@
 //! The MessagePack messages of channel 0 (handshake and daemon control).
 //!
-//! Channel 0 carries `Version`, `Verack` and `Goodbye` (the reason a side closes).
-//! Decoding bounds the payload size and the nesting depth before anything else, then
-//! validates the content, so a hostile control message cannot allocate much or blow
-//! the stack.
+//! Channel 0 carries the handshake (`Version`, `Verack`), `Goodbye` (the reason a side
+//! closes), and the daemon's service negotiation: `ServiceConnect`, `ServiceAccept`,
+//! `ServiceReject` and `ServiceDisconnect` (see [`services`](crate::connection::services)
+//! for the rules). Decoding bounds the payload size and the nesting depth before
+//! anything else, then validates the content (lengths, names, channel ids), so a
+//! hostile control message cannot allocate much or blow the stack.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -28,6 +30,117 @@ pub enum Control {
     Verack,
     /// Why this side is closing the connection (its last message).
     Goodbye(DisconnectReason),
+    /// "I run this service; here are my channel ids for it and the credit I granted
+    /// on each." Sent for each service when the connection comes up, and when one is
+    /// attached later.
+    ServiceConnect(ServiceOffer),
+    /// "I run it too and accept yours; here are my channel ids and credit." The answer
+    /// to a compatible `ServiceConnect`.
+    ServiceAccept(ServiceOffer),
+    /// The answer to a `ServiceConnect` that will not be accepted.
+    ServiceReject {
+        /// The service offered.
+        name: String,
+        /// Why not.
+        reason: RejectReason,
+    },
+    /// "I no longer run this service on this connection": nothing more will be sent
+    /// on its channels, and what arrives on them is dropped until the remote answers
+    /// with its own `ServiceDisconnect`.
+    ServiceDisconnect {
+        /// The service.
+        name: String,
+    },
+}
+
+/// Longest service name, in bytes.
+pub const MAX_SERVICE_NAME: usize = 64;
+/// Most channels one service may have.
+pub const MAX_SERVICE_CHANNELS: usize = 32;
+
+/// One channel of a service, as its owner states it: the id the owner receives on,
+/// and the credit it granted there (the sender's initial credit on that channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelGrant {
+    /// The owner's channel id (1..=255).
+    pub id: u8,
+    /// Bytes of credit granted.
+    pub credit: u32,
+}
+
+/// A service as offered or accepted on channel 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceOffer {
+    /// Its name (1..=64 bytes of `A-Z a-z 0-9 . _ - / :`); twins share it.
+    pub name: String,
+    /// Major version: twins must have the same.
+    pub major: u32,
+    /// Minor version: informational.
+    pub minor: u32,
+    /// Its channels in the service's order (1..=32, distinct, none 0): the n-th
+    /// channel of one side pairs with the n-th of the other.
+    pub channels: Vec<ChannelGrant>,
+}
+
+/// Why a `ServiceConnect` was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The node does not run a service of that name.
+    #[error("not running there")]
+    NotRunning,
+    /// It runs another major version.
+    #[error("it runs version {major}.{minor}")]
+    VersionMismatch {
+        /// The rejecter's major version.
+        major: u32,
+        /// Its minor version.
+        minor: u32,
+    },
+    /// It runs the service with another number of channels.
+    #[error("it has {count} channels for it")]
+    ChannelMismatch {
+        /// The rejecter's channel count.
+        count: u8,
+    },
+}
+
+/// Whether `name` is a valid service name.
+#[must_use]
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SERVICE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:".contains(&b))
+}
+
+impl ServiceOffer {
+    fn validate(&self) -> Result<(), ControlError> {
+        let bad = |s: String| Err(ControlError::Invalid(s));
+        if !valid_service_name(&self.name) {
+            return bad("service name is not 1 to 64 bytes of A-Z a-z 0-9 . _ - / :".into());
+        }
+        if self.channels.is_empty() || self.channels.len() > MAX_SERVICE_CHANNELS {
+            return bad(format!(
+                "service {} has {} channels, not 1 to {MAX_SERVICE_CHANNELS}",
+                self.name,
+                self.channels.len()
+            ));
+        }
+        let mut seen = [false; 256];
+        for c in &self.channels {
+            let slot = &mut seen[usize::from(c.id)];
+            if c.id == CONTROL_CHANNEL || *slot {
+                return bad(format!(
+                    "service {} states channel {:#04x} twice or channel 0",
+                    self.name, c.id
+                ));
+            }
+            *slot = true;
+        }
+        Ok(())
+    }
 }
 
 /// A channel-0 payload that is not a valid control message.
@@ -103,6 +216,14 @@ pub fn decode(payload: &[u8]) -> Result<Control, ControlError> {
         Control::Goodbye(DisconnectReason::ByRemote(_)) => {
             return Err(ControlError::Invalid(
                 "a goodbye cannot quote another goodbye".into(),
+            ))
+        }
+        Control::ServiceConnect(offer) | Control::ServiceAccept(offer) => offer.validate()?,
+        Control::ServiceReject { name, .. } | Control::ServiceDisconnect { name }
+            if !valid_service_name(name) =>
+        {
+            return Err(ControlError::Invalid(
+                "service name is not 1 to 64 bytes of A-Z a-z 0-9 . _ - / :".into(),
             ))
         }
         Control::Goodbye(reason) => {

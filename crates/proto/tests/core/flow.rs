@@ -219,7 +219,8 @@ fn partial_messages_on_every_channel_at_once_fit_the_reassembly_budget() {
         max_reassembly_bytes: 2 << 20,
         ..Config::default()
     };
-    let err = switchyard_proto::CoreConfig::new(tight.clone(), channels_with(&tight)).unwrap_err();
+    let spec = test_service(channels_with(&tight));
+    let err = switchyard_proto::connection::services::check_services(&tight, [&spec]).unwrap_err();
     assert_eq!(err.field, "max_reassembly_bytes");
 }
 

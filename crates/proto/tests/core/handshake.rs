@@ -7,7 +7,7 @@ use switchyard_proto::config::Config;
 use switchyard_proto::connection::handshake::HandshakeError;
 use switchyard_proto::wire::codec::{Msg, MsgKind, Packet};
 use switchyard_proto::wire::control::Control;
-use switchyard_proto::{DisconnectReason, NodeId, PushError};
+use switchyard_proto::{DisconnectReason, NodeId};
 
 use crate::pair::*;
 
@@ -19,14 +19,11 @@ fn handshake_error(r: Option<DisconnectReason>) -> HandshakeError {
 }
 
 #[test]
-fn a_pair_connects_and_each_side_knows_which_channels_the_other_accepts() {
-    let b_channels: Vec<_> = channels()
-        .into_iter()
-        .filter(|(c, _)| *c != OTHER)
-        .collect();
-    let mut p = Pair::with_channels(&Config::default(), channels(), b_channels);
+fn a_pair_connects_within_two_round_trips_and_its_service_comes_up() {
+    let mut p = Pair::new(&Config::default());
     p.latency = Duration::from_millis(10);
     p.connect();
+    // Version and Verack cross (one round trip), then the service offers cross.
     assert!(
         p.elapsed() <= Duration::from_millis(45),
         "{:?}",
@@ -34,17 +31,7 @@ fn a_pair_connects_and_each_side_knows_which_channels_the_other_accepts() {
     );
     assert_eq!(p.a.core.remote().unwrap().node_id, NodeId([2; 20]));
     assert_eq!(p.b.core.remote().unwrap().node_id, NodeId([1; 20]));
-    assert!(p.a.core.accepts(BULK) && p.a.core.accepts(URGENT));
-    assert!(!p.a.core.accepts(OTHER), "b granted no credit for it");
-    assert!(
-        p.b.core.accepts(BULK),
-        "b's side does not depend on its own channels"
-    );
-    // A message for a channel the remote lacks fails locally and never reaches it.
-    assert_eq!(
-        p.a.core.send(OTHER, Bytes::from_static(b"x")),
-        Err(PushError::NotAccepted(OTHER))
-    );
+    assert!(p.a.core.accepts(BULK) && p.b.core.accepts(URGENT));
     p.a.core.send(BULK, Bytes::from_static(b"ok")).unwrap();
     p.run_for(Duration::from_millis(100));
     assert_eq!(p.b.payloads(BULK), vec![Bytes::from_static(b"ok")]);
@@ -188,16 +175,9 @@ fn mismatched_nodes_are_refused_on_both_sides() {
     let a = core(now, 1, &limits, channels(), budget.clone());
     let mut v = version(2);
     v.network = "elsewhere".into();
-    let b = switchyard_proto::PeerCore::new(
-        now,
-        std::sync::Arc::new(switchyard_proto::CoreConfig::new(limits.clone(), channels()).unwrap()),
-        switchyard_proto::ConnParams {
-            local: v,
-            expected: None,
-            secret: [2; 16],
-        },
-        budget.clone(),
-    );
+    let mut b_params = params(2, vec![test_service(channels())]);
+    b_params.local = v;
+    let b = core_with(now, &limits, b_params, budget.clone());
     let mut p = Pair::from_cores(now, a, b);
     let reason = p.until_closed(Who::A, Duration::from_secs(1));
     assert!(matches!(
@@ -213,18 +193,9 @@ fn mismatched_nodes_are_refused_on_both_sides() {
         DisconnectReason::Handshake(HandshakeError::SelfConnection)
     );
     // We dialed ID@... and another node answered.
-    let config =
-        std::sync::Arc::new(switchyard_proto::CoreConfig::new(limits.clone(), channels()).unwrap());
-    let a = switchyard_proto::PeerCore::new(
-        now,
-        config,
-        switchyard_proto::ConnParams {
-            local: version(1),
-            expected: Some(NodeId([9; 20])),
-            secret: [1; 16],
-        },
-        budget.clone(),
-    );
+    let mut a_params = params(1, vec![test_service(channels())]);
+    a_params.expected = Some(NodeId([9; 20]));
+    let a = core_with(now, &limits, a_params, budget.clone());
     let b = core(now, 2, &limits, channels(), budget);
     let mut p = Pair::from_cores(now, a, b);
     assert!(matches!(

@@ -11,3 +11,4 @@ mod malformed;
 mod pair;
 mod props;
 mod requests;
+mod services;

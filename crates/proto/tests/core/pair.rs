@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use switchyard_proto::config::{ChannelConfig, Config};
 use switchyard_proto::connection::handshake::{ServiceInfo, Version, PROTOCOL_VERSION};
+use switchyard_proto::connection::services::ServiceSpec;
 use switchyard_proto::connection::{ConnParams, CoreConfig, Event, Message, RecvBudget, Transmit};
 use switchyard_proto::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
-use switchyard_proto::wire::control::{self, Control};
+use switchyard_proto::wire::control::{self, ChannelGrant, Control, ServiceOffer};
 use switchyard_proto::{DisconnectReason, NodeId, PeerCore};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -63,7 +64,32 @@ pub fn version(id: u8) -> Version {
     }
 }
 
-/// A core for side `id` with `limits` and `channels`.
+/// The service every standard core runs: `test` 1.0 on `channels`.
+pub fn test_service(channels: Vec<(u8, ChannelConfig)>) -> ServiceSpec {
+    service("test", 1, channels)
+}
+
+/// A service spec.
+pub fn service(name: &str, major: u32, channels: Vec<(u8, ChannelConfig)>) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        major,
+        minor: 0,
+        channels,
+    }
+}
+
+/// Parameters of side `id` running `services`.
+pub fn params(id: u8, services: Vec<ServiceSpec>) -> ConnParams {
+    ConnParams {
+        local: version(id),
+        expected: None,
+        secret: [id; 16],
+        services: services.into_iter().map(Arc::new).collect(),
+    }
+}
+
+/// A core for side `id` with `limits`, running the `test` service on `channels`.
 pub fn core(
     now: Instant,
     id: u8,
@@ -71,17 +97,23 @@ pub fn core(
     channels: Vec<(u8, ChannelConfig)>,
     budget: Arc<RecvBudget>,
 ) -> PeerCore {
-    let config = Arc::new(CoreConfig::new(limits.clone(), channels).expect("valid config"));
-    PeerCore::new(
+    core_with(
         now,
-        config,
-        ConnParams {
-            local: version(id),
-            expected: None,
-            secret: [id; 16],
-        },
+        limits,
+        params(id, vec![test_service(channels)]),
         budget,
     )
+}
+
+/// A core with `limits` and `params`.
+pub fn core_with(
+    now: Instant,
+    limits: &Config,
+    params: ConnParams,
+    budget: Arc<RecvBudget>,
+) -> PeerCore {
+    let config = Arc::new(CoreConfig::new(limits.clone()).expect("valid config"));
+    PeerCore::new(now, config, params, budget)
 }
 
 /// One end of the pair.
@@ -187,6 +219,11 @@ impl Side {
 
     pub fn connected(&self) -> bool {
         self.events.contains(&Event::Connected)
+    }
+
+    /// Whether a service came up.
+    pub fn service_up(&self) -> bool {
+        self.events.iter().any(|e| matches!(e, Event::ServiceUp(_)))
     }
 
     /// Messages the service of `channel` took.
@@ -497,11 +534,11 @@ impl Pair {
         self.drive_now();
     }
 
-    /// Runs until both sides are connected.
+    /// Runs until both sides are connected and have a service up.
     pub fn connect(&mut self) {
         assert!(
-            self.run_until(Duration::from_secs(5), |p| p.a.connected()
-                && p.b.connected()),
+            self.run_until(Duration::from_secs(5), |p| p.a.service_up()
+                && p.b.service_up()),
             "handshake did not complete: a {:?}, b {:?}",
             self.a.events,
             self.b.events
@@ -563,8 +600,13 @@ impl Solo {
     pub fn new(limits: &Config) -> Solo {
         let now = t0();
         let budget = Arc::new(RecvBudget::new(u64::MAX / 4));
+        Self::with_core(now, core(now, 1, limits, channels_with(limits), budget))
+    }
+
+    /// A solo core made at `now` with `core_with` (its own services).
+    pub fn with_core(now: Instant, core: PeerCore) -> Solo {
         Solo {
-            core: core(now, 1, limits, channels_with(limits), budget),
+            core,
             now,
             start: now,
             events: Vec::new(),
@@ -704,21 +746,35 @@ impl Solo {
         self.drain();
     }
 
-    /// Plays a well-behaved remote through the handshake: its Version, an initial
-    /// credit of `credit` on every standard channel, its Verack.
+    /// Plays a well-behaved remote through the handshake: its Version, its Verack,
+    /// then the `test` service on the standard channels with a credit of `credit` on
+    /// each, offered and accepted (the answer to the core's own offer).
     pub fn handshake(&mut self, credit: u32) {
         self.drain();
         self.feed_control(&Control::Version(version(2)));
-        let mut packets: Vec<Packet> = channels()
-            .iter()
-            .map(|(c, _)| Packet::Credit {
-                channel: *c,
-                bytes: credit,
-            })
-            .collect();
-        packets.push(control_packet(&Control::Verack));
-        self.feed_packets(&packets);
+        let offer = test_offer(credit);
+        self.feed_packets(&[
+            control_packet(&Control::Verack),
+            control_packet(&Control::ServiceConnect(offer.clone())),
+            control_packet(&Control::ServiceAccept(offer)),
+        ]);
         assert!(self.events.contains(&Event::Connected), "{:?}", self.events);
+        assert!(
+            self.events.contains(&Event::ServiceUp("test".into())),
+            "{:?}",
+            self.events
+        );
+    }
+
+    /// Control messages the core wrote.
+    pub fn controls(&self) -> Vec<Control> {
+        self.written
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Msg(m) if m.channel == 0 => control::decode(&m.payload).ok(),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn closed(&self) -> Option<&DisconnectReason> {
@@ -728,15 +784,26 @@ impl Solo {
         })
     }
 
-    /// Credit the core granted on `channel` so far (from what it wrote).
+    /// Credit the core granted on `channel` so far (from what it wrote: its
+    /// service offer, then `Credit` packets).
     pub fn granted(&self, channel: u8) -> u64 {
-        self.written
+        let initial = self
+            .controls()
             .iter()
-            .map(|p| match p {
-                Packet::Credit { channel: c, bytes } if *c == channel => u64::from(*bytes),
-                _ => 0,
+            .find_map(|c| match c {
+                Control::ServiceConnect(o) => o.channels.iter().find(|g| g.id == channel),
+                _ => None,
             })
-            .sum()
+            .map_or(0, |g| u64::from(g.credit));
+        initial
+            + self
+                .written
+                .iter()
+                .map(|p| match p {
+                    Packet::Credit { channel: c, bytes } if *c == channel => u64::from(*bytes),
+                    _ => 0,
+                })
+                .sum::<u64>()
     }
 
     /// The reason the core is closing or closed for.
@@ -755,6 +822,19 @@ impl Solo {
             },
             _ => None,
         })
+    }
+}
+
+/// The `test` service on the standard channel ids, with `credit` on each.
+pub fn test_offer(credit: u32) -> ServiceOffer {
+    ServiceOffer {
+        name: "test".into(),
+        major: 1,
+        minor: 0,
+        channels: channels()
+            .iter()
+            .map(|(id, _)| ChannelGrant { id: *id, credit })
+            .collect(),
     }
 }
 
