@@ -19,8 +19,8 @@ pub(crate) struct ChannelSlot {
 
 pub(crate) struct ServiceSlot {
     pub(crate) info: ServiceInfo,
-    pub(crate) up: Recipient<PeerUp>,
-    pub(crate) down: Recipient<PeerDown>,
+    pub(crate) up: Option<Recipient<PeerUp>>,
+    pub(crate) down: Option<Recipient<PeerDown>>,
 }
 
 pub(crate) struct Registry {
