@@ -285,3 +285,93 @@ async fn a_run_of_large_messages_needs_nothing_else_to_go_out() {
     a.switch.send(Shutdown).await.unwrap();
     b.switch.send(Shutdown).await.unwrap();
 }
+
+/// The waiting broadcast queues to every peer even when their queues are far smaller
+/// than the burst (nothing dropped); the trying one reports whom it skipped; GetPeer
+/// finds a peer by id.
+#[actix::test]
+async fn broadcast_waits_for_room_and_try_broadcast_reports_full_peers() {
+    use switchyard::{Broadcast, GetPeer, TryBroadcast};
+    init_logs();
+    let chans = [(
+        1,
+        ChannelConfig::new(1).send_queue(4, 1 << 20),
+        Mode::PerMessage,
+    )];
+    let hub = start_node(test_config(), &chans).await;
+    let x = start_node(test_config(), &chans).await;
+    let y = start_node(test_config(), &chans).await;
+    connect(&hub, &x).await;
+    connect(&hub, &y).await;
+    let to_x = hub
+        .switch
+        .send(GetPeer(x.id))
+        .await
+        .unwrap()
+        .expect("x is a peer");
+    assert_eq!(to_x.id(), x.id);
+    assert!(hub.switch.send(GetPeer(hub.id)).await.unwrap().is_none());
+
+    const N: u64 = 500;
+    for seq in 0..N {
+        let sent = hub
+            .switch
+            .send(Broadcast {
+                channel: hub.ch(1),
+                msg: TestMsg { seq, body: vec![] },
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sent, 2);
+    }
+    for n in [&x, &y] {
+        assert!(
+            n.log
+                .wait_for(Duration::from_secs(10), |l| l.msgs.len() as u64 == N)
+                .await
+        );
+        let seqs: Vec<u64> = n.log.lock().msgs.iter().map(|m| m.2.seq).collect();
+        assert_eq!(seqs, (0..N).collect::<Vec<_>>());
+    }
+
+    // X stops consuming: once its window and hub's queue to it are full, X is
+    // reported full while Y still gets every message.
+    x.gate.send(false).unwrap();
+    let mut reported_full = false;
+    for seq in N..N + 10_000 {
+        let report = hub
+            .switch
+            .send(TryBroadcast {
+                channel: hub.ch(1),
+                msg: TestMsg {
+                    seq,
+                    body: vec![0; 1000],
+                },
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.sent + report.full.len(), 2, "{report:?}");
+        assert!(
+            !report.full.contains(&y.id) || report.sent == 0,
+            "{report:?}"
+        );
+        if report.full == vec![x.id] {
+            reported_full = true;
+            break;
+        }
+        // Y keeps up: wait until it has what was sent so far before the next.
+        let want = seq + 1;
+        assert!(
+            y.log
+                .wait_for(Duration::from_secs(10), |l| l.msgs.len() as u64 == want)
+                .await
+        );
+    }
+    assert!(reported_full, "the stalled peer was never reported full");
+    x.gate.send(true).unwrap();
+    for n in [&hub, &x, &y] {
+        n.switch.send(Shutdown).await.unwrap();
+    }
+}
