@@ -115,14 +115,10 @@ fn main() {
             listen: Some(args.listen),
             ..NodeConfig::local()
         };
-        let switch = match Switch::builder(config)
-            .service(Service::new("chat", 1, &chat).channel::<Line, _>(
-                CHAT,
-                ChannelConfig::new(5),
-                &chat,
-            ))
-            .start()
-        {
+        let mut service = Service::new("chat", 1);
+        let channel = service.channel::<Line, _>(CHAT, ChannelConfig::new(5), &chat);
+        service.on_peer_up(&chat).on_peer_down(&chat);
+        let switch = match Switch::builder(config).service(service).start() {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("chat: {e}");
@@ -159,10 +155,7 @@ fn main() {
                         text,
                     };
                     match switch
-                        .send(Broadcast {
-                            channel: CHAT,
-                            msg: line,
-                        })
+                        .send(Broadcast { channel, msg: line })
                         .await
                         .expect("switch")
                     {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use switchyard::{
-    ChannelConfig, Dial, GetInfo, NodeConfig, PeerAddr, PeerDown, PeerUp, Received, Service,
-    Shutdown, Switch,
+    Channel, ChannelConfig, Dial, GetInfo, NodeConfig, PeerAddr, PeerDown, PeerUp, Received,
+    Service, Shutdown, Switch,
 };
 use tokio::sync::mpsc;
 
@@ -27,6 +27,7 @@ enum Msg {
 
 /// Answers every ping with a pong; forwards pongs to the driver.
 struct Echo {
+    channel: Channel<Msg>,
     pongs: Option<mpsc::UnboundedSender<u64>>,
 }
 
@@ -39,7 +40,7 @@ impl Handler<Received<Msg>> for Echo {
     fn handle(&mut self, m: Received<Msg>, _: &mut Context<Self>) {
         match m.msg {
             Msg::Ping(n) => {
-                if let Err(e) = m.peer.try_send(CHANNEL, &Msg::Pong(n)) {
+                if let Err(e) = m.peer.try_send(&self.channel, &Msg::Pong(n)) {
                     log::warn!("pong not sent: {e}");
                 }
             }
@@ -66,16 +67,24 @@ impl Handler<PeerDown> for Echo {
     }
 }
 
-fn node(echo: &Addr<Echo>) -> Addr<Switch> {
-    let service =
-        Service::new("ping", 1, echo).channel::<Msg, _>(CHANNEL, ChannelConfig::new(5), echo);
-    Switch::builder(NodeConfig {
+/// A node running the echo service; returns its Switch and the echo's channel.
+fn node(pongs: Option<mpsc::UnboundedSender<u64>>) -> (Addr<Switch>, Channel<Msg>) {
+    let mut service = Service::new("ping", 1);
+    let mut channel = None;
+    let echo = Echo::create(|ctx| {
+        let ch = service.channel(CHANNEL, ChannelConfig::new(5), &ctx.address());
+        channel = Some(ch);
+        Echo { channel: ch, pongs }
+    });
+    service.on_peer_up(&echo).on_peer_down(&echo);
+    let switch = Switch::builder(NodeConfig {
         arbiters: 1,
         ..NodeConfig::local()
     })
     .service(service)
     .start()
-    .expect("node starts")
+    .expect("node starts");
+    (switch, channel.expect("registered in create"))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -90,11 +99,9 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
     actix::System::new().block_on(async move {
-        let b_echo = Echo { pongs: None }.start();
-        let b = node(&b_echo);
+        let (b, _) = node(None);
         let (tx, mut pongs) = mpsc::unbounded_channel();
-        let a_echo = Echo { pongs: Some(tx) }.start();
-        let a = node(&a_echo);
+        let (a, channel) = node(Some(tx));
         let info = b.send(GetInfo).await.expect("node b");
         let addr = PeerAddr::new(Some(info.id), info.listen_addr.expect("listening"));
         let peer = a.send(Dial(addr.clone())).await.expect("node a").expect("dial");
@@ -102,7 +109,7 @@ fn main() {
         let mut rtts = Vec::with_capacity(count as usize);
         for n in 0..count {
             let t0 = Instant::now();
-            peer.send(CHANNEL, &Msg::Ping(n)).await.expect("ping queued");
+            peer.send(&channel, &Msg::Ping(n)).await.expect("ping queued");
             match tokio::time::timeout(Duration::from_secs(5), pongs.recv()).await {
                 Ok(Some(got)) if got == n => rtts.push(t0.elapsed()),
                 other => panic!("pong {n} missing: {other:?}"),

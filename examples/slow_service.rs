@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use switchyard::{
-    Bytes, ChannelConfig, Dial, GetInfo, NodeConfig, PeerAddr, PeerDown, PeerUp, Received, Service,
-    Shutdown, Switch,
+    Bytes, Channel, ChannelConfig, Dial, GetInfo, NodeConfig, PeerAddr, PeerDown, PeerUp, Raw,
+    Received, Service, Shutdown, Switch,
 };
 use tokio::sync::mpsc;
 
@@ -55,6 +55,7 @@ impl Handler<Received<Bytes>> for Bulk {
 
 /// Answers pings, and reports the round trip of each pong it gets.
 struct Talk {
+    chat: Channel<Chat>,
     epoch: Instant,
     rtts: Option<mpsc::UnboundedSender<Duration>>,
 }
@@ -68,7 +69,7 @@ impl Handler<Received<Chat>> for Talk {
     fn handle(&mut self, m: Received<Chat>, _: &mut Context<Self>) {
         match m.msg {
             Chat::Ping(t) => {
-                if let Err(e) = m.peer.try_send(CHAT, &Chat::Pong(t)) {
+                if let Err(e) = m.peer.try_send(&self.chat, &Chat::Pong(t)) {
                     log::warn!("pong not sent: {e}");
                 }
             }
@@ -96,12 +97,22 @@ impl Handler<PeerDown> for Talk {
     }
 }
 
+/// A running demo node.
+struct Node {
+    switch: Addr<Switch>,
+    addr: PeerAddr,
+    /// Bulk messages its service took.
+    taken: Arc<AtomicU64>,
+    bulk: Channel<Raw>,
+    chat: Channel<Chat>,
+}
+
 /// Starts a node running the demo service; its bulk handler on its own arbiter.
 async fn node(
     bulk_delay: Duration,
     epoch: Instant,
     rtts: Option<mpsc::UnboundedSender<Duration>>,
-) -> (Addr<Switch>, PeerAddr, Arc<AtomicU64>) {
+) -> Node {
     let taken = Arc::new(AtomicU64::new(0));
     let bulk = {
         let taken = taken.clone();
@@ -110,21 +121,31 @@ async fn node(
             taken,
         })
     };
-    let talk = Talk { epoch, rtts }.start();
-    let service = Service::new("demo", 1, &talk)
-        .raw_channel(
-            BULK,
-            ChannelConfig::new(1).max_message_size(64 << 10),
-            &bulk,
-        )
-        .channel::<Chat, _>(CHAT, ChannelConfig::new(10), &talk);
+    // Talk sends on its own channel: its address exists before it starts.
+    let ctx = Context::<Talk>::new();
+    let talk_addr = ctx.address();
+    let mut service = Service::new("demo", 1);
+    let bulk = service.raw_channel(
+        BULK,
+        ChannelConfig::new(1).max_message_size(64 << 10),
+        &bulk,
+    );
+    let chat = service.channel(CHAT, ChannelConfig::new(10), &talk_addr);
+    ctx.run(Talk { chat, epoch, rtts });
+    service.on_peer_up(&talk_addr).on_peer_down(&talk_addr);
     let switch = Switch::builder(NodeConfig::local())
         .service(service)
         .start()
         .expect("the node starts");
     let info = switch.send(GetInfo).await.expect("the switch answers");
     let addr = PeerAddr::new(Some(info.id), info.listen_addr.expect("listening"));
-    (switch, addr, taken)
+    Node {
+        switch,
+        addr,
+        taken,
+        bulk,
+        chat,
+    }
 }
 
 fn main() {
@@ -136,9 +157,9 @@ fn main() {
     actix::System::new().block_on(async move {
         let epoch = Instant::now();
         let (rtt_tx, mut rtts) = mpsc::unbounded_channel();
-        let (a, _, _) = node(Duration::ZERO, epoch, Some(rtt_tx)).await;
-        let (b, b_addr, b_taken) = node(Duration::from_millis(20), epoch, None).await;
-        let to_b = match a.send(Dial(b_addr)).await {
+        let a = node(Duration::ZERO, epoch, Some(rtt_tx)).await;
+        let b = node(Duration::from_millis(20), epoch, None).await;
+        let to_b = match a.switch.send(Dial(b.addr.clone())).await {
             Ok(Ok(handle)) => handle,
             other => {
                 eprintln!("dial failed: {other:?}");
@@ -148,9 +169,10 @@ fn main() {
         // Flood the bulk channel: each send waits for room in its queue.
         let flood = {
             let to_b = to_b.clone();
+            let bulk = a.bulk;
             actix::spawn(async move {
                 let payload = Bytes::from(vec![0u8; 16 << 10]);
-                while to_b.send_raw(BULK, payload.clone()).await.is_ok() {}
+                while to_b.send(&bulk, payload.clone()).await.is_ok() {}
             })
         };
         let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -161,7 +183,7 @@ fn main() {
         while Instant::now() < end {
             tick.tick().await;
             let t = epoch.elapsed().as_micros() as u64;
-            if let Err(e) = to_b.try_send(CHAT, &Chat::Ping(t)) {
+            if let Err(e) = to_b.try_send(&a.chat, &Chat::Ping(t)) {
                 println!("chat ping not sent: {e}");
             }
             while let Ok(rtt) = rtts.try_recv() {
@@ -177,7 +199,7 @@ fn main() {
                 };
                 println!(
                     "bulk taken by B: {:4}   chat: {:3} round trips, p50 {:.2} ms, max {:.2} ms",
-                    b_taken.load(Ordering::Relaxed),
+                    b.taken.load(Ordering::Relaxed),
                     second.len(),
                     pct(0.5),
                     pct(1.0),
@@ -186,7 +208,7 @@ fn main() {
             }
         }
         flood.abort();
-        let _ = a.send(Shutdown).await;
-        let _ = b.send(Shutdown).await;
+        let _ = a.switch.send(Shutdown).await;
+        let _ = b.switch.send(Shutdown).await;
     });
 }

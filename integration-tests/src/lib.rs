@@ -16,8 +16,8 @@ use switchyard::proto::wire::control::{
     self, ChannelGrant, Control, ServiceOffer, CONTROL_CHANNEL,
 };
 use switchyard::{
-    ChannelConfig, Dial, DisconnectReason, GetInfo, Limits, NodeConfig, NodeId, PeerDown,
-    PeerHandle, PeerUp, Received, ReceivedBatch, Service, Switch,
+    Channel, ChannelConfig, Dial, DisconnectReason, GetInfo, Limits, NodeConfig, NodeId, PeerDown,
+    PeerHandle, PeerUp, Raw, Received, ReceivedBatch, Service, Switch,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -290,9 +290,37 @@ pub struct Node {
     pub log: Shared,
     /// Opens and closes the recorder's gate.
     pub gate: watch::Sender<bool>,
+    /// The handles of its MessagePack channels (per-message and batched).
+    pub msg_channels: Vec<Channel<TestMsg>>,
+    /// The handles of its raw channels.
+    pub raw_channels: Vec<Channel<Raw>>,
 }
 
 impl Node {
+    /// The handle of this node's MessagePack channel `id`.
+    ///
+    /// # Panics
+    /// If the node has no such channel (a bug in the test).
+    pub fn ch(&self, id: u8) -> Channel<TestMsg> {
+        *self
+            .msg_channels
+            .iter()
+            .find(|c| c.id() == id)
+            .unwrap_or_else(|| panic!("node has no MessagePack channel {id}"))
+    }
+
+    /// The handle of this node's raw channel `id`.
+    ///
+    /// # Panics
+    /// If the node has no such channel (a bug in the test).
+    pub fn raw(&self, id: u8) -> Channel<Raw> {
+        *self
+            .raw_channels
+            .iter()
+            .find(|c| c.id() == id)
+            .unwrap_or_else(|| panic!("node has no raw channel {id}"))
+    }
+
     /// `ID@127.0.0.1:PORT` of this node.
     pub fn peer_addr(&self) -> switchyard::PeerAddr {
         switchyard::PeerAddr::new(Some(self.id), self.addr)
@@ -313,13 +341,16 @@ pub async fn start_node_with(
     let log = Shared::default();
     let (recorder, gate) = Recorder::new(log.clone());
     let recorder = adjust(recorder).start();
-    let mut service = Service::new(SERVICE, 1, &recorder);
+    let mut service = Service::new(SERVICE, 1);
+    service.on_peer_up(&recorder).on_peer_down(&recorder);
+    let mut msg_channels = Vec::new();
+    let mut raw_channels = Vec::new();
     for (id, cfg, mode) in channels {
-        service = match mode {
-            Mode::PerMessage => service.channel::<TestMsg, _>(*id, *cfg, &recorder),
-            Mode::Batched => service.batched_channel::<TestMsg, _>(*id, *cfg, &recorder),
-            Mode::Raw => service.raw_channel(*id, *cfg, &recorder),
-        };
+        match mode {
+            Mode::PerMessage => msg_channels.push(service.channel(*id, *cfg, &recorder)),
+            Mode::Batched => msg_channels.push(service.batched_channel(*id, *cfg, &recorder)),
+            Mode::Raw => raw_channels.push(service.raw_channel(*id, *cfg, &recorder)),
+        }
     }
     let switch = Switch::builder(config)
         .service(service)
@@ -332,6 +363,8 @@ pub async fn start_node_with(
         addr: info.listen_addr.expect("listening"),
         log,
         gate,
+        msg_channels,
+        raw_channels,
     }
 }
 

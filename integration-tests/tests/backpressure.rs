@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use switchyard::{
-    ChannelConfig, Dial, DisconnectReason, GetInfo, SendError, Service, Shutdown, Switch,
+    ChannelConfig, Dial, DisconnectReason, GetInfo, SendFailure, Service, Shutdown, Switch,
 };
 use switchyard_integration_tests::*;
 
@@ -20,7 +20,9 @@ async fn a_service_slower_than_the_pong_timeout_keeps_its_peer() {
     let b = start_node_with(test_config(), &chans, |r| r.with_delay(slow)).await;
     let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
     for seq in 0..3 {
-        to_b.send(1, &TestMsg { seq, body: vec![] }).await.unwrap();
+        to_b.send(&a.ch(1), &TestMsg { seq, body: vec![] })
+            .await
+            .unwrap();
     }
     assert!(b.log.wait_for(slow * 5, |l| l.msgs.len() == 3).await);
     // Several ping intervals later, still connected on both sides.
@@ -41,9 +43,12 @@ async fn two_service_node() -> (Node, Shared, tokio::sync::watch::Sender<bool>) 
     let log = Shared::default();
     let (other, other_gate) = Recorder::new(log.clone());
     let other = other.start();
-    let service = Service::new(SERVICE, 1, &other)
-        .channel::<TestMsg, _>(1, ChannelConfig::new(1), &stalled)
-        .channel::<TestMsg, _>(2, ChannelConfig::new(1), &other);
+    let mut service = Service::new(SERVICE, 1);
+    service.on_peer_up(&other).on_peer_down(&other);
+    let msg_channels = vec![
+        service.channel(1, ChannelConfig::new(1), &stalled),
+        service.channel(2, ChannelConfig::new(1), &other),
+    ];
     let switch = Switch::builder(test_config())
         .service(service)
         .start()
@@ -55,6 +60,8 @@ async fn two_service_node() -> (Node, Shared, tokio::sync::watch::Sender<bool>) 
         addr: info.listen_addr.unwrap(),
         log,
         gate: other_gate,
+        msg_channels,
+        raw_channels: Vec::new(),
     };
     (node, stalled_log, gate)
 }
@@ -79,12 +86,12 @@ async fn a_stalled_service_stalls_only_its_channel_and_the_keepalive_goes_on() {
             seq: stalled_sent,
             body: body.clone(),
         };
-        if to_b.try_send(1, &msg).is_ok() {
+        if to_b.try_send(&a.ch(1), &msg).is_ok() {
             stalled_sent += 1;
             continue;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if to_b.try_send(1, &msg).is_err() {
+        if to_b.try_send(&a.ch(1), &msg).is_err() {
             break;
         }
         stalled_sent += 1;
@@ -96,7 +103,7 @@ async fn a_stalled_service_stalls_only_its_channel_and_the_keepalive_goes_on() {
     while tokio::time::Instant::now() < until {
         for _ in 0..10 {
             to_b.send(
-                2,
+                &a.ch(2),
                 &TestMsg {
                     seq: other_sent,
                     body: vec![1],
@@ -116,13 +123,13 @@ async fn a_stalled_service_stalls_only_its_channel_and_the_keepalive_goes_on() {
         // More for channel 1 keeps being refused: it is still stalled.
         assert_eq!(
             to_b.try_send(
-                1,
+                &a.ch(1),
                 &TestMsg {
                     seq: 0,
                     body: vec![]
                 }
             ),
-            Err(SendError::Full(1))
+            Err(SendFailure::Full(1))
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -177,18 +184,18 @@ async fn a_stopped_service_bounds_memory_and_the_sender_sees_full() {
     // once B's window for the channel and A's queue are full.
     let full = loop {
         match to_b.try_send(
-            1,
+            &a.ch(1),
             &TestMsg {
                 seq: accepted,
                 body: body.clone(),
             },
         ) {
             Ok(()) => accepted += 1,
-            Err(SendError::Full(1)) => {
+            Err(SendFailure::Full(1)) => {
                 // Let the credit that is due come back; then it must stay full.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 match to_b.try_send(
-                    1,
+                    &a.ch(1),
                     &TestMsg {
                         seq: accepted,
                         body: body.clone(),
@@ -249,7 +256,7 @@ async fn shutdown_completes_even_when_a_service_never_consumes() {
     let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
     for seq in 0..64 {
         let _ = to_b.try_send(
-            1,
+            &a.ch(1),
             &TestMsg {
                 seq,
                 body: vec![0; 64],
@@ -279,7 +286,8 @@ async fn a_peer_with_a_stopped_service_can_still_be_closed() {
     let b_to_a = b.log.handle_of(a.id).unwrap();
     b.gate.send(false).unwrap();
     for seq in 0..50 {
-        to_b.try_send(1, &TestMsg { seq, body: vec![] }).unwrap();
+        to_b.try_send(&a.ch(1), &TestMsg { seq, body: vec![] })
+            .unwrap();
     }
     assert!(
         b.log

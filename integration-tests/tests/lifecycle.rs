@@ -146,11 +146,9 @@ async fn start_node_keyed(config: switchyard::NodeConfig, key: NodeKey) -> Node 
     let log = Shared::default();
     let (recorder, gate) = Recorder::new(log.clone());
     let recorder = recorder.start();
-    let service = Service::new(SERVICE, 1, &recorder).channel::<TestMsg, _>(
-        1,
-        ChannelConfig::new(1),
-        &recorder,
-    );
+    let mut service = Service::new(SERVICE, 1);
+    service.on_peer_up(&recorder).on_peer_down(&recorder);
+    let ch = service.channel(1, ChannelConfig::new(1), &recorder);
     let switch = Switch::builder(config)
         .key(key)
         .service(service)
@@ -163,6 +161,8 @@ async fn start_node_keyed(config: switchyard::NodeConfig, key: NodeKey) -> Node 
         addr: info.listen_addr.unwrap(),
         log,
         gate,
+        msg_channels: vec![ch],
+        raw_channels: Vec::new(),
     }
 }
 
@@ -180,7 +180,7 @@ async fn graceful_shutdown_delivers_everything_queued() {
     const N: u64 = 10_000;
     for seq in 0..N {
         to_b.try_send(
-            1,
+            &a.ch(1),
             &TestMsg {
                 seq,
                 body: vec![9; 512],
@@ -220,7 +220,7 @@ async fn graceful_shutdown_delivers_everything_queued() {
     );
     assert!(to_b
         .try_send(
-            1,
+            &a.ch(1),
             &TestMsg {
                 seq: 0,
                 body: vec![]
@@ -259,7 +259,7 @@ async fn a_connection_flood_is_refused_without_piling_up() {
     let to_hub = x.log.handle_of(hub.id).unwrap();
     to_hub
         .send(
-            1,
+            &x.ch(1),
             &TestMsg {
                 seq: 7,
                 body: vec![],
@@ -288,7 +288,8 @@ async fn a_channel_larger_than_the_reassembly_budget_is_refused_at_start() {
     let log = Shared::default();
     let (recorder, _gate) = Recorder::new(log);
     let recorder = recorder.start();
-    let service = Service::new(SERVICE, 1, &recorder).channel::<TestMsg, _>(
+    let mut service = Service::new(SERVICE, 1);
+    service.channel::<TestMsg, _>(
         1,
         ChannelConfig::new(1).max_message_size(32 << 20),
         &recorder,
@@ -301,9 +302,9 @@ async fn a_channel_larger_than_the_reassembly_budget_is_refused_at_start() {
     // Channels that fit one by one but not together: one partial message per channel
     // must fit at once, or concurrent large messages could wait on each other forever.
     let ten = ChannelConfig::new(1).max_message_size(10 << 20);
-    let service = Service::new(SERVICE, 1, &recorder)
-        .channel::<TestMsg, _>(1, ten, &recorder)
-        .channel::<TestMsg, _>(2, ten, &recorder);
+    let mut service = Service::new(SERVICE, 1);
+    service.channel::<TestMsg, _>(1, ten, &recorder);
+    service.channel::<TestMsg, _>(2, ten, &recorder);
     match Switch::builder(test_config()).service(service).start() {
         Err(StartError::Config(e)) => {
             assert_eq!(e.field, "limits.max_reassembly_bytes", "{e}");

@@ -39,12 +39,13 @@ async fn misbehaving_peers_are_closed_with_their_reason_and_honest_peers_keep_go
     // The honest peer sends a message every 5 ms for the whole test.
     let running = Arc::new(AtomicBool::new(true));
     let flag = running.clone();
+    let ch = honest.ch(1);
     let sender = actix::spawn(async move {
         let mut seq = 0;
         while flag.load(Ordering::Relaxed) {
             to_node
                 .send(
-                    1,
+                    &ch,
                     &TestMsg {
                         seq,
                         body: vec![1, 2, 3],
@@ -285,12 +286,13 @@ async fn a_peer_that_never_reads_is_closed_despite_unasked_pongs() {
     );
     let to_raw = node.log.handle_of(raw_id).unwrap();
     // Fill the socket buffers, then the queue: the raw peer reads nothing from here on.
+    let ch = node.ch(1);
     let filler = actix::spawn(async move {
         let big = TestMsg {
             seq: 0,
             body: vec![0; 256 << 10],
         };
-        while to_raw.send(1, &big).await.is_ok() {}
+        while to_raw.send(&ch, &big).await.is_ok() {}
     });
     let started = std::time::Instant::now();
     let reason = loop {
@@ -392,7 +394,7 @@ async fn a_stream_ending_inside_a_large_chunk_is_truncated() {
     let other = start_node(test_config(), &chans).await;
     let to_other = connect(&node, &other).await;
     to_other
-        .send_raw(1, Bytes::from_static(b"still here"))
+        .send(&node.raw(1), Bytes::from_static(b"still here"))
         .await
         .unwrap();
     assert!(other.log.wait_for(WAIT, |l| l.raw.len() == 1).await);

@@ -32,11 +32,12 @@ async fn high_priority_overtakes_a_bulk_backlog() {
     let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
     let mb = Bytes::from(vec![0x42u8; 1 << 20]);
     for _ in 0..BULK_MSGS {
-        to_b.try_send_raw(BULK, mb.clone()).unwrap();
+        to_b.try_send(&a.raw(BULK), mb.clone()).unwrap();
     }
     // Wave 1: queued behind the whole backlog.
     for i in 0..5u8 {
-        to_b.try_send_raw(URGENT, Bytes::from(vec![i; 64])).unwrap();
+        to_b.try_send(&a.raw(URGENT), Bytes::from(vec![i; 64]))
+            .unwrap();
     }
     // Wave 2: while the bulk channel is busy.
     assert!(
@@ -50,7 +51,8 @@ async fn high_priority_overtakes_a_bulk_backlog() {
             .await
     );
     for i in 5..10u8 {
-        to_b.try_send_raw(URGENT, Bytes::from(vec![i; 64])).unwrap();
+        to_b.try_send(&a.raw(URGENT), Bytes::from(vec![i; 64]))
+            .unwrap();
     }
     let seen_at_wave2 = b.log.lock().raw.iter().filter(|r| r.0 == BULK).count();
     assert!(

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use switchyard::{ChannelConfig, Dial, SendError, Shutdown};
+use switchyard::{ChannelConfig, Dial, SendFailure, Shutdown};
 use switchyard_integration_tests::*;
 
 fn channels() -> Vec<(u8, ChannelConfig, Mode)> {
@@ -26,11 +26,14 @@ async fn each_channel_delivers_in_order_exactly_once() {
             body: vec![seq as u8; (seq % 50) as usize],
         };
         let channel = if seq % 2 == 0 { 1 } else { 2 };
-        to_b.send(channel, &msg).await.unwrap();
+        to_b.send(&a.ch(channel), &msg).await.unwrap();
         if seq % 200 == 0 {
-            to_b.send_raw(3, bytes::Bytes::from(vec![7u8; 100_000 + seq as usize]))
-                .await
-                .unwrap();
+            to_b.send(
+                &a.raw(3),
+                bytes::Bytes::from(vec![7u8; 100_000 + seq as usize]),
+            )
+            .await
+            .unwrap();
         }
     }
     assert!(
@@ -87,10 +90,11 @@ async fn a_million_small_messages_arrive_complete_and_ordered() {
     let b = start_node(config, &chans).await;
     let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
     let started = Instant::now();
+    let ch = a.ch(1);
     let sender = actix::spawn(async move {
         for seq in 0..N {
             to_b.send(
-                1,
+                &ch,
                 &TestMsg {
                     seq,
                     body: vec![0xab; 16],
@@ -155,16 +159,13 @@ async fn send_all_queues_runs_in_order_waiting_for_room() {
             body: vec![seq as u8; (seq % 40) as usize * 25],
         })
         .collect();
-    to_b.send_all(1, &msgs).await.unwrap();
+    to_b.send_all(&a.ch(1), &msgs).await.unwrap();
     let raw = (0..50usize).map(|i| bytes::Bytes::from(vec![1u8; 1000 + i]));
-    to_b.send_all_raw(3, raw).await.unwrap();
+    to_b.send_all(&a.raw(3), raw).await.unwrap();
 
-    // Errors: an unknown channel, and an oversized message in the middle of a run
-    // (the messages before it stay queued, the rest are not sent).
-    assert!(matches!(
-        to_b.send_all(9, &msgs[..1]).await,
-        Err(SendError::UnknownChannel(9))
-    ));
+    // An oversized message in the middle of a run: the messages before it stay
+    // queued, the rest are not sent. (A channel this node does not have cannot be
+    // named: only registering one gives its handle.)
     let tail = [
         TestMsg {
             seq: 1000,
@@ -180,8 +181,8 @@ async fn send_all_queues_runs_in_order_waiting_for_room() {
         },
     ];
     assert!(matches!(
-        to_b.send_all(1, &tail).await,
-        Err(SendError::TooLarge { channel: 1, .. })
+        to_b.send_all(&a.ch(1), &tail).await,
+        Err(SendFailure::TooLarge { channel: 1, .. })
     ));
 
     assert!(
@@ -208,21 +209,8 @@ async fn send_all_queues_runs_in_order_waiting_for_room() {
     b.switch.send(Shutdown).await.unwrap();
 }
 
-/// Serializes as the number 7, or fails when told to.
-struct Flaky(bool);
-
-impl serde::Serialize for Flaky {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 {
-            Err(serde::ser::Error::custom("refused"))
-        } else {
-            s.serialize_u64(7)
-        }
-    }
-}
-
 #[actix::test]
-async fn send_all_runs_caller_code_outside_the_lock_and_keeps_what_encoded() {
+async fn send_all_runs_caller_code_outside_the_lock() {
     init_logs();
     let chans = [(3, ChannelConfig::new(1), Mode::Raw)];
     let a = start_node(test_config(), &chans).await;
@@ -232,15 +220,16 @@ async fn send_all_runs_caller_code_outside_the_lock_and_keeps_what_encoded() {
     // An iterator that uses the same handle while it is being drained must not
     // deadlock on the send lock.
     let inner = to_b.clone();
+    let raw = a.raw(3);
     let reentrant = (0..3usize).map(move |i| {
         inner
-            .try_send_raw(3, bytes::Bytes::from(vec![2u8; 100]))
+            .try_send(&raw, bytes::Bytes::from(vec![2u8; 100]))
             .unwrap();
         bytes::Bytes::from(vec![1u8; 10 + i])
     });
-    tokio::time::timeout(Duration::from_secs(5), to_b.send_all_raw(3, reentrant))
+    tokio::time::timeout(Duration::from_secs(5), to_b.send_all(&a.raw(3), reentrant))
         .await
-        .expect("send_all_raw returns")
+        .expect("send_all returns")
         .unwrap();
     assert!(
         b.log
@@ -248,32 +237,11 @@ async fn send_all_runs_caller_code_outside_the_lock_and_keeps_what_encoded() {
             .await
     );
 
-    // A message that fails to encode: the ones before it are sent, the rest not.
-    let msgs = [
-        Flaky(false),
-        Flaky(false),
-        Flaky(false),
-        Flaky(true),
-        Flaky(false),
-    ];
-    assert!(matches!(
-        to_b.send_all(3, &msgs).await,
-        Err(SendError::Encode(_))
-    ));
-    assert!(
-        b.log
-            .wait_for(Duration::from_secs(5), |l| l.raw.len() == 9)
-            .await
-    );
-    tokio::time::sleep(Duration::from_millis(100)).await;
     {
         let log = b.log.lock();
-        let sizes: Vec<usize> = log.raw.iter().map(|r| r.2).collect();
-        assert_eq!(sizes.len(), 9, "nothing after the failed message");
-        let mut first = sizes[..6].to_vec();
-        first.sort_unstable();
-        assert_eq!(first, vec![10, 11, 12, 100, 100, 100]);
-        assert_eq!(&sizes[6..], &[1, 1, 1], "MessagePack 7 is one byte");
+        let mut sizes: Vec<usize> = log.raw.iter().map(|r| r.2).collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, vec![10, 11, 12, 100, 100, 100]);
     }
     a.switch.send(Shutdown).await.unwrap();
     b.switch.send(Shutdown).await.unwrap();
@@ -305,7 +273,7 @@ async fn a_run_of_large_messages_needs_nothing_else_to_go_out() {
         })
         .collect();
     let digests: Vec<u64> = run.iter().map(|m| digest(m)).collect();
-    to_b.send_all_raw(3, run).await.unwrap();
+    to_b.send_all(&a.raw(3), run).await.unwrap();
     assert!(
         b.log
             .wait_for(Duration::from_secs(20), |l| l.raw.len() == 8)
@@ -316,4 +284,94 @@ async fn a_run_of_large_messages_needs_nothing_else_to_go_out() {
     assert_eq!(b.log.lock().raw_digests, digests, "every byte in its place");
     a.switch.send(Shutdown).await.unwrap();
     b.switch.send(Shutdown).await.unwrap();
+}
+
+/// The waiting broadcast queues to every peer even when their queues are far smaller
+/// than the burst (nothing dropped); the trying one reports whom it skipped; GetPeer
+/// finds a peer by id.
+#[actix::test]
+async fn broadcast_waits_for_room_and_try_broadcast_reports_full_peers() {
+    use switchyard::{Broadcast, GetPeer, TryBroadcast};
+    init_logs();
+    let chans = [(
+        1,
+        ChannelConfig::new(1).send_queue(4, 1 << 20),
+        Mode::PerMessage,
+    )];
+    let hub = start_node(test_config(), &chans).await;
+    let x = start_node(test_config(), &chans).await;
+    let y = start_node(test_config(), &chans).await;
+    connect(&hub, &x).await;
+    connect(&hub, &y).await;
+    let to_x = hub
+        .switch
+        .send(GetPeer(x.id))
+        .await
+        .unwrap()
+        .expect("x is a peer");
+    assert_eq!(to_x.id(), x.id);
+    assert!(hub.switch.send(GetPeer(hub.id)).await.unwrap().is_none());
+
+    const N: u64 = 500;
+    for seq in 0..N {
+        let sent = hub
+            .switch
+            .send(Broadcast {
+                channel: hub.ch(1),
+                msg: TestMsg { seq, body: vec![] },
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sent, 2);
+    }
+    for n in [&x, &y] {
+        assert!(
+            n.log
+                .wait_for(Duration::from_secs(10), |l| l.msgs.len() as u64 == N)
+                .await
+        );
+        let seqs: Vec<u64> = n.log.lock().msgs.iter().map(|m| m.2.seq).collect();
+        assert_eq!(seqs, (0..N).collect::<Vec<_>>());
+    }
+
+    // X stops consuming: once its window and hub's queue to it are full, X is
+    // reported full while Y still gets every message.
+    x.gate.send(false).unwrap();
+    let mut reported_full = false;
+    for seq in N..N + 10_000 {
+        let report = hub
+            .switch
+            .send(TryBroadcast {
+                channel: hub.ch(1),
+                msg: TestMsg {
+                    seq,
+                    body: vec![0; 1000],
+                },
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.sent + report.full.len(), 2, "{report:?}");
+        assert!(
+            !report.full.contains(&y.id) || report.sent == 0,
+            "{report:?}"
+        );
+        if report.full == vec![x.id] {
+            reported_full = true;
+            break;
+        }
+        // Y keeps up: wait until it has what was sent so far before the next.
+        let want = seq + 1;
+        assert!(
+            y.log
+                .wait_for(Duration::from_secs(10), |l| l.msgs.len() as u64 == want)
+                .await
+        );
+    }
+    assert!(reported_full, "the stalled peer was never reported full");
+    x.gate.send(true).unwrap();
+    for n in [&hub, &x, &y] {
+        n.switch.send(Shutdown).await.unwrap();
+    }
 }

@@ -1,15 +1,20 @@
 //! [`NodeConfig`]: everything a node needs to start, with defaults for every field.
 //!
-//! Budgets and timeouts of connections live in [`Limits`](switchyard_proto::Config)
+//! Budgets and timeouts of connections live in [`Limits`]
 //! (the `[limits]` table of a TOML file); this struct adds what belongs to the node:
 //! its network name, where it listens, whom it keeps connected, and its threads.
 
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use switchyard_proto::{Config as Limits, ConfigError};
+use switchyard_proto::ConfigError;
 
 use crate::addr::PeerAddr;
+
+/// Budgets and timeouts of every connection of a node (the `[limits]` table of a
+/// TOML file): the protocol core's [`Config`](switchyard_proto::Config), under the one
+/// name this crate uses for it. Every field has a default.
+pub type Limits = switchyard_proto::Config;
 
 /// Configuration of one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,7 +28,7 @@ use switchyard_proto::{PeerCore, PushError, Transmit};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::error::SendError;
+use crate::error::SendFailure;
 
 /// Shortest time between two inline writes (see the [module docs](self)).
 pub(crate) const INLINE_GAP: Duration = Duration::from_micros(50);
@@ -231,20 +231,20 @@ impl Conn {
     }
 
     /// Queues a message, or says why not, at once.
-    pub(crate) fn try_push(&self, channel: u8, payload: Bytes) -> Result<(), SendError> {
+    pub(crate) fn try_push(&self, channel: u8, payload: Bytes) -> Result<(), SendFailure> {
         self.push_locked(channel, payload)
-            .map_err(|e| SendError::from_push(channel, e))
+            .map_err(|e| SendFailure::from_push(channel, e))
     }
 
     /// Queues a message, waiting for room in the channel's queue.
-    pub(crate) async fn push(&self, channel: u8, payload: Bytes) -> Result<(), SendError> {
+    pub(crate) async fn push(&self, channel: u8, payload: Bytes) -> Result<(), SendFailure> {
         // Fast path: room now, no waiter registration. (The guard must be gone before
         // `try_push` locks again.)
         let checked = self.lock().core.check_send(channel, payload.len());
         match checked {
             Ok(()) => return self.try_push(channel, payload),
             Err(PushError::Full) => {}
-            Err(e) => return Err(SendError::from_push(channel, e)),
+            Err(e) => return Err(SendFailure::from_push(channel, e)),
         }
         let room = self.room(channel);
         loop {
@@ -254,7 +254,7 @@ impl Conn {
             match self.push_locked(channel, payload.clone()) {
                 Ok(()) => return Ok(()),
                 Err(PushError::Full) => {}
-                Err(e) => return Err(SendError::from_push(channel, e)),
+                Err(e) => return Err(SendFailure::from_push(channel, e)),
             }
             notified.await;
         }
@@ -264,7 +264,7 @@ impl Conn {
     /// full. Each part of the run that fits is queued under one lock with at most one
     /// write or wake-up. No caller code runs under the lock. On error, the payloads
     /// before the failing one stay queued.
-    pub(crate) async fn push_all(&self, channel: u8, run: Vec<Bytes>) -> Result<(), SendError> {
+    pub(crate) async fn push_all(&self, channel: u8, run: Vec<Bytes>) -> Result<(), SendFailure> {
         let room = self.room(channel);
         let mut run = run.into_iter().peekable();
         while run.peek().is_some() {
@@ -279,7 +279,7 @@ impl Conn {
                         Ok(()) => {}
                         Err(PushError::Full) => break,
                         Err(e) => {
-                            failure = Some(SendError::from_push(channel, e));
+                            failure = Some(SendFailure::from_push(channel, e));
                             break;
                         }
                     }
@@ -287,7 +287,7 @@ impl Conn {
                         break;
                     };
                     if let Err(e) = inner.core.send(channel, payload) {
-                        failure = Some(SendError::from_push(channel, e));
+                        failure = Some(SendFailure::from_push(channel, e));
                         break;
                     }
                     queued = true;

@@ -58,7 +58,7 @@ pub enum DialError {
 /// Why a message could not be queued to a peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum SendError {
+pub enum SendFailure {
     /// The channel's send queue is at its budget (only from `try_send`).
     #[error("send queue of channel {0:#04x} is full")]
     Full(u8),
@@ -87,15 +87,15 @@ pub enum SendError {
     Encode(String),
 }
 
-impl SendError {
+impl SendFailure {
     /// The error for a message the core would not queue on `channel`.
     pub(crate) fn from_push(channel: u8, e: PushError) -> Self {
         match e {
-            PushError::Full => SendError::Full(channel),
-            PushError::UnknownChannel(c) => SendError::UnknownChannel(c),
-            PushError::NotAccepted(c) | PushError::ServiceNotUp(c) => SendError::NotAccepted(c),
-            PushError::TooLarge { size, max } => SendError::TooLarge { channel, size, max },
-            _ => SendError::Closed,
+            PushError::Full => SendFailure::Full(channel),
+            PushError::UnknownChannel(c) => SendFailure::UnknownChannel(c),
+            PushError::NotAccepted(c) | PushError::ServiceNotUp(c) => SendFailure::NotAccepted(c),
+            PushError::TooLarge { size, max } => SendFailure::TooLarge { channel, size, max },
+            _ => SendFailure::Closed,
         }
     }
 }

@@ -5,15 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::Addr;
-use bytes::{BufMut, Bytes, BytesMut};
-use serde::Serialize;
+use bytes::{Bytes, BytesMut};
 use switchyard_proto::admission::{ConnId, Direction};
 use switchyard_proto::connection::handshake::Version;
 use switchyard_proto::wire::control::CONTROL_CHANNEL;
 use switchyard_proto::{DisconnectReason, NodeId};
 
+use crate::channel::sealed::Encode;
+use crate::channel::{encode_one, Channel, Payload};
 use crate::conn::SharedConn;
-use crate::error::SendError;
+use crate::error::SendFailure;
 use crate::peer::{Close, Peer};
 use crate::registry::ServiceSlot;
 use crate::service::{PeerDown, PeerUp};
@@ -40,7 +41,7 @@ pub(crate) struct PeerShared {
 /// channel go out in the order they were queued, each within the credit the remote
 /// grants on that channel: a remote whose service is slow on one channel holds only
 /// that channel's queue back. A channel the remote does not receive on fails at once
-/// with [`SendError::NotAccepted`].
+/// with [`SendFailure::NotAccepted`].
 #[derive(Clone)]
 pub struct PeerHandle {
     inner: Arc<PeerShared>,
@@ -66,63 +67,61 @@ impl PartialEq for PeerHandle {
 
 impl Eq for PeerHandle {}
 
-fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Bytes, SendError> {
-    // One allocation for typical small messages instead of a growth series.
-    let mut buf = Vec::with_capacity(128);
-    rmp_serde::encode::write(&mut buf, msg).map_err(|e| SendError::Encode(e.to_string()))?;
-    Ok(Bytes::from(buf))
-}
-
 /// Encoded bytes gathered before a run of `send_all` is queued: large enough that a
 /// run of small messages shares one allocation, small enough that a long iterator is
 /// encoded as the queue drains rather than all at once.
 const ENCODE_RUN_BYTES: usize = 64 << 10;
 
-/// Most payloads of `send_all_raw` taken from the caller's iterator per run (the
-/// iterator runs outside the send lock, a run at a time).
+/// Most raw payloads taken from the caller's iterator per run (the iterator runs
+/// outside the send lock, a run at a time).
 const RAW_RUN_MESSAGES: usize = 256;
 
-/// Encodes messages from `msgs` into one buffer until it holds `ENCODE_RUN_BYTES` or
-/// the iterator ends, and hands out a zero-copy slice per message: one allocation for
-/// the run instead of one per message (the writer frees them on another thread, where
-/// each free costs more than the encoding). When a message fails to encode, the run
-/// holds the messages before it and the error comes with it.
-fn encode_run<'a, T, I>(msgs: &mut I) -> (Vec<Bytes>, Option<SendError>)
+/// Takes the next run of `send_all` from `msgs`: MessagePack messages are encoded into
+/// one buffer until it holds `ENCODE_RUN_BYTES`, and each gets a zero-copy slice of it
+/// (one allocation for the run instead of one per message: the writer frees them on
+/// another thread, where each free costs more than the encoding); raw payloads are
+/// taken as they are, up to `RAW_RUN_MESSAGES`. When a message fails to encode, the
+/// run holds the messages before it and the error comes with it.
+fn next_run<T, P, I>(msgs: &mut I) -> (Vec<Bytes>, Option<SendFailure>)
 where
-    T: Serialize + ?Sized + 'a,
-    I: Iterator<Item = &'a T>,
+    P: Payload<T>,
+    I: Iterator<Item = P>,
 {
     let mut buf = BytesMut::new();
-    let mut ends = Vec::new();
+    let mut run = Vec::new();
+    // (index in `run`, end in `buf`) of each message encoded into `buf`.
+    let mut slices = Vec::new();
     let mut failure = None;
-    while buf.len() < ENCODE_RUN_BYTES {
+    while buf.len() < ENCODE_RUN_BYTES && run.len() - slices.len() < RAW_RUN_MESSAGES {
         let Some(msg) = msgs.next() else {
             break;
         };
-        if let Err(e) = rmp_serde::encode::write(&mut (&mut buf).writer(), msg) {
-            // Drop whatever the failed message wrote before it failed.
-            buf.truncate(ends.last().copied().unwrap_or(0));
-            failure = Some(SendError::Encode(e.to_string()));
-            break;
+        match Encode::encode(msg, &mut buf) {
+            Ok(Some(whole)) => run.push(whole),
+            Ok(None) => {
+                slices.push((run.len(), buf.len()));
+                run.push(Bytes::new());
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
         }
-        ends.push(buf.len());
     }
     let all = buf.freeze();
     let mut start = 0;
-    let run = ends
-        .into_iter()
-        .map(|end| {
-            let payload = all.slice(start..end);
-            start = end;
-            payload
-        })
-        .collect();
+    for (i, end) in slices {
+        if let Some(slot) = run.get_mut(i) {
+            *slot = all.slice(start..end);
+        }
+        start = end;
+    }
     (run, failure)
 }
 
-fn user_channel(channel: u8) -> Result<(), SendError> {
+fn user_channel(channel: u8) -> Result<(), SendFailure> {
     if channel == CONTROL_CHANNEL {
-        return Err(SendError::UnknownChannel(channel));
+        return Err(SendFailure::UnknownChannel(channel));
     }
     Ok(())
 }
@@ -140,7 +139,9 @@ impl PeerHandle {
         if up.iter().any(|s| Arc::ptr_eq(s, &service)) {
             return;
         }
-        service.up.do_send(PeerUp { peer: self.clone() });
+        if let Some(up) = &service.up {
+            up.do_send(PeerUp { peer: self.clone() });
+        }
         up.push(service);
     }
 
@@ -155,8 +156,8 @@ impl PeerHandle {
             *up = stay;
             gone
         };
-        for s in gone {
-            s.down.do_send(PeerDown {
+        for down in gone.iter().filter_map(|s| s.down.as_ref()) {
+            down.do_send(PeerDown {
                 peer: self.clone(),
                 reason: reason.clone(),
             });
@@ -212,74 +213,75 @@ impl PeerHandle {
         self.inner.conn.lock().core.rtt()
     }
 
-    /// Encodes `msg` as MessagePack and queues it on `channel`, waiting for room.
-    pub async fn send<T: Serialize + ?Sized>(&self, channel: u8, msg: &T) -> Result<(), SendError> {
-        user_channel(channel)?;
-        let payload = encode(msg)?;
-        self.inner.conn.push(channel, payload).await
+    /// Queues `msg` on `channel`, waiting for room in the channel's send queue.
+    ///
+    /// `msg` is `&T` on a [`Channel<T>`] (encoded as MessagePack) or [`Bytes`] on a
+    /// [`Channel<Raw>`](crate::Raw) (queued as they are, without a copy). Resolves
+    /// when the message is queued, not when it is written.
+    pub async fn send<T, P: Payload<T>>(
+        &self,
+        channel: &Channel<T>,
+        msg: P,
+    ) -> Result<(), SendFailure> {
+        let id = channel.id();
+        user_channel(id)?;
+        let payload = encode_one(msg)?;
+        self.inner.conn.push(id, payload).await
     }
 
-    /// Encodes `msg` as MessagePack and queues it on `channel` if there is room now.
-    pub fn try_send<T: Serialize + ?Sized>(&self, channel: u8, msg: &T) -> Result<(), SendError> {
-        user_channel(channel)?;
-        let payload = encode(msg)?;
-        self.inner.conn.try_push(channel, payload)
+    /// Queues `msg` on `channel` if there is room now, or fails at once with
+    /// [`SendFailure::Full`]. Takes what [`send`](Self::send) takes.
+    pub fn try_send<T, P: Payload<T>>(
+        &self,
+        channel: &Channel<T>,
+        msg: P,
+    ) -> Result<(), SendFailure> {
+        let id = channel.id();
+        user_channel(id)?;
+        let payload = encode_one(msg)?;
+        self.inner.conn.try_push(id, payload)
     }
 
-    /// Queues already-encoded bytes on `channel` (raw channels, or a broadcast encoded
-    /// once), waiting for room. No copy is made.
-    pub async fn send_raw(&self, channel: u8, payload: Bytes) -> Result<(), SendError> {
-        user_channel(channel)?;
-        self.inner.conn.push(channel, payload).await
-    }
-
-    /// Encodes each message of `msgs` and queues them on `channel` in order, waiting
-    /// for room whenever the queue is full.
+    /// Queues each message of `msgs` on `channel` in order, waiting for room whenever
+    /// the queue is full.
     ///
     /// The same as calling [`send`](Self::send) for each, but every run that fits is
-    /// queued under one lock with one wake-up of the writer, and runs of small messages
-    /// are encoded into one buffer: for small messages this is several times the rate
-    /// of single sends. Messages are encoded as the queue takes them (64 KiB at a
-    /// time), so a long iterator does not sit encoded in memory. On error, the
-    /// messages before the failing one stay queued.
-    pub async fn send_all<'a, T, I>(&self, channel: u8, msgs: I) -> Result<(), SendError>
+    /// queued under one lock with one wake-up of the writer, and runs of small
+    /// MessagePack messages are encoded into one buffer: for small messages this is
+    /// several times the rate of single sends. Messages are encoded as the queue takes
+    /// them (64 KiB, or 256 raw payloads, at a time), so a long iterator does not sit
+    /// encoded in memory, and the iterator runs outside the send lock. Raw payloads
+    /// are queued without a copy. On error, the messages before the failing one stay
+    /// queued.
+    pub async fn send_all<T, P, I>(&self, channel: &Channel<T>, msgs: I) -> Result<(), SendFailure>
     where
-        T: Serialize + ?Sized + 'a,
-        I: IntoIterator<Item = &'a T>,
+        P: Payload<T>,
+        I: IntoIterator<Item = P>,
     {
-        user_channel(channel)?;
+        let id = channel.id();
+        user_channel(id)?;
         let mut msgs = msgs.into_iter();
         loop {
-            let (run, failure) = encode_run(&mut msgs);
+            let (run, failure) = next_run(&mut msgs);
             if run.is_empty() && failure.is_none() {
                 return Ok(());
             }
-            self.inner.conn.push_all(channel, run).await?;
+            self.inner.conn.push_all(id, run).await?;
             if let Some(e) = failure {
                 return Err(e);
             }
         }
     }
 
-    /// Queues already-encoded payloads on `channel` in order, waiting for room
-    /// whenever the queue is full: [`send_all`](Self::send_all) for raw bytes.
-    pub async fn send_all_raw<I>(&self, channel: u8, payloads: I) -> Result<(), SendError>
-    where
-        I: IntoIterator<Item = Bytes>,
-    {
+    /// Queues bytes already encoded for `channel` (one message of a broadcast), waiting
+    /// for room.
+    pub(crate) async fn push(&self, channel: u8, payload: Bytes) -> Result<(), SendFailure> {
         user_channel(channel)?;
-        let mut payloads = payloads.into_iter();
-        loop {
-            let run: Vec<Bytes> = payloads.by_ref().take(RAW_RUN_MESSAGES).collect();
-            if run.is_empty() {
-                return Ok(());
-            }
-            self.inner.conn.push_all(channel, run).await?;
-        }
+        self.inner.conn.push(channel, payload).await
     }
 
-    /// Queues already-encoded bytes on `channel` if there is room now.
-    pub fn try_send_raw(&self, channel: u8, payload: Bytes) -> Result<(), SendError> {
+    /// Queues bytes already encoded for `channel` if there is room now.
+    pub(crate) fn try_push(&self, channel: u8, payload: Bytes) -> Result<(), SendFailure> {
         user_channel(channel)?;
         self.inner.conn.try_push(channel, payload)
     }
@@ -291,5 +293,79 @@ impl PeerHandle {
             reason,
             flush: true,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Raw;
+
+    /// Serializes as the number 7, or fails when told to.
+    struct Flaky(bool);
+
+    impl serde::Serialize for Flaky {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if self.0 {
+                Err(serde::ser::Error::custom("refused"))
+            } else {
+                s.serialize_u64(7)
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_keeps_what_encoded_before_a_failure_and_stops_there() {
+        let msgs = [
+            Flaky(false),
+            Flaky(false),
+            Flaky(false),
+            Flaky(true),
+            Flaky(false),
+        ];
+        let mut iter = msgs.iter();
+        let (run, failure) = next_run::<Flaky, _, _>(&mut iter);
+        assert!(
+            matches!(failure, Some(SendFailure::Encode(_))),
+            "{failure:?}"
+        );
+        assert_eq!(run, vec![Bytes::from_static(&[7]); 3]);
+        // The three share one buffer.
+        assert_eq!(run[1].as_ptr(), run[0].as_ptr().wrapping_add(1));
+        assert_eq!(
+            iter.count(),
+            1,
+            "the message after the failure is not taken"
+        );
+    }
+
+    #[test]
+    fn a_messagepack_run_ends_after_64_kib() {
+        let msgs = vec!["x".repeat(1000); 200];
+        let mut iter = msgs.iter();
+        let (run, failure) = next_run::<String, _, _>(&mut iter);
+        assert!(failure.is_none());
+        let bytes: usize = run.iter().map(Bytes::len).sum();
+        assert!(
+            (ENCODE_RUN_BYTES..ENCODE_RUN_BYTES + 1100).contains(&bytes),
+            "{bytes}"
+        );
+        assert_eq!(run.len() + iter.count(), 200);
+    }
+
+    #[test]
+    fn a_raw_run_takes_256_payloads_without_copying_them() {
+        let payloads: Vec<Bytes> = (0..300).map(|i| Bytes::from(vec![1u8; i + 1])).collect();
+        let mut iter = payloads.iter().cloned();
+        let (run, failure) = next_run::<Raw, _, _>(&mut iter);
+        assert!(failure.is_none());
+        assert_eq!(run.len(), RAW_RUN_MESSAGES);
+        assert!(run
+            .iter()
+            .zip(&payloads)
+            .all(|(a, b)| a.as_ptr() == b.as_ptr()));
+        let (rest, _) = next_run::<Raw, _, _>(&mut iter);
+        assert_eq!(rest.len(), 300 - RAW_RUN_MESSAGES);
+        assert!(next_run::<Raw, _, _>(&mut iter).0.is_empty());
     }
 }

@@ -3,24 +3,28 @@
 //! A node runs one [`Switch`] actor. The Switch supervises one Peer actor per
 //! connection, a thin shell around the connection's sans-IO
 //! [`PeerCore`](switchyard_proto::PeerCore); each connection multiplexes many
-//! channels, each a byte id with a priority and its own flow-control window. **Services** are your actors: they own
-//! channels, get [`PeerUp`] / [`PeerDown`], receive [`Received<T>`] (or
-//! [`ReceivedBatch<T>`]), and send through the [`PeerHandle`] they were given.
+//! channels, each a byte id with a priority and its own flow-control window.
+//! **Services** are your actors: registering a channel on a [`Service`] gives its
+//! typed handle, a [`Channel<T>`]; the actor receives [`Received<T>`] (or
+//! [`ReceivedBatch<T>`]) and sends through the [`PeerHandle`] it was given, and may
+//! ask for [`PeerUp`] / [`PeerDown`].
 //!
 //! ```no_run
 //! use actix::prelude::*;
 //! use serde::{Deserialize, Serialize};
-//! use switchyard::{ChannelConfig, NodeConfig, PeerDown, PeerUp, Received, Service, Switch, Dial};
+//! use switchyard::*;
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Hello(String);
 //!
-//! struct Greeter;
+//! struct Greeter {
+//!     hello: Channel<Hello>,
+//! }
 //! impl Actor for Greeter { type Context = Context<Self>; }
 //! impl Handler<PeerUp> for Greeter {
 //!     type Result = ();
 //!     fn handle(&mut self, up: PeerUp, _: &mut Context<Self>) {
-//!         let _ = up.0.try_send(0x10, &Hello("hi".into()));
+//!         let _ = up.peer.try_send(&self.hello, &Hello("hi".into()));
 //!     }
 //! }
 //! impl Handler<PeerDown> for Greeter {
@@ -37,14 +41,17 @@
 //! }
 //!
 //! actix::System::new().block_on(async {
-//!     let greeter = Greeter.start();
-//!     let switch = Switch::builder(NodeConfig::local())
-//!         .service(Service::new("greeter", 1, &greeter).channel::<Hello, _>(0x10, ChannelConfig::new(5), &greeter))
-//!         .start()
-//!         .expect("start");
+//!     let mut svc = Service::new("greeter", 1);
+//!     let greeter = Greeter::create(|ctx| Greeter {
+//!         hello: svc.channel(0x10, ChannelConfig::new(5), &ctx.address()),
+//!     });
+//!     svc.on_peer_up(&greeter).on_peer_down(&greeter);
+//!     let switch = Switch::builder(NodeConfig::local()).service(svc).start().expect("start");
 //!     let _ = switch.send(Dial("127.0.0.1:26656".parse().unwrap())).await;
 //! });
 //! ```
+//!
+//! `use actix::prelude::*;` and `use switchyard::*;` go together without a clash.
 //!
 //! The protocol itself (codec, handshake, keepalive, flow control, scheduler,
 //! limits) lives in the sans-IO crate [`switchyard_proto`]; this crate is the thin
@@ -53,6 +60,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod channel;
 pub mod config;
 mod conn;
 mod driver;
@@ -68,15 +76,21 @@ pub mod switch;
 
 pub use addr::PeerAddr;
 pub use bytes::Bytes;
-pub use config::NodeConfig;
-pub use error::{DialError, SendError, StartError};
+pub use channel::{Channel, Encoded, Payload, Raw};
+pub use config::{Limits, NodeConfig};
+pub use error::{DialError, SendFailure, StartError};
 pub use handle::PeerHandle;
 pub use identity::NodeKey;
 pub use service::{PeerDown, PeerUp, Received, ReceivedBatch, Service};
 pub use switch::{
-    AttachService, Broadcast, BroadcastRaw, DetachService, Dial, GetInfo, GetPeers, NodeInfo,
-    Shutdown, Switch, SwitchBuilder,
+    AttachService, Broadcast, BroadcastRaw, BroadcastReport, DetachService, Dial, GetInfo, GetPeer,
+    GetPeers, NodeInfo, Shutdown, Switch, SwitchBuilder, TryBroadcast, TryBroadcastRaw,
 };
 pub use switchyard_proto as proto;
 pub use switchyard_proto::admission::Direction;
-pub use switchyard_proto::{ChannelConfig, Config as Limits, DisconnectReason, NodeId};
+pub use switchyard_proto::{ChannelConfig, DisconnectReason, NodeId};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -151,6 +151,7 @@ impl Peer {
         let mut over = false;
         loop {
             let Some(event) = self.conn.lock().core.poll_event() else {
+                self.maybe_reply();
                 return over;
             };
             log::trace!("peer {}: {event:?}", self.label());
@@ -193,6 +194,18 @@ impl Peer {
         }
     }
 
+    /// Answers the dialer once the peer is admitted and the services offered when the
+    /// connection came up are answered: every service both nodes run is up then, so
+    /// the dialer can send on it at once.
+    fn maybe_reply(&mut self) {
+        if !self.admitted || self.reply.is_none() || self.conn.lock().core.offers_pending() {
+            return;
+        }
+        if let (Some(reply), Some(handle)) = (self.reply.take(), self.handle.clone()) {
+            let _ = reply.send(Ok(handle));
+        }
+    }
+
     /// A service met its twin: once the peer is admitted, the service hears of it.
     fn service_up(&mut self, name: &str) {
         if !self.admitted || self.closed.is_some() {
@@ -229,9 +242,7 @@ impl Peer {
                 Ok(()) if act.closed.is_none() => {
                     act.admitted = true;
                     log::debug!("peer {} admitted ({:?})", act.label(), act.direction);
-                    if let Some(reply) = act.reply.take() {
-                        let _ = reply.send(Ok(handle));
-                    }
+                    act.maybe_reply();
                     let up: Vec<String> = act
                         .conn
                         .lock()

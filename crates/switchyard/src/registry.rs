@@ -21,8 +21,8 @@ pub(crate) struct ChannelSlot {
 /// One attached service: what connections negotiate, and who hears of its peers.
 pub(crate) struct ServiceSlot {
     pub(crate) spec: Arc<ServiceSpec>,
-    pub(crate) up: Recipient<PeerUp>,
-    pub(crate) down: Recipient<PeerDown>,
+    pub(crate) up: Option<Recipient<PeerUp>>,
+    pub(crate) down: Option<Recipient<PeerDown>>,
 }
 
 struct Table {

@@ -11,23 +11,31 @@
 //! | [`Service::raw_channel`] | `Handler<Received<Bytes>>` | the reassembled bytes, no decoding, no copy |
 //! | [`Service::raw_batched_channel`] | `Handler<ReceivedBatch<Bytes>>` | same, batched |
 //!
-//! The service's own address gets [`PeerUp`] when a peer that runs a service of the
-//! same name connects, and [`PeerDown`] when it goes. Delivery respects the service's
-//! mailbox: a message is handed over with `try_send`; when the mailbox is full, that
-//! channel's messages wait in the connection's receive queue, which the channel's
-//! credit window bounds, and the remote stops sending on that channel once its credit
-//! is spent. Only that channel waits: the connection keeps reading, its other channels
-//! and its keepalive go on.
+//! Each registration returns the channel's typed handle, a [`Channel<T>`] (or
+//! [`Channel<Raw>`]), which is what [`PeerHandle::send`] takes: a message of another
+//! type does not compile. An actor that sends on its own channel can get its handle
+//! before it starts with [`Actor::create`], as below.
 //!
-//! ```no_run
+//! Hearing of peers is optional and separate: [`Service::on_peer_up`] names the actor
+//! that gets [`PeerUp`] when a peer that runs a service of the same name connects,
+//! [`Service::on_peer_down`] the one that gets [`PeerDown`] when it goes. Delivery
+//! respects the service's mailbox: a message is handed over with `try_send`; when the
+//! mailbox is full, that channel's messages wait in the connection's receive queue,
+//! which the channel's credit window bounds, and the remote stops sending on that
+//! channel once its credit is spent. Only that channel waits: the connection keeps
+//! reading, its other channels and its keepalive go on.
+//!
+//! ```
 //! use actix::prelude::*;
 //! use serde::{Deserialize, Serialize};
-//! use switchyard::{ChannelConfig, PeerDown, PeerUp, Received, Service};
+//! use switchyard::{Channel, ChannelConfig, PeerUp, Received, Service};
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Chat(String);
 //!
-//! struct ChatService;
+//! struct ChatService {
+//!     chat: Channel<Chat>,
+//! }
 //! impl Actor for ChatService { type Context = Context<Self>; }
 //! impl Handler<Received<Chat>> for ChatService {
 //!     type Result = ();
@@ -38,18 +46,20 @@
 //! impl Handler<PeerUp> for ChatService {
 //!     type Result = ();
 //!     fn handle(&mut self, up: PeerUp, _: &mut Context<Self>) {
-//!         let _ = up.peer.try_send(0x10, &Chat("hello".into()));
+//!         let _ = up.peer.try_send(&self.chat, &Chat("hello".into()));
 //!     }
 //! }
-//! impl Handler<PeerDown> for ChatService {
-//!     type Result = ();
-//!     fn handle(&mut self, _: PeerDown, _: &mut Context<Self>) {}
-//! }
+//! // No `Handler<PeerDown>`: this service does not ask for it.
 //!
-//! # fn build() -> Service {
-//! let chat = ChatService.start();
-//! Service::new("chat", 1, &chat).channel::<Chat, _>(0x10, ChannelConfig::new(5), &chat)
-//! # }
+//! actix::System::new().block_on(async {
+//!     let mut svc = Service::new("chat", 1);
+//!     let chat = ChatService::create(|ctx| ChatService {
+//!         chat: svc.channel(0x10, ChannelConfig::new(5), &ctx.address()),
+//!     });
+//!     svc.on_peer_up(&chat);
+//!     // Switch::builder(config).service(svc).start()
+//!     # let _ = svc;
+//! });
 //! ```
 
 use std::collections::VecDeque;
@@ -66,6 +76,7 @@ use switchyard_proto::connection::handshake::ServiceInfo;
 use switchyard_proto::Message as Complete;
 use switchyard_proto::{ChannelConfig, DisconnectReason};
 
+use crate::channel::{Channel, Raw};
 use crate::handle::PeerHandle;
 
 /// One message from a peer on a channel.
@@ -103,7 +114,8 @@ impl<T: 'static> Message for ReceivedBatch<T> {
 }
 
 /// A peer that runs a service of the same name connected (the handshake completed and
-/// the Switch admitted it). Keep the handle to send to it.
+/// the Switch admitted it). Keep the handle to send to it. Sent to the actor given to
+/// [`Service::on_peer_up`].
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct PeerUp {
@@ -111,7 +123,8 @@ pub struct PeerUp {
     pub peer: PeerHandle,
 }
 
-/// A peer this service saw come up is gone, and why.
+/// A peer this service saw come up is gone, and why. Sent to the actor given to
+/// [`Service::on_peer_down`].
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct PeerDown {
@@ -163,8 +176,6 @@ impl<T: DeserializeOwned + Send + 'static> WireFormat for MsgPack<T> {
 }
 
 /// Payloads handed over as they are.
-pub(crate) struct Raw;
-
 impl WireFormat for Raw {
     type Item = Bytes;
     fn decode(_: u8, payload: Bytes) -> Result<Bytes, DisconnectReason> {
@@ -287,12 +298,13 @@ pub(crate) struct ChannelEntry {
     pub(crate) sink: Arc<dyn Sink>,
 }
 
-/// A service to register on the Switch: a name, a version, lifecycle recipients, and
-/// its channels. See the [module docs](self) for an example.
+/// A service to register on the Switch: a name, a version, its channels, and
+/// optionally who hears of peers coming and going. See the [module docs](self) for an
+/// example.
 pub struct Service {
     pub(crate) info: ServiceInfo,
-    pub(crate) up: Recipient<PeerUp>,
-    pub(crate) down: Recipient<PeerDown>,
+    pub(crate) up: Option<Recipient<PeerUp>>,
+    pub(crate) down: Option<Recipient<PeerDown>>,
     pub(crate) channels: Vec<ChannelEntry>,
 }
 
@@ -305,25 +317,25 @@ impl std::fmt::Debug for Service {
                 "channels",
                 &self.channels.iter().map(|c| c.id).collect::<Vec<_>>(),
             )
+            .field("on_peer_up", &self.up.is_some())
+            .field("on_peer_down", &self.down.is_some())
             .finish()
     }
 }
 
 impl Service {
-    /// A service called `name` (peers running a service of the same name are its
-    /// twins); `lifecycle` receives [`PeerUp`] and [`PeerDown`].
-    pub fn new<A>(name: impl Into<String>, version: u32, lifecycle: &Addr<A>) -> Self
-    where
-        A: Actor + Handler<PeerUp> + Handler<PeerDown>,
-        A::Context: ToEnvelope<A, PeerUp> + ToEnvelope<A, PeerDown>,
-    {
+    /// A service called `name` at major `version`, with no channels yet. Peers
+    /// running a service of the same name are its twins: only they are announced
+    /// to it.
+    #[must_use]
+    pub fn new(name: impl Into<String>, version: u32) -> Self {
         Service {
             info: ServiceInfo {
                 name: name.into(),
                 version,
             },
-            up: lifecycle.clone().recipient(),
-            down: lifecycle.clone().recipient(),
+            up: None,
+            down: None,
             channels: Vec::new(),
         }
     }
@@ -334,15 +346,39 @@ impl Service {
         &self.info
     }
 
-    fn add(mut self, id: u8, config: ChannelConfig, sink: Arc<dyn Sink>) -> Self {
-        self.channels.push(ChannelEntry { id, config, sink });
+    /// `to` gets a [`PeerUp`] for each twin that connects (replacing any actor given
+    /// before). Optional: a service that only answers what it receives needs none.
+    pub fn on_peer_up<A>(&mut self, to: &Addr<A>) -> &mut Self
+    where
+        A: Actor + Handler<PeerUp>,
+        A::Context: ToEnvelope<A, PeerUp>,
+    {
+        self.up = Some(to.clone().recipient());
         self
     }
 
-    /// A channel whose MessagePack messages of type `T` reach `to` one by one as
-    /// [`Received<T>`].
-    #[must_use]
-    pub fn channel<T, A>(self, id: u8, config: ChannelConfig, to: &Addr<A>) -> Self
+    /// `to` gets a [`PeerDown`] with the reason for each twin that was announced up
+    /// and is gone (replacing any actor given before). Optional.
+    pub fn on_peer_down<A>(&mut self, to: &Addr<A>) -> &mut Self
+    where
+        A: Actor + Handler<PeerDown>,
+        A::Context: ToEnvelope<A, PeerDown>,
+    {
+        self.down = Some(to.clone().recipient());
+        self
+    }
+
+    fn add<T>(&mut self, id: u8, config: ChannelConfig, sink: Arc<dyn Sink>) -> Channel<T> {
+        self.channels.push(ChannelEntry { id, config, sink });
+        Channel::new(id)
+    }
+
+    /// A channel `id` (1..=255) whose MessagePack messages of type `T` reach `to` one
+    /// by one as [`Received<T>`]. Send on it with the returned handle.
+    ///
+    /// A bad or duplicate id is reported when the Switch starts
+    /// ([`StartError`](crate::StartError)).
+    pub fn channel<T, A>(&mut self, id: u8, config: ChannelConfig, to: &Addr<A>) -> Channel<T>
     where
         T: DeserializeOwned + Send + 'static,
         A: Actor + Handler<Received<T>>,
@@ -358,8 +394,12 @@ impl Service {
     /// A channel whose MessagePack messages of type `T` reach `to` as
     /// [`ReceivedBatch<T>`]: the messages waiting on the channel, up to its
     /// `recv_capacity` messages per batch.
-    #[must_use]
-    pub fn batched_channel<T, A>(self, id: u8, config: ChannelConfig, to: &Addr<A>) -> Self
+    pub fn batched_channel<T, A>(
+        &mut self,
+        id: u8,
+        config: ChannelConfig,
+        to: &Addr<A>,
+    ) -> Channel<T>
     where
         T: DeserializeOwned + Send + 'static,
         A: Actor + Handler<ReceivedBatch<T>>,
@@ -374,15 +414,14 @@ impl Service {
     }
 
     /// A channel that carries raw bytes: each reassembled message reaches `to` as
-    /// [`Received<Bytes>`] without decoding or copying. Send on it with
-    /// [`PeerHandle::send_raw`] / [`PeerHandle::try_send_raw`].
+    /// [`Received<Bytes>`] without decoding or copying. Send [`Bytes`] on the returned
+    /// handle.
     ///
     /// A message that arrived in one packet is a slice of the socket's read buffer
     /// (up to 256 KiB), which stays allocated while any slice of it lives: a service
     /// that keeps small messages for long should copy them
     /// (`Bytes::copy_from_slice`).
-    #[must_use]
-    pub fn raw_channel<A>(self, id: u8, config: ChannelConfig, to: &Addr<A>) -> Self
+    pub fn raw_channel<A>(&mut self, id: u8, config: ChannelConfig, to: &Addr<A>) -> Channel<Raw>
     where
         A: Actor + Handler<Received<Bytes>>,
         A::Context: ToEnvelope<A, Received<Bytes>>,
@@ -395,8 +434,12 @@ impl Service {
     }
 
     /// A raw-bytes channel with batched delivery ([`ReceivedBatch<Bytes>`]).
-    #[must_use]
-    pub fn raw_batched_channel<A>(self, id: u8, config: ChannelConfig, to: &Addr<A>) -> Self
+    pub fn raw_batched_channel<A>(
+        &mut self,
+        id: u8,
+        config: ChannelConfig,
+        to: &Addr<A>,
+    ) -> Channel<Raw>
     where
         A: Actor + Handler<ReceivedBatch<Bytes>>,
         A::Context: ToEnvelope<A, ReceivedBatch<Bytes>>,

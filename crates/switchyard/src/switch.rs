@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use futures_util::future::join_all;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use switchyard_proto::admission::{Admission, ConnId, Decision, Direction};
@@ -33,8 +34,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::addr::PeerAddr;
+use crate::channel::{encode_one, Channel, Raw};
 use crate::config::NodeConfig;
-use crate::error::{DialError, SendError, StartError};
+use crate::error::{DialError, SendFailure, StartError};
 use crate::handle::PeerHandle;
 use crate::identity::NodeKey;
 use crate::peer::{Attach, Detach};
@@ -552,54 +554,178 @@ impl Handler<GetPeers> for Switch {
     }
 }
 
-/// Send `msg` on `channel` to every admitted peer: encoded once, queued with
-/// `try_send` semantics. Answers how many peers accepted it.
+/// The handle of the admitted peer `id`, if it is connected.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Option<PeerHandle>")]
+pub struct GetPeer(pub NodeId);
+
+impl Handler<GetPeer> for Switch {
+    type Result = MessageResult<GetPeer>;
+
+    fn handle(&mut self, msg: GetPeer, _: &mut Self::Context) -> Self::Result {
+        // While a duplicate connection replaces an older one, both are here: the
+        // newer is the one that stays.
+        MessageResult(
+            self.peers
+                .iter()
+                .filter_map(|(conn, e)| Some((conn, e.handle.as_ref()?)))
+                .filter(|(_, h)| h.id() == msg.0)
+                .max_by_key(|(conn, _)| **conn)
+                .map(|(_, h)| h.clone()),
+        )
+    }
+}
+
+/// Send `msg` on `channel` to every admitted peer, waiting for room in each: encoded
+/// once, queued to all peers at once (the Switch goes on meanwhile). Resolves to the
+/// number of peers it was queued to; peers that closed meanwhile, or whose twin does
+/// not receive on `channel`, are not counted. Nothing it counts is dropped by the
+/// sender, but a peer whose service never consumes holds the answer back as
+/// [`PeerHandle::send`] would; [`TryBroadcast`] never waits.
+///
+/// Fails, queuing nothing, when `msg` cannot be encoded, and with that error when it
+/// is above the channel's `max_message_size`.
 #[derive(Debug, Clone)]
 pub struct Broadcast<T> {
     /// Channel to send on.
-    pub channel: u8,
+    pub channel: Channel<T>,
     /// The message.
     pub msg: T,
 }
 
 impl<T: Serialize + Send + 'static> Message for Broadcast<T> {
-    type Result = Result<usize, SendError>;
+    type Result = Result<usize, SendFailure>;
 }
 
 impl<T: Serialize + Send + 'static> Handler<Broadcast<T>> for Switch {
-    type Result = Result<usize, SendError>;
+    type Result = ResponseFuture<Result<usize, SendFailure>>;
 
     fn handle(&mut self, msg: Broadcast<T>, _: &mut Self::Context) -> Self::Result {
-        let payload = rmp_serde::to_vec(&msg.msg).map_err(|e| SendError::Encode(e.to_string()))?;
-        Ok(self.broadcast_raw(msg.channel, Bytes::from(payload)))
+        match encode_one(&msg.msg) {
+            Ok(payload) => self.broadcast(msg.channel.id(), payload),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 }
 
-/// Like [`Broadcast`], with bytes already encoded (raw channels).
+/// [`Broadcast`] of raw bytes on a [`Channel<Raw>`]: queued to every peer without a
+/// copy, waiting for room in each.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "Result<usize, SendFailure>")]
 pub struct BroadcastRaw {
     /// Channel to send on.
-    pub channel: u8,
+    pub channel: Channel<Raw>,
     /// The bytes.
     pub payload: Bytes,
 }
 
 impl Handler<BroadcastRaw> for Switch {
-    type Result = usize;
+    type Result = ResponseFuture<Result<usize, SendFailure>>;
 
-    fn handle(&mut self, msg: BroadcastRaw, _: &mut Self::Context) -> usize {
-        self.broadcast_raw(msg.channel, msg.payload)
+    fn handle(&mut self, msg: BroadcastRaw, _: &mut Self::Context) -> Self::Result {
+        self.broadcast(msg.channel.id(), msg.payload)
     }
 }
 
+/// What a [`TryBroadcast`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BroadcastReport {
+    /// Peers the message was queued to.
+    pub sent: usize,
+    /// Peers skipped because their send queue on the channel was full.
+    pub full: Vec<NodeId>,
+}
+
+/// Send `msg` on `channel` to every admitted peer that has room for it now: encoded
+/// once, never waits. The report lists the peers skipped because their queue was
+/// full (send to them again, or use [`Broadcast`]); peers that are closing or whose
+/// twin does not receive on `channel` are in neither count.
+///
+/// Fails, queuing nothing, when `msg` cannot be encoded, and with that error when it
+/// is above the channel's `max_message_size`.
+#[derive(Debug, Clone)]
+pub struct TryBroadcast<T> {
+    /// Channel to send on.
+    pub channel: Channel<T>,
+    /// The message.
+    pub msg: T,
+}
+
+impl<T: Serialize + Send + 'static> Message for TryBroadcast<T> {
+    type Result = Result<BroadcastReport, SendFailure>;
+}
+
+impl<T: Serialize + Send + 'static> Handler<TryBroadcast<T>> for Switch {
+    type Result = Result<BroadcastReport, SendFailure>;
+
+    fn handle(&mut self, msg: TryBroadcast<T>, _: &mut Self::Context) -> Self::Result {
+        let payload = encode_one(&msg.msg)?;
+        self.try_broadcast(msg.channel.id(), &payload)
+    }
+}
+
+/// [`TryBroadcast`] of raw bytes on a [`Channel<Raw>`], without a copy.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<BroadcastReport, SendFailure>")]
+pub struct TryBroadcastRaw {
+    /// Channel to send on.
+    pub channel: Channel<Raw>,
+    /// The bytes.
+    pub payload: Bytes,
+}
+
+impl Handler<TryBroadcastRaw> for Switch {
+    type Result = Result<BroadcastReport, SendFailure>;
+
+    fn handle(&mut self, msg: TryBroadcastRaw, _: &mut Self::Context) -> Self::Result {
+        self.try_broadcast(msg.channel.id(), &msg.payload)
+    }
+}
+
+/// Whether a failed send to one peer of a broadcast is about that peer only (it is
+/// closing, or does not receive on the channel) rather than the message.
+fn only_that_peer(e: &SendFailure) -> bool {
+    matches!(e, SendFailure::Closed | SendFailure::NotAccepted(_))
+}
+
 impl Switch {
-    fn broadcast_raw(&self, channel: u8, payload: Bytes) -> usize {
-        self.peers
-            .values()
-            .filter_map(|e| e.handle.as_ref())
-            .filter(|h| h.try_send_raw(channel, payload.clone()).is_ok())
-            .count()
+    fn admitted(&self) -> impl Iterator<Item = &PeerHandle> {
+        self.peers.values().filter_map(|e| e.handle.as_ref())
+    }
+
+    fn broadcast(&self, channel: u8, payload: Bytes) -> ResponseFuture<Result<usize, SendFailure>> {
+        let sends: Vec<_> = self
+            .admitted()
+            .cloned()
+            .map(|peer| {
+                let payload = payload.clone();
+                async move { peer.push(channel, payload).await }
+            })
+            .collect();
+        Box::pin(async move {
+            let mut sent = 0;
+            for res in join_all(sends).await {
+                match res {
+                    Ok(()) => sent += 1,
+                    Err(e) if only_that_peer(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(sent)
+        })
+    }
+
+    fn try_broadcast(&self, channel: u8, payload: &Bytes) -> Result<BroadcastReport, SendFailure> {
+        let mut report = BroadcastReport::default();
+        for peer in self.admitted() {
+            match peer.try_push(channel, payload.clone()) {
+                Ok(()) => report.sent += 1,
+                Err(SendFailure::Full(_)) => report.full.push(peer.id()),
+                Err(e) if only_that_peer(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
     }
 }
 

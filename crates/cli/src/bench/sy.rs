@@ -9,8 +9,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use switchyard::{
-    ChannelConfig, Dial, DisconnectReason, GetInfo, GetPeers, NodeConfig, PeerAddr, PeerDown,
-    PeerHandle, PeerUp, Received, ReceivedBatch, Service, Shutdown, Switch,
+    Channel, ChannelConfig, Dial, DisconnectReason, Encoded, GetInfo, GetPeers, NodeConfig,
+    PeerAddr, PeerDown, PeerHandle, PeerUp, Raw, Received, ReceivedBatch, Service, Shutdown,
+    Switch,
 };
 use tokio::sync::{mpsc, Notify};
 
@@ -33,6 +34,21 @@ pub(crate) struct Counter {
     /// Where pongs go (the driver of a latency run).
     pub(crate) pongs: Option<mpsc::UnboundedSender<()>>,
     pub(crate) echo: bool,
+    /// The urgent channel, to echo on (known once registered: see [`UrgentChannel`]).
+    pub(crate) urgent: Option<Channel<Blob>>,
+}
+
+/// Tells a [`Counter`] started on another arbiter the handle of its urgent channel,
+/// before the node starts (so before anything arrives on it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct UrgentChannel(Channel<Blob>);
+
+impl Handler<UrgentChannel> for Counter {
+    type Result = ();
+    fn handle(&mut self, m: UrgentChannel, _: &mut Self::Context) {
+        self.urgent = Some(m.0);
+    }
 }
 
 impl Counter {
@@ -56,7 +72,9 @@ impl Handler<Received<Blob>> for Counter {
     fn handle(&mut self, m: Received<Blob>, _: &mut Self::Context) {
         if m.channel == URGENT {
             if self.echo {
-                let _ = m.peer.try_send(URGENT, &m.msg);
+                if let Some(urgent) = &self.urgent {
+                    let _ = m.peer.try_send(urgent, &m.msg);
+                }
             } else if let Some(p) = &self.pongs {
                 let _ = p.send(());
             }
@@ -132,6 +150,12 @@ pub(crate) struct BenchNode {
     pub(crate) counter: Arc<AtomicU64>,
     pub(crate) target: Arc<AtomicU64>,
     pub(crate) done: Arc<Notify>,
+    /// The data channel, in the MessagePack modes.
+    pub(crate) data: Option<Channel<Blob>>,
+    /// The data channel, in [`Mode::Raw`].
+    pub(crate) data_raw: Option<Channel<Raw>>,
+    pub(crate) bulk: Channel<Raw>,
+    pub(crate) urgent: Channel<Blob>,
     arbiter: Arbiter,
 }
 
@@ -200,21 +224,33 @@ pub(crate) async fn node_with(
             peers,
             pongs,
             echo,
+            urgent: None,
         })
     };
-    let mut service = Service::new("bench", 1, &counter);
-    service = match mode {
-        Mode::PerMessage => service.channel::<Blob, _>(DATA, data_channel(), &counter),
-        Mode::Batched => service.batched_channel::<Blob, _>(DATA, data_channel(), &counter),
-        Mode::Raw => service.raw_batched_channel(DATA, data_channel(), &counter),
+    let mut service = Service::new("bench", 1);
+    service.on_peer_up(&counter).on_peer_down(&counter);
+    let (data, data_raw) = match mode {
+        Mode::PerMessage => (Some(service.channel(DATA, data_channel(), &counter)), None),
+        Mode::Batched => (
+            Some(service.batched_channel(DATA, data_channel(), &counter)),
+            None,
+        ),
+        Mode::Raw => (
+            None,
+            Some(service.raw_batched_channel(DATA, data_channel(), &counter)),
+        ),
     };
-    service = if stall_bulk {
+    let bulk = if stall_bulk {
         let stalled = Stalled::start_in_arbiter(&arbiter.handle(), |_| Stalled);
         service.raw_batched_channel(BULK, data_channel(), &stalled)
     } else {
         service.raw_batched_channel(BULK, data_channel(), &counter)
     };
-    service = service.channel::<Blob, _>(URGENT, ChannelConfig::new(100), &counter);
+    let urgent = service.channel(URGENT, ChannelConfig::new(100), &counter);
+    counter
+        .send(UrgentChannel(urgent))
+        .await
+        .map_err(|e| e.to_string())?;
     let switch = Switch::builder(config)
         .service(service)
         .start()
@@ -227,6 +263,10 @@ pub(crate) async fn node_with(
         counter: msgs,
         target,
         done,
+        data,
+        data_raw,
+        bulk,
+        urgent,
         arbiter,
     })
 }
@@ -274,34 +314,36 @@ const SEND_BATCH: u64 = 64;
 /// Seconds for `count` messages of `size` bytes on a fresh pair of nodes.
 async fn sy_throughput(mode: Mode, size: usize, count: u64) -> Result<f64, String> {
     let (a, b, to_b) = pair(mode).await?;
+    let (data, data_raw) = (a.data, a.data_raw);
     let t0 = Instant::now();
     // Messages go out 64 per call, the batching opportunity the baseline's sender
     // gets (64 frames per flush).
     let sender = actix::spawn(async move {
         let mut left = count;
-        match mode {
-            Mode::Raw => {
+        match (data, data_raw) {
+            (_, Some(data_raw)) => {
                 let payload = Bytes::from(vec![0x5a; size]);
                 while left > 0 {
                     let n = left.min(SEND_BATCH);
                     let run = (0..n).map(|_| payload.clone());
-                    if to_b.send_all_raw(DATA, run).await.is_err() {
+                    if to_b.send_all(&data_raw, run).await.is_err() {
                         break;
                     }
                     left -= n;
                 }
             }
-            _ => {
+            (Some(data), None) => {
                 let blob = Blob(vec![0x5a; size]);
                 while left > 0 {
                     let n = left.min(SEND_BATCH);
                     let run = (0..n).map(|_| &blob);
-                    if to_b.send_all(DATA, run).await.is_err() {
+                    if to_b.send_all(&data, run).await.is_err() {
                         break;
                     }
                     left -= n;
                 }
             }
+            (None, None) => {}
         }
     });
     let res = wait_count(&b, count, Duration::from_secs(120)).await;
@@ -361,6 +403,7 @@ pub async fn throughput(opts: &BenchOptions, size: usize) -> Result<Vec<Row>, St
 
 async fn ping_loop(
     to_b: &PeerHandle,
+    urgent: &Channel<Blob>,
     pongs: &mut mpsc::UnboundedReceiver<()>,
     count: u64,
 ) -> Result<Vec<Duration>, String> {
@@ -368,7 +411,7 @@ async fn ping_loop(
     let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let t0 = Instant::now();
-        to_b.send(URGENT, &blob).await.map_err(|e| e.to_string())?;
+        to_b.send(urgent, &blob).await.map_err(|e| e.to_string())?;
         match tokio::time::timeout(Duration::from_secs(5), pongs.recv()).await {
             Ok(Some(())) => out.push(t0.elapsed()),
             _ => return Err("pong missing".into()),
@@ -401,15 +444,15 @@ async fn loaded_rtt(config: NodeConfig, count: u64) -> Result<LoadedRtt, String>
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let idle = ping_loop(&to_b, &mut pongs, count).await?;
+    let idle = ping_loop(&to_b, &a.urgent, &mut pongs, count).await?;
     // Saturate the connection with 1 MiB bulk messages on a low-priority channel.
     let running = Arc::new(AtomicBool::new(true));
     let bulk = {
-        let (to_b, running) = (to_b.clone(), running.clone());
+        let (to_b, running, ch) = (to_b.clone(), running.clone(), a.bulk);
         actix::spawn(async move {
             let mb = Bytes::from(vec![0u8; 1 << 20]);
             while running.load(Ordering::Relaxed) {
-                if to_b.send_raw(BULK, mb.clone()).await.is_err() {
+                if to_b.send(&ch, mb.clone()).await.is_err() {
                     break;
                 }
             }
@@ -419,7 +462,7 @@ async fn loaded_rtt(config: NodeConfig, count: u64) -> Result<LoadedRtt, String>
     let loaded_count = (count / 4).max(8);
     let before = b.counter.load(Ordering::Relaxed);
     let t0 = Instant::now();
-    let loaded = ping_loop(&to_b, &mut pongs, loaded_count).await;
+    let loaded = ping_loop(&to_b, &a.urgent, &mut pongs, loaded_count).await;
     let secs = t0.elapsed().as_secs_f64();
     let moved = b.counter.load(Ordering::Relaxed) - before;
     running.store(false, Ordering::Relaxed);
@@ -453,14 +496,14 @@ async fn stalled_rtt(count: u64) -> Result<StalledRtt, String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let idle = ping_loop(&to_b, &mut pongs, count).await?;
+    let idle = ping_loop(&to_b, &a.urgent, &mut pongs, count).await?;
     let running = Arc::new(AtomicBool::new(true));
     let bulk = {
-        let (to_b, running) = (to_b.clone(), running.clone());
+        let (to_b, running, ch) = (to_b.clone(), running.clone(), a.bulk);
         actix::spawn(async move {
             let chunk = Bytes::from(vec![0u8; 64 << 10]);
             while running.load(Ordering::Relaxed) {
-                match to_b.try_send_raw(BULK, chunk.clone()) {
+                match to_b.try_send(&ch, chunk.clone()) {
                     Ok(()) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
                 }
@@ -469,7 +512,7 @@ async fn stalled_rtt(count: u64) -> Result<StalledRtt, String> {
     };
     // Let the stalled channel fill its window and the sender's queue.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let stalled = ping_loop(&to_b, &mut pongs, (count / 4).max(8)).await;
+    let stalled = ping_loop(&to_b, &a.urgent, &mut pongs, (count / 4).max(8)).await;
     running.store(false, Ordering::Relaxed);
     let _ = bulk.await;
     let b_side = b
@@ -574,13 +617,14 @@ pub async fn broadcast(opts: &BenchOptions) -> Result<Vec<Row>, String> {
             .map_err(|e| e.to_string())?;
         handles.push(h);
     }
-    let encoded =
-        Bytes::from(rmp_serde::to_vec(&Blob(vec![0x5a; SIZE])).map_err(|e| e.to_string())?);
+    // Encoded once, sent to every peer without encoding or copying again.
+    let encoded = Encoded::new(&Blob(vec![0x5a; SIZE])).map_err(|e| e.to_string())?;
+    let data = hub.data.ok_or("the hub has a MessagePack data channel")?;
     let t0 = Instant::now();
     let sender = actix::spawn(async move {
         for _ in 0..count {
             for h in &handles {
-                if h.send_raw(DATA, encoded.clone()).await.is_err() {
+                if h.send(&data, encoded.clone()).await.is_err() {
                     return;
                 }
             }

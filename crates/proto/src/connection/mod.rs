@@ -1012,6 +1012,7 @@ impl PeerCore {
                 t.set(Timer::Flow, self.flow.poll_timeout());
                 t.set(Timer::Compact, self.inbox.poll_timeout());
                 t.set(Timer::SendRate, self.send_rate_wait);
+                t.set(Timer::ServiceOffer, self.services.next_deadline());
             }
             Phase::Closing(c) => {
                 t.set(Timer::Linger, Some(c.deadline));
@@ -1069,6 +1070,15 @@ impl PeerCore {
                     }
                 }
                 Timer::Compact => self.inbox.handle_timeout(now),
+                Timer::ServiceOffer => {
+                    if let Some(name) = self.services.unanswered(now) {
+                        let reason = DisconnectReason::ControlViolation(format!(
+                            "no answer to our ServiceConnect for {name} within {:?}",
+                            self.config.limits.handshake_timeout
+                        ));
+                        self.close(now, reason, false);
+                    }
+                }
                 // The writer may go on: the next poll_transmit sends.
                 Timer::SendRate => self.send_rate_wait = None,
                 Timer::Linger => {

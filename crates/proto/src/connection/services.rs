@@ -233,6 +233,8 @@ struct Entry {
     phase: Phase,
     /// We sent `ServiceConnect` and no answer came yet.
     awaiting: bool,
+    /// The answer is due by then (the handshake timeout after the offer).
+    answer_by: Option<Instant>,
     /// Our channels and their initial grants while our windows are open.
     open: Vec<ChannelGrant>,
     /// The remote's channel ids, in the service's order, while up.
@@ -265,6 +267,7 @@ impl Services {
                     local: Some(s.clone()),
                     phase: Phase::Off,
                     awaiting: false,
+                    answer_by: None,
                     open: Vec::new(),
                     remote: Vec::new(),
                     offer_due: true,
@@ -296,6 +299,28 @@ impl Services {
     /// Whether messages arriving on our `channel` are dropped.
     pub(super) fn dropping(&self, channel: u8) -> bool {
         self.dropping[usize::from(channel)]
+    }
+
+    /// Whether an offer of ours waits for its answer.
+    pub(super) fn pending(&self) -> bool {
+        self.entries.iter().any(|e| e.awaiting)
+    }
+
+    /// When the earliest unanswered offer is due.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.entries
+            .iter()
+            .filter(|e| e.awaiting)
+            .filter_map(|e| e.answer_by)
+            .min()
+    }
+
+    /// The name of a service whose offer is unanswered past its deadline.
+    pub(super) fn unanswered(&self, now: Instant) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|e| e.awaiting && e.answer_by.is_some_and(|t| t <= now))
+            .map(|e| e.name.as_str())
     }
 
     /// Names of the services up on the connection.
@@ -360,6 +385,7 @@ impl PeerCore {
                     local: None,
                     phase: Phase::Off,
                     awaiting: false,
+                    answer_by: None,
                     open: Vec::new(),
                     remote: Vec::new(),
                     offer_due: false,
@@ -414,6 +440,15 @@ impl PeerCore {
         self.services.up()
     }
 
+    /// Whether an offer of ours still waits for its answer (at most the handshake
+    /// timeout: a remote that does not answer in time is closed). The offers made when
+    /// the connection came up are answered once this is false, so every service the
+    /// two nodes share is up (or refused) by then.
+    #[must_use]
+    pub fn offers_pending(&self) -> bool {
+        self.services.pending()
+    }
+
     /// The remote's channel id for our `channel`, while its service is up.
     #[must_use]
     pub fn remote_channel(&self, channel: u8) -> Option<u8> {
@@ -444,6 +479,7 @@ impl PeerCore {
             e.offer_due = false;
             e.phase = Phase::Offered;
             e.awaiting = true;
+            e.answer_by = Some(now + self.config.limits.handshake_timeout);
             let offer = offer(&spec, grants);
             self.control_out
                 .push_back(control_packet(&Control::ServiceConnect(offer)));

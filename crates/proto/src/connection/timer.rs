@@ -24,9 +24,11 @@ pub enum Timer {
     SendRate,
     /// A closing connection is cut if it has not finished by then.
     Linger,
+    /// The earliest service offer of ours must be answered by then.
+    ServiceOffer,
 }
 
-const COUNT: usize = 7;
+const COUNT: usize = 8;
 
 impl Timer {
     const ALL: [Timer; COUNT] = [
@@ -37,6 +39,7 @@ impl Timer {
         Timer::Compact,
         Timer::SendRate,
         Timer::Linger,
+        Timer::ServiceOffer,
     ];
 
     fn index(self) -> usize {

@@ -502,3 +502,26 @@ fn data_on_a_detached_service_after_the_answer_is_a_violation() {
     }));
     assert_eq!(s.reason(), Some(DisconnectReason::UnknownChannel(BULK)));
 }
+
+#[test]
+fn an_offer_left_unanswered_closes_the_remote_after_the_handshake_timeout() {
+    let limits = Config::default();
+    let mut s = Solo::new(&limits);
+    s.drain();
+    s.feed_control(&Control::Version(version(2)));
+    s.feed_control(&Control::Verack);
+    assert!(s.core.offers_pending());
+    s.advance(limits.handshake_timeout / 2);
+    assert_eq!(s.reason(), None);
+    s.feed_control(&Control::ServiceAccept(test_offer(1000)));
+    assert!(!s.core.offers_pending(), "answered");
+    // Attached later and never answered: the remote is closed.
+    let now = s.now;
+    s.core
+        .attach(now, Arc::new(spec("late", 1, &[0x40])))
+        .unwrap();
+    s.drain();
+    assert!(s.core.offers_pending());
+    s.advance(limits.handshake_timeout + Duration::from_millis(10));
+    assert!(violation(&s).contains("no answer to our ServiceConnect for late"));
+}
