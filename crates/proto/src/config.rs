@@ -367,9 +367,15 @@ impl Config {
             recv_capacity: self.recv_capacity,
             recv_window: self.recv_window,
             max_recv_window: self.max_recv_window,
+            requests_in_flight: DEFAULT_REQUESTS,
+            inbound_requests: DEFAULT_REQUESTS,
+            close_on_stall: true,
         }
     }
 }
+
+/// Default number of requests in flight per peer and channel, each way.
+pub const DEFAULT_REQUESTS: usize = 64;
 
 /// Priority and budgets of one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -389,6 +395,16 @@ pub struct ChannelConfig {
     pub recv_window: usize,
     /// Largest receive window autotuning may reach (see `Config::max_recv_window`).
     pub max_recv_window: usize,
+    /// Most requests of ours waiting for their answer, per peer, on this channel: a
+    /// request beyond it waits (or, in its `try_` form, fails at once).
+    pub requests_in_flight: usize,
+    /// Most requests of a peer our service holds unanswered on this channel: one
+    /// beyond it is refused at once on the wire (`Rejected`, busy) and never reaches
+    /// the service.
+    pub inbound_requests: usize,
+    /// A request on this channel unanswered within its timeout closes the peer as
+    /// stalled (the default); `false`: the caller is told, the peer stays.
+    pub close_on_stall: bool,
 }
 
 impl ChannelConfig {
@@ -420,6 +436,23 @@ impl ChannelConfig {
         self
     }
 
+    /// Sets the requests in flight per peer: ours awaiting answers, and the remote's
+    /// our service may hold.
+    #[must_use]
+    pub fn requests(mut self, outbound: usize, inbound: usize) -> Self {
+        self.requests_in_flight = outbound;
+        self.inbound_requests = inbound;
+        self
+    }
+
+    /// Sets whether a stalled request closes the peer (`true`, the default) or is only
+    /// reported to its caller.
+    #[must_use]
+    pub fn close_on_stall(mut self, close: bool) -> Self {
+        self.close_on_stall = close;
+        self
+    }
+
     /// Sets the initial and largest receive window, in bytes.
     #[must_use]
     pub fn recv_window(mut self, initial: usize, max: usize) -> Self {
@@ -435,6 +468,8 @@ impl ChannelConfig {
         }
         nonzero("max_message_size", self.max_message_size)?;
         check_windows("recv_window", self.recv_window, self.max_recv_window)?;
+        nonzero("requests_in_flight", self.requests_in_flight)?;
+        nonzero("inbound_requests", self.inbound_requests)?;
         nonzero("send_queue_messages", self.send_queue_messages)?;
         nonzero("send_queue_bytes", self.send_queue_bytes)?;
         nonzero("recv_capacity", self.recv_capacity)

@@ -82,7 +82,7 @@ pub enum DisconnectReason {
         /// Id of the request that got no answer.
         request_id: u32,
     },
-    /// The remote sent a response to a request we never made (or already answered).
+    /// The remote answered a request we never made on that channel.
     #[error("unsolicited response {request_id} on channel {channel:#04x}")]
     UnexpectedResponse {
         /// Channel the response came on.
@@ -90,6 +90,34 @@ pub enum DisconnectReason {
         /// Request id it claimed to answer.
         request_id: u32,
     },
+    /// The remote answered a request it had answered already.
+    #[error("second response to request {request_id} on channel {channel:#04x}")]
+    DuplicateResponse {
+        /// Channel the response came on.
+        channel: u8,
+        /// The request id.
+        request_id: u32,
+    },
+    /// The remote answered a request after its stall deadline.
+    #[error("response to request {request_id} on channel {channel:#04x} after it stalled")]
+    LateResponse {
+        /// Channel the response came on.
+        channel: u8,
+        /// The request id.
+        request_id: u32,
+    },
+    /// The remote sent a request with the id of one of its requests we still hold.
+    #[error("request {request_id} on channel {channel:#04x} sent twice")]
+    DuplicateRequest {
+        /// Channel of the request.
+        channel: u8,
+        /// The request id.
+        request_id: u32,
+    },
+    /// The remote sent requests beyond what we accept on a channel faster than we
+    /// could refuse them.
+    #[error("requests on channel {0:#04x} beyond the limit, faster than refused")]
+    TooManyRequests(u8),
     /// A packet arrived on a channel this node does not have.
     #[error("message on unknown channel {0:#04x}")]
     UnknownChannel(u8),
@@ -186,6 +214,10 @@ impl DisconnectReason {
                 | DisconnectReason::Undecodable { .. }
                 | DisconnectReason::ControlViolation(_)
                 | DisconnectReason::UnexpectedResponse { .. }
+                | DisconnectReason::DuplicateResponse { .. }
+                | DisconnectReason::LateResponse { .. }
+                | DisconnectReason::DuplicateRequest { .. }
+                | DisconnectReason::TooManyRequests(_)
                 | DisconnectReason::RateLimited
                 | DisconnectReason::Misbehavior(_)
                 | DisconnectReason::TooManyPings { .. }

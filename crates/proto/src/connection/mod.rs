@@ -56,6 +56,7 @@ use tokio_util::codec::Decoder;
 pub use flow::{message_cost, RecvBudget, WindowStats, MESSAGE_COST};
 pub use reassembly::Message;
 pub use scheduler::PushError;
+pub use stall::Refusal;
 pub use transmit::Transmit;
 
 use self::flow::{PartialCost, RecvFlow};
@@ -66,7 +67,7 @@ use self::rate::TokenBucket;
 use self::reassembly::Reassembler;
 use self::scheduler::{ChannelStats, Scheduler};
 use self::services::{ServiceSpec, Services};
-use self::stall::StallTracker;
+use self::stall::{Admit, Answer, InboundRequests, StallTracker};
 use self::timer::{Timer, TimerTable};
 use crate::config::{ChannelConfig, Config, ConfigError};
 use crate::id::NodeId;
@@ -98,6 +99,9 @@ impl CoreConfig {
             recv_capacity: 1,
             recv_window: MAX_CONTROL_MESSAGE,
             max_recv_window: MAX_CONTROL_MESSAGE,
+            requests_in_flight: 1,
+            inbound_requests: 1,
+            close_on_stall: true,
         };
         Ok(CoreConfig { limits, control })
     }
@@ -154,13 +158,32 @@ pub enum Event {
         /// The remote refused our offer (else we refused its).
         by_remote: bool,
     },
-    /// A request got no response within its timeout (the connection is closed with
-    /// [`DisconnectReason::Stalled`]).
+    /// A request got no response within its timeout (unless its channel is
+    /// report-only, the connection is closed with [`DisconnectReason::Stalled`]).
     RequestStalled {
         /// Channel of the request.
         channel: u8,
         /// Its id.
         request_id: u32,
+    },
+    /// The response to one of our requests.
+    Response {
+        /// Channel of the request.
+        channel: u8,
+        /// Its id.
+        request_id: u32,
+        /// The response's payload.
+        payload: Bytes,
+    },
+    /// One of our requests will get no response: the remote refused it, or the
+    /// service went away.
+    RequestRejected {
+        /// Channel of the request.
+        channel: u8,
+        /// Its id.
+        request_id: u32,
+        /// Why.
+        refusal: Refusal,
     },
     /// The connection is over, with the first reason it was closed for. Drop the
     /// socket; messages still queued can be taken with [`PeerCore::recv`].
@@ -236,6 +259,10 @@ pub struct PeerCore {
     inbox: Inboxes,
     services: Services,
     stall: StallTracker,
+    /// The remote's requests our services hold.
+    inbound: InboundRequests,
+    /// Channels whose sender was told `Full` for lack of request slots.
+    request_waiters: Vec<u8>,
     send_rate: Option<TokenBucket>,
     send_rate_wait: Option<Instant>,
     in_flight: InFlight,
@@ -336,6 +363,8 @@ impl PeerCore {
             inbox: Inboxes::default(),
             services: Services::new(now, &params.services),
             stall: StallTracker::new(),
+            inbound: InboundRequests::default(),
+            request_waiters: Vec::new(),
             send_rate,
             send_rate_wait: None,
             in_flight: InFlight::default(),
@@ -566,7 +595,7 @@ impl PeerCore {
             self.flow
                 .on_data(now, channel, cost)
                 .and_then(|()| self.reassembly.give_back(channel, buf, eof))
-                .and_then(|msg| msg.map_or(Ok(()), |m| self.on_message(m)))
+                .and_then(|msg| msg.map_or(Ok(()), |m| self.on_message(now, m)))
         } else {
             let _ = self.reassembly.give_back(channel, buf, false);
             Ok(())
@@ -776,7 +805,10 @@ impl PeerCore {
     }
 
     /// Queues a request; returns its id. Its stall deadline (`timeout`) starts when
-    /// its last byte has been written, not now.
+    /// its last byte has been written, not now. Its answer comes as
+    /// [`Event::Response`] or [`Event::RequestRejected`], or it stalls
+    /// ([`Event::RequestStalled`]). With the channel's `requests_in_flight` waiting
+    /// for answers it is `Full`, and [`Event::Room`] follows when one ends.
     pub fn send_request(
         &mut self,
         channel: u8,
@@ -784,6 +816,16 @@ impl PeerCore {
         timeout: Duration,
     ) -> Result<u32, PushError> {
         self.check_send(channel, payload.len())?;
+        let cap = self
+            .services
+            .config(channel)
+            .map_or(1, |c| c.requests_in_flight);
+        if self.stall.in_flight(channel) >= cap {
+            if !self.request_waiters.contains(&channel) {
+                self.request_waiters.push(channel);
+            }
+            return Err(PushError::Full);
+        }
         let id = self.stall.register(channel, timeout);
         if let Err(e) = self.push(channel, MsgKind::Request(id), payload) {
             self.stall.cancel(id);
@@ -792,14 +834,43 @@ impl PeerCore {
         Ok(id)
     }
 
-    /// Queues the response to the remote's request `request_id`.
+    /// Queues the response to the remote's request `request_id` on `channel`, which
+    /// our service holds (else [`PushError::NoSuchRequest`]).
     pub fn send_response(
         &mut self,
         channel: u8,
         request_id: u32,
         payload: Bytes,
     ) -> Result<(), PushError> {
-        self.push(channel, MsgKind::Response(request_id), payload)
+        if !self.inbound.is_open(channel, request_id) {
+            return Err(PushError::NoSuchRequest(request_id));
+        }
+        self.push(channel, MsgKind::Response(request_id), payload)?;
+        self.inbound.close(channel, request_id);
+        Ok(())
+    }
+
+    /// Refuses the remote's request `request_id` on `channel` (our service let it go
+    /// unanswered): its caller learns at once instead of waiting for its deadline.
+    pub fn refuse_request(&mut self, channel: u8, request_id: u32, refusal: Refusal) {
+        if !self.inbound.is_open(channel, request_id) {
+            return;
+        }
+        self.inbound.close(channel, request_id);
+        let _ = self.push(
+            channel,
+            MsgKind::Rejected(request_id),
+            Bytes::copy_from_slice(&[refusal.code()]),
+        );
+    }
+
+    /// One of our requests on `channel` ended: a sender told `Full` for lack of
+    /// request slots hears of room.
+    fn request_ended(&mut self, channel: u8) {
+        if let Some(i) = self.request_waiters.iter().position(|c| *c == channel) {
+            self.request_waiters.swap_remove(i);
+            self.events.push_back(Event::Room(channel));
+        }
     }
 
     /// Sends a ping now (unless one is outstanding); its answer updates
@@ -811,10 +882,11 @@ impl PeerCore {
         self.refresh_timers();
     }
 
-    /// Gives up waiting for the response to `request_id` (a late one is then
-    /// unexpected).
-    pub fn cancel_request(&mut self, request_id: u32) {
+    /// Gives up waiting for the response to `request_id` (an answer to it is then
+    /// dropped quietly).
+    pub fn cancel_request(&mut self, channel: u8, request_id: u32) {
         self.stall.cancel(request_id);
+        self.request_ended(channel);
     }
 
     /// Closes the connection with `reason`. With `flush`, what is queued is written
@@ -1044,19 +1116,27 @@ impl PeerCore {
                     }
                 }
                 Timer::Stall => {
-                    if let Some(s) = self.stall.on_tick(now) {
+                    while let Some(s) = self.stall.on_tick(now) {
                         self.events.push_back(Event::RequestStalled {
                             channel: s.channel,
                             request_id: s.request_id,
                         });
-                        self.close(
-                            now,
-                            DisconnectReason::Stalled {
-                                channel: s.channel,
-                                request_id: s.request_id,
-                            },
-                            false,
-                        );
+                        self.request_ended(s.channel);
+                        let close = self
+                            .services
+                            .config(s.channel)
+                            .is_none_or(|c| c.close_on_stall);
+                        if close {
+                            self.close(
+                                now,
+                                DisconnectReason::Stalled {
+                                    channel: s.channel,
+                                    request_id: s.request_id,
+                                },
+                                false,
+                            );
+                            break;
+                        }
                     }
                 }
                 Timer::Flow => {
@@ -1266,18 +1346,69 @@ impl PeerCore {
         let Some(msg) = self.reassembly.push(m)? else {
             return Ok(());
         };
-        self.on_message(msg)
+        self.on_message(now, msg)
     }
 
-    /// A message is complete: it waits for its service.
-    fn on_message(&mut self, msg: Message) -> Result<(), DisconnectReason> {
-        if let MsgKind::Response(id) = msg.kind {
-            self.stall.on_response(msg.channel, id)?;
-        }
+    /// A message is complete: it waits for its service, or answers a request of ours,
+    /// or is a request refused at once.
+    fn on_message(&mut self, now: Instant, msg: Message) -> Result<(), DisconnectReason> {
         let channel = msg.channel;
         if self.services.dropping(channel) {
             // Its service is detached here and the remote has not answered yet.
             return Ok(());
+        }
+        match msg.kind {
+            MsgKind::Plain => {}
+            MsgKind::Request(id) => {
+                let cap = self
+                    .services
+                    .config(channel)
+                    .map_or(1, |c| c.inbound_requests);
+                if self.inbound.on_request(channel, id, cap)? == Admit::Busy {
+                    self.credit_consumed(now, channel, msg.cost());
+                    let busy = Bytes::copy_from_slice(&[Refusal::Busy.code()]);
+                    return self
+                        .push(channel, MsgKind::Rejected(id), busy)
+                        .map_err(|_| DisconnectReason::TooManyRequests(channel));
+                }
+            }
+            MsgKind::Response(id) | MsgKind::Rejected(id) => {
+                let refusal = match (msg.kind, &msg.payload[..]) {
+                    (MsgKind::Response(_), _) => None,
+                    (_, [code]) => Some(Refusal::from_code(*code).ok_or_else(|| {
+                        DisconnectReason::Undecodable {
+                            channel,
+                            error: format!("refusal code {code}"),
+                        }
+                    })?),
+                    (_, other) => {
+                        return Err(DisconnectReason::Undecodable {
+                            channel,
+                            error: format!("refusal of {} bytes, not 1", other.len()),
+                        })
+                    }
+                };
+                let answer = self.stall.on_answer(channel, id)?;
+                // Answers go to their callers, not through the service's queue: their
+                // credit goes back at once.
+                self.credit_consumed(now, channel, msg.cost());
+                self.request_ended(channel);
+                if answer == Answer::Expected {
+                    self.events.push_back(match refusal {
+                        None => Event::Response {
+                            channel,
+                            request_id: id,
+                            payload: msg.payload,
+                        },
+                        Some(refusal) => Event::RequestRejected {
+                            channel,
+                            request_id: id,
+                            refusal,
+                        },
+                    });
+                }
+                return Ok(());
+            }
         }
         if self.inbox.push(msg) {
             self.events.push_back(Event::Readable(channel));

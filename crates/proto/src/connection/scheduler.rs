@@ -56,6 +56,10 @@ pub enum PushError {
     /// it (or not yet, or no longer). Nothing reaches the wire.
     #[error("the service of channel {0:#04x} is not up on this connection")]
     ServiceNotUp(u8),
+    /// A response to a request our service does not hold (answered already, or
+    /// never received).
+    #[error("no request {0} to answer")]
+    NoSuchRequest(u32),
     /// The message is above the channel's `max_message_size`.
     #[error("message of {size} bytes exceeds the limit of {max}")]
     TooLarge {
@@ -544,6 +548,9 @@ mod tests {
             recv_capacity: 1,
             recv_window: 64 << 10,
             max_recv_window: 1 << 20,
+            requests_in_flight: 1,
+            inbound_requests: 1,
+            close_on_stall: true,
         }
     }
 

@@ -46,6 +46,7 @@ use std::time::Instant;
 
 use super::flow::{message_cost, WindowConfig};
 use super::rate::TokenBucket;
+use super::stall::Refusal;
 use super::{control_packet, Event, PeerCore};
 use crate::config::{ChannelConfig, Config, ConfigError};
 use crate::reason::DisconnectReason;
@@ -294,6 +295,16 @@ impl Services {
             0 => None,
             l => Some(l),
         }
+    }
+
+    /// The config of our `channel`, while its service is attached.
+    pub(super) fn config(&self, channel: u8) -> Option<&ChannelConfig> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.local.as_deref())
+            .flat_map(|s| s.channels.iter())
+            .find(|(id, _)| *id == channel)
+            .map(|(_, c)| c)
     }
 
     /// Whether messages arriving on our `channel` are dropped.
@@ -548,8 +559,17 @@ impl PeerCore {
         for r in remote {
             if let Some(local) = self.services.local_of(r) {
                 self.services.send_id[usize::from(local)] = 0;
-                // Senders waiting for room find the service gone.
+                // Senders waiting for room find the service gone; requests in flight
+                // will get no answer.
                 self.events.push_back(Event::Room(local));
+                for request_id in self.stall.cancel_channel(local) {
+                    self.events.push_back(Event::RequestRejected {
+                        channel: local,
+                        request_id,
+                        refusal: Refusal::Dropped,
+                    });
+                }
+                self.inbound.clear_channel(local);
             }
             self.services.local_of[usize::from(r)] = 0;
             self.sched.reset_channel(r);

@@ -18,9 +18,12 @@
 //!          └──────┴─────────┴───────┴──────────────┴──────────────┴────────────┴────────────┘
 //!          flags: 0x01 EOF (last chunk of its message), 0x02 REQUEST, 0x04 RESPONSE,
 //!          0x08 SIZED (the first chunk of a message of several chunks: `total` is the
-//!          whole message's length, so the receiver allocates it once, exactly).
-//!          Malformed: other bits, REQUEST with RESPONSE, SIZED with EOF, a `total`
-//!          below the chunk's length, an empty chunk without EOF.
+//!          whole message's length, so the receiver allocates it once, exactly),
+//!          0x10 REJECTED (the answer to a request that will not get a response; its
+//!          one-byte payload says why: 1 the responder has too many requests in
+//!          hand, 2 the service dropped it unanswered).
+//!          Malformed: other bits, two of REQUEST, RESPONSE and REJECTED, SIZED with
+//!          EOF, a `total` below the chunk's length, an empty chunk without EOF.
 //! Credit   ┌──────┬─────────┬──────────────┐   receiver → sender: you may send `bytes`
 //!          │ 0x04 │ channel │ bytes u32    │   more on this channel (never 0)
 //!          └──────┴─────────┴──────────────┘
@@ -61,6 +64,11 @@
 //! let req = Msg { channel: 0x20, eof: false, kind: MsgKind::Request(0x0102_0304), total: None, payload: Bytes::from_static(b"x") };
 //! codec.encode(Packet::Msg(req), &mut out).unwrap();
 //! assert_eq!(&out[..], &[0x03, 0x20, 0x02, 1, 2, 3, 4, 0, 0, 0, 1, b'x']);
+//!
+//! let mut out = BytesMut::new();
+//! let no = Msg { channel: 0x20, eof: true, kind: MsgKind::Rejected(7), total: None, payload: Bytes::from_static(&[1]) };
+//! codec.encode(Packet::Msg(no), &mut out).unwrap();
+//! assert_eq!(&out[..], &[0x03, 0x20, 0x11, 0, 0, 0, 7, 0, 0, 0, 1, 1]);
 //!
 //! let mut out = BytesMut::new();
 //! let first = Msg { channel: 0x30, eof: false, kind: MsgKind::Plain, total: Some(300), payload: Bytes::from_static(b"ab") };
@@ -104,7 +112,11 @@ pub const FLAG_RESPONSE: u8 = 0x04;
 /// Flag: the first chunk of a message of several chunks; its total length follows
 /// (after the request id, if any).
 pub const FLAG_SIZED: u8 = 0x08;
-const KNOWN_FLAGS: u8 = FLAG_EOF | FLAG_REQUEST | FLAG_RESPONSE | FLAG_SIZED;
+/// Flag: the request with this id is refused (no response will come); a request id
+/// follows the flags.
+pub const FLAG_REJECTED: u8 = 0x10;
+const ID_FLAGS: u8 = FLAG_REQUEST | FLAG_RESPONSE | FLAG_REJECTED;
+const KNOWN_FLAGS: u8 = FLAG_EOF | ID_FLAGS | FLAG_SIZED;
 
 /// Bytes of a `Ping` or `Pong` packet.
 pub const KEEPALIVE_LEN: usize = 1 + 8;
@@ -124,6 +136,8 @@ pub enum MsgKind {
     Request(u32),
     /// The response to the request with this id.
     Response(u32),
+    /// The refusal of the request with this id: no response will come.
+    Rejected(u32),
 }
 
 impl MsgKind {
@@ -134,6 +148,7 @@ impl MsgKind {
             MsgKind::Plain => 0,
             MsgKind::Request(_) => FLAG_REQUEST,
             MsgKind::Response(_) => FLAG_RESPONSE,
+            MsgKind::Rejected(_) => FLAG_REJECTED,
         }
     }
 
@@ -262,8 +277,8 @@ pub enum CodecError {
     /// Flags carry bits this protocol does not define.
     #[error("unknown flag bits {0:#04x}")]
     UnknownFlags(u8),
-    /// Both REQUEST and RESPONSE are set.
-    #[error("a message cannot be both request and response")]
+    /// More than one of REQUEST, RESPONSE and REJECTED is set.
+    #[error("a message can be only one of request, response and refusal")]
     ConflictingFlags,
     /// A chunk that is not the end of its message carries no bytes.
     #[error("empty chunk that is not the end of its message")]
@@ -332,7 +347,7 @@ pub fn put_msg_header(
     dst.put_u8(flags);
     match kind {
         MsgKind::Plain => {}
-        MsgKind::Request(id) | MsgKind::Response(id) => dst.put_u32(id),
+        MsgKind::Request(id) | MsgKind::Response(id) | MsgKind::Rejected(id) => dst.put_u32(id),
     }
     if let Some(total) = total {
         dst.put_u32(total);
@@ -479,10 +494,10 @@ impl PacketCodec {
         if flags & !KNOWN_FLAGS != 0 {
             return Err(CodecError::UnknownFlags(flags & !KNOWN_FLAGS));
         }
-        if flags & FLAG_REQUEST != 0 && flags & FLAG_RESPONSE != 0 {
+        if (flags & ID_FLAGS).count_ones() > 1 {
             return Err(CodecError::ConflictingFlags);
         }
-        let mut header = if flags & (FLAG_REQUEST | FLAG_RESPONSE) != 0 {
+        let mut header = if flags & ID_FLAGS != 0 {
             MSG_HEADER_LEN_WITH_ID
         } else {
             MSG_HEADER_LEN
@@ -529,7 +544,7 @@ impl PacketCodec {
         if len == 0 && !eof {
             return Err(CodecError::EmptyChunk);
         }
-        let with_id = flags & (FLAG_REQUEST | FLAG_RESPONSE) != 0;
+        let with_id = flags & ID_FLAGS != 0;
         let total = if flags & FLAG_SIZED != 0 {
             let at = if with_id { 7 } else { 3 };
             let Some(t) = read_u32(src, at) else {
@@ -543,6 +558,7 @@ impl PacketCodec {
         let kind = match read_u32(src, 3) {
             Some(id) if flags & FLAG_REQUEST != 0 => MsgKind::Request(id),
             Some(id) if flags & FLAG_RESPONSE != 0 => MsgKind::Response(id),
+            Some(id) if flags & FLAG_REJECTED != 0 => MsgKind::Rejected(id),
             _ => MsgKind::Plain,
         };
         Ok(Some(MsgHead {
@@ -746,8 +762,12 @@ mod tests {
             Err(CodecError::UnknownType(0x47))
         );
         assert_eq!(
-            dec(&mut c, &[3, 1, 0x11]),
-            Err(CodecError::UnknownFlags(0x10))
+            dec(&mut c, &[3, 1, 0x21]),
+            Err(CodecError::UnknownFlags(0x20))
+        );
+        assert_eq!(
+            dec(&mut c, &[3, 1, 0x14]),
+            Err(CodecError::ConflictingFlags)
         );
         assert!(matches!(
             dec(&mut c, &[3, 1, 0x09, 0, 0, 0, 9, 0, 0, 0, 1]),

@@ -44,8 +44,8 @@ fn each_malformed_input_has_its_own_reason() {
         DisconnectReason::Codec(CodecError::UnknownType(0x47))
     );
     assert_eq!(
-        after_handshake(&[0x03, BULK, 0x10, 0, 0, 0, 1, 0]),
-        DisconnectReason::Codec(CodecError::UnknownFlags(0x10))
+        after_handshake(&[0x03, BULK, 0x40, 0, 0, 0, 1, 0]),
+        DisconnectReason::Codec(CodecError::UnknownFlags(0x40))
     );
     assert!(matches!(
         after_handshake(&[0x03, BULK, 0x01, 0xff, 0xff, 0xff, 0xff]),
