@@ -17,6 +17,7 @@
 //! the core reports room (or the connection closes).
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::io::IoSlice;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -24,11 +25,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+use switchyard_proto::connection::Refusal;
+use switchyard_proto::DisconnectReason;
 use switchyard_proto::{PeerCore, PushError, Transmit};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::error::SendFailure;
+use crate::request::Outcome;
 
 /// Shortest time between two inline writes (see the [module docs](self)).
 pub(crate) const INLINE_GAP: Duration = Duration::from_micros(50);
@@ -73,6 +77,8 @@ pub(crate) struct Inner {
     pub(crate) writer_idle: bool,
     /// The deadline the driver's timer is armed for.
     pub(crate) armed: Option<Instant>,
+    /// Callers waiting for the answers to our requests, by request id.
+    pub(crate) answers: HashMap<u32, oneshot::Sender<Outcome>>,
 }
 
 pub(crate) struct Conn {
@@ -123,6 +129,7 @@ impl Conn {
                 writing: false,
                 writer_idle: false,
                 armed: None,
+                answers: HashMap::new(),
             }),
             io: OnceLock::new(),
             driver: AtomicWaker::new(),
@@ -304,6 +311,97 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Queues a request now, or fails (`Full` when no request slot or queue room is
+    /// free); the receiver gets its outcome.
+    pub(crate) fn try_request(
+        &self,
+        channel: u8,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<(u32, oneshot::Receiver<Outcome>), SendFailure> {
+        let mut inner = self.lock();
+        let id = inner
+            .core
+            .send_request(channel, payload, timeout)
+            .map_err(|e| SendFailure::from_push(channel, e))?;
+        let (tx, rx) = oneshot::channel();
+        inner.answers.insert(id, tx);
+        self.after_push(inner);
+        Ok((id, rx))
+    }
+
+    /// Queues a request, waiting for a request slot and queue room.
+    pub(crate) async fn request(
+        &self,
+        channel: u8,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<(u32, oneshot::Receiver<Outcome>), SendFailure> {
+        let room = self.room(channel);
+        loop {
+            let mut notified = pin!(room.notified());
+            notified.as_mut().enable();
+            // Registered before trying, so an answer in between is not missed.
+            match self.try_request(channel, payload.clone(), timeout) {
+                Err(SendFailure::Full(_)) => notified.await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Tells the caller of request `id` how it ended.
+    pub(crate) fn answer(&self, id: u32, outcome: Outcome) {
+        let tx = self.lock().answers.remove(&id);
+        if let Some(tx) = tx {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// Every caller waiting for an answer learns the connection is over.
+    pub(crate) fn fail_answers(&self, reason: &DisconnectReason) {
+        let waiting: Vec<_> = self.lock().answers.drain().collect();
+        for (_, tx) in waiting {
+            let _ = tx.send(Outcome::Closed(reason.clone()));
+        }
+    }
+
+    /// The caller of request `id` gave up.
+    pub(crate) fn give_up(&self, channel: u8, id: u32) {
+        let mut inner = self.lock();
+        inner.answers.remove(&id);
+        inner.core.cancel_request(channel, id);
+        let wake = inner.core.has_events();
+        drop(inner);
+        if wake {
+            self.wake_driver();
+        }
+    }
+
+    /// Queues the response to the remote's request `id` on `channel`.
+    pub(crate) fn respond(&self, channel: u8, id: u32, payload: Bytes) -> Result<(), SendFailure> {
+        let mut inner = self.lock();
+        inner
+            .core
+            .send_response(channel, id, payload)
+            .map_err(|e| SendFailure::from_push(channel, e))?;
+        self.after_push(inner);
+        Ok(())
+    }
+
+    /// Refuses the remote's request `id` on `channel`.
+    pub(crate) fn refuse(&self, channel: u8, id: u32, refusal: Refusal) {
+        let mut inner = self.lock();
+        inner.core.refuse_request(channel, id, refusal);
+        self.after_push(inner);
+        self.wake_driver();
+    }
+
+    /// Closes the connection (the driver carries it out).
+    pub(crate) fn close(&self, reason: DisconnectReason) {
+        self.lock().core.close(Instant::now(), reason, false);
+        self.wake_driver();
     }
 
     /// Whether sends fail now because the connection is closing or closed.

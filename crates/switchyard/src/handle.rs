@@ -133,6 +133,11 @@ impl PeerHandle {
         }
     }
 
+    /// The connection's shared state.
+    pub(crate) fn conn(&self) -> &SharedConn {
+        &self.inner.conn
+    }
+
     /// Tells `service` this peer is up for it (once), and notes it owes a `PeerDown`.
     pub(crate) fn service_up(&self, service: Arc<ServiceSlot>) {
         let mut up = self.up_list();

@@ -70,6 +70,7 @@ pub mod identity;
 mod peer;
 mod pool;
 mod registry;
+pub mod request;
 pub mod service;
 mod socket;
 pub mod switch;
@@ -81,6 +82,7 @@ pub use config::{Limits, NodeConfig};
 pub use error::{DialError, SendFailure, StartError};
 pub use handle::PeerHandle;
 pub use identity::NodeKey;
+pub use request::{PendingResponse, Request, RequestChannel, RequestError, Responder};
 pub use service::{PeerDown, PeerUp, Received, ReceivedBatch, Service};
 pub use switch::{
     AttachService, Broadcast, BroadcastRaw, BroadcastReport, DetachService, Dial, GetInfo, GetPeer,

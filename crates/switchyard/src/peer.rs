@@ -26,6 +26,7 @@ use crate::conn::{Conn, SharedConn};
 use crate::driver::Driver;
 use crate::handle::{PeerHandle, PeerShared};
 use crate::registry::Registry;
+use crate::request::Outcome;
 use crate::service::Delivery;
 use crate::switch::{PeerClosed, Register, Switch};
 
@@ -181,12 +182,26 @@ impl Peer {
                 Event::RequestStalled {
                     channel,
                     request_id,
-                } => log::debug!(
-                    "peer {}: request {request_id} on {channel:#04x} stalled",
-                    self.label()
-                ),
+                } => {
+                    log::debug!(
+                        "peer {}: request {request_id} on {channel:#04x} stalled",
+                        self.label()
+                    );
+                    self.conn.answer(request_id, Outcome::Stalled);
+                }
+                Event::Response {
+                    request_id,
+                    payload,
+                    ..
+                } => self.conn.answer(request_id, Outcome::Response(payload)),
+                Event::RequestRejected {
+                    request_id,
+                    refusal,
+                    ..
+                } => self.conn.answer(request_id, Outcome::Refused(refusal)),
                 Event::Closed(reason) => {
                     over = true;
+                    self.conn.fail_answers(&reason);
                     self.on_closed(reason, ctx);
                 }
                 other => log::debug!("peer {}: {other:?}", self.label()),
@@ -399,6 +414,7 @@ impl Actor for Peer {
             inner.core.close(Instant::now(), reason.clone(), false);
         }
         self.conn.room_freed_all();
+        self.conn.fail_answers(&reason);
         if let Some(handle) = &self.handle {
             handle.service_down(None, &reason);
         }

@@ -72,12 +72,14 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use switchyard_proto::connection::handshake::ServiceInfo;
 use switchyard_proto::Message as Complete;
 use switchyard_proto::{ChannelConfig, DisconnectReason};
 
 use crate::channel::{Channel, Raw};
 use crate::handle::PeerHandle;
+use crate::request::{Request, RequestChannel, RequestSink};
 
 /// One message from a peer on a channel.
 #[derive(Debug)]
@@ -201,6 +203,17 @@ pub(crate) trait Sink: Send + Sync {
     ) -> Result<Delivery, DisconnectReason>;
 }
 
+/// Message channels carry plain messages only: a request there is the remote's
+/// error (requests go on request channels).
+fn plain(channel: u8, m: &Complete) -> Result<(), DisconnectReason> {
+    if m.kind == switchyard_proto::MsgKind::Plain {
+        return Ok(());
+    }
+    Err(DisconnectReason::Misbehavior(format!(
+        "a request on message channel {channel:#04x}"
+    )))
+}
+
 fn stopped_service(
     channel: u8,
     msgs: &mut VecDeque<Complete>,
@@ -226,6 +239,7 @@ impl<F: WireFormat> Sink for PerMessage<F> {
     ) -> Result<Delivery, DisconnectReason> {
         let channel = self.channel;
         while let Some(m) = msgs.pop_front() {
+            plain(channel, &m)?;
             let held = m.cost();
             let msg = F::decode(channel, m.payload)?;
             match self.to.try_send(Received {
@@ -267,6 +281,7 @@ impl<F: WireFormat> Sink for Batched<F> {
             let mut held = 0;
             let mut batch = Vec::with_capacity(take);
             for m in msgs.drain(..take) {
+                plain(channel, &m)?;
                 held += m.cost();
                 batch.push(F::decode(channel, m.payload)?);
             }
@@ -450,5 +465,36 @@ impl Service {
             to: to.clone().recipient(),
         };
         self.add(id, config, Arc::new(sink))
+    }
+
+    /// A request channel `id`: requests of type `Req` reach `to` as
+    /// [`Request<Req, Resp>`](crate::Request), each with the
+    /// [`Responder`](crate::Responder) that answers it with a `Resp`. Ask on it with
+    /// [`PeerHandle::request`](crate::PeerHandle::request) and the returned handle.
+    /// The channel carries only requests and their answers; its config's
+    /// `requests_in_flight`, `inbound_requests` and `close_on_stall` apply (see
+    /// [`request`](crate::request)).
+    pub fn request_channel<Req, Resp, A>(
+        &mut self,
+        id: u8,
+        config: ChannelConfig,
+        to: &Addr<A>,
+    ) -> RequestChannel<Req, Resp>
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        A: Actor + Handler<Request<Req, Resp>>,
+        A::Context: ToEnvelope<A, Request<Req, Resp>>,
+    {
+        let sink = RequestSink::<Req, Resp> {
+            channel: id,
+            to: to.clone().recipient(),
+        };
+        self.channels.push(ChannelEntry {
+            id,
+            config,
+            sink: Arc::new(sink),
+        });
+        RequestChannel::new(id)
     }
 }

@@ -835,7 +835,8 @@ impl PeerCore {
     }
 
     /// Queues the response to the remote's request `request_id` on `channel`, which
-    /// our service holds (else [`PushError::NoSuchRequest`]).
+    /// our service holds (else [`PushError::NoSuchRequest`]). Never `Full`: answers
+    /// are bounded by the channel's `inbound_requests`.
     pub fn send_response(
         &mut self,
         channel: u8,
@@ -845,7 +846,9 @@ impl PeerCore {
         if !self.inbound.is_open(channel, request_id) {
             return Err(PushError::NoSuchRequest(request_id));
         }
-        self.push(channel, MsgKind::Response(request_id), payload)?;
+        let remote = self.send_channel(channel)?;
+        self.sched
+            .push_answer(remote, MsgKind::Response(request_id), payload)?;
         self.inbound.close(channel, request_id);
         Ok(())
     }
@@ -857,11 +860,12 @@ impl PeerCore {
             return;
         }
         self.inbound.close(channel, request_id);
-        let _ = self.push(
-            channel,
-            MsgKind::Rejected(request_id),
-            Bytes::copy_from_slice(&[refusal.code()]),
-        );
+        if let Ok(remote) = self.send_channel(channel) {
+            let code = Bytes::copy_from_slice(&[refusal.code()]);
+            let _ = self
+                .sched
+                .push_answer(remote, MsgKind::Rejected(request_id), code);
+        }
     }
 
     /// One of our requests on `channel` ended: a sender told `Full` for lack of

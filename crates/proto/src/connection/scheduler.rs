@@ -364,11 +364,37 @@ impl Scheduler {
 
     /// Queues a whole message on `channel`, or says why not (nothing is queued then).
     pub fn push(&mut self, channel: u8, kind: MsgKind, payload: Bytes) -> Result<(), PushError> {
-        if let Err(e) = self.check(channel, payload.len()) {
-            if e == PushError::Full {
-                self.mark_full(channel);
+        self.push_inner(channel, kind, payload, true)
+    }
+
+    /// Queues an answer to a request even when the queue is at its budget: answers
+    /// are bounded by the requests the remote may have in hand, and one must never be
+    /// lost to a full queue.
+    pub fn push_answer(
+        &mut self,
+        channel: u8,
+        kind: MsgKind,
+        payload: Bytes,
+    ) -> Result<(), PushError> {
+        self.push_inner(channel, kind, payload, false)
+    }
+
+    fn push_inner(
+        &mut self,
+        channel: u8,
+        kind: MsgKind,
+        payload: Bytes,
+        budget: bool,
+    ) -> Result<(), PushError> {
+        match self.check(channel, payload.len()) {
+            Err(PushError::Full) if !budget => {}
+            Err(e) => {
+                if e == PushError::Full {
+                    self.mark_full(channel);
+                }
+                return Err(e);
             }
-            return Err(e);
+            Ok(()) => {}
         }
         let i = self
             .slot(channel)
