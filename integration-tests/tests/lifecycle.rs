@@ -334,3 +334,37 @@ async fn dialing_ourselves_is_a_self_connection() {
     );
     node.switch.send(Shutdown).await.unwrap();
 }
+
+#[test]
+fn starting_outside_a_system_is_an_error_not_a_panic() {
+    assert!(matches!(
+        switchyard::Switch::builder(test_config()).start(),
+        Err(switchyard::StartError::NoSystem)
+    ));
+}
+
+#[test]
+fn a_system_that_ends_before_the_switch_ran_ends_quietly() {
+    // The Switch is dropped unstarted when the System goes: nothing may need a
+    // reactor then. (Such a panic happens inside the runtime's teardown and does not
+    // propagate, so the hook records it.)
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut s) = record.lock() {
+            s.push(info.to_string());
+        }
+    }));
+    actix::System::new().block_on(async {
+        switchyard::Switch::builder(test_config())
+            .start()
+            .expect("starts");
+    });
+    std::panic::set_hook(previous);
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(
+        !seen.iter().any(|p| p.contains("reactor")),
+        "panicked: {seen:?}"
+    );
+}

@@ -26,6 +26,10 @@ pub enum StartError {
     /// Two services have the same name.
     #[error("service {0:?} is registered twice")]
     DuplicateService(String),
+    /// `start` was called outside a running actix `System` (start it inside
+    /// `System::new().block_on(async { ... })` or an `#[actix::main]` function).
+    #[error("the Switch must be started inside a running actix System")]
+    NoSystem,
 }
 
 /// Why a dial failed.

@@ -83,6 +83,21 @@ impl SwitchBuilder {
             None => None,
         };
         let listen_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        // Registered with the runtime now, in the caller's System: nothing the actor
+        // does when it starts (or is dropped unstarted, when the System ends first)
+        // needs a reactor.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StartError::NoSystem);
+        }
+        let listener = match listener.map(TcpListener::from_std).transpose() {
+            Ok(l) => l,
+            Err(source) => {
+                return Err(StartError::Bind {
+                    addr: listen_addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+                    source,
+                })
+            }
+        };
         let key = self.key.unwrap_or_else(NodeKey::generate);
         let mut rng = match self.config.seed {
             Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
@@ -161,7 +176,7 @@ pub struct Switch {
     admission: Admission,
     peers: HashMap<ConnId, PeerEntry>,
     next_conn: ConnId,
-    listener: Option<std::net::TcpListener>,
+    listener: Option<TcpListener>,
     listen_addr: Option<SocketAddr>,
     listener_task: Option<SpawnHandle>,
     persistent: Vec<Persistent>,
@@ -412,21 +427,16 @@ impl Actor for Switch {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
-        if let Some(std_listener) = self.listener.take() {
-            match TcpListener::from_std(std_listener) {
-                Ok(listener) => {
-                    let accepts = futures_util::stream::unfold(listener, |l| async move {
-                        let res = l.accept().await;
-                        if res.is_err() {
-                            // Out of descriptors or similar: back off instead of spinning.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        Some((res, l))
-                    });
-                    self.listener_task = Some(ctx.add_stream(accepts));
+        if let Some(listener) = self.listener.take() {
+            let accepts = futures_util::stream::unfold(listener, |l| async move {
+                let res = l.accept().await;
+                if res.is_err() {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(e) => log::error!("cannot listen: {e}"),
-            }
+                Some((res, l))
+            });
+            self.listener_task = Some(ctx.add_stream(accepts));
         }
         log::info!(
             "node {} up on {} ({} arbiters, services: {:?})",
