@@ -45,8 +45,12 @@ fn bench_writes_every_scenario_to_json() {
         "connection memory with one stalled channel",
         "broadcast to 16 peers (aggregate)",
         "memory per idle peer",
-        "connection setup p50 (dial to PeerUp)",
-        "connection setup p99 (dial to PeerUp)",
+        "connection setup p50 (dial to answer, 1 service)",
+        "connection setup p99 (dial to answer, 1 service)",
+        "connection setup p50 (dial to answer, 5 services)",
+        "connection setup p99 (dial to answer, 5 services)",
+        "request round trip p50, idle",
+        "request round trip p99, idle",
         "switchyard encrypted",
     ] {
         assert!(rows.iter().any(|r| r["scenario"] == want), "missing {want}");

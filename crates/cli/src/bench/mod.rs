@@ -7,8 +7,10 @@
 //!
 //! Scenarios: one-way throughput (64 B … 1 MiB; MessagePack per message, batched,
 //! and raw `Bytes`), idle round-trip latency, high-priority latency under a bulk
-//! load, broadcast to 16 peers, memory per idle peer, connection setup, and the actix
-//! ceiling (the `Addr::send` rate between two arbiters) for per-message delivery.
+//! load, broadcast to 16 peers, memory per idle peer, connection setup (with one and
+//! with five services negotiated), request round trips against message round trips,
+//! and the actix ceiling (the `Addr::send` rate between two arbiters) for per-message
+//! delivery.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -181,7 +183,7 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
     );
     // Memory first: later scenarios leave freed memory in the allocator that would
     // hide the growth.
-    let steps: [(&str, u8); 8] = [
+    let steps: [(&str, u8); 9] = [
         ("memory per peer", 7),
         ("throughput 64 B", 0),
         ("throughput 1 KiB", 1),
@@ -190,6 +192,7 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
         ("latency", 4),
         ("broadcast", 5),
         ("connection setup", 6),
+        ("requests", 8),
     ];
     let bar = ProgressBar::new(steps.len() as u64);
     bar.set_style(
@@ -232,6 +235,7 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
             4 => rows.extend(sy::latency(&opts).await?),
             5 => rows.extend(sy::broadcast(&opts).await?),
             6 => rows.extend(sy::connect(&opts).await?),
+            8 => rows.extend(sy::requests(&opts).await?),
             _ => rows.extend(memory::per_peer(&opts).await?),
         }
         bar.inc(1);

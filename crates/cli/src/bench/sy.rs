@@ -10,8 +10,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use switchyard::{
     Channel, ChannelConfig, Dial, DisconnectReason, Encoded, GetInfo, GetPeers, NodeConfig,
-    PeerAddr, PeerDown, PeerHandle, PeerUp, Raw, Received, ReceivedBatch, Service, Shutdown,
-    Switch,
+    PeerAddr, PeerDown, PeerHandle, PeerUp, Raw, Received, ReceivedBatch, Request, RequestChannel,
+    Service, Shutdown, Switch,
 };
 use tokio::sync::{mpsc, Notify};
 
@@ -20,10 +20,27 @@ use super::{baseline, pct_us, BenchOptions, Row};
 const DATA: u8 = 1;
 const BULK: u8 = 2;
 const URGENT: u8 = 3;
+const REQUESTS: u8 = 4;
+/// First channel of the extra services of the connection-setup run.
+const EXTRA: u8 = 0x40;
 
 /// A MessagePack message: a byte string.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Blob(#[serde(with = "serde_bytes")] pub(crate) Vec<u8>);
+
+/// Answers every request with its own payload.
+struct Answerer;
+
+impl Actor for Answerer {
+    type Context = Context<Self>;
+}
+
+impl Handler<Request<Blob, Blob>> for Answerer {
+    type Result = ();
+    fn handle(&mut self, r: Request<Blob, Blob>, _: &mut Self::Context) {
+        let _ = r.responder.respond(&r.msg);
+    }
+}
 
 /// Counts what arrives; echoes pings; keeps the handles it was given.
 pub(crate) struct Counter {
@@ -156,6 +173,8 @@ pub(crate) struct BenchNode {
     pub(crate) data_raw: Option<Channel<Raw>>,
     pub(crate) bulk: Channel<Raw>,
     pub(crate) urgent: Channel<Blob>,
+    /// Requests answered with their own payload, priority as `urgent`.
+    pub(crate) requests: RequestChannel<Blob, Blob>,
     arbiter: Arbiter,
 }
 
@@ -180,7 +199,7 @@ pub(crate) async fn node(
     pongs: Option<mpsc::UnboundedSender<()>>,
     echo: bool,
 ) -> Result<BenchNode, String> {
-    node_with(mode, config, pongs, echo, false).await
+    node_with(mode, config, pongs, echo, false, 0).await
 }
 
 /// A service that takes one message and then never another: its mailbox fills and
@@ -201,13 +220,15 @@ impl Handler<ReceivedBatch<Bytes>> for Stalled {
     }
 }
 
-/// [`node`], with the bulk channel's service stalled when `stall_bulk`.
+/// [`node`], with the bulk channel's service stalled when `stall_bulk`, and `extra`
+/// more services of one channel each (negotiated on every connection).
 pub(crate) async fn node_with(
     mode: Mode,
     config: NodeConfig,
     pongs: Option<mpsc::UnboundedSender<()>>,
     echo: bool,
     stall_bulk: bool,
+    extra: u8,
 ) -> Result<BenchNode, String> {
     let msgs = Arc::new(AtomicU64::new(0));
     let target = Arc::new(AtomicU64::new(u64::MAX));
@@ -247,14 +268,24 @@ pub(crate) async fn node_with(
         service.raw_batched_channel(BULK, data_channel(), &counter)
     };
     let urgent = service.channel(URGENT, ChannelConfig::new(100), &counter);
+    let answerer = Answerer::start_in_arbiter(&arbiter.handle(), |_| Answerer);
+    let small = |p| ChannelConfig::new(p).max_message_size(64 << 10);
+    let requests = service.request_channel(REQUESTS, small(100), &answerer);
+    let mut extras = Vec::new();
+    for i in 0..extra {
+        let mut svc = Service::new(format!("extra-{i}"), 1);
+        let _ = svc.raw_batched_channel(EXTRA + i, small(1), &counter);
+        extras.push(svc);
+    }
     counter
         .send(UrgentChannel(urgent))
         .await
         .map_err(|e| e.to_string())?;
-    let switch = Switch::builder(config)
-        .service(service)
-        .start()
-        .map_err(|e| e.to_string())?;
+    let mut builder = Switch::builder(config).service(service);
+    for svc in extras {
+        builder = builder.service(svc);
+    }
+    let switch = builder.start().map_err(|e| e.to_string())?;
     let info = switch.send(GetInfo).await.map_err(|e| e.to_string())?;
     let addr = PeerAddr::new(Some(info.id), info.listen_addr.ok_or("not listening")?);
     Ok(BenchNode {
@@ -267,6 +298,7 @@ pub(crate) async fn node_with(
         data_raw,
         bulk,
         urgent,
+        requests,
         arbiter,
     })
 }
@@ -489,7 +521,7 @@ struct StalledRtt {
 async fn stalled_rtt(count: u64) -> Result<StalledRtt, String> {
     let (tx, mut pongs) = mpsc::unbounded_channel();
     let a = node(Mode::Raw, bench_config(), Some(tx), false).await?;
-    let b = node_with(Mode::Raw, bench_config(), None, true, true).await?;
+    let b = node_with(Mode::Raw, bench_config(), None, true, true, 0).await?;
     let to_b = a
         .switch
         .send(Dial(b.addr.clone()))
@@ -650,13 +682,14 @@ pub async fn broadcast(opts: &BenchOptions) -> Result<Vec<Row>, String> {
     )])
 }
 
-/// Time from dial to admission (the handshake done, `PeerUp` sent).
-pub async fn connect(opts: &BenchOptions) -> Result<Vec<Row>, String> {
-    let count = opts.scale(300);
-    let mut base = baseline::connect(count).await;
-    base.sort_unstable();
-    let server = node(Mode::Batched, bench_config(), None, false).await?;
-    let client = node(Mode::Batched, bench_config(), None, false).await?;
+/// Dials from `client` to `server` `count` times, each connection closed (and
+/// forgotten on both sides) before the next; returns the sorted times from dial to
+/// the dial's answer (admitted, services negotiated).
+async fn setup_times(
+    client: &BenchNode,
+    server: &BenchNode,
+    count: u64,
+) -> Result<Vec<Duration>, String> {
     let mut times = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let t0 = Instant::now();
@@ -690,25 +723,79 @@ pub async fn connect(opts: &BenchOptions) -> Result<Vec<Row>, String> {
         }
     }
     times.sort_unstable();
-    client.stop().await;
-    server.stop().await;
-    let note = "baseline: plain TCP connect";
-    Ok(vec![
-        Row::new(
-            "connection setup p50 (dial to PeerUp)",
-            "-",
-            pct_us(&base, 0.5),
-            pct_us(&times, 0.5),
-            "us",
-            note,
-        ),
-        Row::new(
-            "connection setup p99 (dial to PeerUp)",
-            "-",
-            pct_us(&base, 0.99),
-            pct_us(&times, 0.99),
-            "us",
-            note,
-        ),
-    ])
+    Ok(times)
+}
+
+/// Time from dial to its answer (handshake done, peer admitted, services
+/// negotiated), with one service and with four more.
+pub async fn connect(opts: &BenchOptions) -> Result<Vec<Row>, String> {
+    let count = opts.scale(300);
+    let mut base = baseline::connect(count).await;
+    base.sort_unstable();
+    let mut rows = Vec::new();
+    for (extra, label) in [(0u8, "1 service"), (4, "5 services")] {
+        let server = node_with(Mode::Batched, bench_config(), None, false, false, extra).await?;
+        let client = node_with(Mode::Batched, bench_config(), None, false, false, extra).await?;
+        let times = setup_times(&client, &server, count).await?;
+        client.stop().await;
+        server.stop().await;
+        for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+            rows.push(Row::new(
+                &format!("connection setup {name} (dial to answer, {label})"),
+                "-",
+                pct_us(&base, q),
+                pct_us(&times, q),
+                "us",
+                "baseline: plain TCP connect; switchyard: handshake, admission and channel-0 negotiation",
+            ));
+        }
+    }
+    Ok(rows)
+}
+
+/// Request round trips against message round trips, on one idle connection.
+pub async fn requests(opts: &BenchOptions) -> Result<Vec<Row>, String> {
+    let count = opts.scale(20_000);
+    let (tx, mut pongs) = mpsc::unbounded_channel();
+    let a = node(Mode::Raw, bench_config(), Some(tx), false).await?;
+    let b = node(Mode::Raw, bench_config(), None, true).await?;
+    let to_b = a
+        .switch
+        .send(Dial(b.addr.clone()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut msgs = Vec::with_capacity(count as usize);
+    let mut reqs = Vec::with_capacity(count as usize);
+    let blob = Blob(vec![1u8; 48]);
+    // Interleaved in rounds, so both see the same moments of the machine.
+    let round = (count / 10).max(1);
+    for _ in 0..10 {
+        msgs.extend(ping_loop(&to_b, &a.urgent, &mut pongs, round).await?);
+        for _ in 0..round {
+            let t0 = Instant::now();
+            let _: Blob = to_b
+                .request(&a.requests, &blob, Duration::from_secs(5))
+                .await
+                .map_err(|e| e.to_string())?;
+            reqs.push(t0.elapsed());
+        }
+    }
+    msgs.sort_unstable();
+    reqs.sort_unstable();
+    a.stop().await;
+    b.stop().await;
+    Ok([("p50", 0.5), ("p99", 0.99)]
+        .into_iter()
+        .map(|(name, q)| {
+            Row::new(
+                &format!("request round trip {name}, idle"),
+                "64 B",
+                pct_us(&msgs, q),
+                pct_us(&reqs, q),
+                "us",
+                "baseline: a message and its echo on the same connection, same run",
+            )
+        })
+        .collect())
 }
