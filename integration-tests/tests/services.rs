@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use switchyard::proto::connection::Refusal;
 use switchyard::proto::wire::control::{ChannelGrant, Control, ServiceOffer};
 use switchyard::{
-    AttachService, Channel, ChannelConfig, DetachService, Dial, DisconnectReason, GetInfo,
-    PeerHandle, Request, RequestChannel, RequestError, Responder, SendFailure, Service, Switch,
+    AttachService, Channel, ChannelConfig, DetachService, DisconnectReason, GetInfo, PeerHandle,
+    Request, RequestChannel, RequestError, Responder, SendFailure, Service, Switch, SwitchExt,
 };
 use switchyard_integration_tests::*;
 
@@ -41,10 +41,7 @@ async fn start(services: Vec<Service>) -> (Addr<Switch>, switchyard::PeerAddr) {
 }
 
 async fn dial(from: &Addr<Switch>, to: &switchyard::PeerAddr) -> PeerHandle {
-    from.send(Dial(to.clone()))
-        .await
-        .expect("switch answers")
-        .expect("dial succeeds")
+    from.dial(to.clone()).await.expect("dial succeeds")
 }
 
 fn msg(seq: u64) -> TestMsg {
@@ -94,7 +91,7 @@ async fn a_service_attached_at_run_time_meets_its_twin_and_detaching_tells_it() 
     // Attached on both nodes after they connected, on different ids.
     let (late_a, late_a_log, late_a_ch) = recorded("late", 1, &[0x20]);
     let (late_b, late_b_log, late_b_ch) = recorded("late", 1, &[0x40]);
-    a.send(AttachService(late_a)).await.unwrap().unwrap();
+    a.attach(late_a).await.unwrap();
     assert!(matches!(
         to_b.try_send(&late_a_ch[0], &msg(0)),
         Err(SendFailure::NotAccepted(0x20))
@@ -111,7 +108,7 @@ async fn a_service_attached_at_run_time_meets_its_twin_and_detaching_tells_it() 
     let (clash, _, _) = recorded("other", 1, &[0x10]);
     assert!(a.send(AttachService(clash)).await.unwrap().is_err());
     // Detached on A: both sides' services see it down, the connection goes on.
-    assert!(a.send(DetachService("late".into())).await.unwrap());
+    assert!(a.detach("late").await);
     assert!(
         late_b_log
             .wait_for(WAIT, |l| l.events.iter().any(|e| matches!(

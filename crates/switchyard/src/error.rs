@@ -30,6 +30,9 @@ pub enum StartError {
     /// `System::new().block_on(async { ... })` or an `#[actix::main]` function).
     #[error("the Switch must be started inside a running actix System")]
     NoSystem,
+    /// The Switch a service was to be attached to has stopped.
+    #[error("the Switch is not running")]
+    NotRunning,
 }
 
 /// Why a dial failed.
