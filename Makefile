@@ -20,10 +20,11 @@ bench:
 	$(CARGO) bench -p switchyard-proto
 	$(CARGO) run --release -p switchyard-cli --bin switchyard -- bench
 
-## lint: formatting check and clippy with warnings as errors
+## lint: formatting check, clippy and rustdoc (broken links included) with warnings as errors
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --exclude switchyard-cli
 
 ## fuzz: each cargo-fuzz target for FUZZ_TIME seconds (installs cargo-fuzz if missing).
 ## cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.

@@ -11,7 +11,7 @@
 //!   socket, not when it is queued: a request queued behind a long transfer does not
 //!   stall. No answer in time: the caller gets [`RequestError::Stalled`] and, unless
 //!   the channel was made with `close_on_stall(false)`, the peer is closed with
-//!   [`DisconnectReason::Stalled`](switchyard_proto::DisconnectReason::Stalled).
+//!   [`DisconnectReason::Stalled`].
 //! * **Bounds.** At most `requests_in_flight` requests per peer and channel wait for
 //!   answers (a further `request` waits for one to end). A service holds at most
 //!   `inbound_requests` unanswered requests of a peer per channel: one beyond that is

@@ -17,7 +17,7 @@
 //!   number of channels is accepted: our windows open (if they were not), the send
 //!   side is mapped, we answer `ServiceAccept`, and the service is **up** (its twin can
 //!   be sent to). Otherwise we answer `ServiceReject` with the reason, and both sides
-//!   report it ([`Event::ServiceRefused`](super::Event::ServiceRefused)).
+//!   report it ([`Event::ServiceRefused`]).
 //! * A `ServiceAccept` answers our `ServiceConnect`: the service is up. When both
 //!   sides offered at once, each accepts the other's offer and the answers that cross
 //!   only confirm it.
