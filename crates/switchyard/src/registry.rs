@@ -43,7 +43,7 @@ fn spec_of(service: &Service) -> ServiceSpec {
     ServiceSpec {
         name: service.info.name.clone(),
         major: service.info.version,
-        minor: 0,
+        minor: service.minor,
         channels: service.channels.iter().map(|c| (c.id, c.config)).collect(),
     }
 }

@@ -318,6 +318,7 @@ pub(crate) struct ChannelEntry {
 /// example.
 pub struct Service {
     pub(crate) info: ServiceInfo,
+    pub(crate) minor: u32,
     pub(crate) up: Option<Recipient<PeerUp>>,
     pub(crate) down: Option<Recipient<PeerDown>>,
     pub(crate) channels: Vec<ChannelEntry>,
@@ -349,10 +350,18 @@ impl Service {
                 name: name.into(),
                 version,
             },
+            minor: 0,
             up: None,
             down: None,
             channels: Vec::new(),
         }
+    }
+
+    /// Sets the minor version (0 by default): twins must share the major version
+    /// given to [`new`](Self::new), the minor one is only reported.
+    pub fn minor(&mut self, minor: u32) -> &mut Self {
+        self.minor = minor;
+        self
     }
 
     /// The service's name and version, as announced in the handshake.
