@@ -207,6 +207,11 @@ impl PeerHandle {
         self.inner.conn.lock().core.channel_info(channel)
     }
 
+    /// The connection (for introspection and metrics).
+    pub(crate) fn conn(&self) -> &SharedConn {
+        &self.inner.conn
+    }
+
     /// Round-trip time of the last answered keepalive ping, if one was answered.
     #[must_use]
     pub fn rtt(&self) -> Option<std::time::Duration> {

@@ -67,6 +67,8 @@ mod driver;
 pub mod error;
 pub mod handle;
 pub mod identity;
+pub mod introspect;
+mod metrics;
 mod peer;
 mod pool;
 mod registry;
@@ -81,6 +83,7 @@ pub use config::{Limits, NodeConfig};
 pub use error::{DialError, SendFailure, StartError};
 pub use handle::PeerHandle;
 pub use identity::NodeKey;
+pub use introspect::{Introspect, IntrospectFailure, IntrospectPeer, Introspection};
 pub use service::{PeerDown, PeerUp, Received, ReceivedBatch, Service};
 pub use switch::{
     AttachService, Broadcast, BroadcastRaw, BroadcastReport, DetachService, Dial, GetInfo, GetPeer,

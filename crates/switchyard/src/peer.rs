@@ -185,6 +185,10 @@ impl Peer {
                     "peer {}: request {request_id} on {channel:#04x} stalled",
                     self.label()
                 ),
+                Event::IntrospectRequested => {
+                    crate::introspect::answer_remote(self.switch.clone(), self.conn.clone());
+                }
+                Event::Introspection(answer) => self.conn.introspection_answered(*answer),
                 Event::Closed(reason) => {
                     over = true;
                     self.on_closed(reason, ctx);

@@ -196,6 +196,14 @@ impl PeerCore {
             .map(|t| t.saturating_duration_since(self.started))
     }
 
+    /// The last round-trip time and how many were measured so far (a runtime that
+    /// samples now and then sees from the count whether the time is a new one).
+    #[must_use]
+    pub fn rtt_sample(&self) -> Option<(Duration, u64)> {
+        let k = self.keepalive.as_ref()?;
+        Some((k.last_rtt()?, k.rtt_samples()))
+    }
+
     /// When the handshake completed.
     #[must_use]
     pub fn connected_at(&self) -> Option<Instant> {
