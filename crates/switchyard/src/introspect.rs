@@ -19,7 +19,7 @@
 //! actix::System::new().block_on(async {
 //!     let switch = Switch::builder(NodeConfig::local()).start().expect("start");
 //!     let me = switch.send(Introspect).await.expect("mailbox");
-//!     println!("{}", serde_json::to_string_pretty(&me).unwrap_or_default());
+//!     println!("{} has {} peers", me.node_id, me.peers_total);
 //! });
 //! ```
 
