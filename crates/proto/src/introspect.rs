@@ -141,12 +141,30 @@ pub struct ChannelReport {
 pub struct IntrospectionError(pub String);
 
 fn printable(field: &str, s: &str) -> Result<(), IntrospectionError> {
-    if s.len() > MAX_INTROSPECT_TEXT || s.chars().any(|c| c.is_control() || !c.is_ascii()) {
+    if s.len() > MAX_INTROSPECT_TEXT || s.chars().any(control::unprintable) {
         return Err(IntrospectionError(format!(
-            "{field} is not at most {MAX_INTROSPECT_TEXT} printable ASCII bytes"
+            "{field} is not at most {MAX_INTROSPECT_TEXT} printable bytes"
         )));
     }
     Ok(())
+}
+
+/// Makes `s` pass [`printable`]: unprintable characters become `?`, and it is cut
+/// to [`MAX_INTROSPECT_TEXT`] bytes at a character boundary.
+fn clean(s: &mut String) {
+    if s.chars().any(control::unprintable) {
+        *s = s
+            .chars()
+            .map(|c| if control::unprintable(c) { '?' } else { c })
+            .collect();
+    }
+    if s.len() > MAX_INTROSPECT_TEXT {
+        let mut end = MAX_INTROSPECT_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
 }
 
 fn node_id(field: &str, s: &str) -> Result<(), IntrospectionError> {
@@ -169,8 +187,8 @@ impl Introspection {
     /// Checks every bound: at most [`MAX_INTROSPECT_PEERS`] peers (and no more than
     /// `peers_total`), [`MAX_SERVICES`] services of at most 32 channels, 255 channels
     /// and 64 services per peer, node ids of 40 hex digits, service names as on
-    /// channel 0, and free text of at most [`MAX_INTROSPECT_TEXT`] printable ASCII
-    /// bytes (it ends up on a terminal).
+    /// channel 0, and free text of at most [`MAX_INTROSPECT_TEXT`] bytes without
+    /// control or invisible formatting characters (it ends up on a terminal).
     pub fn validate(&self) -> Result<(), IntrospectionError> {
         let bad = |s: String| Err(IntrospectionError(s));
         node_id("node_id", &self.node_id)?;
@@ -216,9 +234,19 @@ impl Introspection {
     /// it does not fit, the fewest peers are dropped from the end of the list (and
     /// then the services, if even no peer does not fit) and `truncated` is set.
     /// `max` is capped at [`MAX_CONTROL_MESSAGE`](control::MAX_CONTROL_MESSAGE).
+    /// Free text is cleaned first (unprintable characters become `?`, long text is
+    /// cut), so that the answer passes [`validate`](Self::validate) on the other side.
     #[must_use]
     pub fn encode_bounded(mut self, max: usize) -> Bytes {
         let max = max.min(control::MAX_CONTROL_MESSAGE);
+        clean(&mut self.user_agent);
+        clean(&mut self.network);
+        if let Some(a) = &mut self.listen_addr {
+            clean(a);
+        }
+        for p in &mut self.peers {
+            clean(&mut p.remote_addr);
+        }
         if self.peers.len() > MAX_INTROSPECT_PEERS || self.services.len() > MAX_SERVICES {
             self.truncated = true;
             self.peers.truncate(MAX_INTROSPECT_PEERS);
@@ -327,6 +355,22 @@ mod tests {
         more.peers = sample(back.peers.len() + 1).peers;
         let longer = control::encode(&Control::IntrospectResponse(more));
         assert!(longer.len() > control::MAX_CONTROL_MESSAGE);
+    }
+
+    #[test]
+    fn our_own_free_text_is_made_valid_before_it_goes_out() {
+        let mut s = sample(1);
+        s.user_agent = "nœud\u{202E}".into();
+        s.listen_addr = Some("é".repeat(MAX_INTROSPECT_TEXT));
+        assert!(s.validate().is_err());
+        let Ok(Control::IntrospectResponse(back)) = control::decode(&s.encode_bounded(usize::MAX))
+        else {
+            panic!("valid");
+        };
+        assert_eq!(back.user_agent, "nœud?");
+        assert!(back
+            .listen_addr
+            .is_some_and(|a| a.len() <= MAX_INTROSPECT_TEXT));
     }
 
     #[test]

@@ -190,7 +190,7 @@ pub const MAX_GOODBYE_TEXT: usize = 1024;
 /// paragraph separators, and the invisible formatting characters (zero-width ones and
 /// bidirectional overrides, which can make a log line read differently from what it
 /// holds).
-fn unprintable(c: char) -> bool {
+pub(crate) fn unprintable(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
