@@ -467,7 +467,9 @@ impl Actor for Switch {
         if let Some(l) = self.metrics_listener.take() {
             match TcpListener::from_std(l) {
                 Ok(listener) => {
-                    log::info!("metrics on http://{:?}/metrics", self.metrics_addr);
+                    if let Some(addr) = self.metrics_addr {
+                        log::info!("metrics on http://{addr}/metrics");
+                    }
                     let serve = crate::metrics::serve(listener, ctx.address().recipient());
                     ctx.spawn(fut::wrap_future(serve));
                 }
