@@ -41,6 +41,9 @@ insecure_plaintext = false
 # Seed for the node's randomness (nonces, backoff jitter); unset = from the OS.
 # seed = 42
 
+# Address to serve Prometheus metrics on (GET /metrics); unset = no metrics.
+# metrics_addr = "127.0.0.1:9100"
+
 [limits]
 # Largest payload of one packet (one chunk of a message), in bytes. Bigger messages
 # are cut into chunks; this bounds how long urgent data waits behind bulk data.

@@ -4,7 +4,8 @@
 //! * `switchyard node --home DIR [--config FILE] [--listen ADDR] [--peers ID@ADDR,...]`:
 //!   run a node until Ctrl-C;
 //! * `switchyard testnet --nodes N`: a local testnet in one process (`make run`);
-//! * `switchyard status ID@ADDR`: connect as a peer and print what the node tells;
+//! * `switchyard status ID@ADDR [--json]`: connect as a peer and print the node's
+//!   introspection (services, peers, per-channel counters);
 //! * `switchyard bench [--quick] [--json FILE]`: Switchyard beside a raw-TCP baseline.
 
 use std::net::SocketAddr;
@@ -76,7 +77,8 @@ enum Command {
         #[arg(long)]
         dot: Option<PathBuf>,
     },
-    /// Connect to a node as a peer and print what its handshake tells.
+    /// Connect to a node as a peer and print its introspection: the node, its services
+    /// and its peers with per-channel counters (asked over channel 0).
     Status {
         /// The node, ID@HOST:PORT (or HOST:PORT).
         addr: PeerAddr,

@@ -1,16 +1,17 @@
-//! `switchyard status ID@ADDR`: connect as a light peer, complete the handshake, and
-//! print what the node says about itself.
+//! `switchyard status ID@ADDR`: connect as a light peer, complete the handshake, ask
+//! the node for its introspection over channel 0, and print it.
 //!
 //! The light client is the protocol's own [`PeerCore`] driven by a plain loop over a
-//! tokio socket (no actors): the core does the handshake, the credit and the ping;
-//! this file only moves bytes. Until the channel-0 introspection lands, what it
-//! prints is what the node's `Version` tells, and one ping's round-trip time.
+//! tokio socket (no actors): the core does the handshake, the credit, the ping and
+//! the `IntrospectRequest`; this file only moves bytes and prints tables: the node,
+//! its services with their channels, its peers with a row per channel.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use switchyard::proto::connection::handshake::{Version, PROTOCOL_VERSION};
+use switchyard::proto::introspect::Introspection;
 use switchyard::proto::{
     Config, ConnParams, CoreConfig, DisconnectReason, Event, PeerCore, RecvBudget, Transmit,
 };
@@ -27,6 +28,8 @@ pub struct Status {
     pub handshake: Duration,
     /// One ping's round trip.
     pub ping: Option<Duration>,
+    /// What the node answered to our `IntrospectRequest` (`None`: no answer in time).
+    pub introspection: Option<Introspection>,
 }
 
 /// An open connection after a completed handshake, with the core that drives it.
@@ -39,6 +42,8 @@ pub struct Session {
     eof: bool,
     /// Our write half is shut.
     shut: bool,
+    /// The node's answer to our `IntrospectRequest`, once it came.
+    introspection: Option<Introspection>,
 }
 
 impl Session {
@@ -76,8 +81,10 @@ impl Session {
             self.read_once(deadline).await;
         }
         while let Some(event) = self.core.poll_event() {
-            if let Event::Closed(reason) = event {
-                return Err(describe(&reason));
+            match event {
+                Event::Closed(reason) => return Err(describe(&reason)),
+                Event::Introspection(answer) => self.introspection = Some(*answer),
+                _ => {}
             }
         }
         Ok(())
@@ -145,6 +152,7 @@ pub async fn connect_light(
         elapsed: Duration::ZERO,
         eof: false,
         shut: false,
+        introspection: None,
     };
     let until = t0 + timeout;
     while !session.core.is_active() {
@@ -162,19 +170,37 @@ pub async fn connect_light(
     Ok(session)
 }
 
-/// Connects to `addr` on `network`, runs the handshake as a light client, and times
-/// one ping.
+/// Connects to `addr` on `network`, runs the handshake as a light client, times one
+/// ping and asks for the node's introspection.
 pub async fn query(addr: &PeerAddr, network: &str, timeout: Duration) -> Result<Status, String> {
     let mut session = connect_light(addr, network, timeout).await?;
     session.core.ping(Instant::now());
+    session
+        .core
+        .request_introspection()
+        .map_err(|e| format!("{addr}: {e}"))?;
     let until = Instant::now() + timeout;
-    while session.core.rtt().is_none() && Instant::now() < until {
-        if session.step(until).await.is_err() {
+    while (session.core.rtt().is_none() || session.introspection.is_none())
+        && Instant::now() < until
+    {
+        if let Err(e) = session.step(until).await {
+            if session.introspection.is_none() {
+                return Err(format!("{addr}: {e}"));
+            }
             break;
         }
     }
+    let ping = session.core.rtt();
+    // Say goodbye rather than vanish: the node logs a clean close.
+    session.core.close(
+        Instant::now(),
+        DisconnectReason::Application("status done".into()),
+        false,
+    );
+    let _ = session.flush().await;
     Ok(Status {
-        ping: session.core.rtt(),
+        introspection: session.introspection.take(),
+        ping,
         version: session
             .core
             .remote()
@@ -184,25 +210,192 @@ pub async fn query(addr: &PeerAddr, network: &str, timeout: Duration) -> Result<
     })
 }
 
-/// Human-readable report.
+/// Human-readable report: the node, then its services and peers as tables.
 pub fn render(addr: &PeerAddr, s: &Status) -> String {
     let v = &s.version;
-    let services: Vec<String> = v
+    let mut out = String::new();
+    let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
+    kv("node", v.node_id.to_string());
+    kv("address", addr.host_port());
+    kv("network", v.network.clone());
+    kv(
+        "protocol",
+        format!("{}.{}", v.protocol.major, v.protocol.minor),
+    );
+    kv("user agent", v.user_agent.clone());
+    kv(
+        "listens on",
+        v.listen_addr.clone().unwrap_or_else(|| "-".into()),
+    );
+    kv("handshake", ms(s.handshake));
+    kv("ping", s.ping.map_or_else(|| "no answer".to_owned(), ms));
+    let Some(n) = &s.introspection else {
+        kv("introspect", "no answer".into());
+        return out.trim_end().to_owned();
+    };
+    kv("uptime", human(Duration::from_millis(n.uptime_ms)));
+    out.push_str(&format!("\nSERVICES ({})\n", n.services.len()));
+    let rows = n
         .services
         .iter()
-        .map(|s| format!("{} v{}", s.name, s.version))
+        .flat_map(|svc| {
+            svc.channels.iter().enumerate().map(move |(i, c)| {
+                let (name, version) = if i == 0 {
+                    (svc.name.clone(), format!("{}.{}", svc.major, svc.minor))
+                } else {
+                    (String::new(), String::new())
+                };
+                vec![
+                    name,
+                    version,
+                    format!("{:#04x}", c.id),
+                    c.priority.to_string(),
+                    bytes(c.max_message_size),
+                    format!("{} / {}", c.send_queue_messages, bytes(c.send_queue_bytes)),
+                    format!("{} .. {}", bytes(c.recv_window), bytes(c.max_recv_window)),
+                ]
+            })
+        })
         .collect();
-    format!(
-        "node        {}\naddress     {}\nnetwork     {}\nprotocol    {}.{}\nuser agent  {}\nlistens on  {}\nservices    {}\nhandshake   {:.2} ms\nping        {}",
-        v.node_id,
-        addr.host_port(),
-        v.network,
-        v.protocol.major,
-        v.protocol.minor,
-        v.user_agent,
-        v.listen_addr.as_deref().unwrap_or("-"),
-        if services.is_empty() { "-".to_owned() } else { services.join(", ") },
-        s.handshake.as_secs_f64() * 1e3,
-        s.ping.map_or_else(|| "no answer".to_owned(), |d| format!("{:.3} ms", d.as_secs_f64() * 1e3)),
-    )
+    out.push_str(&table(
+        &[
+            "service",
+            "version",
+            "channel",
+            "priority",
+            "max message",
+            "send queue",
+            "recv window",
+        ],
+        rows,
+    ));
+    let cut = if n.truncated { ", list cut to fit" } else { "" };
+    out.push_str(&format!(
+        "\nPEERS ({} of {}{cut})\n",
+        n.peers.len(),
+        n.peers_total
+    ));
+    let rows = n
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.node_id.clone(),
+                p.remote_addr.clone(),
+                format!("{:?}", p.direction).to_lowercase(),
+                human(Duration::from_millis(p.connected_ms)),
+                p.rtt_us
+                    .map_or_else(|| "-".to_owned(), |us| ms(Duration::from_micros(us))),
+                p.requests_in_flight.to_string(),
+                bytes(p.bytes_read),
+                bytes(p.bytes_written),
+                if p.services.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.services.join(",")
+                },
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "peer",
+            "address",
+            "direction",
+            "connected",
+            "rtt",
+            "in flight",
+            "read",
+            "written",
+            "services",
+        ],
+        rows,
+    ));
+    for p in n.peers.iter().filter(|p| !p.channels.is_empty()) {
+        out.push_str(&format!("\nchannels with {}\n", p.node_id));
+        let rows = p
+            .channels
+            .iter()
+            .map(|c| {
+                vec![
+                    format!("{:#04x}", c.id),
+                    format!("{:#04x}", c.remote_id),
+                    c.sent_messages.to_string(),
+                    bytes(c.sent_bytes),
+                    c.recv_messages.to_string(),
+                    bytes(c.recv_bytes),
+                    format!("{} / {}", c.send_queue_messages, bytes(c.send_queue_bytes)),
+                    c.recv_queue_messages.to_string(),
+                    bytes(c.recv_window),
+                    bytes(c.send_credit),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "channel",
+                "remote",
+                "msgs out",
+                "bytes out",
+                "msgs in",
+                "bytes in",
+                "send queue",
+                "recv queue",
+                "window",
+                "credit",
+            ],
+            rows,
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+/// Columns padded to their widest cell.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(headers.to_vec());
+    for row in &rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// `1h 2m 3s`, `4m 5s`, `6.7s`.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{:.1}s", d.as_secs_f64()),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m {}s", s / 3600, s % 3600 / 60, s % 60),
+    }
+}
+
+/// `512 B`, `4.0 KiB`, `8.0 MiB` (`unlimited` for the control channel's credit).
+fn bytes(n: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let f = n as f64;
+    match n {
+        u64::MAX => "unlimited".to_owned(),
+        0..=1023 => format!("{n} B"),
+        1024..=1_048_575 => format!("{:.1} KiB", f / KIB),
+        1_048_576..=1_073_741_823 => format!("{:.1} MiB", f / KIB / KIB),
+        _ => format!("{:.1} GiB", f / KIB / KIB / KIB),
+    }
 }

@@ -166,6 +166,68 @@ fn status_reports_a_running_node() {
     std::fs::remove_dir_all(&home).unwrap();
 }
 
+/// `status --json` against a running node prints its introspection, asked over
+/// channel 0: the node, and its peers (another node dialing it, and the status
+/// client itself).
+#[test]
+fn status_json_prints_the_node_introspection() {
+    let (mut a, a_addr, a_home) = start_node("intro-a", None, true);
+    let (mut b, b_addr, b_home) = start_node("intro-b", Some(&a_addr), false);
+    let a_id = a_addr.split('@').next().unwrap().to_owned();
+    let b_id = b_addr.split('@').next().unwrap().to_owned();
+    let mut a_log = BufReader::new(a.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    wait_for_log(&mut a_log, &["peer up:", &b_id]);
+    std::thread::spawn(move || a_log.count());
+
+    let out = bin()
+        .args(["status", &a_addr, "--timeout", "5", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let node = &json["introspection"];
+    assert_eq!(node["node_id"], a_id.as_str(), "{text}");
+    assert_eq!(node["network"], "switchyard-local");
+    assert!(node["user_agent"]
+        .as_str()
+        .unwrap()
+        .starts_with("switchyard/"));
+    assert!(node["uptime_ms"].is_u64());
+    assert_eq!(node["peers_total"], 2, "{text}");
+    assert_eq!(node["truncated"], false);
+    let peers = node["peers"].as_array().unwrap();
+    let from_b = peers
+        .iter()
+        .find(|p| p["node_id"] == b_id.as_str())
+        .expect("B listed");
+    assert_eq!(from_b["direction"], "Inbound");
+    assert!(from_b["bytes_read"].as_u64().unwrap() > 0);
+    // The text form has the tables.
+    let out = bin()
+        .args(["status", &a_addr, "--timeout", "5"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("SERVICES (0)"), "{text}");
+    assert!(text.contains("PEERS (2 of 2)"), "{text}");
+    assert!(text.contains(&b_id), "{text}");
+
+    for node in [&mut a, &mut b] {
+        let _ = node.kill();
+        let _ = node.wait();
+    }
+    std::fs::remove_dir_all(&a_home).unwrap();
+    std::fs::remove_dir_all(&b_home).unwrap();
+}
+
 /// A node that refuses the status client (its inbound slots are full) is reported
 /// with its reason at once, not after the linger time (5 s, longer than the timeout).
 #[test]

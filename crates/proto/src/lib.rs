@@ -12,6 +12,7 @@
 //! * [`admission`] and [`backoff`]: node-wide decisions (which connections a node
 //!   keeps; when to redial);
 //! * [`id`]: [`NodeId`], derived from a node's ed25519 key;
+//! * [`introspect`]: what a node tells about itself, locally and over channel 0;
 //! * [`config`]: every budget and timeout, with defaults and validation;
 //! * [`reason`]: [`DisconnectReason`], the one list of reasons a peer is closed for;
 //! * [`fuzz`]: the harnesses the fuzz targets run, replayed by the test suite.
@@ -40,6 +41,7 @@ pub mod config;
 pub mod connection;
 pub mod fuzz;
 pub mod id;
+pub mod introspect;
 pub mod reason;
 pub mod wire;
 

@@ -200,6 +200,48 @@ impl From<HandshakeError> for DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// A short, fixed name of the variant (`"pong_timeout"`, `"by_remote"`, ...): a
+    /// bounded set, for metric labels and counting. The remote's own reason inside
+    /// `ByRemote` does not show: a remote cannot grow the set.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DisconnectReason::Shutdown => "shutdown",
+            DisconnectReason::Application(_) => "application",
+            DisconnectReason::ConnectionClosed => "connection_closed",
+            DisconnectReason::ByRemote(_) => "by_remote",
+            DisconnectReason::Io(_) => "io",
+            DisconnectReason::Codec(_) => "codec",
+            DisconnectReason::Handshake(_) => "handshake",
+            DisconnectReason::PongTimeout => "pong_timeout",
+            DisconnectReason::TooManyPings { .. } => "too_many_pings",
+            DisconnectReason::TooManyPongs { .. } => "too_many_pongs",
+            DisconnectReason::CreditExceeded { .. } => "credit_exceeded",
+            DisconnectReason::FlowControl(_) => "flow_control",
+            DisconnectReason::IdleTimeout => "idle_timeout",
+            DisconnectReason::Stalled { .. } => "stalled",
+            DisconnectReason::UnexpectedResponse { .. } => "unexpected_response",
+            DisconnectReason::DuplicateResponse { .. } => "duplicate_response",
+            DisconnectReason::LateResponse { .. } => "late_response",
+            DisconnectReason::DuplicateRequest { .. } => "duplicate_request",
+            DisconnectReason::TooManyRequests(_) => "too_many_requests",
+            DisconnectReason::UnknownChannel(_) => "unknown_channel",
+            DisconnectReason::MessageTooLarge { .. } => "message_too_large",
+            DisconnectReason::ReassemblyBudget { .. } => "reassembly_budget",
+            DisconnectReason::InconsistentChunks(_) => "inconsistent_chunks",
+            DisconnectReason::Undecodable { .. } => "undecodable",
+            DisconnectReason::ControlViolation(_) => "control_violation",
+            DisconnectReason::DuplicateConnection => "duplicate_connection",
+            DisconnectReason::MaxInbound => "max_inbound",
+            DisconnectReason::MaxOutbound => "max_outbound",
+            DisconnectReason::MaxPerIp => "max_per_ip",
+            DisconnectReason::Banned => "banned",
+            DisconnectReason::RateLimited => "rate_limited",
+            DisconnectReason::Misbehavior(_) => "misbehavior",
+            DisconnectReason::ServiceDetached => "service_detached",
+        }
+    }
+
     /// Whether this close was caused by the remote's misbehaviour (as opposed to local
     /// policy, shutdown, or an ordinary network failure). Discovery uses this to score
     /// and ban addresses.
@@ -252,6 +294,19 @@ mod tests {
         assert_eq!(
             DisconnectReason::from(CodecError::UnknownType(9)).to_string(),
             "bad packet: unknown packet type 0x09"
+        );
+    }
+
+    #[test]
+    fn kinds_are_short_fixed_names() {
+        let remote = DisconnectReason::ByRemote(Box::new(DisconnectReason::Application(
+            "anything the remote likes".into(),
+        )));
+        assert_eq!(remote.kind(), "by_remote");
+        assert_eq!(DisconnectReason::PongTimeout.kind(), "pong_timeout");
+        assert_eq!(
+            DisconnectReason::ControlViolation("x".into()).kind(),
+            "control_violation"
         );
     }
 

@@ -42,6 +42,9 @@ pub struct NodeConfig {
     pub insecure_plaintext: bool,
     /// Seed for the node's randomness (nonces, backoff jitter); `None` draws from the OS.
     pub seed: Option<u64>,
+    /// Where to serve Prometheus metrics (`GET /metrics`, see the README); `None`
+    /// serves none. Default `None`.
+    pub metrics_addr: Option<SocketAddr>,
     /// Connection budgets and timeouts.
     pub limits: Limits,
 }
@@ -58,6 +61,7 @@ impl Default for NodeConfig {
             arbiters: 0,
             insecure_plaintext: false,
             seed: None,
+            metrics_addr: None,
             limits: Limits::default(),
         }
     }

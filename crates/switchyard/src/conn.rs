@@ -91,6 +91,8 @@ pub(crate) struct Conn {
     /// go, so not one per channel; a waiter woken for another channel of its slot
     /// checks again and waits on).
     rooms: [Notify; ROOMS],
+    /// Callers waiting for the remote's introspection answers.
+    pub(crate) introspect: crate::introspect::Waiters,
 }
 
 /// What one attempt to write a transmit did.
@@ -134,6 +136,7 @@ impl Conn {
             io: OnceLock::new(),
             driver: AtomicWaker::new(),
             rooms: std::array::from_fn(|_| Notify::new()),
+            introspect: crate::introspect::Waiters::default(),
         }
     }
 

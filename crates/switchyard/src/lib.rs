@@ -68,6 +68,8 @@ pub mod error;
 pub mod ext;
 pub mod handle;
 pub mod identity;
+pub mod introspect;
+mod metrics;
 mod peer;
 mod pool;
 mod registry;
@@ -84,6 +86,7 @@ pub use error::{DialError, SendFailure, StartError};
 pub use ext::SwitchExt;
 pub use handle::PeerHandle;
 pub use identity::NodeKey;
+pub use introspect::{Introspect, IntrospectFailure, IntrospectPeer, Introspection};
 pub use request::{PendingResponse, Request, RequestChannel, RequestError, Responder};
 pub use service::{PeerDown, PeerUp, Received, ReceivedBatch, Service};
 pub use switch::{

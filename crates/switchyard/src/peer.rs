@@ -199,6 +199,10 @@ impl Peer {
                     refusal,
                     ..
                 } => self.conn.answer(request_id, Outcome::Refused(refusal)),
+                Event::IntrospectRequested => {
+                    crate::introspect::answer_remote(self.switch.clone(), self.conn.clone());
+                }
+                Event::Introspection(answer) => self.conn.introspection_answered(*answer),
                 Event::Closed(reason) => {
                     over = true;
                     self.conn.fail_answers(&reason);

@@ -39,6 +39,8 @@ use crate::config::NodeConfig;
 use crate::error::{DialError, SendFailure, StartError};
 use crate::handle::PeerHandle;
 use crate::identity::NodeKey;
+use crate::introspect::{self, Introspect, IntrospectFailure, IntrospectPeer, Introspection};
+use crate::metrics::{Metrics, Scrape};
 use crate::peer::{Attach, Detach};
 use crate::peer::{Close, ClosedGuard, Peer, PeerInit};
 use crate::pool::ArbiterPool;
@@ -83,17 +85,38 @@ impl SwitchBuilder {
             None => None,
         };
         let listen_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let metrics_listener = match self.config.metrics_addr {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                l.set_nonblocking(true)
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                Some(l)
+            }
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         // Registered with the runtime now, in the caller's System: nothing the actor
         // does when it starts (or is dropped unstarted, when the System ends first)
         // needs a reactor.
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(StartError::NoSystem);
         }
+        let unbound = || ([0, 0, 0, 0], 0).into();
         let listener = match listener.map(TcpListener::from_std).transpose() {
             Ok(l) => l,
             Err(source) => {
                 return Err(StartError::Bind {
-                    addr: listen_addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+                    addr: listen_addr.unwrap_or_else(unbound),
+                    source,
+                })
+            }
+        };
+        let metrics_listener = match metrics_listener.map(TcpListener::from_std).transpose() {
+            Ok(l) => l,
+            Err(source) => {
+                return Err(StartError::Bind {
+                    addr: metrics_addr.unwrap_or_else(unbound),
                     source,
                 })
             }
@@ -140,6 +163,10 @@ impl SwitchBuilder {
             shutting_down: false,
             refusing: Arc::new(AtomicUsize::new(0)),
             shutdown_waiters: Vec::new(),
+            started: Instant::now(),
+            metrics: metrics_listener.as_ref().map(|_| Metrics::new()),
+            metrics_listener,
+            metrics_addr,
         };
         Ok(switch.start())
     }
@@ -185,6 +212,13 @@ pub struct Switch {
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     /// Refused connections still being told why (each for up to a second).
     refusing: Arc<AtomicUsize>,
+    /// When the node started (for its uptime).
+    started: Instant,
+    /// The metrics, when served.
+    metrics: Option<Metrics>,
+    /// The metrics listener, until the Switch starts serving on it.
+    metrics_listener: Option<TcpListener>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Most refused connections told why at once; beyond that a refused connection is
@@ -450,6 +484,13 @@ impl Actor for Switch {
                 .map(|s| &s.name)
                 .collect::<Vec<_>>()
         );
+        if let Some(listener) = self.metrics_listener.take() {
+            if let Some(addr) = self.metrics_addr {
+                log::info!("metrics on http://{addr}/metrics");
+            }
+            let serve = crate::metrics::serve(listener, ctx.address().recipient());
+            ctx.spawn(fut::wrap_future(serve));
+        }
         for i in 0..self.persistent.len() {
             self.dial_persistent(i, ctx);
         }
@@ -526,6 +567,8 @@ pub struct NodeInfo {
     pub network: String,
     /// Admitted peers.
     pub peers: usize,
+    /// Where metrics are served (the bound address), if they are.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Ask the node who it is.
@@ -542,6 +585,7 @@ impl Handler<GetInfo> for Switch {
             listen_addr: self.listen_addr,
             network: self.config.network.clone(),
             peers: self.admission.peers(),
+            metrics_addr: self.metrics_addr,
         })
     }
 }
@@ -885,6 +929,11 @@ impl Handler<Register> for Switch {
             handle.direction(),
             handle.version().user_agent
         );
+        if let (Some(metrics), Some(took)) =
+            (&self.metrics, handle.conn().lock().core.handshake_time())
+        {
+            metrics.on_handshake(took);
+        }
         if let Some(entry) = self.peers.get_mut(&msg.conn) {
             entry.handle = Some(handle);
         }
@@ -905,10 +954,13 @@ impl Handler<PeerClosed> for Switch {
 
     fn handle(&mut self, msg: PeerClosed, ctx: &mut Self::Context) {
         let node = self.admission.on_closed(msg.conn);
-        if let Some(entry) = self.peers.remove(&msg.conn) {
-            if let Some(handle) = entry.handle {
-                log::info!("peer down: {} ({})", handle.id(), msg.reason);
-            }
+        let entry = self.peers.remove(&msg.conn);
+        let handle = entry.and_then(|e| e.handle);
+        if let Some(metrics) = &mut self.metrics {
+            metrics.on_closed(msg.conn, &msg.reason, handle.as_ref());
+        }
+        if let Some(handle) = handle {
+            log::info!("peer down: {} ({})", handle.id(), msg.reason);
         }
         if let Some(node) = node {
             let redial: Vec<usize> = (0..self.persistent.len())
@@ -919,5 +971,75 @@ impl Handler<PeerClosed> for Switch {
             }
         }
         self.finish_shutdown_if_done();
+    }
+}
+
+impl Switch {
+    /// The node as [`Introspect`] answers it: the first peers by connection order.
+    fn introspection(&self) -> Introspection {
+        let now = Instant::now();
+        let mut admitted: Vec<(&ConnId, &PeerHandle)> = self
+            .peers
+            .iter()
+            .filter_map(|(conn, e)| Some((conn, e.handle.as_ref()?)))
+            .collect();
+        admitted.sort_by_key(|(conn, _)| **conn);
+        let peers_total = u32::try_from(admitted.len()).unwrap_or(u32::MAX);
+        let peers: Vec<_> = admitted
+            .iter()
+            .take(introspect::MAX_INTROSPECT_PEERS)
+            .filter_map(|(_, h)| introspect::peer(h, now))
+            .collect();
+        let version = self.local_version();
+        Introspection {
+            node_id: self.id.to_string(),
+            user_agent: version.user_agent,
+            network: version.network,
+            listen_addr: version.listen_addr,
+            uptime_ms: switchyard_proto::connection::introspect::millis(
+                now.saturating_duration_since(self.started),
+            ),
+            services: introspect::services(&self.registry),
+            truncated: admitted.len() > peers.len(),
+            peers,
+            peers_total,
+        }
+    }
+}
+
+impl Handler<Introspect> for Switch {
+    type Result = MessageResult<Introspect>;
+
+    fn handle(&mut self, _: Introspect, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.introspection())
+    }
+}
+
+impl Handler<IntrospectPeer> for Switch {
+    type Result = ResponseFuture<Result<Introspection, IntrospectFailure>>;
+
+    fn handle(&mut self, msg: IntrospectPeer, ctx: &mut Self::Context) -> Self::Result {
+        let peer = <Self as Handler<GetPeer>>::handle(self, GetPeer(msg.id), ctx).0;
+        let Some(handle) = peer else {
+            return Box::pin(std::future::ready(Err(IntrospectFailure::NotConnected(
+                msg.id,
+            ))));
+        };
+        Box::pin(introspect::ask(handle, msg.timeout))
+    }
+}
+
+impl Handler<Scrape> for Switch {
+    type Result = String;
+
+    fn handle(&mut self, _: Scrape, _: &mut Self::Context) -> String {
+        let Some(metrics) = &mut self.metrics else {
+            return String::new();
+        };
+        let peers = self
+            .peers
+            .iter()
+            .filter_map(|(conn, e)| Some((*conn, e.handle.as_ref()?)));
+        metrics.scrape(peers)
     }
 }

@@ -223,6 +223,8 @@ fn control_name(c: &Control) -> &'static str {
         Control::ServiceAccept(_) => "ServiceAccept",
         Control::ServiceReject { .. } => "ServiceReject",
         Control::ServiceDisconnect { .. } => "ServiceDisconnect",
+        Control::IntrospectRequest => "IntrospectRequest",
+        Control::IntrospectResponse(_) => "IntrospectResponse",
     }
 }
 

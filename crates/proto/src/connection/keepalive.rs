@@ -56,6 +56,8 @@ pub struct Keepalive {
     pong_due: Option<u64>,
     last_recv: Instant,
     rtt: Option<Duration>,
+    /// Round trips measured so far.
+    rtt_samples: u64,
     pings: EventLimit,
     pongs: EventLimit,
 }
@@ -85,6 +87,7 @@ impl Keepalive {
             pong_due: None,
             last_recv: now,
             rtt: None,
+            rtt_samples: 0,
             pings: EventLimit::new(now, MAX_PINGS, FLOOD_WINDOW),
             pongs: EventLimit::new(now, MAX_UNSOLICITED_PONGS, FLOOD_WINDOW),
         }
@@ -126,6 +129,7 @@ impl Keepalive {
                 self.probe = false;
                 let sent = self.written.take().unwrap_or(queued);
                 self.rtt = Some(now.saturating_duration_since(sent));
+                self.rtt_samples += 1;
                 Ok(())
             }
             _ if self.pongs.hit(now) => Ok(()),
@@ -229,6 +233,13 @@ impl Keepalive {
     #[must_use]
     pub fn last_rtt(&self) -> Option<Duration> {
         self.rtt
+    }
+
+    /// How many round trips were measured so far (a new [`last_rtt`](Self::last_rtt)
+    /// each).
+    #[must_use]
+    pub fn rtt_samples(&self) -> u64 {
+        self.rtt_samples
     }
 }
 

@@ -37,6 +37,7 @@
 pub mod flow;
 pub mod handshake;
 mod inbox;
+pub mod introspect;
 pub mod keepalive;
 pub mod rate;
 pub mod reassembly;
@@ -62,6 +63,7 @@ pub use transmit::Transmit;
 use self::flow::{PartialCost, RecvFlow};
 use self::handshake::{check_after_handshake, handshake_message, AwaitVersion, Handshake, Version};
 use self::inbox::Inboxes;
+use self::introspect::IntrospectState;
 use self::keepalive::Keepalive;
 use self::rate::TokenBucket;
 use self::reassembly::Reassembler;
@@ -188,6 +190,11 @@ pub enum Event {
     /// The connection is over, with the first reason it was closed for. Drop the
     /// socket; messages still queued can be taken with [`PeerCore::recv`].
     Closed(DisconnectReason),
+    /// The remote asked for our node's introspection: answer with
+    /// [`PeerCore::answer_introspection`] (see [`introspect`]).
+    IntrospectRequested,
+    /// The remote's answer to our [`PeerCore::request_introspection`] (validated).
+    Introspection(Box<crate::introspect::Introspection>),
 }
 
 /// Counters and flow-control state of one channel (for tests and introspection).
@@ -258,6 +265,7 @@ pub struct PeerCore {
     reassembly: Reassembler,
     inbox: Inboxes,
     services: Services,
+    intro: IntrospectState,
     stall: StallTracker,
     /// The remote's requests our services hold.
     inbound: InboundRequests,
@@ -362,6 +370,7 @@ impl PeerCore {
             reassembly,
             inbox: Inboxes::default(),
             services: Services::new(now, &params.services),
+            intro: IntrospectState::new(now),
             stall: StallTracker::new(),
             inbound: InboundRequests::default(),
             request_waiters: Vec::new(),
@@ -1021,6 +1030,9 @@ impl PeerCore {
             if let (true, MsgKind::Request(id)) = (chunk.eof, chunk.kind) {
                 self.in_flight.requests.push(id);
             }
+            if let Some(local) = self.services.local_of(chunk.channel) {
+                self.intro.on_sent(local, chunk.payload.len(), chunk.eof);
+            }
             out.push_chunk(chunk);
         }
     }
@@ -1275,6 +1287,7 @@ impl PeerCore {
         self.keepalive = Some(keepalive);
         self.remote = Some(Box::new(remote));
         self.phase = Phase::Active;
+        self.intro.on_connected(now);
         self.events.push_back(Event::Connected);
         self.offer_due(now);
     }
@@ -1340,6 +1353,9 @@ impl PeerCore {
                 self.remote_goodbye(now, reason);
                 Ok(())
             }
+            Control::IntrospectRequest | Control::IntrospectResponse(_) => {
+                self.introspect_control(now, control)
+            }
             other => self.service_control(now, other),
         }
     }
@@ -1357,6 +1373,7 @@ impl PeerCore {
     /// or is a request refused at once.
     fn on_message(&mut self, now: Instant, msg: Message) -> Result<(), DisconnectReason> {
         let channel = msg.channel;
+        self.intro.on_received(channel, msg.payload.len());
         if self.services.dropping(channel) {
             // Its service is detached here and the remote has not answered yet.
             return Ok(());

@@ -3,7 +3,9 @@
 //! Channel 0 carries the handshake (`Version`, `Verack`), `Goodbye` (the reason a side
 //! closes), and the daemon's service negotiation: `ServiceConnect`, `ServiceAccept`,
 //! `ServiceReject` and `ServiceDisconnect` (see [`services`](crate::connection::services)
-//! for the rules). Decoding bounds the payload size and the nesting depth before
+//! for the rules), and introspection: `IntrospectRequest`, answered by one
+//! `IntrospectResponse` (see [`introspect`](crate::introspect); rate-limited per
+//! connection, an answer nobody asked for is a violation). Decoding bounds the payload size and the nesting depth before
 //! anything else, then validates the content (lengths, names, channel ids), so a
 //! hostile control message cannot allocate much or blow the stack.
 
@@ -11,6 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::connection::handshake::{HandshakeError, Version};
+use crate::introspect::Introspection;
 use crate::reason::DisconnectReason;
 
 /// The control channel's id.
@@ -51,6 +54,13 @@ pub enum Control {
         /// The service.
         name: String,
     },
+    /// "Tell me about your node": answered by one `IntrospectResponse`. At most
+    /// [`INTROSPECT_BURST`](crate::connection::introspect::INTROSPECT_BURST) at once
+    /// per connection.
+    IntrospectRequest,
+    /// The answer to an `IntrospectRequest`: the node's services, peers and
+    /// per-channel counters, cut to fit [`MAX_CONTROL_MESSAGE`] (validated on decode).
+    IntrospectResponse(Introspection),
 }
 
 /// Longest service name, in bytes.
@@ -180,7 +190,7 @@ pub const MAX_GOODBYE_TEXT: usize = 1024;
 /// paragraph separators, and the invisible formatting characters (zero-width ones and
 /// bidirectional overrides, which can make a log line read differently from what it
 /// holds).
-fn unprintable(c: char) -> bool {
+pub(crate) fn unprintable(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -219,6 +229,9 @@ pub fn decode(payload: &[u8]) -> Result<Control, ControlError> {
             ))
         }
         Control::ServiceConnect(offer) | Control::ServiceAccept(offer) => offer.validate()?,
+        Control::IntrospectResponse(i) => i
+            .validate()
+            .map_err(|e| ControlError::Invalid(e.to_string()))?,
         Control::ServiceReject { name, .. } | Control::ServiceDisconnect { name }
             if !valid_service_name(name) =>
         {
@@ -273,6 +286,7 @@ mod tests {
         for c in [
             Control::Verack,
             Control::Goodbye(DisconnectReason::MaxInbound),
+            Control::IntrospectRequest,
         ] {
             assert_eq!(decode(&encode(&c)).unwrap(), c);
         }

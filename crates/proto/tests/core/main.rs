@@ -6,6 +6,7 @@ mod close;
 mod direct;
 mod flow;
 mod handshake;
+mod introspect;
 mod keepalive;
 mod malformed;
 mod pair;
