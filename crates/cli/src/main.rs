@@ -227,7 +227,7 @@ fn main() -> ExitCode {
                 Err(e) => return fail(e),
             };
             match rt.block_on(status::query(&addr, &network, Duration::from_secs(timeout))) {
-                Ok(s) if json => match serde_json::to_string_pretty(&s) {
+                Ok(s) if json => match status::to_json(&s) {
                     Ok(text) => {
                         println!("{text}");
                         ExitCode::SUCCESS

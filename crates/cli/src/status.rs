@@ -32,6 +32,15 @@ pub struct Status {
     pub introspection: Option<Introspection>,
 }
 
+/// `status` as pretty JSON, node ids written in hex as everywhere else.
+pub fn to_json(s: &Status) -> serde_json::Result<String> {
+    let mut value = serde_json::to_value(s)?;
+    if let Some(id) = value.pointer_mut("/version/node_id") {
+        *id = serde_json::Value::String(s.version.node_id.to_string());
+    }
+    serde_json::to_string_pretty(&value)
+}
+
 /// An open connection after a completed handshake, with the core that drives it.
 pub struct Session {
     stream: TcpStream,

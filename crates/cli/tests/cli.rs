@@ -194,6 +194,11 @@ fn status_json_prints_the_node_introspection() {
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let node = &json["introspection"];
     assert_eq!(node["node_id"], a_id.as_str(), "{text}");
+    assert_eq!(
+        json["version"]["node_id"],
+        a_id.as_str(),
+        "hex, like the rest"
+    );
     assert_eq!(node["network"], "switchyard-local");
     assert!(node["user_agent"]
         .as_str()
