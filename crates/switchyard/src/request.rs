@@ -76,7 +76,7 @@ use crate::channel::encode_one;
 use crate::conn::SharedConn;
 use crate::error::SendFailure;
 use crate::handle::PeerHandle;
-use crate::service::{Delivery, Sink};
+use crate::service::{offer, Delivery, Offered, Sink};
 
 /// A typed handle to a request channel of this node: requests `Req`, each answered
 /// by a `Resp`. Made by [`Service::request_channel`](crate::Service::request_channel).
@@ -358,17 +358,11 @@ where
                 msg,
                 responder,
             };
-            match self.to.try_send(request) {
-                Ok(()) => {}
-                Err(SendError::Full(item)) => {
-                    let to = self.to.clone();
-                    let pending = Box::pin(async move {
-                        let _ = to.send(item).await;
-                    });
-                    return Ok(Delivery::Full { held, pending });
-                }
+            match offer(&self.to, request, |_| {}) {
+                Offered::Taken => {}
+                Offered::Full(pending) => return Ok(Delivery::Full { held, pending }),
                 // The service is gone: the responders refuse as they drop.
-                Err(SendError::Closed(_)) => msgs.clear(),
+                Offered::Stopped => msgs.clear(),
             }
         }
         Ok(Delivery::Done)

@@ -226,6 +226,35 @@ fn stopped_service(
     Ok(Delivery::Done)
 }
 
+/// What a service's mailbox did with one offered item.
+pub(crate) enum Offered {
+    /// It took it.
+    Taken,
+    /// It is full: the future hands the item over once there is room.
+    Full(DeliveryFuture),
+    /// The service is stopped.
+    Stopped,
+}
+
+/// Offers `item` to `to` without waiting; when the mailbox is full, `compact` makes
+/// the item own its memory before it waits in hand (see [`WireFormat::compact`]).
+pub(crate) fn offer<M>(to: &Recipient<M>, item: M, compact: impl FnOnce(&mut M)) -> Offered
+where
+    M: Message<Result = ()> + Send + 'static,
+{
+    match to.try_send(item) {
+        Ok(()) => Offered::Taken,
+        Err(SendError::Full(mut item)) => {
+            compact(&mut item);
+            let to = to.clone();
+            Offered::Full(Box::pin(async move {
+                let _ = to.send(item).await;
+            }))
+        }
+        Err(SendError::Closed(_)) => Offered::Stopped,
+    }
+}
+
 struct PerMessage<F: WireFormat> {
     channel: u8,
     to: Recipient<Received<F::Item>>,
@@ -242,21 +271,15 @@ impl<F: WireFormat> Sink for PerMessage<F> {
             plain(channel, &m)?;
             let held = m.cost();
             let msg = F::decode(channel, m.payload)?;
-            match self.to.try_send(Received {
+            let item = Received {
                 peer: peer.clone(),
                 channel,
                 msg,
-            }) {
-                Ok(()) => {}
-                Err(SendError::Full(mut item)) => {
-                    F::compact(&mut item.msg);
-                    let to = self.to.clone();
-                    let pending = Box::pin(async move {
-                        let _ = to.send(item).await;
-                    });
-                    return Ok(Delivery::Full { held, pending });
-                }
-                Err(SendError::Closed(_)) => return stopped_service(channel, msgs),
+            };
+            match offer(&self.to, item, |i| F::compact(&mut i.msg)) {
+                Offered::Taken => {}
+                Offered::Full(pending) => return Ok(Delivery::Full { held, pending }),
+                Offered::Stopped => return stopped_service(channel, msgs),
             }
         }
         Ok(Delivery::Done)
@@ -285,21 +308,15 @@ impl<F: WireFormat> Sink for Batched<F> {
                 held += m.cost();
                 batch.push(F::decode(channel, m.payload)?);
             }
-            match self.to.try_send(ReceivedBatch {
+            let item = ReceivedBatch {
                 peer: peer.clone(),
                 channel,
                 msgs: batch,
-            }) {
-                Ok(()) => {}
-                Err(SendError::Full(mut item)) => {
-                    item.msgs.iter_mut().for_each(F::compact);
-                    let to = self.to.clone();
-                    let pending = Box::pin(async move {
-                        let _ = to.send(item).await;
-                    });
-                    return Ok(Delivery::Full { held, pending });
-                }
-                Err(SendError::Closed(_)) => return stopped_service(channel, msgs),
+            };
+            match offer(&self.to, item, |i| i.msgs.iter_mut().for_each(F::compact)) {
+                Offered::Taken => {}
+                Offered::Full(pending) => return Ok(Delivery::Full { held, pending }),
+                Offered::Stopped => return stopped_service(channel, msgs),
             }
         }
         Ok(Delivery::Done)

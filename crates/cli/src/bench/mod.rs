@@ -262,6 +262,31 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
+/// One row per percentile `(name, q)` comparing two sorted samples in microseconds;
+/// `scenario` names the row from the percentile's name.
+pub(crate) fn pct_rows(
+    percentiles: &[(&str, f64)],
+    scenario: impl Fn(&str) -> String,
+    size: &str,
+    base: &[Duration],
+    ours: &[Duration],
+    note: &str,
+) -> Vec<Row> {
+    percentiles
+        .iter()
+        .map(|(name, q)| {
+            Row::new(
+                &scenario(name),
+                size,
+                pct_us(base, *q),
+                pct_us(ours, *q),
+                "us",
+                note,
+            )
+        })
+        .collect()
+}
+
 /// Percentile of sorted durations, in microseconds.
 pub(crate) fn pct_us(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -15,7 +15,7 @@ use switchyard::{
 };
 use tokio::sync::{mpsc, Notify};
 
-use super::{baseline, pct_us, BenchOptions, Row};
+use super::{baseline, pct_rows, pct_us, BenchOptions, Row};
 
 const DATA: u8 = 1;
 const BULK: u8 = 2;
@@ -580,16 +580,14 @@ pub async fn latency(opts: &BenchOptions) -> Result<Vec<Row>, String> {
     let stall = stalled_rtt(count).await?;
     let note = "baseline: tokio + LengthDelimitedCodec ping-pong";
     let mut rows = Vec::new();
-    for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
-        rows.push(Row::new(
-            &format!("idle round trip {name}"),
-            "64 B",
-            pct_us(&base, q),
-            pct_us(&auto.idle, q),
-            "us",
-            note,
-        ));
-    }
+    rows.extend(pct_rows(
+        &[("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)],
+        |name| format!("idle round trip {name}"),
+        "64 B",
+        &base,
+        &auto.idle,
+        note,
+    ));
     let tuned_label = format!("socket_buffer {} KiB", TUNED_SOCKET_BUFFER >> 10);
     for (label, run) in [("default settings", &auto), (tuned_label.as_str(), &tuned)] {
         let load_note = format!(
@@ -739,16 +737,14 @@ pub async fn connect(opts: &BenchOptions) -> Result<Vec<Row>, String> {
         let times = setup_times(&client, &server, count).await?;
         client.stop().await;
         server.stop().await;
-        for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
-            rows.push(Row::new(
-                &format!("connection setup {name} (dial to answer, {label})"),
-                "-",
-                pct_us(&base, q),
-                pct_us(&times, q),
-                "us",
-                "baseline: plain TCP connect; switchyard: handshake, admission and channel-0 negotiation",
-            ));
-        }
+        rows.extend(pct_rows(
+            &[("p50", 0.5), ("p99", 0.99)],
+            |name| format!("connection setup {name} (dial to answer, {label})"),
+            "-",
+            &base,
+            &times,
+            "baseline: plain TCP connect; switchyard: handshake, admission and channel-0 negotiation",
+        ));
     }
     Ok(rows)
 }
@@ -785,17 +781,12 @@ pub async fn requests(opts: &BenchOptions) -> Result<Vec<Row>, String> {
     reqs.sort_unstable();
     a.stop().await;
     b.stop().await;
-    Ok([("p50", 0.5), ("p99", 0.99)]
-        .into_iter()
-        .map(|(name, q)| {
-            Row::new(
-                &format!("request round trip {name}, idle"),
-                "64 B",
-                pct_us(&msgs, q),
-                pct_us(&reqs, q),
-                "us",
-                "baseline: a message and its echo on the same connection, same run",
-            )
-        })
-        .collect())
+    Ok(pct_rows(
+        &[("p50", 0.5), ("p99", 0.99)],
+        |name| format!("request round trip {name}, idle"),
+        "64 B",
+        &msgs,
+        &reqs,
+        "baseline: a message and its echo on the same connection, same run",
+    ))
 }
