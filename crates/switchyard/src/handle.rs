@@ -19,11 +19,20 @@ use crate::peer::{Close, Peer};
 use crate::registry::ServiceSlot;
 use crate::service::{PeerDown, PeerUp};
 
+/// Which services heard `PeerUp` for a connection.
+#[derive(Default)]
+pub(crate) struct Lifecycle {
+    up: Vec<Arc<ServiceSlot>>,
+    /// The connection is down for every service (closed, or replaced by a duplicate):
+    /// no `PeerUp` any more, even for a service whose negotiation ends later.
+    over: bool,
+}
+
 pub(crate) struct PeerShared {
     /// Services that got `PeerUp` for this peer and are owed a `PeerDown`: whoever
     /// takes one from here (the Peer when the service or the connection goes down,
     /// the Switch when a duplicate connection replaces this one) sends it.
-    pub(crate) up: std::sync::Mutex<Vec<Arc<ServiceSlot>>>,
+    pub(crate) up: std::sync::Mutex<Lifecycle>,
     pub(crate) id: NodeId,
     pub(crate) conn_id: ConnId,
     pub(crate) version: Version,
@@ -140,25 +149,26 @@ impl PeerHandle {
 
     /// Tells `service` this peer is up for it (once), and notes it owes a `PeerDown`.
     pub(crate) fn service_up(&self, service: Arc<ServiceSlot>) {
-        let mut up = self.up_list();
-        if up.iter().any(|s| Arc::ptr_eq(s, &service)) {
+        let mut life = self.lifecycle();
+        if life.over || life.up.iter().any(|s| Arc::ptr_eq(s, &service)) {
             return;
         }
         if let Some(up) = &service.up {
             up.do_send(PeerUp { peer: self.clone() });
         }
-        up.push(service);
+        life.up.push(service);
     }
 
     /// Tells the service called `name` (or, with `None`, every service that saw this
-    /// peer up) that it is down, once.
+    /// peer up, and no service ever again) that it is down, once.
     pub(crate) fn service_down(&self, name: Option<&str>, reason: &DisconnectReason) {
         let gone: Vec<Arc<ServiceSlot>> = {
-            let mut up = self.up_list();
-            let (gone, stay) = std::mem::take(&mut *up)
+            let mut life = self.lifecycle();
+            life.over |= name.is_none();
+            let (gone, stay) = std::mem::take(&mut life.up)
                 .into_iter()
                 .partition(|s| name.is_none_or(|n| s.spec.name == n));
-            *up = stay;
+            life.up = stay;
             gone
         };
         for down in gone.iter().filter_map(|s| s.down.as_ref()) {
@@ -169,7 +179,7 @@ impl PeerHandle {
         }
     }
 
-    fn up_list(&self) -> std::sync::MutexGuard<'_, Vec<Arc<ServiceSlot>>> {
+    fn lifecycle(&self) -> std::sync::MutexGuard<'_, Lifecycle> {
         self.inner
             .up
             .lock()

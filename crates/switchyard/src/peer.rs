@@ -241,7 +241,7 @@ impl Peer {
             return;
         };
         let handle = PeerHandle::new(PeerShared {
-            up: std::sync::Mutex::new(Vec::new()),
+            up: std::sync::Mutex::default(),
             id: version.node_id,
             conn_id: self.id,
             version,
