@@ -18,7 +18,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use switchyard::{
     ChannelConfig, Dial, DisconnectReason, GetInfo, NodeConfig, NodeId, PeerAddr, PeerDown,
-    Request, RequestChannel, RequestError, Responder, Service, Shutdown, Switch,
+    ReceivedRequest, RequestChannel, RequestError, Responder, Service, Shutdown, Switch,
 };
 use tokio::sync::mpsc;
 
@@ -61,9 +61,9 @@ impl Actor for Chain {
     type Context = Context<Self>;
 }
 
-impl Handler<Request<GetHeaders, Headers>> for Chain {
+impl Handler<ReceivedRequest<GetHeaders, Headers>> for Chain {
     type Result = ();
-    fn handle(&mut self, r: Request<GetHeaders, Headers>, _: &mut Context<Self>) {
+    fn handle(&mut self, r: ReceivedRequest<GetHeaders, Headers>, _: &mut Context<Self>) {
         if self.silent {
             self.held.push(r.responder);
             return;

@@ -10,7 +10,8 @@ use switchyard::proto::connection::Refusal;
 use switchyard::proto::wire::control::{ChannelGrant, Control, ServiceOffer};
 use switchyard::{
     AttachService, Channel, ChannelConfig, DetachService, DisconnectReason, GetInfo, PeerHandle,
-    Request, RequestChannel, RequestError, Responder, SendFailure, Service, Switch, SwitchExt,
+    ReceivedRequest, RequestChannel, RequestError, Responder, SendFailure, Service, Switch,
+    SwitchExt,
 };
 use switchyard_integration_tests::*;
 
@@ -176,9 +177,9 @@ impl Actor for Chain {
     type Context = Context<Self>;
 }
 
-impl Handler<Request<GetHeaders, Headers>> for Chain {
+impl Handler<ReceivedRequest<GetHeaders, Headers>> for Chain {
     type Result = ();
-    fn handle(&mut self, r: Request<GetHeaders, Headers>, _: &mut Context<Self>) {
+    fn handle(&mut self, r: ReceivedRequest<GetHeaders, Headers>, _: &mut Context<Self>) {
         if self.answer {
             let h = (r.msg.from..r.msg.from + r.msg.count).collect();
             r.responder.respond(&Headers(h)).unwrap();

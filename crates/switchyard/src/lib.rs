@@ -87,7 +87,7 @@ pub use ext::SwitchExt;
 pub use handle::PeerHandle;
 pub use identity::NodeKey;
 pub use introspect::{Introspect, IntrospectFailure, IntrospectPeer, Introspection};
-pub use request::{PendingResponse, Request, RequestChannel, RequestError, Responder};
+pub use request::{PendingResponse, ReceivedRequest, RequestChannel, RequestError, Responder};
 pub use service::{PeerDown, PeerUp, Received, ReceivedBatch, Service};
 pub use switch::{
     AttachService, Broadcast, BroadcastRaw, BroadcastReport, DetachService, Dial, GetInfo, GetPeer,

@@ -4,7 +4,7 @@
 //! one `Resp`. The asking side calls [`PeerHandle::request`] (waits for a request
 //! slot) or [`PeerHandle::try_request`] (fails at once when the slots are taken): it
 //! resolves to the response, or to a [`RequestError`]. The answering service gets a
-//! [`Request`] with a [`Responder`] it answers at once or later, from any handler or
+//! [`ReceivedRequest`] with a [`Responder`] it answers at once or later, from any handler or
 //! thread.
 //!
 //! * **Stall.** The timeout starts when the request's last byte is written to the
@@ -25,7 +25,7 @@
 //! use std::time::Duration;
 //! use actix::prelude::*;
 //! use serde::{Deserialize, Serialize};
-//! use switchyard::{ChannelConfig, PeerHandle, Request, RequestChannel, RequestError, Service};
+//! use switchyard::{ChannelConfig, PeerHandle, ReceivedRequest, RequestChannel, RequestError, Service};
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct GetHeaders { from: u64, count: u32 }
@@ -34,9 +34,9 @@
 //!
 //! struct Chain;
 //! impl Actor for Chain { type Context = Context<Self>; }
-//! impl Handler<Request<GetHeaders, Headers>> for Chain {
+//! impl Handler<ReceivedRequest<GetHeaders, Headers>> for Chain {
 //!     type Result = ();
-//!     fn handle(&mut self, r: Request<GetHeaders, Headers>, _: &mut Context<Self>) {
+//!     fn handle(&mut self, r: ReceivedRequest<GetHeaders, Headers>, _: &mut Context<Self>) {
 //!         let headers = (r.msg.from..r.msg.from + u64::from(r.msg.count)).collect();
 //!         let _ = r.responder.respond(&Headers(headers));
 //!     }
@@ -153,7 +153,7 @@ pub(crate) enum Outcome {
 }
 
 /// A request from a peer, with the [`Responder`] that answers it.
-pub struct Request<Req, Resp> {
+pub struct ReceivedRequest<Req, Resp> {
     /// The peer that asks.
     pub peer: PeerHandle,
     /// The request.
@@ -162,13 +162,13 @@ pub struct Request<Req, Resp> {
     pub responder: Responder<Resp>,
 }
 
-impl<Req: 'static, Resp: 'static> Message for Request<Req, Resp> {
+impl<Req: 'static, Resp: 'static> Message for ReceivedRequest<Req, Resp> {
     type Result = ();
 }
 
-impl<Req: fmt::Debug, Resp> fmt::Debug for Request<Req, Resp> {
+impl<Req: fmt::Debug, Resp> fmt::Debug for ReceivedRequest<Req, Resp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Request")
+        f.debug_struct("ReceivedRequest")
             .field("peer", &self.peer)
             .field("msg", &self.msg)
             .field("responder", &self.responder)
@@ -320,7 +320,7 @@ impl PeerHandle {
 /// Delivers requests of a request channel to its service, each with its responder.
 pub(crate) struct RequestSink<Req: Send + 'static, Resp: Send + 'static> {
     pub(crate) channel: u8,
-    pub(crate) to: Recipient<Request<Req, Resp>>,
+    pub(crate) to: Recipient<ReceivedRequest<Req, Resp>>,
 }
 
 impl<Req, Resp> Sink for RequestSink<Req, Resp>
@@ -353,7 +353,7 @@ where
                     channel,
                     error: e.to_string(),
                 })?;
-            let request = Request {
+            let request = ReceivedRequest {
                 peer: peer.clone(),
                 msg,
                 responder,

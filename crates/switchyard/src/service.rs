@@ -79,7 +79,7 @@ use switchyard_proto::{ChannelConfig, DisconnectReason};
 
 use crate::channel::{Channel, Raw};
 use crate::handle::PeerHandle;
-use crate::request::{Request, RequestChannel, RequestSink};
+use crate::request::{ReceivedRequest, RequestChannel, RequestSink};
 
 /// One message from a peer on a channel.
 #[derive(Debug)]
@@ -494,7 +494,7 @@ impl Service {
     }
 
     /// A request channel `id`: requests of type `Req` reach `to` as
-    /// [`Request<Req, Resp>`](crate::Request), each with the
+    /// [`ReceivedRequest<Req, Resp>`](crate::ReceivedRequest), each with the
     /// [`Responder`](crate::Responder) that answers it with a `Resp`. Ask on it with
     /// [`PeerHandle::request`](crate::PeerHandle::request) and the returned handle.
     /// The channel carries only requests and their answers; its config's
@@ -509,8 +509,8 @@ impl Service {
     where
         Req: DeserializeOwned + Send + 'static,
         Resp: Serialize + Send + 'static,
-        A: Actor + Handler<Request<Req, Resp>>,
-        A::Context: ToEnvelope<A, Request<Req, Resp>>,
+        A: Actor + Handler<ReceivedRequest<Req, Resp>>,
+        A::Context: ToEnvelope<A, ReceivedRequest<Req, Resp>>,
     {
         let sink = RequestSink::<Req, Resp> {
             channel: id,

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use switchyard::{
     Channel, ChannelConfig, Dial, DisconnectReason, Encoded, GetInfo, GetPeers, NodeConfig,
-    PeerAddr, PeerDown, PeerHandle, PeerUp, Raw, Received, ReceivedBatch, Request, RequestChannel,
-    Service, Shutdown, Switch,
+    PeerAddr, PeerDown, PeerHandle, PeerUp, Raw, Received, ReceivedBatch, ReceivedRequest,
+    RequestChannel, Service, Shutdown, Switch,
 };
 use tokio::sync::{mpsc, Notify};
 
@@ -35,9 +35,9 @@ impl Actor for Answerer {
     type Context = Context<Self>;
 }
 
-impl Handler<Request<Blob, Blob>> for Answerer {
+impl Handler<ReceivedRequest<Blob, Blob>> for Answerer {
     type Result = ();
-    fn handle(&mut self, r: Request<Blob, Blob>, _: &mut Self::Context) {
+    fn handle(&mut self, r: ReceivedRequest<Blob, Blob>, _: &mut Self::Context) {
         let _ = r.responder.respond(&r.msg);
     }
 }
