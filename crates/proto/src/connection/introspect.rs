@@ -70,9 +70,9 @@ pub(super) struct IntrospectState {
     owed: u32,
     /// Our requests it has not answered yet.
     asked: u32,
-    /// By our channel id: received, then sent.
-    recv: Box<[Totals; 256]>,
-    sent: Box<[Totals; 256]>,
+    /// Received and sent, for each of our channels that carried anything (a few per
+    /// connection: a list, not a table of 256, keeps an idle connection small).
+    totals: Vec<(u8, Totals, Totals)>,
     connected_at: Option<Instant>,
 }
 
@@ -82,8 +82,7 @@ impl IntrospectState {
             rate: TokenBucket::new(now, INTROSPECT_PER_SECOND, INTROSPECT_BURST),
             owed: 0,
             asked: 0,
-            recv: Box::new([Totals::default(); 256]),
-            sent: Box::new([Totals::default(); 256]),
+            totals: Vec::new(),
             connected_at: None,
         }
     }
@@ -92,16 +91,28 @@ impl IntrospectState {
         self.connected_at = Some(now);
     }
 
+    fn slot(&mut self, channel: u8) -> &mut (u8, Totals, Totals) {
+        let i = match self.totals.iter().position(|t| t.0 == channel) {
+            Some(i) => i,
+            None => {
+                self.totals
+                    .push((channel, Totals::default(), Totals::default()));
+                self.totals.len() - 1
+            }
+        };
+        &mut self.totals[i]
+    }
+
     /// A complete message of `len` payload bytes arrived on our `channel`.
     pub(super) fn on_received(&mut self, channel: u8, len: usize) {
-        let t = &mut self.recv[usize::from(channel)];
+        let t = &mut self.slot(channel).1;
         t.messages += 1;
         t.bytes += len as u64;
     }
 
     /// A chunk of `len` payload bytes left on our `channel` (`eof`: its message's last).
     pub(super) fn on_sent(&mut self, channel: u8, len: usize, eof: bool) {
-        let t = &mut self.sent[usize::from(channel)];
+        let t = &mut self.slot(channel).2;
         t.messages += u64::from(eof);
         t.bytes += len as u64;
     }
@@ -214,8 +225,11 @@ impl PeerCore {
     /// never go down; channel 0 is not counted).
     #[must_use]
     pub fn channel_totals(&self, channel: u8) -> (Totals, Totals) {
-        let i = usize::from(channel);
-        (self.intro.recv[i], self.intro.sent[i])
+        self.intro
+            .totals
+            .iter()
+            .find(|t| t.0 == channel)
+            .map_or_else(Default::default, |t| (t.1, t.2))
     }
 
     /// Counters and flow control of every channel whose service is up, by our id.
