@@ -9,8 +9,9 @@
 //! * [`connection`]: [`PeerCore`], one connection's whole life as one state machine
 //!   (handshake, keepalive, flow control, reassembly, scheduler, stall tracker, rate
 //!   limits, close), built from one module per concept;
-//! * [`admission`] and [`backoff`]: node-wide decisions (which connections a node
-//!   keeps; when to redial);
+//! * [`switch`]: [`SwitchCore`](switch::SwitchCore), the node-wide decisions
+//!   (admission, duplicate tie-break, persistent redials, bans, refusal budget,
+//!   shutdown), one module per concept;
 //! * [`id`]: [`NodeId`], derived from a node's ed25519 key;
 //! * [`config`]: every budget and timeout, with defaults and validation;
 //! * [`reason`]: [`DisconnectReason`], the one list of reasons a peer is closed for;
@@ -34,13 +35,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod admission;
-pub mod backoff;
 pub mod config;
 pub mod connection;
 pub mod fuzz;
 pub mod id;
 pub mod reason;
+pub mod switch;
+
+/// The connection identifiers of the [`switch`] module, under their former path.
+pub mod admission {
+    pub use crate::switch::{ConnId, Direction};
+}
 pub mod wire;
 
 pub use config::{ChannelConfig, Config, ConfigError};
