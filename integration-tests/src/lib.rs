@@ -614,6 +614,17 @@ impl RawPeer {
             }
         }
     }
+
+    /// Whether the node leaves the connection open (nothing closes it) for `within`.
+    pub async fn still_open(&mut self, within: Duration) -> bool {
+        loop {
+            match tokio::time::timeout(within, self.rd.next()).await {
+                Err(_) => return true,
+                Ok(None) | Ok(Some(Err(_))) => return false,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
 }
 
 /// Encodes a test message as its channel would carry it.
