@@ -169,5 +169,15 @@ mod tests {
             parse("insecure_plaintext = true\npersistent_peers = [\"nonsense\"]\n").unwrap_err();
         assert!(e.contains("nonsense"), "{e}");
         assert!(parse("insecure_plaintext = true\n").is_ok());
+        let e = parse("insecure_plaintext = true\nunconditional_peers = [\"zz\"]\n").unwrap_err();
+        assert!(e.contains("unconditional_peers"), "{e}");
+        let id = "ab".repeat(20);
+        let c = parse(&format!(
+            "insecure_plaintext = true\nunconditional_peers = [\"{id}\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.unconditional_peers[0].to_string(), id);
+        let e = parse("insecure_plaintext = true\n[limits]\nmax_handshakes = 0\n").unwrap_err();
+        assert!(e.contains("limits.max_handshakes"), "{e}");
     }
 }

@@ -644,6 +644,55 @@ mod tests {
                     ..Config::default()
                 },
             ),
+            (
+                "max_handshakes",
+                Config {
+                    max_handshakes: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_per_subnet",
+                Config {
+                    max_per_subnet: 4,
+                    ..Config::default()
+                },
+            ),
+            (
+                "subnet_prefix_v4",
+                Config {
+                    subnet_prefix_v4: 33,
+                    ..Config::default()
+                },
+            ),
+            (
+                "subnet_prefix_v6",
+                Config {
+                    subnet_prefix_v6: 129,
+                    ..Config::default()
+                },
+            ),
+            (
+                "handshake_rate_per_ip",
+                Config {
+                    handshake_rate_per_ip: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "handshake_rate_per_subnet",
+                Config {
+                    handshake_rate_per_subnet: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "ban_threshold",
+                Config {
+                    ban_threshold: 0,
+                    ..Config::default()
+                },
+            ),
         ] {
             let err = cfg.validate().unwrap_err();
             assert_eq!(err.field, field, "{err}");

@@ -266,8 +266,19 @@ fn check(
                 if !m.shut {
                     prop_assert!(core.poll_timeout().is_some_and(|t| t <= at));
                 }
+                // The delay doubles with every failed attempt since the last success,
+                // up to the cap, with jitter in its upper half.
                 let d = p.last_delay.unwrap();
-                prop_assert!(d >= limits.redial_backoff_min / 2 && d <= limits.redial_backoff_max);
+                let attempt = p.backoff.attempts().saturating_sub(1).min(30);
+                let cap =
+                    (limits.redial_backoff_min * (1u32 << attempt)).min(limits.redial_backoff_max);
+                prop_assert!(
+                    d >= cap / 2 && d <= cap,
+                    "{:?} outside [{:?}/2, {:?}]",
+                    d,
+                    cap,
+                    cap
+                );
             }
             DialState::Disabled => prop_assert!(false, "never given up"),
         }
