@@ -413,3 +413,64 @@ fn a_persistent_address_that_is_this_node_is_given_up() {
     );
     assert_eq!(c.poll_timeout(), None);
 }
+
+#[test]
+fn a_persistent_peer_dialing_in_gets_a_provisional_slot_and_takes_no_inbound_slot() {
+    let now = t0();
+    let mut c = SwitchCore::new(SwitchConfig {
+        persistent: vec![Some(id(7))],
+        ..SwitchConfig::new(
+            id(LOCAL),
+            Config {
+                max_inbound: 1,
+                ..Config::default()
+            },
+        )
+    });
+    let p = PersistentId(0);
+    assert_eq!(drain(&mut c), vec![Action::Dial(p)]);
+    c.handle_dial_failed(now, p, Retry::Later);
+    c.handle_accept(now, 1, ip(1, 1)).unwrap();
+    assert_eq!(c.handle_handshake(now, 1, id(1)), Decision::Admit);
+    // Inbound is full; the persistent peer dials us before our redial.
+    c.handle_accept(now, 2, ip(7, 1)).unwrap();
+    assert_eq!(c.handle_handshake(now, 2, id(7)), Decision::Admit);
+    assert_eq!(c.counts().inbound, 1);
+    assert_eq!(c.counts().exempt, 1);
+    assert_eq!(c.persistent(p).unwrap().state, DialState::Connected(2));
+    // The redial that was due finds it connected: no dial.
+    let due = now + Duration::from_secs(60);
+    c.handle_timeout(due);
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(c.poll_timeout(), None);
+    // It drops: redialed.
+    c.handle_closed(due, 2, DisconnectReason::PongTimeout);
+    let at = c.poll_timeout().expect("a redial");
+    c.handle_timeout(at);
+    assert_eq!(drain(&mut c), vec![Action::Dial(p)]);
+}
+
+#[test]
+fn a_replaced_inbound_connection_frees_its_slot_for_the_winner() {
+    let now = t0();
+    let mut c = core(Config {
+        max_inbound: 1,
+        ..Config::default()
+    });
+    // The remote (id 90, above ours) dialed us: inbound, admitted.
+    c.handle_accept(now, 1, ip(1, 1)).unwrap();
+    assert_eq!(c.handle_handshake(now, 1, id(90)), Decision::Admit);
+    // It dials again while inbound is full: refused at accept...
+    assert_eq!(
+        c.handle_accept(now, 2, ip(1, 1)).unwrap_err().reason,
+        DisconnectReason::MaxInbound
+    );
+    // ...but our own dial to it is the one the tie-break keeps (we have the lower id).
+    c.handle_connected(now, 3, ip(1, 1), Some(id(90)), None)
+        .unwrap();
+    assert_eq!(c.handle_handshake(now, 3, id(90)), Decision::Replace(1));
+    c.handle_closed(now, 1, DisconnectReason::DuplicateConnection);
+    assert_eq!(c.conn_of(&id(90)), Some(3));
+    assert_eq!(c.counts().inbound, 0);
+    assert_eq!(c.counts().outbound, 1);
+}
