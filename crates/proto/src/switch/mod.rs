@@ -750,10 +750,20 @@ impl<B: BanList> SwitchCore<B> {
 
     fn schedule_redial(&mut self, now: Instant, i: usize) {
         let random = self.jitter.next_u64();
+        let elsewhere = self
+            .persistent
+            .get(i)
+            .and_then(|p| p.id)
+            .and_then(|id| self.by_node.get(&id).copied());
         let Some(p) = self.persistent.get_mut(i) else {
             return;
         };
         if p.state == DialState::Disabled {
+            return;
+        }
+        if let Some(conn) = elsewhere {
+            // Already connected (it dialed us, or another dial won): nothing to redial.
+            p.state = DialState::Connected(conn);
             return;
         }
         let delay = p.backoff.next_delay(random);

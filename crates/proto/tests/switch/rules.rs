@@ -474,3 +474,24 @@ fn a_replaced_inbound_connection_frees_its_slot_for_the_winner() {
     assert_eq!(c.counts().inbound, 0);
     assert_eq!(c.counts().outbound, 1);
 }
+
+#[test]
+fn a_failed_dial_of_a_persistent_peer_already_connected_schedules_nothing() {
+    let now = t0();
+    let mut c = SwitchCore::new(SwitchConfig {
+        persistent: vec![Some(id(7))],
+        ..SwitchConfig::new(id(LOCAL), Config::default())
+    });
+    let p = PersistentId(0);
+    assert_eq!(drain(&mut c), vec![Action::Dial(p)]);
+    c.handle_accept(now, 1, ip(7, 1)).unwrap();
+    assert_eq!(c.handle_handshake(now, 1, id(7)), Decision::Admit);
+    assert_eq!(
+        c.handle_dial(now, Some(id(7))),
+        Err(DialRefusal::AlreadyConnected(id(7)))
+    );
+    c.handle_dial_failed(now, p, Retry::Later);
+    assert_eq!(c.persistent(p).unwrap().state, DialState::Connected(1));
+    assert_eq!(c.persistent(p).unwrap().backoff.attempts(), 0);
+    assert_eq!(c.poll_timeout(), None);
+}
