@@ -495,3 +495,34 @@ fn a_failed_dial_of_a_persistent_peer_already_connected_schedules_nothing() {
     assert_eq!(c.persistent(p).unwrap().backoff.attempts(), 0);
     assert_eq!(c.poll_timeout(), None);
 }
+
+#[test]
+fn ipv6_subnets_are_slash_48_by_default_and_configurable() {
+    let now = t0();
+    let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+    let limits = Config {
+        max_per_ip: 1,
+        max_per_subnet: 2,
+        ..Config::default()
+    };
+    let mut c = core(limits.clone());
+    c.handle_accept(now, 1, v6("2001:db8:1:1::1")).unwrap();
+    c.handle_accept(now, 2, v6("2001:db8:1:2::1")).unwrap();
+    assert_eq!(
+        c.handle_accept(now, 3, v6("2001:db8:1:ffff::9"))
+            .unwrap_err()
+            .reason,
+        DisconnectReason::MaxPerSubnet
+    );
+    c.handle_accept(now, 4, v6("2001:db8:2::1")).unwrap();
+    let mut c = core(Config {
+        subnet_prefix_v6: 64,
+        ..limits
+    });
+    for (conn, a) in ["2001:db8:1:1::1", "2001:db8:1:2::1", "2001:db8:1:3::1"]
+        .into_iter()
+        .enumerate()
+    {
+        c.handle_accept(now, conn as u64, v6(a)).unwrap();
+    }
+}
