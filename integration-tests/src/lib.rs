@@ -42,6 +42,8 @@ pub fn fast_limits() -> Limits {
         linger: Duration::from_secs(2),
         redial_backoff_min: Duration::from_millis(50),
         redial_backoff_max: Duration::from_millis(400),
+        // Every test node and raw peer connects from 127.0.0.1.
+        limit_loopback: false,
         ..Limits::default()
     }
 }
@@ -411,16 +413,36 @@ pub enum Closed {
 }
 
 impl RawPeer {
-    /// Connects to `addr`.
+    /// Connects to `addr`. Each raw peer claims an id of its own (misbehaviour is
+    /// scored per id, so one id reused by every raw peer of a test would be banned).
     pub async fn connect(addr: SocketAddr) -> RawPeer {
         let stream = TcpStream::connect(addr).await.expect("connect");
+        Self::from_stream(stream)
+    }
+
+    /// Connects to `addr` from the local address `from` (another loopback address
+    /// such as 127.9.0.1 stands for another host).
+    pub async fn connect_from(
+        addr: SocketAddr,
+        from: std::net::IpAddr,
+    ) -> std::io::Result<RawPeer> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(from, 0))?;
+        Ok(Self::from_stream(socket.connect(addr).await?))
+    }
+
+    fn from_stream(stream: TcpStream) -> RawPeer {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut id = [0xee; 20];
+        id[16..].copy_from_slice(&n.to_be_bytes());
         let (rd, wr) = stream.into_split();
         let codec = PacketCodec::new(1 << 20);
         RawPeer {
             rd: FramedRead::new(rd, codec),
             wr,
             codec,
-            id: NodeId([0xee; 20]),
+            id: NodeId(id),
             credit: vec![0; 256],
             grant: 16 << 20,
         }
@@ -588,6 +610,17 @@ impl RawPeer {
                         return Closed::Goodbye(reason);
                     }
                 }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// Whether the node leaves the connection open (nothing closes it) for `within`.
+    pub async fn still_open(&mut self, within: Duration) -> bool {
+        loop {
+            match tokio::time::timeout(within, self.rd.next()).await {
+                Err(_) => return true,
+                Ok(None) | Ok(Some(Err(_))) => return false,
                 Ok(Some(Ok(_))) => {}
             }
         }

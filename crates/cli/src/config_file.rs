@@ -27,6 +27,10 @@ persistent_peers = []
 # Peers dialed once at start.
 peers = []
 
+# Node ids (hex) exempt from max_inbound and max_outbound, like persistent peers
+# but not dialed; checked once the handshake names the remote.
+unconditional_peers = []
+
 # Free text sent in the handshake.
 user_agent = "switchyard/0.1.0"
 
@@ -89,11 +93,28 @@ pong_timeout = "10s"
 idle_timeout = "1m"
 # Time a request may wait for its response, from when it was written.
 stall_timeout = "30s"
-# Most inbound and outbound connections, and connections from one IP address
-# (loopback is exempt from the per-IP limit).
+# Most established inbound peers and outbound connections (persistent and
+# unconditional peers are exempt), and inbound connections from one IP address
+# and from one subnet (IPv4 /subnet_prefix_v4, IPv6 /subnet_prefix_v6).
 max_inbound = 40
 max_outbound = 10
 max_per_ip = 8
+max_per_subnet = 16
+subnet_prefix_v4 = 24
+subnet_prefix_v6 = 48
+# Inbound handshakes in progress: a bound of their own, so half-open connections
+# cannot take the slots of established peers.
+max_handshakes = 32
+# New inbound handshakes per second from one IP address, and from one subnet.
+handshake_rate_per_ip = 10
+handshake_rate_per_subnet = 40
+# Whether the per-IP rules (limits, rates, IP bans) apply to loopback addresses.
+limit_loopback = true
+# Misbehaviour points at which a peer's id and IP are banned for ban_duration
+# (a protocol violation counts 50).
+ban_threshold = 100
+# Most refused connections told why at once; beyond it they are closed at once.
+max_refusing = 64
 # Bytes per second a peer may send us / we send one peer. Unset = unlimited.
 # recv_rate = 10485760
 # send_rate = 10485760
@@ -151,5 +172,15 @@ mod tests {
             parse("insecure_plaintext = true\npersistent_peers = [\"nonsense\"]\n").unwrap_err();
         assert!(e.contains("nonsense"), "{e}");
         assert!(parse("insecure_plaintext = true\n").is_ok());
+        let e = parse("insecure_plaintext = true\nunconditional_peers = [\"zz\"]\n").unwrap_err();
+        assert!(e.contains("unconditional_peers"), "{e}");
+        let id = "ab".repeat(20);
+        let c = parse(&format!(
+            "insecure_plaintext = true\nunconditional_peers = [\"{id}\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.unconditional_peers[0].to_string(), id);
+        let e = parse("insecure_plaintext = true\n[limits]\nmax_handshakes = 0\n").unwrap_err();
+        assert!(e.contains("limits.max_handshakes"), "{e}");
     }
 }

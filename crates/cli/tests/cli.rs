@@ -233,13 +233,14 @@ fn status_json_prints_the_node_introspection() {
     std::fs::remove_dir_all(&b_home).unwrap();
 }
 
-/// A node that refuses the status client (its inbound slots are full) is reported
+/// A node that refuses the status client (its handshake slots are full) is reported
 /// with its reason at once, not after the linger time (5 s, longer than the timeout).
 #[test]
 fn status_reports_a_refusal_with_its_reason() {
     let (mut node, addr, home) =
-        start_node_with("status-full", None, false, "[limits]\nmax_inbound = 1\n");
-    // One connection that never speaks holds the only inbound slot.
+        start_node_with("status-full", None, false, "[limits]\nmax_handshakes = 1\n");
+    // One connection that never speaks holds the only handshake slot (it could not
+    // take an inbound peer's slot: those are for completed handshakes).
     let _holder = std::net::TcpStream::connect(addr.split('@').nth(1).unwrap()).unwrap();
     let out = bin()
         .args(["status", &addr, "--timeout", "3"])
@@ -251,7 +252,7 @@ fn status_reports_a_refusal_with_its_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("refused us") && err.contains("inbound"),
+        err.contains("refused us") && err.contains("handshakes"),
         "{err}"
     );
 }

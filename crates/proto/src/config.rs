@@ -113,12 +113,42 @@ pub struct Config {
     /// written. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
-    /// Most inbound connections (handshaking ones included). Default 40.
+    /// Most established inbound peers. Handshakes in progress do not take these slots
+    /// (see `max_handshakes`), and persistent and unconditional peers are exempt.
+    /// Default 40.
     pub max_inbound: usize,
-    /// Most outbound connections (dialing ones included). Default 10.
+    /// Most outbound connections (dialing ones included); persistent and unconditional
+    /// peers are exempt. Default 10.
     pub max_outbound: usize,
-    /// Most connections from one IP address. Default 8.
+    /// Most inbound connections from one IP address (loopback included unless
+    /// `limit_loopback` is false). Default 8.
     pub max_per_ip: usize,
+    /// Most inbound connections from one subnet (see `subnet_prefix_v4` and
+    /// `subnet_prefix_v6`). Default 16.
+    pub max_per_subnet: usize,
+    /// Prefix length of an IPv4 subnet for `max_per_subnet` and the subnet handshake
+    /// rate (0..=32). Default 24.
+    pub subnet_prefix_v4: u8,
+    /// Prefix length of an IPv6 subnet (0..=128). Default 48.
+    pub subnet_prefix_v6: u8,
+    /// Most inbound connections whose handshake is in progress, a bound of its own:
+    /// half-open connections cannot take the slots of established peers. Default 32.
+    pub max_handshakes: usize,
+    /// New inbound handshakes per second from one IP address (a token bucket with one
+    /// second of burst). Default 10.
+    pub handshake_rate_per_ip: u32,
+    /// New inbound handshakes per second from one subnet. Default 40.
+    pub handshake_rate_per_subnet: u32,
+    /// Whether the per-IP rules (per-IP and per-subnet limits, handshake rates, IP
+    /// bans) apply to loopback addresses too. Default true; local testnets set it to
+    /// false (`NodeConfig::local` does).
+    pub limit_loopback: bool,
+    /// Misbehaviour points at which a peer's node id and IP are banned for
+    /// `ban_duration` (a protocol violation counts 50, see `Severity`). Default 100.
+    pub ban_threshold: u32,
+    /// Most refused connections told why at once (each with a goodbye that may take up
+    /// to a second); beyond it refusals are closed at once. Default 64.
+    pub max_refusing: usize,
     /// Bytes per second a peer may send us: credit is granted back no faster (past the
     /// initial windows), so the remote is paced and the reader never pauses. `None`:
     /// unlimited.
@@ -164,6 +194,15 @@ impl Default for Config {
             max_inbound: 40,
             max_outbound: 10,
             max_per_ip: 8,
+            max_per_subnet: 16,
+            subnet_prefix_v4: 24,
+            subnet_prefix_v6: 48,
+            max_handshakes: 32,
+            handshake_rate_per_ip: 10,
+            handshake_rate_per_subnet: 40,
+            limit_loopback: true,
+            ban_threshold: 100,
+            max_refusing: 64,
             recv_rate: None,
             send_rate: None,
             ban_duration: Duration::from_secs(3600),
@@ -331,6 +370,26 @@ impl Config {
         }
         nonzero("max_outbound", self.max_outbound)?;
         nonzero("max_per_ip", self.max_per_ip)?;
+        nonzero("max_per_subnet", self.max_per_subnet)?;
+        nonzero("max_handshakes", self.max_handshakes)?;
+        nonzero("handshake_rate_per_ip", self.handshake_rate_per_ip as usize)?;
+        nonzero(
+            "handshake_rate_per_subnet",
+            self.handshake_rate_per_subnet as usize,
+        )?;
+        nonzero("ban_threshold", self.ban_threshold as usize)?;
+        if self.subnet_prefix_v4 > 32 {
+            return Err(ConfigError::new("subnet_prefix_v4", "must be at most 32"));
+        }
+        if self.subnet_prefix_v6 > 128 {
+            return Err(ConfigError::new("subnet_prefix_v6", "must be at most 128"));
+        }
+        if self.max_per_subnet < self.max_per_ip {
+            return Err(ConfigError::new(
+                "max_per_subnet",
+                "must not be below max_per_ip",
+            ));
+        }
         if self.recv_rate == Some(0) {
             return Err(ConfigError::new(
                 "recv_rate",
@@ -582,6 +641,55 @@ mod tests {
                 "redial_backoff_max",
                 Config {
                     redial_backoff_max: Duration::from_millis(1),
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_handshakes",
+                Config {
+                    max_handshakes: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_per_subnet",
+                Config {
+                    max_per_subnet: 4,
+                    ..Config::default()
+                },
+            ),
+            (
+                "subnet_prefix_v4",
+                Config {
+                    subnet_prefix_v4: 33,
+                    ..Config::default()
+                },
+            ),
+            (
+                "subnet_prefix_v6",
+                Config {
+                    subnet_prefix_v6: 129,
+                    ..Config::default()
+                },
+            ),
+            (
+                "handshake_rate_per_ip",
+                Config {
+                    handshake_rate_per_ip: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "handshake_rate_per_subnet",
+                Config {
+                    handshake_rate_per_subnet: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "ban_threshold",
+                Config {
+                    ban_threshold: 0,
                     ..Config::default()
                 },
             ),

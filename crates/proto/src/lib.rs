@@ -9,8 +9,9 @@
 //! * [`connection`]: [`PeerCore`], one connection's whole life as one state machine
 //!   (handshake, keepalive, flow control, reassembly, scheduler, stall tracker, rate
 //!   limits, close), built from one module per concept;
-//! * [`admission`] and [`backoff`]: node-wide decisions (which connections a node
-//!   keeps; when to redial);
+//! * [`switch`]: [`SwitchCore`](switch::SwitchCore), the node-wide decisions
+//!   (admission, duplicate tie-break, persistent redials, bans, refusal budget,
+//!   shutdown), one module per concept;
 //! * [`id`]: [`NodeId`], derived from a node's ed25519 key;
 //! * [`introspect`]: what a node tells about itself, locally and over channel 0;
 //! * [`config`]: every budget and timeout, with defaults and validation;
@@ -22,27 +23,33 @@
 //! * **No I/O, no clock, no actix, no spawning.** Every input that depends on time takes
 //!   an explicit [`std::time::Instant`]; `Instant::now` is banned in this crate by
 //!   `clippy.toml`. Randomness comes in as values (the ping-nonce secret of
-//!   [`connection::ConnParams`]). The runtime (`switchyard`) feeds bytes and instants
-//!   in and carries out the outputs.
+//!   [`connection::ConnParams`], the jitter seed of [`switch::SwitchConfig`]). The
+//!   runtime (`switchyard`) feeds bytes and instants in and carries out the outputs.
 //! * **Outputs are `#[must_use]` or drained.** A tracker that says "send a ping" or
 //!   "close with this reason" is ignored only on purpose.
 //! * **Drain order.** After every input, a driver drains `poll_transmit` (and writes
 //!   it), `poll_shutdown`, then `poll_event`, then asks `poll_timeout` for the earliest
-//!   deadline and arms one timer for it. Deadlines are also checked on every input, so
-//!   a busy driver cannot starve them.
+//!   deadline and arms one timer for it. The Switch drives its
+//!   [`SwitchCore`](switch::SwitchCore) the same way: `poll_action` until empty, then
+//!   `poll_timeout`. Deadlines are also checked on every input, so a busy driver cannot
+//!   starve them.
 //! * **Hostile input never panics**: every length is bounded before anything is
 //!   allocated, and every fault maps to a typed error and to a [`DisconnectReason`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod admission;
-pub mod backoff;
 pub mod config;
 pub mod connection;
 pub mod fuzz;
 pub mod id;
 pub mod introspect;
 pub mod reason;
+pub mod switch;
+
+/// The connection identifiers of the [`switch`] module, under their former path.
+pub mod admission {
+    pub use crate::switch::{ConnId, Direction};
+}
 pub mod wire;
 
 pub use config::{ChannelConfig, Config, ConfigError};

@@ -168,6 +168,12 @@ pub enum DisconnectReason {
     /// The node already has its maximum number of peers from this IP address.
     #[error("too many peers from one IP address")]
     MaxPerIp,
+    /// The node already has its maximum number of peers from this subnet.
+    #[error("too many peers from one subnet")]
+    MaxPerSubnet,
+    /// The node already has its maximum number of inbound handshakes in progress.
+    #[error("too many handshakes in progress")]
+    MaxHandshakes,
     /// The peer is banned.
     #[error("peer is banned")]
     Banned,
@@ -235,6 +241,8 @@ impl DisconnectReason {
             DisconnectReason::MaxInbound => "max_inbound",
             DisconnectReason::MaxOutbound => "max_outbound",
             DisconnectReason::MaxPerIp => "max_per_ip",
+            DisconnectReason::MaxPerSubnet => "max_per_subnet",
+            DisconnectReason::MaxHandshakes => "max_handshakes",
             DisconnectReason::Banned => "banned",
             DisconnectReason::RateLimited => "rate_limited",
             DisconnectReason::Misbehavior(_) => "misbehavior",

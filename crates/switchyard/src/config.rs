@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use switchyard_proto::ConfigError;
+use switchyard_proto::{ConfigError, NodeId};
 
 use crate::addr::PeerAddr;
 
@@ -33,6 +33,11 @@ pub struct NodeConfig {
     pub persistent_peers: Vec<PeerAddr>,
     /// Peers dialed once at start.
     pub peers: Vec<PeerAddr>,
+    /// Node ids exempt from the inbound and outbound limits (like persistent peers,
+    /// but not dialed): checked once the handshake names the remote, so such a peer
+    /// gets in even when the inbound slots are full.
+    #[serde(with = "node_ids")]
+    pub unconditional_peers: Vec<NodeId>,
     /// Free text sent in the handshake. Default `"switchyard/<version>"`.
     pub user_agent: String,
     /// Arbiter threads that run peers; 0 means one per CPU core. Default 0.
@@ -57,6 +62,7 @@ impl Default for NodeConfig {
             external_addr: None,
             persistent_peers: Vec::new(),
             peers: Vec::new(),
+            unconditional_peers: Vec::new(),
             user_agent: format!("switchyard/{}", env!("CARGO_PKG_VERSION")),
             arbiters: 0,
             insecure_plaintext: false,
@@ -68,12 +74,18 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
-    /// A config for tests and local testnets: listens on `127.0.0.1:0`, plaintext.
+    /// A config for tests and local testnets: listens on `127.0.0.1:0`, plaintext,
+    /// and the per-IP rules do not apply to loopback (`limits.limit_loopback` false:
+    /// every node of a local testnet connects from 127.0.0.1).
     #[must_use]
     pub fn local() -> Self {
         NodeConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             insecure_plaintext: true,
+            limits: Limits {
+                limit_loopback: false,
+                ..Limits::default()
+            },
             ..NodeConfig::default()
         }
     }
@@ -149,6 +161,18 @@ fn limits_field(field: &'static str) -> &'static str {
         ("max_inbound", "limits.max_inbound"),
         ("max_outbound", "limits.max_outbound"),
         ("max_per_ip", "limits.max_per_ip"),
+        ("max_per_subnet", "limits.max_per_subnet"),
+        ("subnet_prefix_v4", "limits.subnet_prefix_v4"),
+        ("subnet_prefix_v6", "limits.subnet_prefix_v6"),
+        ("max_handshakes", "limits.max_handshakes"),
+        ("handshake_rate_per_ip", "limits.handshake_rate_per_ip"),
+        (
+            "handshake_rate_per_subnet",
+            "limits.handshake_rate_per_subnet",
+        ),
+        ("limit_loopback", "limits.limit_loopback"),
+        ("ban_threshold", "limits.ban_threshold"),
+        ("max_refusing", "limits.max_refusing"),
         ("recv_rate", "limits.recv_rate"),
         ("send_rate", "limits.send_rate"),
         ("ban_duration", "limits.ban_duration"),
@@ -176,5 +200,25 @@ mod tests {
         let mut c = NodeConfig::local();
         c.limits.pong_timeout = c.limits.ping_interval;
         assert_eq!(c.validate().unwrap_err().field, "limits.pong_timeout");
+    }
+}
+
+/// `unconditional_peers` as hex strings in the config file.
+mod node_ids {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use switchyard_proto::NodeId;
+
+    pub fn serialize<S: Serializer>(ids: &[NodeId], s: S) -> Result<S::Ok, S::Error> {
+        ids.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeId>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect()
     }
 }

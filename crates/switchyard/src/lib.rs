@@ -91,10 +91,10 @@ pub use request::{PendingResponse, ReceivedRequest, RequestChannel, RequestError
 pub use service::{PeerDown, PeerUp, Received, ReceivedBatch, Service};
 pub use switch::{
     AttachService, Broadcast, BroadcastRaw, BroadcastReport, DetachService, Dial, GetInfo, GetPeer,
-    GetPeers, NodeInfo, Shutdown, Switch, SwitchBuilder, TryBroadcast, TryBroadcastRaw,
+    GetPeers, NodeInfo, Report, Shutdown, Switch, SwitchBuilder, TryBroadcast, TryBroadcastRaw,
 };
 pub use switchyard_proto as proto;
-pub use switchyard_proto::admission::Direction;
+pub use switchyard_proto::switch::{Direction, Severity};
 pub use switchyard_proto::{ChannelConfig, DisconnectReason, NodeId};
 
 /// The README's examples, compiled and run as doc tests.

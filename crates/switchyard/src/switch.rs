@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,10 +23,13 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use switchyard_proto::admission::{Admission, ConnId, Decision, Direction};
-use switchyard_proto::backoff::Backoff;
 use switchyard_proto::connection::goodbye_bytes;
 use switchyard_proto::connection::handshake::{HandshakeError, Version, PROTOCOL_VERSION};
+use switchyard_proto::switch::refusals::SUMMARY_INTERVAL;
+use switchyard_proto::switch::{
+    Action, BanKey, ConnId, Decision, DialRefusal, Direction, PersistentId, Refusal, Retry,
+    Severity, SwitchConfig, SwitchCore,
+};
 use switchyard_proto::{DisconnectReason, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -127,46 +129,36 @@ impl SwitchBuilder {
             None => rand::rngs::StdRng::from_entropy(),
         };
         let id = key.node_id();
-        let limits = &self.config.limits;
-        let admission = Admission::new(
-            id,
-            limits.max_inbound,
-            limits.max_outbound,
-            limits.max_per_ip,
-        );
-        let persistent = self
-            .config
-            .persistent_peers
-            .iter()
-            .map(|addr| Persistent {
-                addr: addr.clone(),
-                id: addr.id,
-                backoff: Backoff::new(limits.redial_backoff_min, limits.redial_backoff_max),
-                scheduled: false,
-            })
-            .collect();
+        let core = SwitchCore::new(SwitchConfig {
+            local: id,
+            limits: self.config.limits.clone(),
+            persistent: self.config.persistent_peers.iter().map(|a| a.id).collect(),
+            unconditional: self.config.unconditional_peers.clone(),
+            seed: rng.gen(),
+        });
         let nonce = rng.gen();
         let switch = Switch {
             pool: ArbiterPool::new(self.config.arbiter_count()),
+            persistent: self.config.persistent_peers.clone(),
             config: self.config,
             id,
             nonce,
             registry,
-            admission,
+            core,
             peers: HashMap::new(),
             next_conn: 0,
             listener,
             listen_addr,
             listener_task: None,
-            persistent,
+            timer: None,
             rng,
-            shutting_down: false,
-            refusing: Arc::new(AtomicUsize::new(0)),
+            shutdown_done: false,
             shutdown_waiters: Vec::new(),
             started: Instant::now(),
             metrics: metrics_listener.as_ref().map(|_| Metrics::new()),
             metrics_listener,
             metrics_addr,
+            accept_errors: AcceptErrors::default(),
         };
         Ok(switch.start())
     }
@@ -186,32 +178,37 @@ struct PeerEntry {
     handle: Option<PeerHandle>,
 }
 
-struct Persistent {
-    addr: PeerAddr,
-    id: Option<NodeId>,
-    backoff: Backoff,
-    scheduled: bool,
+/// Failed `accept()` calls (out of descriptors, say), reported once per interval.
+#[derive(Default)]
+struct AcceptErrors {
+    since_report: u64,
+    last_report: Option<Instant>,
 }
 
-/// The node's supervisor (see the [module docs](self)).
+/// Shortest time between two reports of failing `accept()` calls.
+const ACCEPT_ERROR_REPORT: Duration = Duration::from_secs(10);
+
+/// The node's supervisor (see the [module docs](self)): a shell around a
+/// [`SwitchCore`], which makes every admission, redial, ban and shutdown decision.
 pub struct Switch {
     config: NodeConfig,
     id: NodeId,
     nonce: u64,
     registry: Arc<Registry>,
     pool: ArbiterPool,
-    admission: Admission,
+    core: SwitchCore,
     peers: HashMap<ConnId, PeerEntry>,
     next_conn: ConnId,
     listener: Option<TcpListener>,
     listen_addr: Option<SocketAddr>,
     listener_task: Option<SpawnHandle>,
-    persistent: Vec<Persistent>,
+    /// The one timer, armed at the core's `poll_timeout`.
+    timer: Option<SpawnHandle>,
+    /// Addresses of the persistent peers, indexed by [`PersistentId`].
+    persistent: Vec<PeerAddr>,
     rng: rand::rngs::StdRng,
-    shutting_down: bool,
+    shutdown_done: bool,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
-    /// Refused connections still being told why (each for up to a second).
-    refusing: Arc<AtomicUsize>,
     /// When the node started (for its uptime).
     started: Instant,
     /// The metrics, when served.
@@ -219,11 +216,8 @@ pub struct Switch {
     /// The metrics listener, until the Switch starts serving on it.
     metrics_listener: Option<TcpListener>,
     metrics_addr: Option<SocketAddr>,
+    accept_errors: AcceptErrors,
 }
-
-/// Most refused connections told why at once; beyond that a refused connection is
-/// closed without a goodbye, so a connection flood cannot pile up tasks and sockets.
-const MAX_REFUSING: usize = 64;
 
 impl Switch {
     /// Starts building a node with `config`.
@@ -257,6 +251,63 @@ impl Switch {
         self.next_conn
     }
 
+    /// Carries out what the core decided, then arms the one timer at its deadline.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Dial(p) => self.dial_persistent(p, ctx),
+                Action::Close { conn, reason } => {
+                    if let Some(entry) = self.peers.get(&conn) {
+                        let flush = reason == DisconnectReason::Shutdown;
+                        entry.addr.do_send(Close { reason, flush });
+                    }
+                }
+                Action::Banned { key, until, reason } => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    match key {
+                        BanKey::Node(id) => log::warn!("banned node {id} for {left:?}: {reason}"),
+                        BanKey::Ip(ip) => log::warn!("banned IP {ip} for {left:?}: {reason}"),
+                    }
+                }
+                Action::RefusalSummary(s) => {
+                    let counts: Vec<String> = s
+                        .by_reason
+                        .iter()
+                        .map(|(r, n)| format!("{n} × {r}"))
+                        .collect();
+                    log::info!(
+                        "refused connections in the last {:?}: {} ({} closed without a goodbye)",
+                        SUMMARY_INTERVAL,
+                        counts.join(", "),
+                        s.without_goodbye
+                    );
+                }
+                Action::ShutdownDone { remaining } => {
+                    if remaining > 0 {
+                        log::warn!(
+                            "{remaining} peers did not close within the shutdown limit; stopping anyway"
+                        );
+                    }
+                    self.shutdown_done = true;
+                    for w in self.shutdown_waiters.drain(..) {
+                        let _ = w.send(());
+                    }
+                }
+            }
+        }
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if let Some(at) = self.core.poll_timeout() {
+            let delay = at.saturating_duration_since(Instant::now());
+            self.timer = Some(ctx.run_later(delay, |act, ctx| {
+                act.timer = None;
+                act.core.handle_timeout(Instant::now());
+                act.drive(ctx);
+            }));
+        }
+    }
+
     fn spawn_peer(&mut self, stream: TcpStream, conn: NewConn, ctx: &mut Context<Self>) {
         let NewConn {
             conn,
@@ -269,9 +320,11 @@ impl Switch {
             Ok(s) => s,
             Err(e) => {
                 log::warn!("cannot hand over connection from {remote_addr}: {e}");
-                let _ = self.admission.on_closed(conn);
+                let reason = DisconnectReason::Io(e.to_string());
+                self.core
+                    .handle_closed(Instant::now(), conn, reason.clone());
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err(DisconnectReason::Io(e.to_string())));
+                    let _ = reply.send(Err(reason));
                 }
                 return;
             }
@@ -295,21 +348,22 @@ impl Switch {
         self.peers.insert(conn, PeerEntry { addr, handle: None });
     }
 
-    /// Refuses an inbound connection: tells it why, then closes once it has read that.
-    fn refuse(&self, mut stream: TcpStream, reason: DisconnectReason) {
-        log::info!(
-            "refusing connection from {}: {reason}",
+    /// Refuses an inbound connection as the core decided: tells it why, then closes
+    /// once it has read that; or closes it at once.
+    fn refuse(&self, mut stream: TcpStream, refusal: Refusal, ctx: &mut Context<Self>) {
+        log::debug!(
+            "refusing connection from {}: {}",
             stream
                 .peer_addr()
-                .map_or_else(|_| "?".into(), |a| a.to_string())
+                .map_or_else(|_| "?".into(), |a| a.to_string()),
+            refusal.reason
         );
-        if self.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
-            self.refusing.fetch_sub(1, Ordering::Relaxed);
+        if !refusal.goodbye {
             return; // dropped: closed at once, without a goodbye
         }
-        let goodbye = goodbye_bytes(&reason);
+        let goodbye = goodbye_bytes(&refusal.reason);
         let linger = self.config.limits.linger.min(Duration::from_secs(1));
-        let refusing = self.refusing.clone();
+        let switch = ctx.address();
         actix::spawn(async move {
             let _ = tokio::time::timeout(linger, async {
                 stream.write_all(&goodbye).await?;
@@ -319,60 +373,93 @@ impl Switch {
                 Ok::<_, std::io::Error>(())
             })
             .await;
-            refusing.fetch_sub(1, Ordering::Relaxed);
+            switch.do_send(RefusalDone);
         });
     }
 
-    fn dial(&mut self, addr: PeerAddr) -> ResponseActFuture<Self, Result<PeerHandle, DialError>> {
-        if self.shutting_down {
-            return Box::pin(fut::ready(Err(DialError::ShuttingDown)));
-        }
-        if addr.id == Some(self.id) {
-            return Box::pin(fut::ready(Err(DialError::SelfDial)));
-        }
-        if let Some(id) = addr.id.filter(|id| self.admission.is_connected(id)) {
-            return Box::pin(fut::ready(Err(DialError::AlreadyConnected(id))));
+    fn dial(
+        &mut self,
+        addr: PeerAddr,
+        persistent: Option<PersistentId>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<PeerHandle, DialError>> {
+        if let Err(refusal) = self.core.handle_dial(Instant::now(), addr.id) {
+            let error = match refusal {
+                DialRefusal::ShuttingDown => DialError::ShuttingDown,
+                DialRefusal::SelfDial => DialError::SelfDial,
+                DialRefusal::AlreadyConnected(id) => DialError::AlreadyConnected(id),
+                _ => DialError::Closed(DisconnectReason::Banned),
+            };
+            if let Some(p) = persistent {
+                let retry = match refusal {
+                    DialRefusal::SelfDial => Retry::Never,
+                    _ => Retry::Later,
+                };
+                if refusal != DialRefusal::ShuttingDown {
+                    self.core.handle_dial_failed(Instant::now(), p, retry);
+                    self.drive(ctx);
+                }
+            }
+            return Box::pin(fut::ready(Err(error)));
         }
         let target = addr.host_port();
         let timeout = self.config.limits.handshake_timeout;
         let connect = async move {
-            match tokio::time::timeout(timeout, TcpStream::connect(&target)).await {
-                Ok(Ok(s)) => Ok(s),
-                Ok(Err(e)) => Err(DialError::Connect {
-                    addr: target,
-                    error: e.to_string(),
-                }),
-                Err(_) => Err(DialError::Connect {
-                    addr: target,
-                    error: "timed out".into(),
-                }),
-            }
+            let stream = match tokio::time::timeout(timeout, TcpStream::connect(&target)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    return Err(DialError::Connect {
+                        addr: target,
+                        error: e.to_string(),
+                    })
+                }
+                Err(_) => {
+                    return Err(DialError::Connect {
+                        addr: target,
+                        error: "timed out".into(),
+                    })
+                }
+            };
+            let remote = stream.peer_addr().map_err(|e| DialError::Connect {
+                addr: target,
+                error: e.to_string(),
+            })?;
+            Ok((stream, remote))
         };
         Box::pin(connect.into_actor(self).then(move |res, act, ctx| {
-            let waiting = res.and_then(|stream| {
-                if act.shutting_down {
-                    // Connected after Shutdown began: no new Peer may delay it.
-                    return Err(DialError::ShuttingDown);
+            let now = Instant::now();
+            let waiting = match res {
+                Err(e) => {
+                    if let Some(p) = persistent {
+                        act.core.handle_dial_failed(now, p, Retry::Later);
+                    }
+                    Err(e)
                 }
-                let remote = stream.peer_addr().map_err(|e| DialError::Connect {
-                    addr: addr.to_string(),
-                    error: e.to_string(),
-                })?;
-                let conn = act.next_conn();
-                act.admission
-                    .on_connecting(Instant::now(), conn, Direction::Outbound, remote.ip())
-                    .map_err(DialError::Closed)?;
-                let (tx, rx) = oneshot::channel();
-                let new = NewConn {
-                    conn,
-                    direction: Direction::Outbound,
-                    remote_addr: remote,
-                    expected: addr.id,
-                    reply: Some(tx),
-                };
-                act.spawn_peer(stream, new, ctx);
-                Ok(rx)
-            });
+                Ok((stream, remote)) => {
+                    let conn = act.next_conn();
+                    match act
+                        .core
+                        .handle_connected(now, conn, remote.ip(), addr.id, persistent)
+                    {
+                        // Connected after Shutdown began: no new Peer may delay it.
+                        Err(DisconnectReason::Shutdown) => Err(DialError::ShuttingDown),
+                        Err(reason) => Err(DialError::Closed(reason)),
+                        Ok(()) => {
+                            let (tx, rx) = oneshot::channel();
+                            let new = NewConn {
+                                conn,
+                                direction: Direction::Outbound,
+                                remote_addr: remote,
+                                expected: addr.id,
+                                reply: Some(tx),
+                            };
+                            act.spawn_peer(stream, new, ctx);
+                            Ok(rx)
+                        }
+                    }
+                }
+            };
+            act.drive(ctx);
             async move {
                 let rx = waiting?;
                 match rx.await {
@@ -385,74 +472,33 @@ impl Switch {
         }))
     }
 
-    fn dial_persistent(&mut self, index: usize, ctx: &mut Context<Self>) {
-        let Some(p) = self.persistent.get_mut(index) else {
+    /// Dials a persistent peer; its redials are the core's (on every close and
+    /// failed dial).
+    fn dial_persistent(&mut self, p: PersistentId, ctx: &mut Context<Self>) {
+        let Some(addr) = self.persistent.get(p.0).cloned() else {
             return;
         };
-        p.scheduled = false;
-        if self.shutting_down || p.id.is_some_and(|id| self.admission.is_connected(&id)) {
-            return;
-        }
-        let addr = p.addr.clone();
-        ctx.spawn(
-            self.dial(addr).map(move |res, act, ctx| {
-                let Some(p) = act.persistent.get_mut(index) else {
-                    return;
-                };
-                match res {
-                    Ok(handle) => {
-                        p.id = Some(handle.id());
-                        if handle.is_closed() {
-                            // It closed before this answer was handled (its PeerClosed
-                            // came first, while its id was unknown): redial now.
-                            act.schedule_redial(index, ctx);
-                        }
-                    }
-                    Err(DialError::AlreadyConnected(id)) => p.id = Some(id),
-                    Err(DialError::ShuttingDown) => {}
-                    Err(
-                        DialError::SelfDial
-                        | DialError::Closed(DisconnectReason::Handshake(
-                            HandshakeError::SelfConnection,
-                        )),
-                    ) => {
-                        // Redialing ourselves would never succeed.
-                        log::warn!("persistent peer {} is this node; not dialing it", p.addr);
-                    }
-                    Err(e) => {
-                        let connected = p.id.is_some_and(|id| act.admission.is_connected(&id));
-                        if !connected {
-                            log::debug!("persistent peer {}: {e}", p.addr);
-                            act.schedule_redial(index, ctx);
-                        }
-                    }
-                }
-            }),
-        );
-    }
-
-    fn schedule_redial(&mut self, index: usize, ctx: &mut Context<Self>) {
-        if self.shutting_down {
-            return;
-        }
-        let random = self.rng.gen();
-        let Some(p) = self.persistent.get_mut(index) else {
-            return;
-        };
-        if std::mem::replace(&mut p.scheduled, true) {
-            return;
-        }
-        let delay = p.backoff.next_delay(random);
-        log::info!("redialing persistent peer {} in {delay:?}", p.addr);
-        ctx.run_later(delay, move |act, ctx| act.dial_persistent(index, ctx));
-    }
-
-    fn finish_shutdown_if_done(&mut self) {
-        if self.shutting_down && self.peers.is_empty() {
-            for w in self.shutdown_waiters.drain(..) {
-                let _ = w.send(());
+        let dial = self.dial(addr.clone(), Some(p), ctx);
+        ctx.spawn(dial.map(move |res, act, ctx| match res {
+            Ok(_) | Err(DialError::ShuttingDown | DialError::AlreadyConnected(_)) => {}
+            Err(DialError::SelfDial) => {
+                log::warn!("persistent peer {addr} is this node; not dialing it");
             }
-        }
+            Err(DialError::Closed(DisconnectReason::Handshake(HandshakeError::SelfConnection))) => {
+                // Redialing ourselves would never succeed.
+                log::warn!("persistent peer {addr} is this node; not dialing it");
+                act.core.handle_dial_failed(Instant::now(), p, Retry::Never);
+                act.drive(ctx);
+            }
+            Err(e) => {
+                let delay = act
+                    .core
+                    .persistent(p)
+                    .and_then(|s| s.deadline())
+                    .map(|at| at.saturating_duration_since(Instant::now()));
+                log::debug!("persistent peer {addr}: {e}; redial in {delay:?}");
+            }
+        }));
     }
 }
 
@@ -491,11 +537,11 @@ impl Actor for Switch {
             let serve = crate::metrics::serve(listener, ctx.address().recipient());
             ctx.spawn(fut::wrap_future(serve));
         }
-        for i in 0..self.persistent.len() {
-            self.dial_persistent(i, ctx);
-        }
+        // The core queued a dial of every persistent peer.
+        self.drive(ctx);
         for addr in self.config.peers.clone() {
-            ctx.spawn(self.dial(addr.clone()).map(move |res, _, _| {
+            let dial = self.dial(addr.clone(), None, ctx);
+            ctx.spawn(dial.map(move |res, _, _| {
                 if let Err(e) = res {
                     log::warn!("dial {addr}: {e}");
                 }
@@ -511,21 +557,28 @@ impl Actor for Switch {
 
 impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Switch {
     fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Self::Context) {
+        let now = Instant::now();
         let (stream, remote) = match item {
             Ok(x) => x,
             Err(e) => {
-                log::warn!("accept failed: {e}");
+                let errors = &mut self.accept_errors;
+                errors.since_report += 1;
+                if errors
+                    .last_report
+                    .is_none_or(|at| now.saturating_duration_since(at) >= ACCEPT_ERROR_REPORT)
+                {
+                    log::warn!(
+                        "accept failed {} times since the last report: {e}",
+                        errors.since_report
+                    );
+                    errors.since_report = 0;
+                    errors.last_report = Some(now);
+                }
                 return;
             }
         };
-        if self.shutting_down {
-            return self.refuse(stream, DisconnectReason::Shutdown);
-        }
         let conn = self.next_conn();
-        match self
-            .admission
-            .on_connecting(Instant::now(), conn, Direction::Inbound, remote.ip())
-        {
+        match self.core.handle_accept(now, conn, remote.ip()) {
             Ok(()) => {
                 let new = NewConn {
                     conn,
@@ -536,8 +589,9 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Switch {
                 };
                 self.spawn_peer(stream, new, ctx);
             }
-            Err(reason) => self.refuse(stream, reason),
+            Err(refusal) => self.refuse(stream, refusal, ctx),
         }
+        self.drive(ctx);
     }
 
     fn finished(&mut self, _: &mut Self::Context) {}
@@ -551,8 +605,8 @@ pub struct Dial(pub PeerAddr);
 impl Handler<Dial> for Switch {
     type Result = ResponseActFuture<Self, Result<PeerHandle, DialError>>;
 
-    fn handle(&mut self, msg: Dial, _: &mut Self::Context) -> Self::Result {
-        self.dial(msg.0)
+    fn handle(&mut self, msg: Dial, ctx: &mut Self::Context) -> Self::Result {
+        self.dial(msg.0, None, ctx)
     }
 }
 
@@ -584,7 +638,7 @@ impl Handler<GetInfo> for Switch {
             id: self.id,
             listen_addr: self.listen_addr,
             network: self.config.network.clone(),
-            peers: self.admission.peers(),
+            peers: self.core.peers(),
             metrics_addr: self.metrics_addr,
         })
     }
@@ -794,40 +848,27 @@ impl Handler<Shutdown> for Switch {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
-        if !self.shutting_down {
+        if !self.core.is_shutting_down() {
             log::info!(
                 "node {} shutting down ({} connections)",
                 self.id,
                 self.peers.len()
             );
-            self.shutting_down = true;
             if let Some(task) = self.listener_task.take() {
                 ctx.cancel_future(task);
             }
-            for entry in self.peers.values() {
-                entry.addr.do_send(Close {
-                    reason: DisconnectReason::Shutdown,
-                    flush: true,
-                });
-            }
             // A peer stuck delivering to a service that never consumes cannot close
             // itself; do not let it hold the node forever.
-            let limit = self.config.limits.linger * 2 + Duration::from_secs(1);
-            ctx.run_later(limit, |act, _| {
-                if !act.peers.is_empty() {
-                    log::warn!(
-                        "{} peers did not close within the shutdown limit; stopping anyway",
-                        act.peers.len()
-                    );
-                }
-                for w in act.shutdown_waiters.drain(..) {
-                    let _ = w.send(());
-                }
-            });
+            let grace = self.config.limits.linger * 2 + Duration::from_secs(1);
+            self.core.shutdown(Instant::now(), grace);
         }
         let (tx, rx) = oneshot::channel();
-        self.shutdown_waiters.push(tx);
-        self.finish_shutdown_if_done();
+        if self.shutdown_done {
+            let _ = tx.send(());
+        } else {
+            self.shutdown_waiters.push(tx);
+        }
+        self.drive(ctx);
         Box::pin(
             async move {
                 let _ = rx.await;
@@ -894,14 +935,12 @@ pub(crate) struct Register {
 impl Handler<Register> for Switch {
     type Result = Result<(), DisconnectReason>;
 
-    fn handle(&mut self, msg: Register, _: &mut Self::Context) -> Self::Result {
-        if self.shutting_down {
-            return Err(DisconnectReason::Shutdown);
-        }
+    fn handle(&mut self, msg: Register, ctx: &mut Self::Context) -> Self::Result {
         let handle = msg.handle;
         let id = handle.id();
-        match self.admission.on_handshake(msg.conn, id) {
-            Decision::Admit => {}
+        let decision = self.core.handle_handshake(Instant::now(), msg.conn, id);
+        let result = match decision {
+            Decision::Admit => Ok(()),
             Decision::Replace(old) => {
                 if let Some(entry) = self.peers.get_mut(&old) {
                     // Tell services the old connection is gone before the new one is
@@ -914,30 +953,29 @@ impl Handler<Register> for Switch {
                         flush: false,
                     });
                 }
+                Ok(())
             }
-            Decision::Reject(reason) => return Err(reason),
-        }
-        for p in &mut self.persistent {
-            if p.id == Some(id) {
-                p.backoff.reset();
+            Decision::Reject(reason) => Err(reason),
+        };
+        if result.is_ok() {
+            log::info!(
+                "peer up: {}@{} ({:?}, {})",
+                id,
+                handle.remote_addr(),
+                handle.direction(),
+                handle.version().user_agent.escape_debug()
+            );
+            if let (Some(metrics), Some(took)) =
+                (&self.metrics, handle.conn().lock().core.handshake_time())
+            {
+                metrics.on_handshake(took);
+            }
+            if let Some(entry) = self.peers.get_mut(&msg.conn) {
+                entry.handle = Some(handle);
             }
         }
-        log::info!(
-            "peer up: {}@{} ({:?}, {})",
-            id,
-            handle.remote_addr(),
-            handle.direction(),
-            handle.version().user_agent
-        );
-        if let (Some(metrics), Some(took)) =
-            (&self.metrics, handle.conn().lock().core.handshake_time())
-        {
-            metrics.on_handshake(took);
-        }
-        if let Some(entry) = self.peers.get_mut(&msg.conn) {
-            entry.handle = Some(handle);
-        }
-        Ok(())
+        self.drive(ctx);
+        result
     }
 }
 
@@ -953,7 +991,6 @@ impl Handler<PeerClosed> for Switch {
     type Result = ();
 
     fn handle(&mut self, msg: PeerClosed, ctx: &mut Self::Context) {
-        let node = self.admission.on_closed(msg.conn);
         let entry = self.peers.remove(&msg.conn);
         let handle = entry.and_then(|e| e.handle);
         if let Some(metrics) = &mut self.metrics {
@@ -962,15 +999,54 @@ impl Handler<PeerClosed> for Switch {
         if let Some(handle) = handle {
             log::info!("peer down: {} ({})", handle.id(), msg.reason);
         }
-        if let Some(node) = node {
-            let redial: Vec<usize> = (0..self.persistent.len())
-                .filter(|&i| self.persistent.get(i).is_some_and(|p| p.id == Some(node)))
-                .collect();
-            for i in redial {
-                self.schedule_redial(i, ctx);
-            }
-        }
-        self.finish_shutdown_if_done();
+        self.core
+            .handle_closed(Instant::now(), msg.conn, msg.reason);
+        self.drive(ctx);
+    }
+}
+
+/// From a refusal's goodbye task: it is over.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RefusalDone;
+
+impl Handler<RefusalDone> for Switch {
+    type Result = ();
+
+    fn handle(&mut self, _: RefusalDone, _: &mut Self::Context) {
+        self.core.handle_refusal_done();
+    }
+}
+
+/// Report a peer's misbehaviour (from a service, say: an unsolicited answer, a
+/// malformed request). Points add up by [`Severity`]; past `limits.ban_threshold` the
+/// peer's node id and IP are banned for `limits.ban_duration`, its connections are
+/// closed with [`DisconnectReason::Misbehavior`], and dials and accepts of it are
+/// refused with [`DisconnectReason::Banned`] until the ban ends.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Report {
+    /// The peer.
+    pub node: NodeId,
+    /// How bad it was.
+    pub severity: Severity,
+    /// What it did (logged, and the reason its connection is closed with).
+    pub reason: String,
+}
+
+impl Handler<Report> for Switch {
+    type Result = ();
+
+    fn handle(&mut self, msg: Report, ctx: &mut Self::Context) {
+        log::debug!(
+            "report on {}: {:?} {}",
+            msg.node,
+            msg.severity,
+            msg.reason.escape_debug()
+        );
+        self.core
+            .handle_report(Instant::now(), msg.node, msg.severity, &msg.reason);
+        self.drive(ctx);
     }
 }
 

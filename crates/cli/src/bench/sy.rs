@@ -310,6 +310,7 @@ pub(crate) fn bench_config() -> NodeConfig {
     };
     c.limits.max_inbound = 4096;
     c.limits.max_outbound = 4096;
+    c.limits.max_handshakes = 4096;
     c
 }
 

@@ -1,4 +1,7 @@
 //! Exponential backoff with jitter for redials; the caller injects the randomness.
+//!
+//! [`Jitter`] is the small deterministic generator the [`SwitchCore`](super::SwitchCore)
+//! draws from: seeded by the runtime, so a test (or a simulation) replays a run.
 
 use std::time::Duration;
 
@@ -43,6 +46,28 @@ impl Backoff {
     #[must_use]
     pub fn attempts(&self) -> u32 {
         self.attempt
+    }
+}
+
+/// SplitMix64: a tiny deterministic generator for jitter, seeded by the caller (not
+/// cryptographic; it only spreads redials in time).
+#[derive(Debug, Clone)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    /// A generator starting from `seed`.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Jitter(seed)
+    }
+
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 }
 
