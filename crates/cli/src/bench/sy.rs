@@ -9,9 +9,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use switchyard::{
-    Channel, ChannelConfig, Dial, DisconnectReason, Encoded, GetInfo, GetPeers, NodeConfig,
-    PeerAddr, PeerDown, PeerHandle, PeerUp, Raw, Received, ReceivedBatch, ReceivedRequest,
-    RequestChannel, Service, Shutdown, Switch,
+    Channel, ChannelConfig, DisconnectReason, Encoded, GetInfo, GetPeers, NodeConfig, PeerAddr,
+    PeerDown, PeerHandle, PeerUp, Raw, Received, ReceivedBatch, ReceivedRequest, RequestChannel,
+    Service, Shutdown, Switch, SwitchExt,
 };
 use tokio::sync::{mpsc, Notify};
 
@@ -319,9 +319,8 @@ async fn pair(mode: Mode) -> Result<(BenchNode, BenchNode, PeerHandle), String> 
     let b = node(mode, bench_config(), None, true).await?;
     let to_b = a
         .switch
-        .send(Dial(b.addr.clone()))
+        .dial(b.addr.clone())
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     Ok((a, b, to_b))
 }
@@ -473,9 +472,8 @@ async fn loaded_rtt(config: NodeConfig, count: u64) -> Result<LoadedRtt, String>
     let b = node(Mode::Raw, config, None, true).await?;
     let to_b = a
         .switch
-        .send(Dial(b.addr.clone()))
+        .dial(b.addr.clone())
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let idle = ping_loop(&to_b, &a.urgent, &mut pongs, count).await?;
     // Saturate the connection with 1 MiB bulk messages on a low-priority channel.
@@ -525,9 +523,8 @@ async fn stalled_rtt(count: u64) -> Result<StalledRtt, String> {
     let b = node_with(Mode::Raw, bench_config(), None, true, true, 0).await?;
     let to_b = a
         .switch
-        .send(Dial(b.addr.clone()))
+        .dial(b.addr.clone())
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let idle = ping_loop(&to_b, &a.urgent, &mut pongs, count).await?;
     let running = Arc::new(AtomicBool::new(true));
@@ -642,9 +639,8 @@ pub async fn broadcast(opts: &BenchOptions) -> Result<Vec<Row>, String> {
     for leaf in &leaves {
         let h = hub
             .switch
-            .send(Dial(leaf.addr.clone()))
+            .dial(leaf.addr.clone())
             .await
-            .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         handles.push(h);
     }
@@ -694,9 +690,8 @@ async fn setup_times(
         let t0 = Instant::now();
         let h = client
             .switch
-            .send(Dial(server.addr.clone()))
+            .dial(server.addr.clone())
             .await
-            .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         times.push(t0.elapsed());
         h.disconnect(DisconnectReason::Application("bench".into()));
@@ -758,9 +753,8 @@ pub async fn requests(opts: &BenchOptions) -> Result<Vec<Row>, String> {
     let b = node(Mode::Raw, bench_config(), None, true).await?;
     let to_b = a
         .switch
-        .send(Dial(b.addr.clone()))
+        .dial(b.addr.clone())
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let mut msgs = Vec::with_capacity(count as usize);
     let mut reqs = Vec::with_capacity(count as usize);
