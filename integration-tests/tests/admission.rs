@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use switchyard::{ChannelConfig, Dial, DialError, DisconnectReason, Report, Severity, Shutdown};
+use switchyard::{ChannelConfig, Dial, DialError, DisconnectReason, Severity, Shutdown};
 use switchyard_integration_tests::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -83,14 +83,9 @@ async fn a_peer_reported_past_the_threshold_is_banned_until_the_ban_expires() {
     connect(&bad, &node).await;
 
     let reported = Instant::now();
-    node.switch
-        .send(Report {
-            node: bad.id,
-            severity: Severity::Severe,
-            reason: "sent nonsense".into(),
-        })
-        .await
-        .unwrap();
+    // The service that saw it reports through the peer's handle.
+    let handle = node.log.handle_of(bad.id).expect("bad is up at the node");
+    handle.report(Severity::Severe, "sent nonsense");
     let closed = DisconnectReason::ByRemote(Box::new(DisconnectReason::Misbehavior(
         "sent nonsense".into(),
     )));

@@ -21,6 +21,7 @@ use std::future::Future;
 use actix::Addr;
 use bytes::Bytes;
 use serde::Serialize;
+use switchyard_proto::switch::Severity;
 use switchyard_proto::NodeId;
 
 use crate::addr::PeerAddr;
@@ -30,7 +31,7 @@ use crate::handle::PeerHandle;
 use crate::service::Service;
 use crate::switch::{
     AttachService, Broadcast, BroadcastRaw, BroadcastReport, DetachService, Dial, GetInfo, GetPeer,
-    GetPeers, NodeInfo, Shutdown, Switch, TryBroadcast,
+    GetPeers, NodeInfo, Report, Shutdown, Switch, TryBroadcast,
 };
 
 /// The Switch's messages as methods on `Addr<Switch>` (see the [module docs](self)).
@@ -75,6 +76,9 @@ pub trait SwitchExt {
         channel: Channel<T>,
         msg: T,
     ) -> impl Future<Output = Result<BroadcastReport, SendFailure>>;
+
+    /// [`Report`]: a peer's misbehaviour, scored toward a ban.
+    fn report(&self, node: NodeId, severity: Severity, reason: &str) -> impl Future<Output = ()>;
 
     /// [`Shutdown`]: closes every peer gracefully and stops the node.
     fn shutdown(&self) -> impl Future<Output = ()>;
@@ -139,6 +143,16 @@ impl SwitchExt for Addr<Switch> {
         self.send(TryBroadcast { channel, msg })
             .await
             .unwrap_or(Err(SendFailure::Closed))
+    }
+
+    async fn report(&self, node: NodeId, severity: Severity, reason: &str) {
+        let _ = self
+            .send(Report {
+                node,
+                severity,
+                reason: reason.to_owned(),
+            })
+            .await;
     }
 
     async fn shutdown(&self) {

@@ -18,6 +18,8 @@ use crate::error::SendFailure;
 use crate::peer::{Close, Peer};
 use crate::registry::ServiceSlot;
 use crate::service::{PeerDown, PeerUp};
+use crate::switch::{Report, Switch};
+use switchyard_proto::switch::Severity;
 
 /// Which services heard `PeerUp` for a connection.
 #[derive(Default)]
@@ -40,6 +42,8 @@ pub(crate) struct PeerShared {
     pub(crate) direction: Direction,
     pub(crate) conn: SharedConn,
     pub(crate) peer: Addr<Peer>,
+    /// The node's Switch (reports go there).
+    pub(crate) switch: Addr<Switch>,
 }
 
 /// A connected peer, as seen by services: cheap to clone (one `Arc`), usable from any
@@ -299,6 +303,22 @@ impl PeerHandle {
     pub(crate) fn try_push(&self, channel: u8, payload: Bytes) -> Result<(), SendFailure> {
         user_channel(channel)?;
         self.inner.conn.try_push(channel, payload)
+    }
+
+    /// Reports this peer's misbehaviour to the node (an unsolicited answer, a
+    /// malformed request...): points add up by `severity`, and past
+    /// `limits.ban_threshold` the peer is closed and banned (see
+    /// [`Report`](crate::Report)). Never waits; a report the Switch has no room for
+    /// is dropped with a warning.
+    pub fn report(&self, severity: Severity, reason: impl Into<String>) {
+        let report = Report {
+            node: self.id(),
+            severity,
+            reason: reason.into(),
+        };
+        if let Err(e) = self.inner.switch.try_send(report) {
+            log::warn!("report on {} dropped: {e}", self.id());
+        }
     }
 
     /// Closes the connection with `reason`; what is already queued is still written

@@ -249,6 +249,7 @@ impl Peer {
             direction: self.direction,
             conn: self.conn.clone(),
             peer: ctx.address(),
+            switch: self.switch.clone(),
         });
         self.handle = Some(handle.clone());
         let register = self.switch.send(Register {
