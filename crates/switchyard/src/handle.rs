@@ -308,7 +308,7 @@ impl PeerHandle {
     /// Reports this peer's misbehaviour to the node (an unsolicited answer, a
     /// malformed request...): points add up by `severity`, and past
     /// `limits.ban_threshold` the peer is closed and banned (see
-    /// [`Report`](crate::Report)). Never waits; a report the Switch has no room for
+    /// [`Report`]). Never waits; a report the Switch has no room for
     /// is dropped with a warning.
     pub fn report(&self, severity: Severity, reason: impl Into<String>) {
         let report = Report {
