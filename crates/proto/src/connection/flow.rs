@@ -455,8 +455,10 @@ impl RecvFlow {
             .sum()
     }
 
-    /// Grants every channel its initial window (once, during the handshake).
-    pub fn initial_grants(&mut self, out: &mut impl FnMut(Packet)) {
+    /// Grants every channel its initial window at once (the unit tests' start; a
+    /// connection grants each window as its service is offered: [`open`](Self::open)).
+    #[cfg(test)]
+    fn initial_grants(&mut self, out: &mut impl FnMut(Packet)) {
         for w in &mut self.windows {
             let amount = w.window.saturating_sub(w.granted);
             w.granted += amount;

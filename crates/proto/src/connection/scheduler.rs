@@ -266,15 +266,6 @@ impl Scheduler {
         self.slot(id).is_some()
     }
 
-    /// Whether the remote accepts `id` (granted credit for it at least once, or it is
-    /// the control channel).
-    #[must_use]
-    pub fn accepts(&self, id: u8) -> bool {
-        self.slot(id)
-            .and_then(|i| self.channels.get(i))
-            .is_some_and(|c| c.accepted)
-    }
-
     /// The lowest ratio among channels that can send now, but `except`.
     fn min_active_ratio(&self, except: usize) -> Option<f64> {
         self.channels
