@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use switchyard::proto::connection::handshake::{ServiceInfo, Version, PROTOCOL_VERSION};
+use switchyard::proto::secure::{Mode as TransportMode, Preamble, Suites, PREAMBLE_LEN};
 use switchyard::proto::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
 use switchyard::proto::wire::control::{
     self, ChannelGrant, Control, ServiceOffer, CONTROL_CHANNEL,
@@ -48,7 +49,16 @@ pub fn fast_limits() -> Limits {
     }
 }
 
-/// A local plaintext config on port 0 with [`fast_limits`], two arbiters.
+/// [`test_config`] without encryption: for nodes that raw peers ([`RawPeer`]) talk
+/// to in plaintext packets.
+pub fn plaintext_config() -> NodeConfig {
+    NodeConfig {
+        insecure_plaintext: true,
+        ..test_config()
+    }
+}
+
+/// A node config for tests: local, encrypted, short timings, two arbiters.
 pub fn test_config() -> NodeConfig {
     NodeConfig {
         limits: fast_limits(),
@@ -417,7 +427,7 @@ impl RawPeer {
     /// scored per id, so one id reused by every raw peer of a test would be banned).
     pub async fn connect(addr: SocketAddr) -> RawPeer {
         let stream = TcpStream::connect(addr).await.expect("connect");
-        Self::from_stream(stream)
+        Self::from_stream(stream).await
     }
 
     /// Connects to `addr` from the local address `from` (another loopback address
@@ -428,10 +438,40 @@ impl RawPeer {
     ) -> std::io::Result<RawPeer> {
         let socket = tokio::net::TcpSocket::new_v4()?;
         socket.bind(SocketAddr::new(from, 0))?;
-        Ok(Self::from_stream(socket.connect(addr).await?))
+        Ok(Self::from_stream(socket.connect(addr).await?).await)
     }
 
-    fn from_stream(stream: TcpStream) -> RawPeer {
+    /// Connects to `addr` from `from` and sends nothing at all (a slowloris): the
+    /// node's preamble is read and dropped.
+    pub async fn connect_silent_from(
+        addr: SocketAddr,
+        from: std::net::IpAddr,
+    ) -> std::io::Result<RawPeer> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(from, 0))?;
+        let stream = socket.connect(addr).await?;
+        Ok(Self::with_preamble(stream, false).await)
+    }
+
+    /// Exchanges the transport preambles as a plaintext node (the node under test
+    /// must run with `insecure_plaintext`; see [`plaintext_config`]), then speaks
+    /// packets. A node that refused the connection sends its preamble and a goodbye,
+    /// which [`RawPeer::closed`] reads.
+    async fn from_stream(stream: TcpStream) -> RawPeer {
+        Self::with_preamble(stream, true).await
+    }
+
+    async fn with_preamble(mut stream: TcpStream, send: bool) -> RawPeer {
+        use tokio::io::AsyncReadExt;
+        let ours = Preamble {
+            mode: TransportMode::Plaintext,
+            suites: Suites::CHACHA_ONLY,
+        };
+        if send {
+            let _ = stream.write_all(&ours.encode()).await;
+        }
+        let mut theirs = [0u8; PREAMBLE_LEN];
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut theirs)).await;
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut id = [0xee; 20];

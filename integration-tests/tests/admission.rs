@@ -29,7 +29,7 @@ async fn an_honest_peer_gets_in_while_a_slowloris_holds_200_connections() {
     let mut held = Vec::new();
     for i in 0..200u32 {
         let from = IpAddr::V4(Ipv4Addr::new(127, 9, 0, 1 + (i % 50) as u8));
-        match RawPeer::connect_from(node.addr, from).await {
+        match RawPeer::connect_silent_from(node.addr, from).await {
             Ok(raw) => held.push(raw),
             Err(e) => {
                 // The machine allows fewer sockets: go on with what we have.

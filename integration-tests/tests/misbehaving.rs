@@ -27,8 +27,8 @@ fn handshake_error(c: &Closed) -> Option<&HandshakeError> {
 async fn misbehaving_peers_are_closed_with_their_reason_and_honest_peers_keep_going() {
     init_logs();
     let chans = [(1, ChannelConfig::new(1), Mode::PerMessage)];
-    let node = start_node(test_config(), &chans).await;
-    let honest = start_node(test_config(), &chans).await;
+    let node = start_node(plaintext_config(), &chans).await;
+    let honest = start_node(plaintext_config(), &chans).await;
     let to_node = honest
         .switch
         .send(Dial(node.peer_addr()))
@@ -275,7 +275,7 @@ async fn a_peer_that_never_reads_is_closed_despite_unasked_pongs() {
         ChannelConfig::new(1).send_queue(64, 8 << 20),
         Mode::PerMessage,
     )];
-    let node = start_node(test_config(), &chans).await;
+    let node = start_node(plaintext_config(), &chans).await;
     let mut raw = RawPeer::connect(node.addr).await;
     raw.handshake(NET).await;
     let raw_id = raw.id;
@@ -321,7 +321,7 @@ async fn a_peer_that_never_reads_is_closed_despite_unasked_pongs() {
 async fn a_peer_sending_beyond_its_credit_is_closed() {
     init_logs();
     let chans = [(1, ChannelConfig::new(1), Mode::PerMessage)];
-    let node = start_node(test_config(), &chans).await;
+    let node = start_node(plaintext_config(), &chans).await;
     node.gate.send(false).unwrap();
     let mut raw = RawPeer::connect(node.addr).await;
     raw.handshake(NET).await;
@@ -353,7 +353,7 @@ async fn a_peer_sending_beyond_its_credit_is_closed() {
 async fn a_stream_ending_inside_a_large_chunk_is_truncated() {
     init_logs();
     let chans = [(1, ChannelConfig::new(1), Mode::Raw)];
-    let node = start_node(test_config(), &chans).await;
+    let node = start_node(plaintext_config(), &chans).await;
     let mut raw = RawPeer::connect(node.addr).await;
     raw.handshake(NET).await;
     let raw_id = raw.id;
@@ -391,7 +391,7 @@ async fn a_stream_ending_inside_a_large_chunk_is_truncated() {
         }))
     );
     // The node still serves an honest peer.
-    let other = start_node(test_config(), &chans).await;
+    let other = start_node(plaintext_config(), &chans).await;
     let to_other = connect(&node, &other).await;
     to_other
         .send(&node.raw(1), Bytes::from_static(b"still here"))

@@ -299,12 +299,12 @@ async fn refusals_reach_the_caller_at_once_and_report_only_keeps_the_peer() {
 async fn a_hostile_channel_0_peer_is_closed_and_the_node_serves_the_others() {
     init_logs();
     let node = start_node(
-        test_config(),
+        plaintext_config(),
         &[(1, ChannelConfig::new(1), Mode::PerMessage)],
     )
     .await;
     let honest = start_node(
-        test_config(),
+        plaintext_config(),
         &[(1, ChannelConfig::new(1), Mode::PerMessage)],
     )
     .await;

@@ -37,10 +37,13 @@ user_agent = "switchyard/0.1.0"
 # Threads (actix arbiters) that run peer connections; 0 = one per CPU core.
 arbiters = 0
 
-# Run connections without encryption or authentication. Only for benchmarks and
-# trusted networks. The encrypted transport is not in this version, so a node
-# starts only with this set to true.
+# Run connections without encryption or authentication (node ids claimed, not
+# proven). Only for benchmarks and trusted networks; both ends must agree.
+# Default: Noise XX, each node proving its ed25519 identity.
 insecure_plaintext = false
+
+# Offer AES-256-GCM besides ChaCha20-Poly1305; unset = when this CPU accelerates AES.
+# offer_aes_gcm = true
 
 # Seed for the node's randomness (nonces, backoff jitter); unset = from the OS.
 # seed = 42

@@ -91,6 +91,9 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Talk to a node that runs with `insecure_plaintext` (no encryption).
+        #[arg(long)]
+        insecure_plaintext: bool,
     },
     /// Measure throughput, latency, broadcast, memory and connection setup against a
     /// raw-TCP baseline in the same run, and print the ratios.
@@ -218,6 +221,7 @@ fn main() -> ExitCode {
             network,
             timeout,
             json,
+            insecure_plaintext,
         } => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -226,7 +230,12 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(e),
             };
-            match rt.block_on(status::query(&addr, &network, Duration::from_secs(timeout))) {
+            match rt.block_on(status::query(
+                &addr,
+                &network,
+                Duration::from_secs(timeout),
+                insecure_plaintext,
+            )) {
                 Ok(s) if json => match status::to_json(&s) {
                     Ok(text) => {
                         println!("{text}");

@@ -51,17 +51,36 @@ pub struct NodeOptions {
 
 /// Runs a node until Ctrl-C, then shuts it down gracefully.
 pub async fn run(opts: NodeOptions) -> Result<(), String> {
-    let key = NodeKey::load(&opts.home.join(KEY_FILE)).map_err(|e| {
-        format!(
-            "{e} (create it with `switchyard keygen --home {}`)",
-            opts.home.display()
-        )
-    })?;
     let config_path = opts
         .config
         .clone()
         .unwrap_or_else(|| opts.home.join(CONFIG_FILE));
-    let mut config = config_file::load(&config_path)?;
+    let mut config = config_file::load(&config_path).map_err(|e| {
+        format!(
+            "{e} (create the node's home with `switchyard keygen --home {}`, or pass --config)",
+            opts.home.display()
+        )
+    })?;
+    let key_path = opts.home.join(KEY_FILE);
+    let key = if key_path.exists() {
+        NodeKey::load(&key_path).map_err(|e| {
+            format!(
+                "{e} (replace it with `switchyard keygen --force --home {}`)",
+                opts.home.display()
+            )
+        })?
+    } else {
+        // First start: the node makes its identity (readable only by its owner).
+        std::fs::create_dir_all(&opts.home).map_err(|e| format!("{}: {e}", opts.home.display()))?;
+        let key = NodeKey::generate();
+        key.save(&key_path).map_err(|e| e.to_string())?;
+        log::info!(
+            "created identity {} in {}",
+            key.node_id(),
+            key_path.display()
+        );
+        key
+    };
     if let Some(listen) = opts.listen {
         config.listen = Some(listen);
     }

@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use switchyard::proto::connection::handshake::{Version, PROTOCOL_VERSION};
 use switchyard::proto::introspect::Introspection;
+use switchyard::proto::secure::{Opener, Role, Sealer};
 use switchyard::proto::{
     Config, ConnParams, CoreConfig, DisconnectReason, Event, PeerCore, RecvBudget, Transmit,
 };
+use switchyard::secure::Transport;
 use switchyard::{NodeKey, PeerAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -46,6 +48,10 @@ pub struct Session {
     stream: TcpStream,
     core: PeerCore,
     rbuf: BytesMut,
+    /// Ciphertext read and not opened yet (encrypted connections).
+    cbuf: BytesMut,
+    sealer: Option<Sealer>,
+    opener: Option<Opener>,
     elapsed: Duration,
     /// The node closed its side: nothing more to read.
     eof: bool,
@@ -60,7 +66,16 @@ impl Session {
     async fn flush(&mut self) -> Result<(), String> {
         let mut t = Transmit::new();
         while self.core.poll_transmit(Instant::now(), &mut t, 256 << 10) {
-            let bytes = t.take_all();
+            let bytes = match &mut self.sealer {
+                Some(sealer) => {
+                    let mut frames = BytesMut::new();
+                    sealer
+                        .seal(&mut t, &mut frames)
+                        .map_err(|e| e.to_string())?;
+                    frames
+                }
+                None => t.take_all(),
+            };
             self.stream
                 .write_all(&bytes)
                 .await
@@ -101,13 +116,26 @@ impl Session {
 
     /// Reads once, within `deadline`, and feeds what came to the core.
     async fn read_once(&mut self, deadline: Instant) {
-        match tokio::time::timeout_at(deadline.into(), self.stream.read_buf(&mut self.rbuf)).await {
+        let into = if self.opener.is_some() {
+            &mut self.cbuf
+        } else {
+            &mut self.rbuf
+        };
+        match tokio::time::timeout_at(deadline.into(), self.stream.read_buf(into)).await {
             Err(_) => self.core.handle_timeout(Instant::now()),
             Ok(Ok(0)) => {
                 self.eof = true;
                 self.core.handle_eof(Instant::now(), &mut self.rbuf);
             }
-            Ok(Ok(_)) => self.core.handle_read(Instant::now(), &mut self.rbuf),
+            Ok(Ok(_)) => {
+                if let Some(opener) = &mut self.opener {
+                    if let Err(e) = opener.open(&mut self.cbuf, &mut self.rbuf) {
+                        self.core.handle_transport_error(Instant::now(), e.into());
+                        return;
+                    }
+                }
+                self.core.handle_read(Instant::now(), &mut self.rbuf);
+            }
             Ok(Err(e)) => self.core.handle_io_error(Instant::now(), &e.to_string()),
         }
     }
@@ -122,17 +150,27 @@ fn describe(reason: &DisconnectReason) -> String {
 
 /// Connects to `addr` on `network` and completes the handshake as a light client
 /// (no services, no channels); the connection stays open while the result is held.
+///
+/// `plaintext` must match the node's `insecure_plaintext`; encrypted, the light
+/// client proves a throwaway identity of its own and checks the node's.
 pub async fn connect_light(
     addr: &PeerAddr,
     network: &str,
     timeout: Duration,
+    plaintext: bool,
 ) -> Result<Session, String> {
     let t0 = Instant::now();
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr.host_port()))
+    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr.host_port()))
         .await
         .map_err(|_| format!("{addr}: connect timed out"))?
         .map_err(|e| format!("{addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
+    let key = NodeKey::generate();
+    let transport = Transport::new(&key, plaintext, None);
+    let (secured, rest) =
+        switchyard::secure::handshake(&mut stream, transport.start(Role::Initiator), t0 + timeout)
+            .await
+            .map_err(|e| format!("{addr}: {}", describe(&e)))?;
     let limits = Config {
         handshake_timeout: timeout,
         ..Config::default()
@@ -141,7 +179,7 @@ pub async fn connect_light(
     let local = Version {
         protocol: PROTOCOL_VERSION,
         network: network.to_owned(),
-        node_id: NodeKey::generate().node_id(),
+        node_id: key.node_id(),
         listen_addr: None,
         services: Vec::new(),
         user_agent: format!("switchyard-status/{}", env!("CARGO_PKG_VERSION")),
@@ -153,11 +191,21 @@ pub async fn connect_light(
         secret: rand::random(),
         services: Vec::new(),
     };
-    let core = PeerCore::new(Instant::now(), config, params, Arc::new(RecvBudget::new(0)));
+    let mut core = PeerCore::new(t0, config, params, Arc::new(RecvBudget::new(0)));
+    if let Some(remote) = &secured.remote {
+        core.handle_authenticated(Instant::now(), remote.node_id);
+    }
+    let (sealer, opener, rbuf, cbuf) = match secured.session {
+        Some(s) => (Some(s.sealer), Some(s.opener), BytesMut::new(), rest),
+        None => (None, None, rest, BytesMut::new()),
+    };
     let mut session = Session {
         stream,
         core,
-        rbuf: BytesMut::new(),
+        rbuf,
+        cbuf,
+        sealer,
+        opener,
         elapsed: Duration::ZERO,
         eof: false,
         shut: false,
@@ -181,8 +229,13 @@ pub async fn connect_light(
 
 /// Connects to `addr` on `network`, runs the handshake as a light client, times one
 /// ping and asks for the node's introspection.
-pub async fn query(addr: &PeerAddr, network: &str, timeout: Duration) -> Result<Status, String> {
-    let mut session = connect_light(addr, network, timeout).await?;
+pub async fn query(
+    addr: &PeerAddr,
+    network: &str,
+    timeout: Duration,
+    plaintext: bool,
+) -> Result<Status, String> {
+    let mut session = connect_light(addr, network, timeout, plaintext).await?;
     session.core.ping(Instant::now());
     session
         .core

@@ -92,7 +92,7 @@ fn config_errors_name_the_file_and_the_field() {
         ("listen = \"nowhere\"\n", "listen"),
         ("[limits]\nlinger = \"500000000000y\"\n", "limits.linger"),
         ("arbiters = 1000000\n", "arbiters"),
-        ("insecure_plaintext = false\n", "insecure_plaintext"),
+        ("insecure_plaintext = 3\n", "insecure_plaintext"),
         (
             "[limits]\nhandshake_timeout = \"soon\"\n",
             "handshake_timeout",
@@ -312,7 +312,7 @@ fn start_node_with(
     let config = home.join("run.toml");
     std::fs::write(
         &config,
-        format!("insecure_plaintext = true\narbiters = 1\nlisten = \"127.0.0.1:0\"\n{extra}"),
+        format!("arbiters = 1\nlisten = \"127.0.0.1:0\"\n{extra}"),
     )
     .unwrap();
     let mut cmd = bin();

@@ -44,6 +44,7 @@ pub mod fuzz;
 pub mod id;
 pub mod introspect;
 pub mod reason;
+pub mod secure;
 pub mod switch;
 
 /// The connection identifiers of the [`switch`] module, under their former path.

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::connection::handshake::HandshakeError;
+use crate::secure::SecureError;
 use crate::wire::codec::CodecError;
 
 /// Why a connection to a peer was (or is being) closed.
@@ -34,6 +35,10 @@ pub enum DisconnectReason {
     /// The remote sent bytes that are not a valid packet.
     #[error("bad packet: {0}")]
     Codec(CodecError),
+    /// The secure transport failed: its preamble, the Noise handshake, an identity
+    /// proof or a frame.
+    #[error("secure transport: {0}")]
+    Secure(SecureError),
     /// The `Version`/`Verack` handshake failed.
     #[error("handshake failed: {0}")]
     Handshake(HandshakeError),
@@ -199,6 +204,12 @@ impl From<CodecError> for DisconnectReason {
     }
 }
 
+impl From<SecureError> for DisconnectReason {
+    fn from(e: SecureError) -> Self {
+        DisconnectReason::Secure(e)
+    }
+}
+
 impl From<HandshakeError> for DisconnectReason {
     fn from(e: HandshakeError) -> Self {
         DisconnectReason::Handshake(e)
@@ -218,6 +229,7 @@ impl DisconnectReason {
             DisconnectReason::ByRemote(_) => "by_remote",
             DisconnectReason::Io(_) => "io",
             DisconnectReason::Codec(_) => "codec",
+            DisconnectReason::Secure(_) => "secure",
             DisconnectReason::Handshake(_) => "handshake",
             DisconnectReason::PongTimeout => "pong_timeout",
             DisconnectReason::TooManyPings { .. } => "too_many_pings",
@@ -276,6 +288,7 @@ impl DisconnectReason {
                 | DisconnectReason::FlowControl(_)
                 | DisconnectReason::ReassemblyBudget { .. }
         ) || matches!(self, DisconnectReason::Handshake(h) if h.is_misbehavior())
+            || matches!(self, DisconnectReason::Secure(s) if s.is_misbehavior())
     }
 }
 

@@ -42,9 +42,14 @@ pub struct NodeConfig {
     pub user_agent: String,
     /// Arbiter threads that run peers; 0 means one per CPU core. Default 0.
     pub arbiters: usize,
-    /// Run connections without encryption or authentication. Only for benchmarks and
-    /// tests on trusted networks; until the Noise transport lands it must be `true`.
+    /// Run connections without encryption or authentication (node ids are then
+    /// claimed, not proven). Only for benchmarks and tests on trusted networks; both
+    /// ends must agree: a plaintext node and an encrypted one fail to connect at once,
+    /// each saying why. Default `false`: Noise `XX` with identity proofs.
     pub insecure_plaintext: bool,
+    /// Offer AES-256-GCM besides ChaCha20-Poly1305: `None` (the default) offers it
+    /// when this CPU accelerates AES; it is used when both ends offer it.
+    pub offer_aes_gcm: Option<bool>,
     /// Seed for the node's randomness (nonces, backoff jitter); `None` draws from the OS.
     pub seed: Option<u64>,
     /// Where to serve Prometheus metrics (`GET /metrics`, see the README); `None`
@@ -66,6 +71,7 @@ impl Default for NodeConfig {
             user_agent: format!("switchyard/{}", env!("CARGO_PKG_VERSION")),
             arbiters: 0,
             insecure_plaintext: false,
+            offer_aes_gcm: None,
             seed: None,
             metrics_addr: None,
             limits: Limits::default(),
@@ -74,14 +80,14 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
-    /// A config for tests and local testnets: listens on `127.0.0.1:0`, plaintext,
-    /// and the per-IP rules do not apply to loopback (`limits.limit_loopback` false:
-    /// every node of a local testnet connects from 127.0.0.1).
+    /// A config for tests and local testnets: listens on `127.0.0.1:0`, encrypted like
+    /// every default, and the per-IP rules do not apply to loopback
+    /// (`limits.limit_loopback` false: every node of a local testnet connects from
+    /// 127.0.0.1).
     #[must_use]
     pub fn local() -> Self {
         NodeConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            insecure_plaintext: true,
             limits: Limits {
                 limit_loopback: false,
                 ..Limits::default()
@@ -109,12 +115,6 @@ impl NodeConfig {
             return Err(ConfigError {
                 field: "arbiters",
                 problem: format!("must be at most {MAX_ARBITERS} (0 means one per core)"),
-            });
-        }
-        if !self.insecure_plaintext {
-            return Err(ConfigError {
-                field: "insecure_plaintext",
-                problem: "the encrypted transport is not available in this version; set insecure_plaintext = true to run without encryption on a trusted network".into(),
             });
         }
         self.limits.validate().map_err(|e| ConfigError {
@@ -191,12 +191,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_config_is_valid_and_default_needs_plaintext_opt_in() {
+    fn local_and_default_configs_are_valid_and_encrypted() {
         NodeConfig::local().validate().unwrap();
-        assert_eq!(
-            NodeConfig::default().validate().unwrap_err().field,
-            "insecure_plaintext"
-        );
+        NodeConfig::default().validate().unwrap();
+        assert!(!NodeConfig::local().insecure_plaintext);
+        assert!(!NodeConfig::default().insecure_plaintext);
         let mut c = NodeConfig::local();
         c.limits.pong_timeout = c.limits.ping_interval;
         assert_eq!(c.validate().unwrap_err().field, "limits.pong_timeout");

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use switchyard_proto::connection::Refusal;
+use switchyard_proto::secure::Sealer;
 use switchyard_proto::DisconnectReason;
 use switchyard_proto::{PeerCore, PushError, Transmit};
 use tokio::net::TcpStream;
@@ -79,6 +80,35 @@ pub(crate) struct Inner {
     pub(crate) armed: Option<Instant>,
     /// Callers waiting for the answers to our requests, by request id.
     pub(crate) answers: HashMap<u32, oneshot::Sender<Outcome>>,
+    /// Encrypts what the core hands out (`None` in plaintext).
+    pub(crate) sealer: Option<Sealer>,
+    /// The core's bytes before they are sealed (empty between calls).
+    plain: Transmit,
+}
+
+impl Inner {
+    /// Puts what the core hands out (at most about `batch` bytes) into `transmit`,
+    /// sealed into frames when the connection is encrypted. False when the core had
+    /// nothing to send.
+    pub(crate) fn fill_transmit(&mut self, now: Instant, batch: usize) -> bool {
+        let Some(sealer) = &mut self.sealer else {
+            return self.core.poll_transmit(now, &mut self.transmit, batch);
+        };
+        if !self.core.poll_transmit(now, &mut self.plain, batch) {
+            return false;
+        }
+        let mut frames = bytes::BytesMut::new();
+        match sealer.seal(&mut self.plain, &mut frames) {
+            Ok(()) => {
+                self.transmit.push_bytes(frames.freeze());
+                true
+            }
+            Err(e) => {
+                self.core.handle_transport_error(now, e.into());
+                false
+            }
+        }
+    }
 }
 
 pub(crate) struct Conn {
@@ -132,6 +162,8 @@ impl Conn {
                 writer_idle: false,
                 armed: None,
                 answers: HashMap::new(),
+                sealer: None,
+                plain: Transmit::new(),
             }),
             io: OnceLock::new(),
             driver: AtomicWaker::new(),
@@ -194,8 +226,8 @@ impl Conn {
             return;
         };
         inner.writing = true;
+        let handed = inner.fill_transmit(now, INLINE_BATCH);
         let mut t = std::mem::take(&mut inner.transmit);
-        let handed = inner.core.poll_transmit(now, &mut t, INLINE_BATCH);
         // The core stops at the batch limit: when it reached it, more may be ready to
         // go, and only the driver will take it.
         let more = t.len() >= INLINE_BATCH;

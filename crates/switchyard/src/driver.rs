@@ -26,6 +26,8 @@ use bytes::{BufMut, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use switchyard_proto::secure::{Opener, Session};
+
 use crate::conn::{write_now, SharedConn, Wrote};
 use crate::peer::Peer;
 
@@ -46,6 +48,8 @@ enum ReadInto {
     Hinted,
     /// Straight into a message the core lent (already handed back).
     Message,
+    /// The ciphertext buffer of an encrypted connection.
+    Cipher,
 }
 
 pub(crate) struct Driver {
@@ -63,16 +67,40 @@ pub(crate) struct Driver {
     /// Data was read since the socket was last found empty.
     got_data: bool,
     shut: bool,
+    /// Decrypts what is read (`None` in plaintext); ciphertext waits in `cbuf`.
+    opener: Option<Opener>,
+    cbuf: BytesMut,
+    /// Bytes read during the transport handshake wait to be fed to the core.
+    leftover: bool,
 }
 
 impl Driver {
-    pub(crate) fn new(conn: SharedConn, io: TcpStream, batch: usize) -> Self {
+    /// A driver for `io`, encrypting and decrypting with `session` when there is one;
+    /// `rest` holds what was read past the transport handshake.
+    pub(crate) fn new(
+        conn: SharedConn,
+        io: TcpStream,
+        batch: usize,
+        session: Option<Session>,
+        rest: BytesMut,
+    ) -> Self {
         let io = Arc::new(io);
         conn.set_io(io.clone());
+        let leftover = !rest.is_empty();
+        let (opener, rbuf, cbuf) = match session {
+            Some(s) => {
+                conn.lock().sealer = Some(s.sealer);
+                (Some(s.opener), BytesMut::new(), rest)
+            }
+            None => (None, rest, BytesMut::new()),
+        };
         Driver {
             conn,
             io,
-            rbuf: BytesMut::new(),
+            opener,
+            cbuf,
+            leftover,
+            rbuf,
             spares: Vec::new(),
             next_read: MIN_READ,
             batch,
@@ -94,6 +122,15 @@ impl Driver {
         if self.read_done {
             return None;
         }
+        if std::mem::take(&mut self.leftover) {
+            // Read with the transport handshake: fed as if just read.
+            let (n, into) = if self.opener.is_some() {
+                (self.cbuf.len(), ReadInto::Cipher)
+            } else {
+                (self.rbuf.len(), ReadInto::ReadBuffer)
+            };
+            return self.consume(Ok(n.max(1)), into);
+        }
         let (result, into) = loop {
             match self.io.poll_read_ready(cx) {
                 Poll::Pending => {
@@ -109,7 +146,7 @@ impl Driver {
             }
             let (lent, hint) = {
                 let mut inner = self.conn.lock();
-                if self.rbuf.is_empty() {
+                if self.opener.is_none() && self.rbuf.is_empty() {
                     (inner.core.take_read_buffer(), inner.core.read_hint())
                 } else {
                     (None, None)
@@ -123,9 +160,16 @@ impl Driver {
                     .core
                     .handle_direct_read(Instant::now(), buf);
                 (result, ReadInto::Message)
+            } else if self.opener.is_some() {
+                if self.cbuf.capacity() - self.cbuf.len() < self.next_read / 2 {
+                    // Reclaims the space of frames already opened (nothing else
+                    // holds this buffer).
+                    self.cbuf.reserve(self.next_read);
+                }
+                (self.io.try_read_buf(&mut self.cbuf), ReadInto::Cipher)
             } else {
                 if self.rbuf.capacity() - self.rbuf.len() < self.next_read / 2 {
-                    self.grow_read_buffer();
+                    self.grow_read_buffer(self.next_read);
                 }
                 match hint {
                     Some(most) => (
@@ -140,7 +184,35 @@ impl Driver {
                 r => break (r, into),
             }
         };
+        self.consume(result, into)
+    }
+
+    /// Feeds the core what a read brought.
+    fn consume(&mut self, result: std::io::Result<usize>, into: ReadInto) -> Option<usize> {
         let now = Instant::now();
+        if let (Ok(n), true) = (&result, self.opener.is_some()) {
+            if *n > 0 {
+                // Room for the plaintext, then open every whole frame into it.
+                let need = self.cbuf.len();
+                if self.rbuf.capacity() - self.rbuf.len() < need {
+                    self.grow_read_buffer(need.max(self.next_read));
+                }
+                let opened = match &mut self.opener {
+                    Some(opener) => opener.open(&mut self.cbuf, &mut self.rbuf),
+                    None => Ok(0),
+                };
+                if let Err(e) = opened {
+                    self.read_done = true;
+                    self.conn.lock().core.handle_transport_error(now, e.into());
+                    return Some(0);
+                }
+            } else if !self.cbuf.is_empty() {
+                self.read_done = true;
+                let e = switchyard_proto::secure::SecureError::TruncatedFrame;
+                self.conn.lock().core.handle_transport_error(now, e.into());
+                return Some(0);
+            }
+        }
         let mut inner = self.conn.lock();
         match result {
             Ok(0) => {
@@ -160,7 +232,7 @@ impl Driver {
                 // Grow reads that fill the buffer; shrink back when traffic is light,
                 // and give an idle connection's large buffer back. (A read cut short
                 // by a hint says nothing about the traffic.)
-                if into == ReadInto::ReadBuffer {
+                if matches!(into, ReadInto::ReadBuffer | ReadInto::Cipher) {
                     self.next_read = if n >= self.next_read {
                         (self.next_read * 2).min(MAX_READ)
                     } else {
@@ -182,8 +254,7 @@ impl Driver {
 
     /// Makes room for the next read: in place if every slice handed out from the
     /// buffer is gone, else in a spare buffer that is free again, else in a new one.
-    fn grow_read_buffer(&mut self) {
-        let want = self.next_read;
+    fn grow_read_buffer(&mut self, want: usize) {
         if self.rbuf.try_reclaim(want) {
             return;
         }
@@ -217,10 +288,7 @@ impl Driver {
         }
         if inner.transmit.is_empty() {
             let inner = &mut *inner;
-            if !inner
-                .core
-                .poll_transmit(now, &mut inner.transmit, self.batch)
-            {
+            if !inner.fill_transmit(now, self.batch) {
                 let shutdown = inner.core.poll_shutdown();
                 inner.writer_idle = !shutdown;
                 inner.transmit.shrink_if_idle();

@@ -54,6 +54,11 @@ impl NodeKey {
         }
     }
 
+    /// The 32-byte secret (for the transport's identity proof; never leaves the node).
+    pub(crate) fn secret_bytes(&self) -> [u8; 32] {
+        self.signing.to_bytes()
+    }
+
     /// The ed25519 public key.
     #[must_use]
     pub fn public_key(&self) -> [u8; 32] {

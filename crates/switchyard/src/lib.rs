@@ -74,6 +74,7 @@ mod peer;
 mod pool;
 mod registry;
 pub mod request;
+pub mod secure;
 pub mod service;
 mod socket;
 pub mod switch;

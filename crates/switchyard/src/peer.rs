@@ -19,6 +19,7 @@ use actix::prelude::*;
 use switchyard_proto::admission::{ConnId, Direction};
 use switchyard_proto::connection::handshake::Version;
 use switchyard_proto::connection::services::ServiceSpec;
+use switchyard_proto::secure::Role;
 use switchyard_proto::{ConnParams, DisconnectReason, Event, Message, NodeId, PeerCore};
 use tokio::sync::oneshot;
 
@@ -27,6 +28,7 @@ use crate::driver::Driver;
 use crate::handle::{PeerHandle, PeerShared};
 use crate::registry::Registry;
 use crate::request::Outcome;
+use crate::secure::Transport;
 use crate::service::Delivery;
 use crate::switch::{PeerClosed, Register, Switch};
 
@@ -74,6 +76,8 @@ pub(crate) struct PeerInit {
     pub(crate) expected: Option<NodeId>,
     pub(crate) local: Version,
     pub(crate) secret: [u8; 16],
+    /// How the connection is secured before the core speaks.
+    pub(crate) transport: Arc<Transport>,
     /// The services attached when the Switch made this connection.
     pub(crate) services: Vec<Arc<ServiceSpec>>,
     pub(crate) registry: Arc<Registry>,
@@ -90,6 +94,9 @@ pub struct Peer {
     switch: Addr<Switch>,
     conn: SharedConn,
     stream: Option<std::net::TcpStream>,
+    transport: Arc<Transport>,
+    /// The transport handshake under way (before the core speaks).
+    securing: Option<SpawnHandle>,
     handle: Option<PeerHandle>,
     admitted: bool,
     /// Channels whose service has a delivery in hand (its mailbox was full).
@@ -124,6 +131,8 @@ impl Peer {
             registry: init.registry,
             switch: init.switch,
             stream: Some(init.stream),
+            transport: init.transport,
+            securing: None,
             handle: None,
             admitted: false,
             waiting: Vec::new(),
@@ -396,16 +405,48 @@ impl Actor for Peer {
         let Some(stream) = self.stream.take() else {
             return;
         };
-        match tokio::net::TcpStream::from_std(stream) {
-            Ok(io) => {
-                let batch = self.registry.core.limits().write_batch_bytes;
-                ctx.spawn(Driver::new(self.conn.clone(), io, batch));
-            }
+        let mut io = match tokio::net::TcpStream::from_std(stream) {
+            Ok(io) => io,
             Err(e) => {
                 self.closed = Some(DisconnectReason::Io(e.to_string()));
                 ctx.stop();
+                return;
             }
-        }
+        };
+        // The transport's handshake first, within the connection's one deadline;
+        // then the core speaks, through the session it made.
+        let role = match self.direction {
+            Direction::Outbound => Role::Initiator,
+            Direction::Inbound => Role::Responder,
+        };
+        let hs = self.transport.start(role);
+        let deadline = self.conn.lock().core.handshake_deadline();
+        let secure = async move {
+            let result = crate::secure::handshake(&mut io, hs, deadline).await;
+            (io, result)
+        };
+        let handle = ctx.spawn(secure.into_actor(self).map(|(io, result), act, ctx| {
+            act.securing = None;
+            match result {
+                Ok((secured, rest)) => {
+                    if let Some(remote) = secured.remote {
+                        act.conn
+                            .lock()
+                            .core
+                            .handle_authenticated(Instant::now(), remote.node_id);
+                    }
+                    let batch = act.registry.core.limits().write_batch_bytes;
+                    let driver = Driver::new(act.conn.clone(), io, batch, secured.session, rest);
+                    ctx.spawn(driver);
+                }
+                Err(reason) => {
+                    log::debug!("peer {}: transport handshake failed: {reason}", act.label());
+                    act.closed = Some(reason);
+                    ctx.stop();
+                }
+            }
+        }));
+        self.securing = Some(handle);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -446,6 +487,13 @@ impl Handler<Close> for Peer {
     type Result = ();
 
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
+        if let Some(securing) = self.securing.take() {
+            // Nothing was said yet: the socket just closes.
+            ctx.cancel_future(securing);
+            self.closed = Some(msg.reason);
+            ctx.stop();
+            return;
+        }
         if self.closed.is_some() {
             // Over already; a Switch that gives up waiting stops the delivery too.
             if !msg.flush {

@@ -25,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use switchyard_proto::connection::goodbye_bytes;
 use switchyard_proto::connection::handshake::{HandshakeError, Version, PROTOCOL_VERSION};
+use switchyard_proto::secure::SecureHandshake;
 use switchyard_proto::switch::refusals::SUMMARY_INTERVAL;
 use switchyard_proto::switch::{
     Action, BanKey, ConnId, Decision, DialRefusal, Direction, PersistentId, Refusal, Retry,
@@ -33,6 +34,8 @@ use switchyard_proto::switch::{
 use switchyard_proto::{DisconnectReason, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::secure::Transport;
 use tokio::sync::oneshot;
 
 use crate::addr::PeerAddr;
@@ -137,7 +140,13 @@ impl SwitchBuilder {
             seed: rng.gen(),
         });
         let nonce = rng.gen();
+        let transport = Arc::new(Transport::new(
+            &key,
+            self.config.insecure_plaintext,
+            self.config.offer_aes_gcm,
+        ));
         let switch = Switch {
+            transport,
             pool: ArbiterPool::new(self.config.arbiter_count()),
             persistent: self.config.persistent_peers.clone(),
             config: self.config,
@@ -192,6 +201,8 @@ const ACCEPT_ERROR_REPORT: Duration = Duration::from_secs(10);
 /// [`SwitchCore`], which makes every admission, redial, ban and shutdown decision.
 pub struct Switch {
     config: NodeConfig,
+    /// How connections are secured (identity proof, encryption, suites).
+    transport: Arc<Transport>,
     id: NodeId,
     nonce: u64,
     registry: Arc<Registry>,
@@ -338,6 +349,7 @@ impl Switch {
             expected,
             local: self.local_version(),
             secret: self.rng.gen(),
+            transport: self.transport.clone(),
             services: self.registry.specs(),
             registry: self.registry.clone(),
             switch: ctx.address(),
@@ -361,7 +373,7 @@ impl Switch {
         if !refusal.goodbye {
             return; // dropped: closed at once, without a goodbye
         }
-        let goodbye = goodbye_bytes(&refusal.reason);
+        let goodbye = SecureHandshake::refusal(&goodbye_bytes(&refusal.reason));
         let linger = self.config.limits.linger.min(Duration::from_secs(1));
         let switch = ctx.address();
         actix::spawn(async move {

@@ -172,6 +172,7 @@ pub fn clients(addr: &str, count: u64, handshake: bool) -> Result<(), String> {
                         &target,
                         "switchyard-local",
                         Duration::from_secs(10),
+                        true,
                     )
                     .await?,
                 );

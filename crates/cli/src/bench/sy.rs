@@ -303,9 +303,11 @@ pub(crate) async fn node_with(
     })
 }
 
+/// The config of the plaintext scenarios (the raw-TCP baselines are plaintext too).
 pub(crate) fn bench_config() -> NodeConfig {
     let mut c = NodeConfig {
         arbiters: 1,
+        insecure_plaintext: true,
         ..NodeConfig::local()
     };
     c.limits.max_inbound = 4096;

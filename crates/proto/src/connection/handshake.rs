@@ -151,6 +151,14 @@ pub enum HandshakeError {
         /// The id that answered.
         got: NodeId,
     },
+    /// The remote's `Version` claims an id other than the one its key proves.
+    #[error("the Version claims node {claimed}, but the remote's key is node {proven}")]
+    UnprovenId {
+        /// The id of the key the secure transport authenticated.
+        proven: NodeId,
+        /// The id the `Version` claims.
+        claimed: NodeId,
+    },
     /// A `Version` field is out of bounds.
     #[error("bad Version: {0}")]
     BadVersion(String),
@@ -169,6 +177,7 @@ impl HandshakeError {
                 | HandshakeError::DuplicateVerack
                 | HandshakeError::VerackBeforeVersion
                 | HandshakeError::UnexpectedPacket(_)
+                | HandshakeError::UnprovenId { .. }
                 | HandshakeError::BadVersion(_)
                 | HandshakeError::Undecodable(_)
         )
@@ -233,6 +242,8 @@ fn control_name(c: &Control) -> &'static str {
 pub struct AwaitVersion {
     local: Version,
     expected: Option<NodeId>,
+    /// The id the secure transport proved the remote holds the key of.
+    proven: Option<NodeId>,
 }
 
 /// The remote's `Version` was accepted (our `Verack` is sent); its
@@ -256,7 +267,24 @@ impl AwaitVersion {
     /// dialed `ID@HOST:PORT`.
     #[must_use]
     pub fn new(local: Version, expected: Option<NodeId>) -> Self {
-        AwaitVersion { local, expected }
+        AwaitVersion {
+            local,
+            expected,
+            proven: None,
+        }
+    }
+
+    /// The secure transport proved that the remote holds the key of `id`: its
+    /// `Version` must carry that id, and it must be the node we dialed, if we dialed
+    /// `ID@HOST:PORT`.
+    pub fn prove(&mut self, id: NodeId) -> Result<(), HandshakeError> {
+        if let Some(expected) = self.expected {
+            if expected != id {
+                return Err(HandshakeError::IdentityMismatch { expected, got: id });
+            }
+        }
+        self.proven = Some(id);
+        Ok(())
     }
 
     /// Our `Version`.
@@ -293,6 +321,14 @@ impl AwaitVersion {
         }
         if v.nonce == local.nonce || v.node_id == local.node_id {
             return Err(HandshakeError::SelfConnection);
+        }
+        if let Some(proven) = self.proven {
+            if proven != v.node_id {
+                return Err(HandshakeError::UnprovenId {
+                    proven,
+                    claimed: v.node_id,
+                });
+            }
         }
         if let Some(expected) = self.expected {
             if expected != v.node_id {

@@ -277,6 +277,9 @@ pub struct PeerCore {
     events: VecDeque<Event>,
     timers: TimerTable,
     handshake_deadline: Instant,
+    /// The next offers are the ones made as the connection comes up (answered by the
+    /// handshake deadline).
+    setup_offers: bool,
     /// When the core started (our `Version` was queued).
     started: Instant,
     bytes_read: u64,
@@ -380,6 +383,7 @@ impl PeerCore {
             events: VecDeque::new(),
             timers: TimerTable::default(),
             handshake_deadline,
+            setup_offers: true,
             started: now,
             bytes_read: 0,
             bytes_written: 0,
@@ -682,6 +686,35 @@ impl PeerCore {
             _ => DisconnectReason::Io(error.to_owned()),
         };
         self.finish(reason);
+    }
+
+    /// The transport under the core failed (a frame did not decrypt, say): the
+    /// connection closes with `reason`.
+    pub fn handle_transport_error(&mut self, now: Instant, reason: DisconnectReason) {
+        self.check_time(now);
+        self.fail(now, reason);
+    }
+
+    /// The secure transport proved that the remote holds the key of `id` (call it
+    /// before feeding any bytes): the remote's `Version` must then carry `id`
+    /// ([`HandshakeError::UnprovenId`](handshake::HandshakeError::UnprovenId)
+    /// otherwise), and a dial of `ID@HOST:PORT` where another key answered closes at
+    /// once with [`IdentityMismatch`](handshake::HandshakeError::IdentityMismatch).
+    pub fn handle_authenticated(&mut self, now: Instant, id: NodeId) {
+        self.check_time(now);
+        let Phase::Handshake(Some(Handshake::AwaitVersion(state))) = &mut self.phase else {
+            return;
+        };
+        if let Err(e) = state.prove(id) {
+            self.fail(now, DisconnectReason::Handshake(e));
+        }
+    }
+
+    /// When the whole handshake must be done: the transport's, `Version`/`Verack`,
+    /// and the answers to the services offered when the connection came up.
+    #[must_use]
+    pub fn handshake_deadline(&self) -> Instant {
+        self.handshake_deadline
     }
 
     /// The deadline from [`poll_timeout`](Self::poll_timeout) passed (or any time:
@@ -1169,7 +1202,8 @@ impl PeerCore {
                 Timer::ServiceOffer => {
                     if let Some(name) = self.services.unanswered(now) {
                         let reason = DisconnectReason::ControlViolation(format!(
-                            "no answer to our ServiceConnect for {name} within {:?}",
+                            "no answer to our ServiceConnect for {name} by the deadline \
+                             (the handshake's, or {:?} for a service attached later)",
                             self.config.limits.handshake_timeout
                         ));
                         self.close(now, reason, false);

@@ -490,11 +490,19 @@ impl PeerCore {
             e.offer_due = false;
             e.phase = Phase::Offered;
             e.awaiting = true;
-            e.answer_by = Some(now + self.config.limits.handshake_timeout);
+            // The services offered as the connection comes up are part of its
+            // handshake and share its deadline; a service attached later gets the
+            // handshake timeout of its own.
+            e.answer_by = Some(if self.setup_offers {
+                self.handshake_deadline
+            } else {
+                now + self.config.limits.handshake_timeout
+            });
             let offer = offer(&spec, grants);
             self.control_out
                 .push_back(control_packet(&Control::ServiceConnect(offer)));
         }
+        self.setup_offers = false;
     }
 
     fn open_windows(&mut self, now: Instant, i: usize, spec: &ServiceSpec) -> Vec<ChannelGrant> {

@@ -64,6 +64,24 @@ impl Transmit {
         self.parts.push_back(chunk.payload);
     }
 
+    /// Appends bytes made elsewhere (the encrypted frames of a secure connection).
+    pub fn push_bytes(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.seal();
+        self.len += bytes.len();
+        self.parts.push_back(bytes);
+    }
+
+    /// Calls `f` with each piece of what is left, in order (without consuming it).
+    pub fn for_each_part(&mut self, mut f: impl FnMut(&[u8])) {
+        self.seal();
+        for part in &self.parts {
+            f(part);
+        }
+    }
+
     /// Moves the copied bytes so far into `parts` (no copy: a split of `buf`).
     fn seal(&mut self) {
         if !self.buf.is_empty() {

@@ -203,3 +203,68 @@ fn mismatched_nodes_are_refused_on_both_sides() {
         DisconnectReason::Handshake(HandshakeError::IdentityMismatch { .. })
     ));
 }
+
+#[test]
+fn a_version_must_carry_the_id_the_transport_proved() {
+    // The key proves node 2 and the Version says node 2: connected.
+    let mut s = Solo::new(&Config::default());
+    let now = s.now;
+    s.core.handle_authenticated(now, version(2).node_id);
+    s.handshake(1000);
+    assert_eq!(s.reason(), None);
+    // The key proves node 3, the Version claims node 2 (an impostor).
+    let mut s = Solo::new(&Config::default());
+    let now = s.now;
+    s.core.handle_authenticated(now, NodeId([3; 20]));
+    s.feed_control(&Control::Version(version(2)));
+    assert_eq!(
+        handshake_error(s.reason()),
+        HandshakeError::UnprovenId {
+            proven: NodeId([3; 20]),
+            claimed: NodeId([2; 20]),
+        }
+    );
+    assert!(s.reason().unwrap().is_misbehavior());
+}
+
+#[test]
+fn a_dial_answered_by_another_key_fails_at_once_with_identity_mismatch() {
+    let limits = Config::default();
+    let mut p = params(1, vec![]);
+    p.expected = Some(NodeId([2; 20]));
+    let now = t0();
+    let budget = std::sync::Arc::new(switchyard_proto::RecvBudget::new(1 << 30));
+    let mut s = Solo::with_core(now, core_with(now, &limits, p, budget));
+    s.core.handle_authenticated(now, NodeId([9; 20]));
+    s.drain();
+    assert_eq!(
+        handshake_error(s.reason()),
+        HandshakeError::IdentityMismatch {
+            expected: NodeId([2; 20]),
+            got: NodeId([9; 20]),
+        }
+    );
+}
+
+#[test]
+fn the_services_offered_at_connection_time_share_the_handshake_deadline() {
+    let limits = Config::default();
+    let mut s = Solo::new(&limits);
+    // The transport's part of the handshake took most of the deadline.
+    s.advance(limits.handshake_timeout - Duration::from_millis(100));
+    s.feed_control(&Control::Version(version(2)));
+    s.feed_control(&Control::Verack);
+    assert!(s.core.offers_pending());
+    assert_eq!(
+        s.core.handshake_deadline(),
+        s.start + limits.handshake_timeout
+    );
+    s.advance(Duration::from_millis(99));
+    assert_eq!(s.reason(), None);
+    s.advance(Duration::from_millis(1));
+    assert!(
+        matches!(s.reason(), Some(DisconnectReason::ControlViolation(m)) if m.contains("no answer to our ServiceConnect for test")),
+        "{:?}",
+        s.reason()
+    );
+}
