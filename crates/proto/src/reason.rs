@@ -162,6 +162,10 @@ pub enum DisconnectReason {
     /// The node already has its maximum number of inbound peers.
     #[error("too many inbound peers")]
     MaxInbound,
+    /// The node's inbound slots were full and a new inbound peer took this one's
+    /// slot: it was the least valuable inbound peer (see `Config::evict_inbound`).
+    #[error("evicted: inbound slots full and a new peer took this one's slot")]
+    Evicted,
     /// The node already has its maximum number of outbound peers.
     #[error("too many outbound peers")]
     MaxOutbound,
@@ -239,6 +243,7 @@ impl DisconnectReason {
             DisconnectReason::ControlViolation(_) => "control_violation",
             DisconnectReason::DuplicateConnection => "duplicate_connection",
             DisconnectReason::MaxInbound => "max_inbound",
+            DisconnectReason::Evicted => "evicted",
             DisconnectReason::MaxOutbound => "max_outbound",
             DisconnectReason::MaxPerIp => "max_per_ip",
             DisconnectReason::MaxPerSubnet => "max_per_subnet",
