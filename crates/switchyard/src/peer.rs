@@ -28,7 +28,7 @@ use crate::handle::{PeerHandle, PeerShared};
 use crate::registry::Registry;
 use crate::request::Outcome;
 use crate::service::Delivery;
-use crate::switch::{PeerClosed, Register, Switch};
+use crate::switch::{PeerClosed, PeerRtt, Register, Switch};
 
 /// The answer a dialer waits for: the admitted peer, or why the connection closed.
 pub(crate) type AdmitReply = oneshot::Sender<Result<PeerHandle, DisconnectReason>>;
@@ -98,6 +98,8 @@ pub struct Peer {
     closed: Option<DisconnectReason>,
     guard: ClosedGuard,
     reply: Option<AdmitReply>,
+    /// Round-trip samples counted when the Switch last heard one, and when.
+    rtt_reported: (u64, Option<Instant>),
 }
 
 impl Peer {
@@ -130,6 +132,7 @@ impl Peer {
             closed: None,
             guard: init.guard,
             reply: init.reply,
+            rtt_reported: (0, None),
         }
     }
 
@@ -153,6 +156,7 @@ impl Peer {
         loop {
             let Some(event) = self.conn.lock().core.poll_event() else {
                 self.maybe_reply();
+                self.report_rtt();
                 return over;
             };
             log::trace!("peer {}: {event:?}", self.label());
@@ -225,6 +229,28 @@ impl Peer {
         }
     }
 
+    /// Tells the Switch a new round-trip time (it protects low-latency peers from
+    /// eviction), at most once per ping interval.
+    fn report_rtt(&mut self) {
+        if !self.admitted || self.closed.is_some() {
+            return;
+        }
+        let Some((rtt, samples)) = self.conn.lock().core.rtt_sample() else {
+            return;
+        };
+        let (reported, at) = self.rtt_reported;
+        if samples == reported {
+            return;
+        }
+        let now = Instant::now();
+        let interval = self.registry.core.limits().ping_interval;
+        if at.is_some_and(|at| now.saturating_duration_since(at) < interval) {
+            return;
+        }
+        self.rtt_reported = (samples, Some(now));
+        self.switch.do_send(PeerRtt { conn: self.id, rtt });
+    }
+
     /// A service met its twin: once the peer is admitted, the service hears of it.
     fn service_up(&mut self, name: &str) {
         if !self.admitted || self.closed.is_some() {
@@ -252,9 +278,11 @@ impl Peer {
             switch: self.switch.clone(),
         });
         self.handle = Some(handle.clone());
+        let rtt = self.conn.lock().core.handshake_time();
         let register = self.switch.send(Register {
             conn: self.id,
             handle: handle.clone(),
+            rtt,
         });
         ctx.spawn(register.into_actor(self).map(move |res, act, ctx| {
             let res = res.unwrap_or(Err(DisconnectReason::Shutdown));
@@ -359,7 +387,8 @@ impl Peer {
             | DisconnectReason::Application(_)
             | DisconnectReason::ByRemote(_)
             | DisconnectReason::ConnectionClosed
-            | DisconnectReason::DuplicateConnection => {
+            | DisconnectReason::DuplicateConnection
+            | DisconnectReason::Evicted => {
                 log::info!("peer {} closed: {reason}", self.label());
             }
             _ => log::warn!("peer {} closed: {reason}", self.label()),
