@@ -45,6 +45,7 @@ pub mod id;
 pub mod introspect;
 pub mod reason;
 pub mod switch;
+pub mod text;
 
 /// The connection identifiers of the [`switch`] module, under their former path.
 pub mod admission {
