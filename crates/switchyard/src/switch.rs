@@ -30,6 +30,7 @@ use switchyard_proto::switch::{
     Action, BanKey, ConnId, Decision, DialRefusal, Direction, PersistentId, Refusal, Retry,
     Severity, SwitchConfig, SwitchCore,
 };
+use switchyard_proto::text::RemoteText;
 use switchyard_proto::{DisconnectReason, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -265,8 +266,15 @@ impl Switch {
                 Action::Banned { key, until, reason } => {
                     let left = until.saturating_duration_since(Instant::now());
                     match key {
-                        BanKey::Node(id) => log::warn!("banned node {id} for {left:?}: {reason}"),
-                        BanKey::Ip(ip) => log::warn!("banned IP {ip} for {left:?}: {reason}"),
+                        BanKey::Node(id) => {
+                            log::warn!(
+                                "banned node {id} for {left:?}: {}",
+                                RemoteText::new(&reason)
+                            );
+                        }
+                        BanKey::Ip(ip) => {
+                            log::warn!("banned IP {ip} for {left:?}: {}", RemoteText::new(&reason));
+                        }
                     }
                 }
                 Action::RefusalSummary(s) => {
@@ -1001,7 +1009,7 @@ impl Handler<Register> for Switch {
                 id,
                 handle.remote_addr(),
                 handle.direction(),
-                handle.version().user_agent.escape_debug()
+                RemoteText::new(&handle.version().user_agent)
             );
             if let (Some(metrics), Some(took)) =
                 (&self.metrics, handle.conn().lock().core.handshake_time())
@@ -1080,7 +1088,7 @@ impl Handler<Report> for Switch {
             "report on {}: {:?} {}",
             msg.node,
             msg.severity,
-            msg.reason.escape_debug()
+            RemoteText::new(&msg.reason)
         );
         self.core
             .handle_report(Instant::now(), msg.node, msg.severity, &msg.reason);
