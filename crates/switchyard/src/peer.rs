@@ -98,8 +98,19 @@ pub struct Peer {
     closed: Option<DisconnectReason>,
     guard: ClosedGuard,
     reply: Option<AdmitReply>,
-    /// Round-trip samples counted when the Switch last heard one, and when.
-    rtt_reported: (u64, Option<Instant>),
+    /// Round-trip times on their way to the Switch.
+    rtt: RttReport,
+}
+
+/// Round-trip times not yet told to the Switch.
+#[derive(Default)]
+struct RttReport {
+    /// Samples the core had measured when last looked at.
+    seen: u64,
+    /// The lowest sample since the Switch last heard one.
+    lowest: Option<std::time::Duration>,
+    /// When the Switch last heard one.
+    sent_at: Option<Instant>,
 }
 
 impl Peer {
@@ -132,7 +143,7 @@ impl Peer {
             closed: None,
             guard: init.guard,
             reply: init.reply,
-            rtt_reported: (0, None),
+            rtt: RttReport::default(),
         }
     }
 
@@ -229,8 +240,8 @@ impl Peer {
         }
     }
 
-    /// Tells the Switch a new round-trip time (it protects low-latency peers from
-    /// eviction), at most once per ping interval.
+    /// Tells the Switch the lowest round-trip time measured since it last heard one
+    /// (it protects low-latency peers from eviction), at most once per ping interval.
     fn report_rtt(&mut self) {
         if !self.admitted || self.closed.is_some() {
             return;
@@ -238,17 +249,27 @@ impl Peer {
         let Some((rtt, samples)) = self.conn.lock().core.rtt_sample() else {
             return;
         };
-        let (reported, at) = self.rtt_reported;
-        if samples == reported {
+        if samples == self.rtt.seen {
             return;
         }
+        self.rtt.seen = samples;
+        let lowest = self.rtt.lowest.map_or(rtt, |l| l.min(rtt));
         let now = Instant::now();
         let interval = self.registry.core.limits().ping_interval;
-        if at.is_some_and(|at| now.saturating_duration_since(at) < interval) {
+        if self
+            .rtt
+            .sent_at
+            .is_some_and(|at| now.saturating_duration_since(at) < interval)
+        {
+            self.rtt.lowest = Some(lowest);
             return;
         }
-        self.rtt_reported = (samples, Some(now));
-        self.switch.do_send(PeerRtt { conn: self.id, rtt });
+        self.rtt.lowest = None;
+        self.rtt.sent_at = Some(now);
+        self.switch.do_send(PeerRtt {
+            conn: self.id,
+            rtt: lowest,
+        });
     }
 
     /// A service met its twin: once the peer is admitted, the service hears of it.

@@ -103,6 +103,7 @@ fn keyed(key: u64, net: &IpAddr) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::net::Ipv4Addr;
 
     fn at(t0: Instant, s: u64) -> Instant {
@@ -171,5 +172,35 @@ mod tests {
         reversed.reverse();
         assert_eq!(select(reversed, p), a);
         assert!(a.is_some());
+    }
+
+    proptest! {
+        /// Somebody goes exactly when a peer is left after the subnet and round-trip
+        /// protections (half of one is none), and it is one of the candidates.
+        #[test]
+        fn a_victim_exactly_when_one_is_left_unprotected(
+            peers in proptest::collection::vec((0u8..5, 0u64..100, proptest::option::of(0u64..100)), 0..30),
+            netgroups in 0usize..6,
+            rtt in 0usize..10,
+            key in any::<u64>(),
+        ) {
+            #[allow(clippy::disallowed_methods)]
+            let t0 = Instant::now();
+            let candidates: Vec<_> = peers
+                .iter()
+                .enumerate()
+                .map(|(i, &(net, since, rtt_ms))| cand(t0, i as ConnId, net, since, rtt_ms))
+                .collect();
+            let mut nets: Vec<_> = candidates.iter().map(|c| c.net).collect();
+            nets.sort_unstable();
+            nets.dedup();
+            let after_nets = candidates.len() - netgroups.min(nets.len());
+            let left = after_nets - rtt.min(after_nets);
+            let victim = select(candidates.clone(), Protect { netgroups, rtt, key });
+            prop_assert_eq!(victim.is_some(), left >= 1);
+            if let Some(v) = victim {
+                prop_assert!(candidates.iter().any(|c| c.conn == v));
+            }
+        }
     }
 }
