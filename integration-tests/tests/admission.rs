@@ -1,6 +1,7 @@
 //! Admission over real sockets: a slowloris cannot keep an honest peer out, a peer
-//! reported past the ban threshold is banned until the ban expires, and a persistent
-//! peer is exempt from `max_outbound`.
+//! reported past the ban threshold is banned until the ban expires, a persistent
+//! peer is exempt from `max_outbound`, and a new inbound peer evicts one when inbound
+//! slots are full.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -166,6 +167,66 @@ async fn a_persistent_peer_is_exempt_from_max_outbound() {
         DialError::Closed(DisconnectReason::MaxOutbound)
     );
     for n in [node, ordinary, persistent, other] {
+        n.switch.send(Shutdown).await.unwrap();
+    }
+}
+
+/// With `max_inbound = 2` and no subnet or round-trip protection, a third inbound peer
+/// gets in by evicting the younger of the two (the older half is protected by its
+/// connection time), and the evicted peer hears why.
+#[actix::test]
+async fn a_third_inbound_peer_gets_in_by_evicting_the_youngest() {
+    init_logs();
+    let mut cfg = test_config();
+    cfg.limits.max_inbound = 2;
+    cfg.limits.evict_protect_netgroups = 0;
+    cfg.limits.evict_protect_rtt = 0;
+    let node = start_node(cfg, &chans()).await;
+    let old = start_node(test_config(), &chans()).await;
+    let young = start_node(test_config(), &chans()).await;
+    let new = start_node(test_config(), &chans()).await;
+    for peer in [&old, &young, &new] {
+        peer.switch
+            .send(Dial(node.peer_addr()))
+            .await
+            .unwrap()
+            .expect("admitted");
+        assert!(
+            node.log
+                .wait_for(WAIT, |l| l.events.contains(&Event::Up(peer.id)))
+                .await,
+            "{:?}",
+            node.log.lock().events
+        );
+    }
+    let evicted = DisconnectReason::ByRemote(Box::new(DisconnectReason::Evicted));
+    assert!(
+        young
+            .log
+            .wait_for(WAIT, |l| l
+                .events
+                .contains(&Event::Down(node.id, evicted.clone())))
+            .await,
+        "{:?}",
+        young.log.lock().events
+    );
+    assert!(
+        node.log
+            .wait_for(WAIT, |l| l
+                .events
+                .contains(&Event::Down(young.id, DisconnectReason::Evicted)))
+            .await,
+        "{:?}",
+        node.log.lock().events
+    );
+    let events = node.log.lock().events.clone();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Down(id, _) if *id != young.id)),
+        "only the youngest goes: {events:?}"
+    );
+    for n in [node, old, young, new] {
         n.switch.send(Shutdown).await.unwrap();
     }
 }

@@ -105,6 +105,13 @@ max_per_ip = 8
 max_per_subnet = 16
 subnet_prefix_v4 = 24
 subnet_prefix_v6 = 48
+# When inbound is full, a new peer may evict the least valuable inbound peer:
+# one peer from each of evict_protect_netgroups subnets, the evict_protect_rtt
+# fastest, and half of the rest by connection time are protected; persistent,
+# unconditional and outbound peers never are. Off: the new peer is refused.
+evict_inbound = true
+evict_protect_netgroups = 4
+evict_protect_rtt = 8
 # Inbound handshakes in progress: a bound of their own, so half-open connections
 # cannot take the slots of established peers.
 max_handshakes = 32

@@ -117,6 +117,23 @@ pub struct Config {
     /// (see `max_handshakes`), and persistent and unconditional peers are exempt.
     /// Default 40.
     pub max_inbound: usize,
+    /// Whether a new inbound peer whose handshake completed while inbound slots are
+    /// full may evict the least valuable established inbound peer instead of being
+    /// refused (as Bitcoin Core does). Protected from eviction: one peer from each of
+    /// `evict_protect_netgroups` distinct subnets, the `evict_protect_rtt` peers with
+    /// the lowest round-trip times, then half of the rest by longest connection time;
+    /// persistent, unconditional and outbound peers are never evicted. Of the peers
+    /// left, the youngest of the subnet with the most connections is closed with
+    /// `DisconnectReason::Evicted`; when none is left the new peer is refused with
+    /// `MaxInbound`. Default true.
+    pub evict_inbound: bool,
+    /// Distinct subnets (see `subnet_prefix_v4`) with one inbound peer each protected
+    /// from eviction; which subnets is decided by a keyed hash an attacker cannot
+    /// predict. Default 4.
+    pub evict_protect_netgroups: usize,
+    /// Inbound peers with the lowest round-trip times protected from eviction.
+    /// Default 8.
+    pub evict_protect_rtt: usize,
     /// Most outbound connections (dialing ones included); persistent and unconditional
     /// peers are exempt. Default 10.
     pub max_outbound: usize,
@@ -192,6 +209,9 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             stall_timeout: Duration::from_secs(30),
             max_inbound: 40,
+            evict_inbound: true,
+            evict_protect_netgroups: 4,
+            evict_protect_rtt: 8,
             max_outbound: 10,
             max_per_ip: 8,
             max_per_subnet: 16,

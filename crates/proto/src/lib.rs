@@ -46,6 +46,7 @@ pub mod introspect;
 pub mod reason;
 pub mod secure;
 pub mod switch;
+pub mod text;
 
 /// The connection identifiers of the [`switch`] module, under their former path.
 pub mod admission {

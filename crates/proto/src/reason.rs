@@ -4,11 +4,16 @@
 //! of these values, so a service that sees `PeerDown`, a log line, and the introspection
 //! of channel 0 all say the same thing. Each variant has a human-readable message
 //! (its `Display`), and reasons travel to the remote side in a `Goodbye` on channel 0.
+//!
+//! Free text in a reason may come from a peer (its goodbye, or a decoder's message
+//! quoting what it sent), so `Display` shows every text field through
+//! [`RemoteText`]: escaped and bounded, whatever it holds.
 
 use serde::{Deserialize, Serialize};
 
 use crate::connection::handshake::HandshakeError;
 use crate::secure::SecureError;
+use crate::text::RemoteText;
 use crate::wire::codec::CodecError;
 
 /// Why a connection to a peer was (or is being) closed.
@@ -21,7 +26,7 @@ pub enum DisconnectReason {
     #[error("node shutting down")]
     Shutdown,
     /// The local application asked to close this peer, with its own words.
-    #[error("closed by the application: {0}")]
+    #[error("closed by the application: {}", RemoteText::new(.0))]
     Application(String),
     /// The remote side closed the connection without saying why.
     #[error("connection closed by the remote")]
@@ -30,7 +35,7 @@ pub enum DisconnectReason {
     #[error("remote closed the connection: {0}")]
     ByRemote(Box<DisconnectReason>),
     /// Reading or writing the socket failed.
-    #[error("i/o error: {0}")]
+    #[error("i/o error: {}", RemoteText::new(.0))]
     Io(String),
     /// The remote sent bytes that are not a valid packet.
     #[error("bad packet: {0}")]
@@ -74,7 +79,7 @@ pub enum DisconnectReason {
     },
     /// The remote broke the credit protocol (a credit packet for channel 0, a
     /// `Release` nobody asked for or larger than asked, ...).
-    #[error("flow-control violation: {0}")]
+    #[error("flow-control violation: {}", RemoteText::new(.0))]
     FlowControl(String),
     /// Nothing at all was received for the idle timeout.
     #[error("nothing received within the idle timeout")]
@@ -151,7 +156,7 @@ pub enum DisconnectReason {
     #[error("chunks of one message on channel {0:#04x} do not add up (kind or declared size)")]
     InconsistentChunks(u8),
     /// A complete message could not be decoded as its channel's type.
-    #[error("undecodable message on channel {channel:#04x}: {error}")]
+    #[error("undecodable message on channel {channel:#04x}: {}", RemoteText::new(.error))]
     Undecodable {
         /// Channel of the message.
         channel: u8,
@@ -159,7 +164,7 @@ pub enum DisconnectReason {
         error: String,
     },
     /// A channel-0 (daemon) message broke the control protocol.
-    #[error("control protocol violation: {0}")]
+    #[error("control protocol violation: {}", RemoteText::new(.0))]
     ControlViolation(String),
     /// A second connection to an already connected node lost the tie-break.
     #[error("duplicate connection to the same node")]
@@ -167,6 +172,10 @@ pub enum DisconnectReason {
     /// The node already has its maximum number of inbound peers.
     #[error("too many inbound peers")]
     MaxInbound,
+    /// The node's inbound slots were full and a new inbound peer took this one's
+    /// slot: it was the least valuable inbound peer (see `Config::evict_inbound`).
+    #[error("evicted: inbound slots full and a new peer took this one's slot")]
+    Evicted,
     /// The node already has its maximum number of outbound peers.
     #[error("too many outbound peers")]
     MaxOutbound,
@@ -186,7 +195,7 @@ pub enum DisconnectReason {
     #[error("rate limit exceeded")]
     RateLimited,
     /// A service judged the peer's behaviour wrong (e.g. unsolicited PEX answer).
-    #[error("misbehaviour: {0}")]
+    #[error("misbehaviour: {}", RemoteText::new(.0))]
     Misbehavior(String),
     /// The service was detached on this connection (by the remote, or locally); the
     /// connection and its other services go on. Only ever a service's `PeerDown`
@@ -251,6 +260,7 @@ impl DisconnectReason {
             DisconnectReason::ControlViolation(_) => "control_violation",
             DisconnectReason::DuplicateConnection => "duplicate_connection",
             DisconnectReason::MaxInbound => "max_inbound",
+            DisconnectReason::Evicted => "evicted",
             DisconnectReason::MaxOutbound => "max_outbound",
             DisconnectReason::MaxPerIp => "max_per_ip",
             DisconnectReason::MaxPerSubnet => "max_per_subnet",
@@ -259,6 +269,77 @@ impl DisconnectReason {
             DisconnectReason::RateLimited => "rate_limited",
             DisconnectReason::Misbehavior(_) => "misbehavior",
             DisconnectReason::ServiceDetached => "service_detached",
+        }
+    }
+
+    /// The free text this reason holds, as it is sent (not as `Display` shows it):
+    /// a remote's goodbye whose text is too long or holds a character that may not
+    /// reach a log ([`is_unsafe`](crate::text::is_unsafe)) is refused.
+    #[must_use]
+    pub fn free_text(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.collect_text(&mut out);
+        out
+    }
+
+    fn collect_text<'a>(&'a self, out: &mut Vec<&'a str>) {
+        let mut bad = |s: &'a String| out.push(s.as_str());
+        match self {
+            DisconnectReason::Application(s)
+            | DisconnectReason::Io(s)
+            | DisconnectReason::FlowControl(s)
+            | DisconnectReason::ControlViolation(s)
+            | DisconnectReason::Misbehavior(s)
+            | DisconnectReason::Undecodable { error: s, .. }
+            | DisconnectReason::Codec(CodecError::Io(s)) => bad(s),
+            DisconnectReason::ByRemote(inner) => inner.collect_text(out),
+            DisconnectReason::Handshake(h) => match h {
+                HandshakeError::UnexpectedPacket(s)
+                | HandshakeError::BadVersion(s)
+                | HandshakeError::Undecodable(s)
+                | HandshakeError::BadGoodbye(s) => bad(s),
+                HandshakeError::NetworkMismatch { ours, theirs } => {
+                    bad(ours);
+                    bad(theirs);
+                }
+                // The others hold no text.
+                _ => {}
+            },
+            DisconnectReason::Secure(e) => match e {
+                SecureError::BadPreamble(s)
+                | SecureError::Noise(s)
+                | SecureError::BadIdentityProof(s) => bad(s),
+                // The others hold no text.
+                _ => {}
+            },
+            DisconnectReason::Shutdown
+            | DisconnectReason::ConnectionClosed
+            | DisconnectReason::Codec(_)
+            | DisconnectReason::PongTimeout
+            | DisconnectReason::TooManyPings { .. }
+            | DisconnectReason::TooManyPongs { .. }
+            | DisconnectReason::CreditExceeded { .. }
+            | DisconnectReason::IdleTimeout
+            | DisconnectReason::Stalled { .. }
+            | DisconnectReason::UnexpectedResponse { .. }
+            | DisconnectReason::DuplicateResponse { .. }
+            | DisconnectReason::LateResponse { .. }
+            | DisconnectReason::DuplicateRequest { .. }
+            | DisconnectReason::TooManyRequests(_)
+            | DisconnectReason::UnknownChannel(_)
+            | DisconnectReason::MessageTooLarge { .. }
+            | DisconnectReason::ReassemblyBudget { .. }
+            | DisconnectReason::InconsistentChunks(_)
+            | DisconnectReason::DuplicateConnection
+            | DisconnectReason::MaxInbound
+            | DisconnectReason::Evicted
+            | DisconnectReason::MaxOutbound
+            | DisconnectReason::MaxPerIp
+            | DisconnectReason::MaxPerSubnet
+            | DisconnectReason::MaxHandshakes
+            | DisconnectReason::Banned
+            | DisconnectReason::RateLimited
+            | DisconnectReason::ServiceDetached => {}
         }
     }
 
@@ -316,6 +397,26 @@ mod tests {
             DisconnectReason::from(CodecError::UnknownType(9)).to_string(),
             "bad packet: unknown packet type 0x09"
         );
+    }
+
+    #[test]
+    fn free_text_is_shown_escaped_and_bounded() {
+        let r = DisconnectReason::ByRemote(Box::new(DisconnectReason::Application(
+            "ok\n[INFO] forged \u{2028}line \u{202E}evil \x1b[2J".into(),
+        )));
+        assert_eq!(
+            r.to_string(),
+            "remote closed the connection: closed by the application: \
+             ok\\n[INFO] forged \\u{2028}line \\u{202e}evil \\u{1b}[2J"
+        );
+        let r = DisconnectReason::Undecodable {
+            channel: 3,
+            error: "z".repeat(100_000),
+        };
+        assert!(r.to_string().len() < 400, "{}", r.to_string().len());
+        assert!(r.to_string().ends_with("…(+99744 bytes)"));
+        let r = DisconnectReason::Misbehavior("\u{2066}isolate\u{2069}".into());
+        assert_eq!(r.to_string(), "misbehaviour: \\u{2066}isolate\\u{2069}");
     }
 
     #[test]

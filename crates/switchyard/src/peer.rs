@@ -30,7 +30,7 @@ use crate::registry::Registry;
 use crate::request::Outcome;
 use crate::secure::Transport;
 use crate::service::Delivery;
-use crate::switch::{PeerClosed, Register, Switch};
+use crate::switch::{PeerClosed, PeerRtt, Register, Switch};
 
 /// The answer a dialer waits for: the admitted peer, or why the connection closed.
 pub(crate) type AdmitReply = oneshot::Sender<Result<PeerHandle, DisconnectReason>>;
@@ -105,6 +105,19 @@ pub struct Peer {
     closed: Option<DisconnectReason>,
     guard: ClosedGuard,
     reply: Option<AdmitReply>,
+    /// Round-trip times on their way to the Switch.
+    rtt: RttReport,
+}
+
+/// Round-trip times not yet told to the Switch.
+#[derive(Default)]
+struct RttReport {
+    /// Samples the core had measured when last looked at.
+    seen: u64,
+    /// The lowest sample since the Switch last heard one.
+    lowest: Option<std::time::Duration>,
+    /// When the Switch last heard one.
+    sent_at: Option<Instant>,
 }
 
 impl Peer {
@@ -139,6 +152,7 @@ impl Peer {
             closed: None,
             guard: init.guard,
             reply: init.reply,
+            rtt: RttReport::default(),
         }
     }
 
@@ -162,6 +176,7 @@ impl Peer {
         loop {
             let Some(event) = self.conn.lock().core.poll_event() else {
                 self.maybe_reply();
+                self.report_rtt();
                 return over;
             };
             log::trace!("peer {}: {event:?}", self.label());
@@ -234,6 +249,38 @@ impl Peer {
         }
     }
 
+    /// Tells the Switch the lowest round-trip time measured since it last heard one
+    /// (it protects low-latency peers from eviction), at most once per ping interval.
+    fn report_rtt(&mut self) {
+        if !self.admitted || self.closed.is_some() {
+            return;
+        }
+        let Some((rtt, samples)) = self.conn.lock().core.rtt_sample() else {
+            return;
+        };
+        if samples == self.rtt.seen {
+            return;
+        }
+        self.rtt.seen = samples;
+        let lowest = self.rtt.lowest.map_or(rtt, |l| l.min(rtt));
+        let now = Instant::now();
+        let interval = self.registry.core.limits().ping_interval;
+        if self
+            .rtt
+            .sent_at
+            .is_some_and(|at| now.saturating_duration_since(at) < interval)
+        {
+            self.rtt.lowest = Some(lowest);
+            return;
+        }
+        self.rtt.lowest = None;
+        self.rtt.sent_at = Some(now);
+        self.switch.do_send(PeerRtt {
+            conn: self.id,
+            rtt: lowest,
+        });
+    }
+
     /// A service met its twin: once the peer is admitted, the service hears of it.
     fn service_up(&mut self, name: &str) {
         if !self.admitted || self.closed.is_some() {
@@ -261,9 +308,11 @@ impl Peer {
             switch: self.switch.clone(),
         });
         self.handle = Some(handle.clone());
+        let rtt = self.conn.lock().core.handshake_time();
         let register = self.switch.send(Register {
             conn: self.id,
             handle: handle.clone(),
+            rtt,
         });
         ctx.spawn(register.into_actor(self).map(move |res, act, ctx| {
             let res = res.unwrap_or(Err(DisconnectReason::Shutdown));
@@ -368,7 +417,8 @@ impl Peer {
             | DisconnectReason::Application(_)
             | DisconnectReason::ByRemote(_)
             | DisconnectReason::ConnectionClosed
-            | DisconnectReason::DuplicateConnection => {
+            | DisconnectReason::DuplicateConnection
+            | DisconnectReason::Evicted => {
                 log::info!("peer {} closed: {reason}", self.label());
             }
             _ => log::warn!("peer {} closed: {reason}", self.label()),

@@ -252,7 +252,8 @@ impl<Resp: DeserializeOwned> Future for PendingResponse<Resp> {
         this.guard.ended = true;
         Poll::Ready(match outcome {
             Ok(Outcome::Response(payload)) => rmp_serde::from_slice(&payload).map_err(|e| {
-                let error = e.to_string();
+                // The decoder may quote what the remote sent: escaped and bounded.
+                let error = switchyard_proto::text::clean(&e.to_string());
                 this.guard.conn.close(DisconnectReason::Undecodable {
                     channel: this.guard.channel,
                     error: error.clone(),
@@ -351,7 +352,7 @@ where
             let msg =
                 rmp_serde::from_slice(&m.payload).map_err(|e| DisconnectReason::Undecodable {
                     channel,
-                    error: e.to_string(),
+                    error: switchyard_proto::text::clean(&e.to_string()),
                 })?;
             let request = ReceivedRequest {
                 peer: peer.clone(),

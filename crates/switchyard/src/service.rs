@@ -172,7 +172,8 @@ impl<T: DeserializeOwned + Send + 'static> WireFormat for MsgPack<T> {
     fn decode(channel: u8, payload: Bytes) -> Result<T, DisconnectReason> {
         rmp_serde::from_slice(&payload).map_err(|e| DisconnectReason::Undecodable {
             channel,
-            error: e.to_string(),
+            // The decoder may quote what the remote sent: escaped and bounded.
+            error: switchyard_proto::text::clean(&e.to_string()),
         })
     }
 }

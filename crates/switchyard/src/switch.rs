@@ -31,6 +31,7 @@ use switchyard_proto::switch::{
     Action, BanKey, ConnId, Decision, DialRefusal, Direction, PersistentId, Refusal, Retry,
     Severity, SwitchConfig, SwitchCore,
 };
+use switchyard_proto::text::RemoteText;
 use switchyard_proto::{DisconnectReason, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -276,8 +277,15 @@ impl Switch {
                 Action::Banned { key, until, reason } => {
                     let left = until.saturating_duration_since(Instant::now());
                     match key {
-                        BanKey::Node(id) => log::warn!("banned node {id} for {left:?}: {reason}"),
-                        BanKey::Ip(ip) => log::warn!("banned IP {ip} for {left:?}: {reason}"),
+                        BanKey::Node(id) => {
+                            log::warn!(
+                                "banned node {id} for {left:?}: {}",
+                                RemoteText::new(&reason)
+                            );
+                        }
+                        BanKey::Ip(ip) => {
+                            log::warn!("banned IP {ip} for {left:?}: {}", RemoteText::new(&reason));
+                        }
                     }
                 }
                 Action::RefusalSummary(s) => {
@@ -936,12 +944,49 @@ impl Handler<DetachService> for Switch {
     }
 }
 
+impl Switch {
+    /// Closes the connection `old` because a new one takes its place: services hear
+    /// it is gone before the new one is up (the new Peer tells them `PeerUp` once the
+    /// answer to its `Register` reaches it).
+    fn close_for(&mut self, old: ConnId, reason: DisconnectReason) {
+        if let Some(entry) = self.peers.get_mut(&old) {
+            if let Some(old_handle) = &entry.handle {
+                old_handle.service_down(None, &reason);
+            }
+            entry.addr.do_send(Close {
+                reason,
+                flush: false,
+            });
+        }
+    }
+}
+
 /// From a Peer whose handshake completed: may it stay?
 #[derive(Message)]
 #[rtype(result = "Result<(), DisconnectReason>")]
 pub(crate) struct Register {
     pub(crate) conn: ConnId,
     pub(crate) handle: PeerHandle,
+    /// The handshake's round-trip time, the first one known (for eviction).
+    pub(crate) rtt: Option<Duration>,
+}
+
+/// From a Peer: a new round-trip time was measured (sent at most once per ping
+/// interval, so its volume is ours to decide, not the remote's).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PeerRtt {
+    pub(crate) conn: ConnId,
+    pub(crate) rtt: Duration,
+}
+
+impl Handler<PeerRtt> for Switch {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerRtt, ctx: &mut Self::Context) {
+        self.core.handle_rtt(Instant::now(), msg.conn, msg.rtt);
+        self.drive(ctx);
+    }
 }
 
 impl Handler<Register> for Switch {
@@ -949,22 +994,25 @@ impl Handler<Register> for Switch {
 
     fn handle(&mut self, msg: Register, ctx: &mut Self::Context) -> Self::Result {
         let handle = msg.handle;
+        // The Version's id, which the core checked against the key the Noise
+        // handshake proved (in plaintext it is only claimed).
         let id = handle.id();
-        let decision = self.core.handle_handshake(Instant::now(), msg.conn, id);
+        let now = Instant::now();
+        if let Some(rtt) = msg.rtt {
+            self.core.handle_rtt(now, msg.conn, rtt);
+        }
+        let decision = self.core.handle_handshake(now, msg.conn, id);
         let result = match decision {
             Decision::Admit => Ok(()),
             Decision::Replace(old) => {
-                if let Some(entry) = self.peers.get_mut(&old) {
-                    // Tell services the old connection is gone before the new one is
-                    // up (the new Peer tells them `PeerUp` once this answer reaches it).
-                    if let Some(old_handle) = &entry.handle {
-                        old_handle.service_down(None, &DisconnectReason::DuplicateConnection);
-                    }
-                    entry.addr.do_send(Close {
-                        reason: DisconnectReason::DuplicateConnection,
-                        flush: false,
-                    });
+                self.close_for(old, DisconnectReason::DuplicateConnection);
+                Ok(())
+            }
+            Decision::Evict(old) => {
+                if let Some(h) = self.peers.get(&old).and_then(|e| e.handle.as_ref()) {
+                    log::info!("evicting {}@{} for {id}", h.id(), h.remote_addr());
                 }
+                self.close_for(old, DisconnectReason::Evicted);
                 Ok(())
             }
             Decision::Reject(reason) => Err(reason),
@@ -975,7 +1023,7 @@ impl Handler<Register> for Switch {
                 id,
                 handle.remote_addr(),
                 handle.direction(),
-                handle.version().user_agent.escape_debug()
+                RemoteText::new(&handle.version().user_agent)
             );
             if let (Some(metrics), Some(took)) =
                 (&self.metrics, handle.conn().lock().core.handshake_time())
@@ -1054,7 +1102,7 @@ impl Handler<Report> for Switch {
             "report on {}: {:?} {}",
             msg.node,
             msg.severity,
-            msg.reason.escape_debug()
+            RemoteText::new(&msg.reason)
         );
         self.core
             .handle_report(Instant::now(), msg.node, msg.severity, &msg.reason);

@@ -21,6 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
+use crate::text::is_unsafe;
 use crate::wire::codec::{MsgKind, Packet};
 use crate::wire::control::{self, Control, CONTROL_CHANNEL};
 
@@ -101,6 +102,16 @@ impl Version {
         {
             return bad("a service name is not 1 to 64 bytes");
         }
+        // These end up in logs and on terminals (`switchyard status`).
+        let texts = [&self.network, &self.user_agent]
+            .into_iter()
+            .chain(&self.listen_addr)
+            .chain(self.services.iter().map(|s| &s.name));
+        for text in texts {
+            if text.chars().any(is_unsafe) {
+                return bad("text with control, separator or bidirectional characters");
+            }
+        }
         Ok(())
     }
 }
@@ -165,6 +176,11 @@ pub enum HandshakeError {
     /// A channel-0 payload is not a control message.
     #[error("undecodable handshake message: {0}")]
     Undecodable(String),
+    /// The remote's `Goodbye` during the handshake could not be honoured: its reason
+    /// is too long or holds characters that may not be shown, or quotes another
+    /// goodbye.
+    #[error("bad Goodbye: {0}")]
+    BadGoodbye(String),
 }
 
 impl HandshakeError {
@@ -180,6 +196,7 @@ impl HandshakeError {
                 | HandshakeError::UnprovenId { .. }
                 | HandshakeError::BadVersion(_)
                 | HandshakeError::Undecodable(_)
+                | HandshakeError::BadGoodbye(_)
         )
     }
 }
@@ -211,16 +228,24 @@ pub fn handshake_message(packet: &Packet) -> Result<Control, HandshakeError> {
         Packet::Msg(m) => m,
         other => return Err(HandshakeError::UnexpectedPacket(other.name().into())),
     };
-    if msg.payload.len() > MAX_VERSION_BYTES {
-        return Err(HandshakeError::BadVersion(format!(
-            "{} bytes, limit {MAX_VERSION_BYTES}",
-            msg.payload.len()
-        )));
-    }
-    control::decode(&msg.payload).map_err(|e| match e {
+    let decoded = control::decode(&msg.payload).map_err(|e| match e {
         control::ControlError::BadVersion(s) => HandshakeError::BadVersion(s),
+        control::ControlError::BadGoodbye(s) => HandshakeError::BadGoodbye(s),
         other => HandshakeError::Undecodable(other.to_string()),
-    })
+    });
+    if msg.payload.len() > MAX_VERSION_BYTES {
+        // Too large for the handshake; the label says what it was (a bad goodbye is
+        // not a bad Version). Decoding is bounded by `MAX_CONTROL_MESSAGE`.
+        let size = format!("{} bytes, limit {MAX_VERSION_BYTES}", msg.payload.len());
+        return Err(match decoded {
+            Ok(Control::Version(_)) => HandshakeError::BadVersion(size),
+            Ok(other) => {
+                HandshakeError::UnexpectedPacket(format!("{} of {size}", control_name(&other)))
+            }
+            Err(e) => e,
+        });
+    }
+    decoded
 }
 
 fn control_name(c: &Control) -> &'static str {
@@ -533,7 +558,7 @@ mod tests {
         let goodbye = Control::Goodbye(DisconnectReason::Application("a\nb".into()));
         assert!(matches!(
             handshake_message(&packet(&goodbye)),
-            Err(HandshakeError::Undecodable(s)) if s.contains("goodbye")
+            Err(HandshakeError::BadGoodbye(_))
         ));
     }
 }

@@ -58,6 +58,7 @@ use serde::{Deserialize, Serialize};
 pub use handshake::{LocalIdentity, RemoteIdentity, Role, SecureHandshake, Secured};
 pub use session::{Opener, Sealer, Session, MAX_FRAME, MAX_FRAME_PLAINTEXT, TAG_LEN};
 
+use crate::text::RemoteText;
 use crate::NodeId;
 
 /// The preamble's first four bytes.
@@ -217,7 +218,7 @@ pub enum SecureError {
         theirs: u8,
     },
     /// A preamble field is out of range.
-    #[error("bad transport preamble: {0}")]
+    #[error("bad transport preamble: {}", RemoteText::new(.0))]
     BadPreamble(String),
     /// We encrypt and the remote runs with `insecure_plaintext`.
     #[error("the remote runs without encryption (insecure_plaintext) and this node requires it")]
@@ -233,10 +234,10 @@ pub enum SecureError {
     HandshakeTooLarge(usize),
     /// The Noise handshake failed (a message did not authenticate: a wrong key, a
     /// tampered message or preamble).
-    #[error("Noise handshake failed: {0}")]
+    #[error("Noise handshake failed: {}", RemoteText::new(.0))]
     Noise(String),
     /// The identity proof is malformed or its signature does not verify.
-    #[error("bad identity proof: {0}")]
+    #[error("bad identity proof: {}", RemoteText::new(.0))]
     BadIdentityProof(String),
     /// A frame is shorter than its tag.
     #[error("encrypted frame of {0} bytes, shorter than its tag")]

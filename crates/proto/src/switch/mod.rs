@@ -37,12 +37,15 @@
 //! * **Dial**: shutting down; this node; a banned node id; already connected. When
 //!   the TCP connection opens: banned IP; `max_outbound` (persistent and unconditional
 //!   peers are exempt).
-//! * **Handshake** (the remote's node id is known; today it is the id the remote
-//!   *claims* in its `Version`, authenticated once the Noise transport lands): banned
+//! * **Handshake** (the remote's authenticated node id is known): banned
 //!   id; the duplicate tie-break (**the connection dialed by the lower node id
 //!   survives**; if one node dialed both, the first admitted stays); `max_inbound`
 //!   for an inbound peer that is neither persistent nor unconditional (exempt peers
-//!   take no slot).
+//!   take no slot). When inbound slots are full and `evict_inbound` is on, the new
+//!   peer takes the slot of the least valuable inbound peer instead
+//!   ([`Decision::Evict`], chosen as [`evict`] says: subnet-diverse, low-latency and
+//!   long-lived peers are protected, exempt and outbound peers are never candidates);
+//!   `max_inbound` is checked at accept only when no peer could be evicted.
 //! * **Reports** and closes with a misbehaviour reason add points to the node id and
 //!   IP; past `ban_threshold` both are banned for `ban_duration` and their connections
 //!   closed.
@@ -53,6 +56,7 @@
 pub mod admission;
 pub mod backoff;
 pub mod bans;
+pub mod evict;
 pub mod persistent;
 pub mod refusals;
 
@@ -72,6 +76,7 @@ use crate::reason::DisconnectReason;
 use admission::{subnet, RateTable, Slots};
 use backoff::{Backoff, Jitter};
 use bans::Scores;
+use evict::{Candidate, Protect};
 use refusals::Refusals;
 
 /// Most node ids and IPs whose misbehaviour points are remembered.
@@ -147,6 +152,10 @@ pub enum Decision {
     /// Keep it, and close the older connection `0` to the same node with
     /// [`DisconnectReason::DuplicateConnection`].
     Replace(ConnId),
+    /// Keep it in the inbound slot of the connection `0`, which was the least
+    /// valuable inbound peer (`limits.evict_inbound`): close that one with
+    /// [`DisconnectReason::Evicted`].
+    Evict(ConnId),
     /// Close it with this reason.
     Reject(DisconnectReason),
 }
@@ -192,6 +201,10 @@ struct Conn {
     /// Its handshake was decided on once already.
     handshaken: bool,
     closing: bool,
+    /// When its handshake completed (admitted).
+    since: Option<Instant>,
+    /// Its lowest measured round-trip time.
+    rtt: Option<Duration>,
 }
 
 impl Conn {
@@ -223,6 +236,8 @@ pub struct SwitchCore<B: BanList = MemoryBans> {
     persistent: Vec<Persistent>,
     jitter: Jitter,
     shutdown: Option<ShutdownState>,
+    /// Key of the hash that picks the subnets protected from eviction.
+    evict_key: u64,
     actions: VecDeque<Action>,
 }
 
@@ -267,6 +282,8 @@ impl<B: BanList> SwitchCore<B> {
             bans,
             persistent,
             jitter: Jitter::new(config.seed),
+            // Drawn from its own generator, so the redial jitter is unchanged by it.
+            evict_key: Jitter::new(!config.seed).next_u64(),
             shutdown: None,
             actions,
         }
@@ -296,7 +313,10 @@ impl<B: BanList> SwitchCore<B> {
             DisconnectReason::MaxPerSubnet
         } else if counts.handshakes >= self.limits.max_handshakes {
             DisconnectReason::MaxHandshakes
-        } else if counts.inbound >= self.limits.max_inbound && !self.has_exemptions() {
+        } else if counts.inbound >= self.limits.max_inbound
+            && !self.has_exemptions()
+            && self.victim().is_none()
+        {
             DisconnectReason::MaxInbound
         } else if limited
             && !(self
@@ -326,6 +346,8 @@ impl<B: BanList> SwitchCore<B> {
                     persistent: None,
                     handshaken: false,
                     closing: false,
+                    since: None,
+                    rtt: None,
                 },
             );
             return Ok(());
@@ -407,6 +429,8 @@ impl<B: BanList> SwitchCore<B> {
                 persistent,
                 handshaken: false,
                 closing: false,
+                since: None,
+                rtt: None,
             },
         );
         if let Some(p) = persistent.and_then(|i| self.persistent.get_mut(i)) {
@@ -428,10 +452,11 @@ impl<B: BanList> SwitchCore<B> {
         }
     }
 
-    /// The handshake of `conn` completed; the remote claims the id `claimed_id` (the
-    /// id is authenticated once the Noise transport lands: until then it is what the
-    /// remote says).
-    pub fn handle_handshake(&mut self, now: Instant, conn: ConnId, claimed_id: NodeId) -> Decision {
+    /// The handshake of `conn` completed: `node` is the remote's **authenticated** node
+    /// id (proven by the transport's handshake; the runtime must not pass an id the
+    /// remote merely claims). Decides whether the connection stays, and which other
+    /// connection goes for it.
+    pub fn handle_handshake(&mut self, now: Instant, conn: ConnId, node: NodeId) -> Decision {
         self.tick(now);
         let Some(mine) = self.conns.get(&conn).copied() else {
             return Decision::Reject(DisconnectReason::Shutdown);
@@ -452,22 +477,15 @@ impl<B: BanList> SwitchCore<B> {
             // Closing because its peer was banned.
             return Decision::Reject(DisconnectReason::Banned);
         }
-        if self
-            .bans
-            .banned_until(&BanKey::Node(claimed_id), now)
-            .is_some()
-        {
+        if self.bans.banned_until(&BanKey::Node(node), now).is_some() {
             return Decision::Reject(DisconnectReason::Banned);
         }
-        let decision = match self.by_node.get(&claimed_id).copied() {
+        let decision = match self.by_node.get(&node).copied() {
             None => Decision::Admit,
             Some(old) if old == conn => Decision::Admit,
             Some(old) => {
-                let old_dialer = self
-                    .conns
-                    .get(&old)
-                    .map_or(claimed_id, |c| self.dialer(c, claimed_id));
-                let new_dialer = self.dialer(&mine, claimed_id);
+                let old_dialer = self.conns.get(&old).map_or(node, |c| self.dialer(c, node));
+                let new_dialer = self.dialer(&mine, node);
                 let winner = old_dialer.min(new_dialer);
                 if new_dialer == winner && old_dialer != winner {
                     Decision::Replace(old)
@@ -479,9 +497,10 @@ impl<B: BanList> SwitchCore<B> {
         let replaced = match decision {
             Decision::Reject(_) => return decision,
             Decision::Replace(old) => Some(old),
-            Decision::Admit => None,
+            Decision::Admit | Decision::Evict(_) => None,
         };
-        let exempt = mine.persistent.is_some() || self.is_exempt(&claimed_id);
+        let mut evicted = None;
+        let exempt = mine.persistent.is_some() || self.is_exempt(&node);
         let slot = match (mine.direction, exempt) {
             (_, true) => Slot::Exempt,
             (Direction::Inbound, false) => Slot::Inbound,
@@ -493,16 +512,28 @@ impl<B: BanList> SwitchCore<B> {
                 .is_some_and(|c| c.slot == Slot::Inbound);
             let taken = self.slots.counts().inbound - usize::from(freed);
             if taken >= self.limits.max_inbound {
-                return Decision::Reject(DisconnectReason::MaxInbound);
+                // One connection goes for a new one: a replaced connection that held
+                // no inbound slot leaves the new one refused, as without eviction.
+                match self.victim() {
+                    Some(victim) if replaced.is_none() => evicted = Some(victim),
+                    _ => return Decision::Reject(DisconnectReason::MaxInbound),
+                }
+            }
+        }
+        if let Some(victim) = evicted.and_then(|v| self.conns.get_mut(&v)) {
+            victim.closing = true;
+            if let Some(old_node) = victim.node.take() {
+                self.by_node.remove(&old_node);
             }
         }
         if let Some(old) = replaced.and_then(|old| self.conns.get_mut(&old)) {
             old.node = None;
             old.closing = true;
         }
-        self.by_node.insert(claimed_id, conn);
+        self.by_node.insert(node, conn);
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.node = Some(claimed_id);
+            c.node = Some(node);
+            c.since = Some(now);
             if c.slot != slot {
                 self.slots.switch(c.slot, slot);
                 c.slot = slot;
@@ -511,14 +542,27 @@ impl<B: BanList> SwitchCore<B> {
         for (i, p) in self.persistent.iter_mut().enumerate() {
             let dialed_it = mine.persistent == Some(i);
             if dialed_it && p.id.is_none() {
-                p.id = Some(claimed_id);
+                p.id = Some(node);
             }
-            if p.id == Some(claimed_id) && p.state != DialState::Disabled {
+            if p.id == Some(node) && p.state != DialState::Disabled {
                 p.state = DialState::Connected(conn);
                 p.backoff.reset();
             }
         }
-        decision
+        match evicted {
+            Some(victim) => Decision::Evict(victim),
+            None => decision,
+        }
+    }
+
+    /// A round-trip time `rtt` was measured on `conn` (the handshake's, or a ping's).
+    /// The lowest one counts for eviction: a peer with a low round-trip time is
+    /// protected. Unknown connections are ignored.
+    pub fn handle_rtt(&mut self, now: Instant, conn: ConnId, rtt: Duration) {
+        self.tick(now);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.rtt = Some(c.rtt.map_or(rtt, |old| old.min(rtt)));
+        }
     }
 
     /// `conn` closed (at any stage, for `reason`). A misbehaviour reason counts
@@ -704,6 +748,34 @@ impl<B: BanList> SwitchCore<B> {
                 .persistent
                 .iter()
                 .any(|p| p.id.as_ref() == Some(id) && p.state != DialState::Disabled)
+    }
+
+    /// The inbound peer to evict for a new one (see [`evict`]), when eviction is on.
+    fn victim(&self) -> Option<ConnId> {
+        if !self.limits.evict_inbound {
+            return None;
+        }
+        let candidates = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.slot == Slot::Inbound && !c.closing && c.node.is_some())
+            .filter_map(|(&conn, c)| {
+                Some(Candidate {
+                    conn,
+                    net: c.net,
+                    since: c.since?,
+                    rtt: c.rtt,
+                })
+            })
+            .collect();
+        evict::select(
+            candidates,
+            Protect {
+                netgroups: self.limits.evict_protect_netgroups,
+                rtt: self.limits.evict_protect_rtt,
+                key: self.evict_key,
+            },
+        )
     }
 
     /// Whether some inbound connection could turn out to be exempt.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::connection::handshake::{HandshakeError, Version};
 use crate::introspect::Introspection;
 use crate::reason::DisconnectReason;
+use crate::text;
 
 /// The control channel's id.
 pub const CONTROL_CHANNEL: u8 = 0;
@@ -174,6 +175,10 @@ pub enum ControlError {
     /// A `Version` whose fields are out of bounds (the field and the bound).
     #[error("bad Version: {0}")]
     BadVersion(String),
+    /// A `Goodbye` whose reason may not be shown (too long, unsafe characters) or
+    /// quotes another goodbye.
+    #[error("bad Goodbye: {0}")]
+    BadGoodbye(String),
 }
 
 /// Encodes a control message (MessagePack, compact array form).
@@ -183,27 +188,13 @@ pub fn encode(msg: &Control) -> Bytes {
     Bytes::from(rmp_serde::to_vec(msg).unwrap_or_default())
 }
 
-/// Longest text (as displayed) of the reason in a remote's `Goodbye`.
+/// Longest free text (all its fields together, as sent) of the reason in a remote's
+/// `Goodbye`.
 pub const MAX_GOODBYE_TEXT: usize = 1024;
 
-/// Characters a remote's text may not carry into logs: control characters, line and
-/// paragraph separators, and the invisible formatting characters (zero-width ones and
-/// bidirectional overrides, which can make a log line read differently from what it
-/// holds).
+/// Characters a remote's text may not carry into logs (see [`text::is_unsafe`]).
 pub(crate) fn unprintable(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{00AD}'
-                | '\u{061C}'
-                | '\u{180E}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{2028}'..='\u{202E}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{206F}'
-                | '\u{FEFF}'
-                | '\u{FFF9}'..='\u{FFFB}'
-        )
+    text::is_unsafe(c)
 }
 
 /// Decodes and validates a control message.
@@ -216,15 +207,17 @@ pub fn decode(payload: &[u8]) -> Result<Control, ControlError> {
     }
     let mut de = rmp_serde::Deserializer::from_read_ref(payload);
     de.set_max_depth(MAX_DEPTH);
-    let msg =
-        Control::deserialize(&mut de).map_err(|e| ControlError::Undecodable(e.to_string()))?;
+    // The decoder's message may quote what the remote sent (an unknown variant's name,
+    // say): it is kept escaped and short, as it ends up in logs and in our goodbye.
+    let msg = Control::deserialize(&mut de)
+        .map_err(|e| ControlError::Undecodable(text::clean(&e.to_string())))?;
     match &msg {
         Control::Version(v) => v.validate().map_err(|e| match e {
             HandshakeError::BadVersion(s) => ControlError::BadVersion(s),
             other => ControlError::BadVersion(other.to_string()),
         })?,
         Control::Goodbye(DisconnectReason::ByRemote(_)) => {
-            return Err(ControlError::Invalid(
+            return Err(ControlError::BadGoodbye(
                 "a goodbye cannot quote another goodbye".into(),
             ))
         }
@@ -242,10 +235,13 @@ pub fn decode(payload: &[u8]) -> Result<Control, ControlError> {
         Control::Goodbye(reason) => {
             // The remote's words end up in logs and in `PeerDown`: keep them short
             // and on one line.
-            let text = reason.to_string();
-            if text.len() > MAX_GOODBYE_TEXT || text.chars().any(unprintable) {
-                return Err(ControlError::Invalid(format!(
-                    "goodbye reason longer than {MAX_GOODBYE_TEXT} bytes or unprintable"
+            // Checked as sent: `Display` would escape and cut it.
+            let texts = reason.free_text();
+            let len: usize = texts.iter().map(|t| t.len()).sum();
+            if len > MAX_GOODBYE_TEXT || texts.iter().any(|t| t.chars().any(unprintable)) {
+                return Err(ControlError::BadGoodbye(format!(
+                    "reason longer than {MAX_GOODBYE_TEXT} bytes, or with control, \
+                     separator or bidirectional characters"
                 )));
             }
         }
@@ -264,7 +260,7 @@ mod tests {
         let ok = Control::Goodbye(DisconnectReason::Application("maintenance".into()));
         assert_eq!(decode(&encode(&ok)).unwrap(), ok);
         for bad in [
-            DisconnectReason::Application("x".repeat(MAX_GOODBYE_TEXT)),
+            DisconnectReason::Application("x".repeat(MAX_GOODBYE_TEXT + 1)),
             DisconnectReason::Misbehavior("forged\nlog line".into()),
             DisconnectReason::Io("bell\u{7}".into()),
             DisconnectReason::Application("line\u{2028}separator".into()),
@@ -274,7 +270,7 @@ mod tests {
             assert!(
                 matches!(
                     decode(&encode(&Control::Goodbye(bad))),
-                    Err(ControlError::Invalid(_))
+                    Err(ControlError::BadGoodbye(_))
                 ),
                 "rejected"
             );
@@ -309,7 +305,7 @@ mod tests {
         )));
         assert!(matches!(
             decode(&encode(&nested)),
-            Err(ControlError::Invalid(_))
+            Err(ControlError::BadGoodbye(_))
         ));
     }
 

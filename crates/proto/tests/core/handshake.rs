@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchyard_proto::config::Config;
-use switchyard_proto::connection::handshake::HandshakeError;
+use switchyard_proto::connection::handshake::{HandshakeError, Version};
 use switchyard_proto::wire::codec::{Msg, MsgKind, Packet};
 use switchyard_proto::wire::control::Control;
 use switchyard_proto::{DisconnectReason, NodeId};
@@ -267,4 +267,83 @@ fn the_services_offered_at_connection_time_share_the_handshake_deadline() {
         "{:?}",
         s.reason()
     );
+}
+
+/// What a remote's goodbye during the handshake closes with, and the reason's text.
+fn goodbye_before_handshake(reason: DisconnectReason) -> (HandshakeError, String) {
+    let mut s = Solo::new(&Config::default());
+    s.feed_control(&Control::Goodbye(reason));
+    let closed = s.reason().expect("closed");
+    (handshake_error(Some(closed.clone())), closed.to_string())
+}
+
+#[test]
+fn a_bad_goodbye_during_the_handshake_is_called_a_bad_goodbye() {
+    for bad in [
+        // Unsafe characters, too long, and too long for any handshake message.
+        DisconnectReason::Application("line\u{2028}separator".into()),
+        DisconnectReason::Misbehavior("right-to-left \u{202E}override".into()),
+        DisconnectReason::Io("escape \x1b[2J".into()),
+        DisconnectReason::Application("x".repeat(2000)),
+        DisconnectReason::Application("x".repeat(9000)),
+        DisconnectReason::ByRemote(Box::new(DisconnectReason::Shutdown)),
+    ] {
+        let (err, text) = goodbye_before_handshake(bad);
+        assert!(matches!(err, HandshakeError::BadGoodbye(_)), "{err:?}");
+        assert!(
+            text.starts_with("handshake failed: bad Goodbye: "),
+            "{text}"
+        );
+        assert!(!text.contains("Version"), "{text}");
+    }
+    // A good one is honoured.
+    let mut s = Solo::new(&Config::default());
+    s.feed_control(&Control::Goodbye(DisconnectReason::Application(
+        "bye".into(),
+    )));
+    assert_eq!(
+        s.reason(),
+        Some(DisconnectReason::ByRemote(Box::new(
+            DisconnectReason::Application("bye".into())
+        )))
+    );
+}
+
+#[test]
+fn an_out_of_bounds_version_names_its_field_once() {
+    for len in [300, 9000] {
+        let mut v = version(2);
+        v.user_agent = "u".repeat(len);
+        let mut s = Solo::new(&Config::default());
+        s.feed_control(&Control::Version(v));
+        let reason = s.reason().expect("closed");
+        assert_eq!(
+            reason.to_string(),
+            "handshake failed: bad Version: user_agent is longer than 256 bytes"
+        );
+        assert_eq!(s.goodbye(), Some(reason), "the remote is told why");
+    }
+}
+
+#[test]
+fn remote_text_in_a_version_that_could_forge_a_log_line_is_refused() {
+    let cases: [fn(&mut Version); 6] = [
+        |v| v.user_agent = "agent\n[WARN] forged".into(),
+        |v| v.user_agent = "agent\u{2028}forged".into(),
+        |v| v.user_agent = "agent \u{202E}gnp.exe".into(),
+        |v| v.user_agent = "agent \x1b[31m".into(),
+        |v| v.listen_addr = Some("host\u{2066}:1\u{2069}".into()),
+        |v| v.services[0].name = "svc\u{2029}".into(),
+    ];
+    for set in cases {
+        let mut v = version(2);
+        set(&mut v);
+        let mut s = Solo::new(&Config::default());
+        s.feed_control(&Control::Version(v));
+        let err = handshake_error(s.reason());
+        assert!(
+            matches!(&err, HandshakeError::BadVersion(t) if t.contains("bidirectional")),
+            "{err:?}"
+        );
+    }
 }

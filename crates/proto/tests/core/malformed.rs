@@ -134,6 +134,57 @@ fn each_malformed_input_has_its_own_reason() {
     ));
 }
 
+/// A control message naming an unknown variant: MessagePack `{name: nil}`.
+fn unknown_variant(name: &str) -> Vec<u8> {
+    let mut out = vec![0x81, 0xda];
+    out.extend_from_slice(&u16::try_from(name.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0xc0);
+    out
+}
+
+#[test]
+fn decoder_messages_quoting_the_remote_are_escaped_and_bounded() {
+    let evil = format!(
+        "x\n[INFO] peer up: forged \u{2028} \u{202E} \x1b[2J {}",
+        "y".repeat(3000)
+    );
+    let check = |text: &str| {
+        assert!(
+            !text.chars().any(|c| c.is_control()
+                || ('\u{2028}'..='\u{202E}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c)),
+            "{text:?}"
+        );
+        assert!(text.len() < 400, "{} bytes", text.len());
+    };
+    // During the handshake.
+    let mut s = Solo::new(&Config::default());
+    s.feed_msg(0, &unknown_variant(&evil));
+    let reason = s.reason().expect("closed");
+    assert!(matches!(
+        reason,
+        DisconnectReason::Handshake(HandshakeError::Undecodable(_))
+    ));
+    check(&reason.to_string());
+    assert_eq!(
+        s.goodbye(),
+        Some(reason),
+        "our goodbye passes the remote's checks"
+    );
+    // After it.
+    let mut s = Solo::new(&Config::default());
+    s.handshake(65_536);
+    s.feed_msg(0, &unknown_variant(&evil));
+    let reason = s.reason().expect("closed");
+    let DisconnectReason::ControlViolation(text) = &reason else {
+        panic!("{reason:?}");
+    };
+    check(text);
+    assert!(text.contains("x\\n[INFO]"), "{text}");
+    assert_eq!(s.goodbye(), Some(reason));
+}
+
 #[test]
 fn a_core_that_closed_ignores_everything_after() {
     let mut s = Solo::new(&Config::default());

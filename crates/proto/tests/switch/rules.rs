@@ -526,3 +526,189 @@ fn ipv6_subnets_are_slash_48_by_default_and_configurable() {
         c.handle_accept(now, conn as u64, v6(a)).unwrap();
     }
 }
+
+// ----- eviction -----
+
+/// Limits for the eviction tests: `max_inbound` slots, the given protections.
+fn evicting(max_inbound: usize, netgroups: usize, rtt: usize) -> Config {
+    Config {
+        max_inbound,
+        evict_protect_netgroups: netgroups,
+        evict_protect_rtt: rtt,
+        ..Config::default()
+    }
+}
+
+/// Accepts `conn` from `from` and admits it as node `who`, `age` seconds after `now`.
+fn admit(c: &mut SwitchCore, now: std::time::Instant, conn: u64, from: IpAddr, who: u8, age: u64) {
+    let at = now + Duration::from_secs(age);
+    c.handle_accept(at, conn, from).unwrap();
+    assert_eq!(c.handle_handshake(at, conn, id(who)), Decision::Admit);
+}
+
+#[test]
+fn eviction_takes_the_youngest_of_the_biggest_subnet_and_keeps_counts_right() {
+    let now = t0();
+    let mut c = core(evicting(6, 0, 0));
+    // Three old peers (protected by age: half of six), then subnet 2 holds two of the
+    // three young ones.
+    admit(&mut c, now, 1, ip(1, 1), 1, 0);
+    admit(&mut c, now, 2, ip(2, 1), 2, 1);
+    admit(&mut c, now, 3, ip(3, 1), 3, 2);
+    admit(&mut c, now, 4, ip(2, 2), 4, 3);
+    admit(&mut c, now, 5, ip(2, 3), 5, 4);
+    admit(&mut c, now, 6, ip(4, 1), 6, 5);
+    let at = now + Duration::from_secs(10);
+    // Inbound is full, but a peer could be evicted: the accept is not refused.
+    c.handle_accept(at, 7, ip(5, 1)).unwrap();
+    assert_eq!(c.handle_handshake(at, 7, id(7)), Decision::Evict(5));
+    // The evicted peer is no longer admitted; its slot is held until it closes.
+    assert!(!c.is_connected(&id(5)));
+    assert_eq!(c.conn_of(&id(7)), Some(7));
+    assert_eq!(c.peers(), 6);
+    assert_eq!(c.counts().inbound, 7);
+    assert_eq!(c.counts().handshakes, 0);
+    c.handle_closed(at, 5, DisconnectReason::Evicted);
+    assert_eq!(c.counts().inbound, 6);
+    assert_eq!(c.connections(), 6);
+    assert_eq!(c.per_ip(&ip(2, 3)), 0);
+    assert!(
+        !c.is_banned(at, &BanKey::Node(id(5))),
+        "eviction is no misbehaviour"
+    );
+    // The next one: of the young half (4, 6, 7) each subnet has one peer, and the tie
+    // goes against the youngest (only candidates count: 2, old, shares 4's subnet).
+    c.handle_accept(at, 8, ip(6, 1)).unwrap();
+    assert_eq!(c.handle_handshake(at, 8, id(8)), Decision::Evict(7));
+}
+
+#[test]
+fn peers_with_low_round_trip_times_are_protected() {
+    let now = t0();
+    let mut c = core(evicting(3, 0, 1));
+    admit(&mut c, now, 1, ip(1, 1), 1, 0);
+    admit(&mut c, now, 2, ip(1, 2), 2, 1);
+    admit(&mut c, now, 3, ip(1, 3), 3, 2);
+    c.handle_rtt(now, 1, Duration::from_millis(50));
+    c.handle_rtt(now, 2, Duration::from_millis(50));
+    c.handle_rtt(now, 3, Duration::from_millis(80));
+    // The lowest counts: 3 is the fastest now, and a slower sample later changes
+    // nothing.
+    c.handle_rtt(now, 3, Duration::from_millis(5));
+    c.handle_rtt(now, 3, Duration::from_millis(500));
+    let at = now + Duration::from_secs(10);
+    c.handle_accept(at, 4, ip(2, 1)).unwrap();
+    // 3 (youngest, fastest) is protected, 1 by age: 2 goes.
+    assert_eq!(c.handle_handshake(at, 4, id(4)), Decision::Evict(2));
+}
+
+#[test]
+fn long_lived_and_subnet_diverse_peers_are_protected() {
+    let now = t0();
+    // Without subnet protection, the youngest of two single-peer subnets goes.
+    let mut c = core(evicting(4, 0, 0));
+    admit(&mut c, now, 1, ip(1, 1), 1, 0);
+    admit(&mut c, now, 2, ip(1, 2), 2, 1);
+    admit(&mut c, now, 3, ip(2, 1), 3, 2);
+    admit(&mut c, now, 4, ip(3, 1), 4, 3);
+    let at = now + Duration::from_secs(10);
+    c.handle_accept(at, 5, ip(4, 1)).unwrap();
+    assert_eq!(c.handle_handshake(at, 5, id(5)), Decision::Evict(4));
+    // With it (three subnets, all protected), the peer sharing its subnet goes.
+    let mut c = core(evicting(4, 3, 0));
+    admit(&mut c, now, 1, ip(1, 1), 1, 0);
+    admit(&mut c, now, 2, ip(1, 2), 2, 1);
+    admit(&mut c, now, 3, ip(2, 1), 3, 2);
+    admit(&mut c, now, 4, ip(3, 1), 4, 3);
+    c.handle_accept(at, 5, ip(4, 1)).unwrap();
+    assert_eq!(c.handle_handshake(at, 5, id(5)), Decision::Evict(2));
+    // The oldest peer outlives every newcomer.
+    let mut c = core(evicting(2, 0, 0));
+    admit(&mut c, now, 1, ip(1, 1), 1, 0);
+    admit(&mut c, now, 2, ip(1, 2), 2, 1);
+    for conn in 3..10 {
+        let at = now + Duration::from_secs(conn);
+        c.handle_accept(at, conn, ip(1, conn as u8)).unwrap();
+        assert_eq!(
+            c.handle_handshake(at, conn, id(conn as u8)),
+            Decision::Evict(conn - 1)
+        );
+        c.handle_closed(at, conn - 1, DisconnectReason::Evicted);
+        assert_eq!(c.counts().inbound, 2);
+    }
+    assert!(c.is_connected(&id(1)));
+}
+
+#[test]
+fn exempt_and_outbound_peers_are_never_evicted() {
+    let now = t0();
+    let mut c = SwitchCore::new(SwitchConfig {
+        unconditional: vec![id(9)],
+        ..SwitchConfig::new(id(LOCAL), evicting(1, 0, 0))
+    });
+    c.handle_connected(now, 1, ip(8, 1), None, None).unwrap();
+    assert_eq!(c.handle_handshake(now, 1, id(8)), Decision::Admit);
+    admit(&mut c, now, 2, ip(9, 1), 9, 0);
+    admit(&mut c, now, 3, ip(1, 1), 1, 1);
+    for conn in 4..7 {
+        let at = now + Duration::from_secs(conn);
+        // Only the one ordinary inbound peer is ever a candidate.
+        c.handle_accept(at, conn, ip(conn as u8, 1)).unwrap();
+        assert_eq!(
+            c.handle_handshake(at, conn, id(conn as u8)),
+            Decision::Evict(conn - 1)
+        );
+        c.handle_closed(at, conn - 1, DisconnectReason::Evicted);
+    }
+    assert_eq!(
+        c.counts(),
+        Counts {
+            handshakes: 0,
+            inbound: 1,
+            outbound: 1,
+            exempt: 1
+        }
+    );
+    assert!(c.is_connected(&id(8)) && c.is_connected(&id(9)));
+}
+
+#[test]
+fn no_candidate_left_means_max_inbound() {
+    let now = t0();
+    // An exempt peer is configured, so inbound admission waits for the handshake;
+    // the one inbound peer is protected by its round-trip time (even unmeasured).
+    let mut c = SwitchCore::new(SwitchConfig {
+        unconditional: vec![id(9)],
+        ..SwitchConfig::new(id(LOCAL), evicting(1, 0, 1))
+    });
+    admit(&mut c, now, 1, ip(1, 1), 1, 0);
+    c.handle_accept(now, 2, ip(2, 1)).unwrap();
+    assert_eq!(
+        c.handle_handshake(now, 2, id(2)),
+        Decision::Reject(DisconnectReason::MaxInbound)
+    );
+    c.handle_closed(now, 2, DisconnectReason::MaxInbound);
+    assert_eq!(c.counts().inbound, 1);
+    assert_eq!(c.connections(), 1);
+    // No exempt peer: refused at accept already, since nobody could be evicted.
+    let mut c = core(evicting(1, 1, 0));
+    admit(&mut c, now, 1, ip(1, 1), 1, 0);
+    assert_eq!(
+        c.handle_accept(now, 2, ip(2, 1)).unwrap_err().reason,
+        DisconnectReason::MaxInbound
+    );
+}
+
+#[test]
+fn eviction_can_be_turned_off() {
+    let now = t0();
+    let mut c = core(Config {
+        evict_inbound: false,
+        ..evicting(1, 0, 0)
+    });
+    admit(&mut c, now, 1, ip(1, 1), 1, 0);
+    assert_eq!(
+        c.handle_accept(now, 2, ip(2, 1)).unwrap_err().reason,
+        DisconnectReason::MaxInbound
+    );
+}
