@@ -52,8 +52,6 @@ mod config;
 mod entry;
 mod placement;
 mod select;
-#[cfg(test)]
-mod tests;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
