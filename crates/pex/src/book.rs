@@ -29,8 +29,23 @@
 //!
 //! # Placement
 //!
-//! The bucket hashes live in the `placement` module; with the defaults every address
-//! that sources of one /16 tell us lands in at most 32 of the 256 new buckets.
+//! Every hash is SHA-256 over the node's secret [`key`](BookConfig::key), a domain tag
+//! and its inputs, truncated to 64 bits, so without the key nobody can aim addresses at
+//! chosen buckets, and with the key kept (the peer store keeps it) buckets stay put
+//! across restarts.
+//!
+//! * New: `slot = H(key, src_group, addr_group) mod P`, then
+//!   `bucket = H(key, src_group, slot) mod N`, with `P` =
+//!   [`new_buckets_per_source_group`](BookConfig::new_buckets_per_source_group) and
+//!   `N` = [`new_buckets`](BookConfig::new_buckets). For a fixed source group the
+//!   second hash sees at most `P` inputs, so **whatever sources of one group gossip
+//!   lands in at most `P` of the `N` new buckets** (default 32 of 256), holding at most
+//!   `P × bucket_size` addresses (2,048 of 16,384), and can evict only entries that
+//!   share those buckets.
+//! * Tried: `slot = H(key, address) mod T`, then `bucket = H(key, addr_group, slot) mod
+//!   M`, with `T` = [`tried_buckets_per_group`](BookConfig::tried_buckets_per_group):
+//!   one network block reaches at most `T` of the `M` tried buckets (8 of 64), and
+//!   only through addresses we connected to ourselves.
 //!
 //! ```
 //! use std::time::{Duration, Instant};

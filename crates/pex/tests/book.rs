@@ -61,6 +61,12 @@ fn one_source_reaches_at_most_its_share_of_new_buckets() {
         let _ = b.add_address(t0, a, attacker);
     }
     let reached = b.new_buckets_of_source(Group::of(attacker));
+    println!(
+        "one source: {} of {} new buckets reached, {} of 10000 addresses kept",
+        reached.len(),
+        cfg.new_buckets,
+        b.new_count()
+    );
     // The bound of the placement: one source group maps to at most
     // `new_buckets_per_source_group` (32) of the 256 new buckets, so it holds at most
     // 32 × 64 = 2,048 of the 16,384 new slots, whatever it gossips.

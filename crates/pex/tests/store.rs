@@ -282,3 +282,28 @@ fn committed_addresses_survive_kill_dash_nine() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Rough write throughput of the store (`cargo test -p switchyard-pex --test store --
+/// --ignored --nocapture store_writes_per_second`); prints, asserts nothing.
+#[test]
+#[ignore = "timing; run by hand"]
+fn store_writes_per_second() {
+    let dir = scratch("throughput");
+    let store = PeerStore::open(&dir.join("peers.redb")).unwrap();
+    let (batches, per_batch) = (200u32, 100u32);
+    let start = Instant::now();
+    for b in 0..batches {
+        let batch: Vec<Change> = (0..per_batch)
+            .map(|i| Change::PutAddr(churn_record(b * per_batch + i, 0)))
+            .collect();
+        store.apply(&batch).unwrap();
+    }
+    let took = start.elapsed().as_secs_f64();
+    println!(
+        "store: {:.0} records/s in batches of {per_batch} ({:.0} commits/s)",
+        f64::from(batches * per_batch) / took,
+        f64::from(batches) / took
+    );
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -65,7 +65,10 @@ impl BookConfig {
         }
     }
 
-    /// Non-strict: loopback and private addresses are accepted (local testnets).
+    /// Non-strict: loopback and private addresses are accepted (local testnets). On one
+    /// loopback address every node shares one group, so the new table holds at most
+    /// `bucket_size` (64) of them from one source group and the tried table
+    /// `tried_buckets_per_group × bucket_size` (512): plenty for a local testnet.
     #[must_use]
     pub fn lenient(mut self) -> Self {
         self.strict = false;
