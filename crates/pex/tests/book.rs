@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use switchyard_pex::book::{dial_bias, Added, Place, Rejected};
+use switchyard_pex::store::{restore_book, AddrRecord, TimeAnchor};
 use switchyard_pex::{AddrBook, BookConfig, Group, NetAddr};
 use switchyard_proto::NodeId;
 
@@ -456,6 +457,54 @@ fn dirty_ids_report_what_to_persist() {
     assert!(b.get(&id(2)).is_none());
 }
 
+#[test]
+fn empty_and_one_sided_books() {
+    let t0 = Instant::now();
+    let mut b = book();
+    let none = HashSet::new();
+    assert_eq!(b.pick_address(t0, 50, &none), None);
+    assert!(b.sample(t0, 100).is_empty());
+    assert_eq!(b.poll_timeout(), None);
+    // Only new: even a full tried bias picks from new.
+    b.add_address(t0, na(1), src("30.0.0.1")).unwrap();
+    assert_eq!(b.pick_address(t0, 100, &none), Some(na(1)));
+    // Only tried: even a zero tried bias picks from tried.
+    let mut t = book();
+    t.mark_good(t0, na(2)).unwrap();
+    assert_eq!(t.pick_address(t0, 0, &none), Some(na(2)));
+    // A usable tried entry is found when new holds only unusable ones.
+    t.add_address(t0, na(3), src("30.0.0.1")).unwrap();
+    t.ban(&id(3), t0 + secs(60)).unwrap();
+    for _ in 0..20 {
+        assert_eq!(t.pick_address(t0, 0, &none), Some(na(2)));
+    }
+}
+
+#[test]
+fn restoring_into_a_stricter_book_refuses_what_it_no_longer_takes() {
+    let t0 = Instant::now();
+    let mut lenient = AddrBook::new(BookConfig::new([1; 32], 1).lenient());
+    lenient
+        .add_address(t0, at(1, "127.0.0.1"), src("127.0.0.1"))
+        .unwrap();
+    lenient
+        .add_address(t0, at(2, "20.0.0.2"), src("127.0.0.1"))
+        .unwrap();
+    let anchor = TimeAnchor::from_unix(t0, 1_700_000_000);
+    let records: Vec<AddrRecord> = lenient
+        .iter()
+        .map(|e| AddrRecord::from_entry(e, &anchor))
+        .collect();
+    let mut strict = AddrBook::new(BookConfig::new([1; 32], 1));
+    let refused = restore_book(&mut strict, &anchor, &records);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(
+        (refused[0].0.addr, refused[0].1),
+        (at(1, "127.0.0.1"), Rejected::NotRoutable)
+    );
+    assert_eq!(strict.len(), 1);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Add(u8, u8),
@@ -536,6 +585,17 @@ proptest! {
             for s in b.sample(now, 8) {
                 prop_assert!(b.get(&s.id).unwrap().is_usable(now));
             }
+        }
+        // What the store would keep rebuilds the same book: every entry in the same place.
+        let anchor = TimeAnchor::from_unix(t0, 1_700_000_000);
+        let records: Vec<AddrRecord> = b.iter().map(|e| AddrRecord::from_entry(e, &anchor)).collect();
+        let mut again = AddrBook::new(b.config().clone());
+        prop_assert!(restore_book(&mut again, &anchor, &records).is_empty());
+        prop_assert_eq!(again.check(), Ok(()));
+        prop_assert_eq!(again.len(), b.len());
+        for e in b.iter() {
+            let r = again.get(&e.addr.id);
+            prop_assert_eq!(r, Some(e));
         }
     }
 }
