@@ -20,9 +20,12 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use switchyard_proto::NodeId;
+
+use crate::addr::NetAddr;
 
 /// One line of the file: a node id at a host and port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,6 +36,16 @@ pub struct SeedAddr {
     pub host: String,
     /// TCP port.
     pub port: u16,
+}
+
+impl SeedAddr {
+    /// The address as the book holds it when `host` is an IP address; `None` for a
+    /// host name, which the runtime resolves first.
+    #[must_use]
+    pub fn net_addr(&self) -> Option<NetAddr> {
+        let ip: IpAddr = self.host.parse().ok()?;
+        Some(NetAddr::new(self.id, SocketAddr::new(ip, self.port)))
+    }
 }
 
 impl fmt::Display for SeedAddr {
@@ -166,6 +179,11 @@ mod tests {
         assert_eq!(seeds[0].host, "seed.example.org");
         assert_eq!(seeds[1].host, "2a00::1");
         assert_eq!(seeds[1].to_string(), format!("{ID2}@[2a00::1]:9"));
+        assert_eq!(seeds[0].net_addr(), None);
+        assert_eq!(
+            seeds[1].net_addr().map(|a| a.to_string()),
+            Some(format!("{ID2}@[2a00::1]:9"))
+        );
         assert!(parse_seeds(Path::new("p"), "").unwrap().is_empty());
     }
 
