@@ -1,20 +1,39 @@
-//! # switchyard-pex: peer discovery for Switchyard (not built yet)
+//! # switchyard-pex: peer discovery for Switchyard
 //!
-//! This crate will hold, per `DESIGN.md` ("Discovery and persistence"):
+//! What exists now (the parts that need no runtime):
 //!
-//! * the **address book**: a pure structure with new/old buckets keyed by a secret and
-//!   by the source's address group, so one source cannot poison it;
-//! * the **peer store**: addresses, scores and bans kept on disk (redb) across
-//!   restarts, seeded from an initial peers file on first start;
-//! * the **PEX service**: request/response of addresses on its own channel, rate
-//!   limited per peer; unsolicited or oversized answers close and ban the sender;
-//! * the **peer manager**: keeps the outbound target filled with exponential backoff
-//!   and jitter, and a seed mode that crawls and hands out addresses.
+//! * [`book`]: the **address book**, pure like the cores of `switchyard-proto` (time
+//!   and randomness come in from the caller; no clock, no I/O): new and tried tables of
+//!   buckets chosen by keyed hashes of the address's and its source's groups, so one
+//!   source reaches only a few buckets; eviction of the worst entry; selection for
+//!   dialing and sampling for sharing; strict mode, private ids, own addresses, dial
+//!   attempts, bad addresses forgotten, bans.
+//! * [`store`]: the **peer store** on disk (redb): addresses with their source,
+//!   attempts, last attempt and success, table, and bans, written in batches of
+//!   [`Change`](store::Change)s, one transaction each, and loaded whole at start.
+//! * [`seeds`]: the **initial peers file** parser (`ID@HOST:PORT` a line).
+//! * [`NetAddr`]: `ID@IP:PORT`, the unit the book holds, and its [`Group`].
 //!
-//! Until then, nodes are connected with static and persistent peers
-//! (`NodeConfig::peers`, `NodeConfig::persistent_peers`).
+//! Not built yet (issue 11): the **PEX service** (request/response of addresses on
+//! [`PEX_CHANNEL`], rate limited per peer), the **peer manager** (keeps the outbound
+//! target filled from the book with backoff and jitter, redials persistent peers),
+//! **seed mode**, and the runtime's wiring of book and store (its node home directory,
+//! seeding the store from the initial peers file on first start). Until then, nodes
+//! are connected with static and persistent peers (`NodeConfig::peers`,
+//! `NodeConfig::persistent_peers`).
+//!
+//! Like `switchyard-proto`, this crate never reads the clock: `clippy.toml` forbids
+//! `Instant::now` and `SystemTime::now` here.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod addr;
+pub mod book;
+pub mod seeds;
+pub mod store;
+
+pub use addr::{Group, NetAddr};
+pub use book::{AddrBook, BookConfig};
 
 /// The channel the PEX service will use (reserved now so services avoid it).
 pub const PEX_CHANNEL: u8 = 0x01;
