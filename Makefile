@@ -5,7 +5,7 @@ CARGO ?= cargo
 
 # Seconds each fuzz target runs in `make fuzz`.
 FUZZ_TIME ?= 60
-FUZZ_TARGETS := packet control peer_core
+FUZZ_TARGETS := packet control peer_core secure
 
 ## run: a local 5-node testnet on loopback that floods messages and prints a summary
 run:

@@ -240,7 +240,60 @@ pub fn peer_core(start: Instant, data: &[u8]) {
     }
 }
 
-/// Seed inputs for each target (`packet`, `control`, `peer_core`): one or more of
+/// The transport handshake on arbitrary bytes. Byte 0 picks our role (bit 0:
+/// initiator), our mode (bit 1: plaintext) and the suites (bit 2: AES-GCM offered);
+/// byte 1 the read size; the rest is what the remote sent. Once the handshake is done,
+/// what follows goes to the session's opener. Never panics; a failed handshake never
+/// reports itself done.
+pub fn secure_handshake(data: &[u8]) {
+    use crate::secure::{LocalIdentity, Mode, Role, SecureHandshake, Suites};
+    let (Some(&cfg), Some(&step)) = (data.first(), data.get(1)) else {
+        return;
+    };
+    let rest = data.get(2..).unwrap_or_default();
+    let role = if cfg & 1 == 0 {
+        Role::Responder
+    } else {
+        Role::Initiator
+    };
+    let mode = if cfg & 2 == 0 {
+        Mode::Noise
+    } else {
+        Mode::Plaintext
+    };
+    let identity = Arc::new(LocalIdentity::new(&[7; 32], [9; 32]));
+    let mut hs = SecureHandshake::new(
+        role,
+        mode,
+        Suites::with_aes(cfg & 4 != 0),
+        identity,
+        [cfg; 32],
+    );
+    let mut buf = BytesMut::new();
+    for chunk in rest.chunks(usize::from(step).max(1)) {
+        while hs.poll_transmit().is_some() {}
+        buf.extend_from_slice(chunk);
+        if hs.handle_read(&mut buf).is_err() {
+            while hs.poll_transmit().is_some() {}
+            assert!(hs.poll_done().is_none(), "a failed handshake reported done");
+            return;
+        }
+        while hs.poll_transmit().is_some() {}
+        if let Some(done) = hs.poll_done() {
+            if let Some(mut session) = done.session {
+                let mut out = BytesMut::new();
+                let before = buf.len();
+                if let Ok(n) = session.opener.open(&mut buf, &mut out) {
+                    assert_eq!(n, out.len());
+                    assert!(buf.len() <= before);
+                }
+            }
+            return;
+        }
+    }
+}
+
+/// Seed inputs for each target (`packet`, `control`, `peer_core`, `secure`): one or more of
 /// every packet and control message, valid and not, so the fuzzers start from inputs
 /// that reach deep into the decoders and the core.
 #[must_use]
@@ -327,6 +380,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ));
     }
     out.push(("packet", "handshake".into(), remote_handshake().to_vec()));
+    out.extend(secure_seeds());
     out.push((
         "packet",
         "oversized".into(),
@@ -346,6 +400,70 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     ] {
         out.push(("control", name.into(), control::encode(&c).to_vec()));
     }
+    out
+}
+
+/// Seeds of the `secure` target: a real initiator's first messages for a responder,
+/// a plaintext stream, a refusal.
+fn secure_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    use crate::secure::{LocalIdentity, Mode, Role, SecureHandshake, Suites};
+    let responder = |cfg: u8| {
+        SecureHandshake::new(
+            Role::Responder,
+            Mode::Noise,
+            Suites::with_aes(cfg & 4 != 0),
+            Arc::new(LocalIdentity::new(&[7; 32], [9; 32])),
+            [cfg; 32],
+        )
+    };
+    let mut out = Vec::new();
+    for cfg in [0u8, 4] {
+        let mut them = SecureHandshake::new(
+            Role::Initiator,
+            Mode::Noise,
+            Suites::BOTH,
+            Arc::new(LocalIdentity::new(&[1; 32], [2; 32])),
+            [3; 32],
+        );
+        let mut sent = them.poll_transmit().map(|b| b.to_vec()).unwrap_or_default();
+        let mut ours = BytesMut::from(&responder(cfg).poll_transmit().unwrap_or_default()[..]);
+        let _ = them.handle_read(&mut ours);
+        while let Some(b) = them.poll_transmit() {
+            sent.extend_from_slice(&b);
+        }
+        out.push((
+            "secure",
+            format!("msg1-{cfg}"),
+            [vec![cfg, 64], sent.clone()].concat(),
+        ));
+        sent.extend_from_slice(&[0, 160]);
+        sent.extend_from_slice(&[0xa5; 160]);
+        out.push((
+            "secure",
+            format!("msg3-{cfg}"),
+            [vec![cfg, 200], sent].concat(),
+        ));
+    }
+    let plain = crate::secure::Preamble {
+        mode: Mode::Plaintext,
+        suites: Suites::CHACHA_ONLY,
+    };
+    out.push((
+        "secure",
+        "plaintext".into(),
+        [
+            vec![2, 5],
+            plain.encode().to_vec(),
+            remote_handshake().to_vec(),
+        ]
+        .concat(),
+    ));
+    let goodbye = crate::connection::goodbye_bytes(&crate::DisconnectReason::MaxInbound);
+    out.push((
+        "secure",
+        "refused".into(),
+        [vec![1, 16], SecureHandshake::refusal(&goodbye).to_vec()].concat(),
+    ));
     out
 }
 
@@ -374,5 +492,9 @@ mod tests {
         let start = Instant::now();
         peer_core(start, &[3, 1, 0x01, 0, 0, 0, 0, 0, 0, 0, 9]);
         peer_core(start, &[]);
+        for (_, _, seed) in secure_seeds() {
+            secure_handshake(&seed);
+        }
+        secure_handshake(&[]);
     }
 }

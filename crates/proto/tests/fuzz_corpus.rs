@@ -54,3 +54,11 @@ fn the_peer_core_corpus_replays() {
         "no corpus checked in"
     );
 }
+
+#[test]
+fn the_secure_corpus_replays() {
+    assert!(
+        replay("secure", fuzz::secure_handshake) > 0,
+        "no corpus checked in"
+    );
+}

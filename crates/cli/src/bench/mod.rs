@@ -183,7 +183,7 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
     );
     // Memory first: later scenarios leave freed memory in the allocator that would
     // hide the growth.
-    let steps: [(&str, u8); 9] = [
+    let steps: [(&str, u8); 10] = [
         ("memory per peer", 7),
         ("throughput 64 B", 0),
         ("throughput 1 KiB", 1),
@@ -193,6 +193,7 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
         ("broadcast", 5),
         ("connection setup", 6),
         ("requests", 8),
+        ("encrypted", 9),
     ];
     let bar = ProgressBar::new(steps.len() as u64);
     bar.set_style(
@@ -236,19 +237,12 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
             5 => rows.extend(sy::broadcast(&opts).await?),
             6 => rows.extend(sy::connect(&opts).await?),
             8 => rows.extend(sy::requests(&opts).await?),
+            9 => rows.extend(sy::encrypted(&opts).await?),
             _ => rows.extend(memory::per_peer(&opts).await?),
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    rows.push(Row::new(
-        "switchyard encrypted",
-        "-",
-        0.0,
-        0.0,
-        "not available",
-        "the Noise transport has not landed yet",
-    ));
     println!("{}", table(&rows));
     if let Some(path) = &opts.json {
         let report = Report {

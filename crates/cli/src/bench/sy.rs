@@ -316,9 +316,22 @@ pub(crate) fn bench_config() -> NodeConfig {
     c
 }
 
-async fn pair(mode: Mode) -> Result<(BenchNode, BenchNode, PeerHandle), String> {
-    let a = node(mode, bench_config(), None, false).await?;
-    let b = node(mode, bench_config(), None, true).await?;
+/// [`bench_config`] with the Noise transport: AES-256-GCM offered when `aes`, else
+/// ChaCha20-Poly1305 only.
+pub(crate) fn encrypted_config(aes: bool) -> NodeConfig {
+    NodeConfig {
+        insecure_plaintext: false,
+        offer_aes_gcm: Some(aes),
+        ..bench_config()
+    }
+}
+
+async fn pair_with(
+    mode: Mode,
+    config: NodeConfig,
+) -> Result<(BenchNode, BenchNode, PeerHandle), String> {
+    let a = node(mode, config.clone(), None, false).await?;
+    let b = node(mode, config, None, true).await?;
     let to_b = a
         .switch
         .dial(b.addr.clone())
@@ -347,7 +360,17 @@ const SEND_BATCH: u64 = 64;
 
 /// Seconds for `count` messages of `size` bytes on a fresh pair of nodes.
 async fn sy_throughput(mode: Mode, size: usize, count: u64) -> Result<f64, String> {
-    let (a, b, to_b) = pair(mode).await?;
+    sy_throughput_with(mode, size, count, bench_config()).await
+}
+
+/// [`sy_throughput`] between two nodes with `config`.
+async fn sy_throughput_with(
+    mode: Mode,
+    size: usize,
+    count: u64,
+    config: NodeConfig,
+) -> Result<f64, String> {
+    let (a, b, to_b) = pair_with(mode, config).await?;
     let (data, data_raw) = (a.data, a.data_raw);
     let t0 = Instant::now();
     // Messages go out 64 per call, the batching opportunity the baseline's sender
@@ -720,6 +743,115 @@ async fn setup_times(
     }
     times.sort_unstable();
     Ok(times)
+}
+
+/// The Noise transport: bulk throughput with each cipher against the strongest raw
+/// TCP baseline, small batched messages against our own plaintext rate, connection
+/// setup against plaintext setup, and handshakes one node accepts per second.
+pub async fn encrypted(opts: &BenchOptions) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for size in [64usize << 10, 1 << 20] {
+        let count = opts.scale(if size <= 64 << 10 { 8192 } else { 512 });
+        let (variant, base_secs) = baseline::throughput(size, count).await;
+        let mb = |secs: f64| (size as f64 * count as f64) / secs / 1e6;
+        for (aes, cipher) in [(true, "AES-256-GCM"), (false, "ChaCha20-Poly1305")] {
+            let secs = sy_throughput_with(Mode::Raw, size, count, encrypted_config(aes)).await?;
+            rows.push(Row::new(
+                &format!("encrypted raw Bytes ({cipher})"),
+                &size_name(size),
+                mb(base_secs),
+                mb(secs),
+                "MB/s",
+                &format!(
+                    "baseline: the fastest raw framed TCP of this run ({}, plaintext)",
+                    variant.name()
+                ),
+            ));
+        }
+    }
+    let count = opts.scale(2_000_000);
+    let plain = sy_throughput(Mode::Batched, 64, count).await?;
+    let rate = |secs: f64| count as f64 / secs;
+    for (aes, cipher) in [(true, "AES-256-GCM"), (false, "ChaCha20-Poly1305")] {
+        let secs = sy_throughput_with(Mode::Batched, 64, count, encrypted_config(aes)).await?;
+        rows.push(Row::new(
+            &format!("encrypted msgpack batched ({cipher})"),
+            "64 B",
+            rate(plain),
+            rate(secs),
+            "msgs/s",
+            "baseline: our own plaintext msgpack batched, same run",
+        ));
+    }
+    let count = opts.scale(300);
+    let mut setups = Vec::new();
+    for config in [bench_config(), encrypted_config(true)] {
+        let server = node_with(Mode::Batched, config.clone(), None, false, false, 0).await?;
+        let client = node_with(Mode::Batched, config, None, false, false, 0).await?;
+        setups.push(setup_times(&client, &server, count).await?);
+        client.stop().await;
+        server.stop().await;
+    }
+    rows.extend(pct_rows(
+        &[("p50", 0.5), ("p99", 0.99)],
+        |name| format!("connection setup {name} with Noise (dial to answer, 1 service)"),
+        "-",
+        &setups[0],
+        &setups[1],
+        "baseline: the same setup in plaintext, same run",
+    ));
+    let count = opts.scale(2000);
+    let mut rates = Vec::new();
+    for plaintext in [true, false] {
+        rates.push(handshake_rate(plaintext, count).await?);
+    }
+    rows.push(Row::new(
+        "handshakes accepted per second (Noise)",
+        "-",
+        rates[0],
+        rates[1],
+        "conn/s",
+        "baseline: the same in plaintext; 8 light clients at a time on this machine (both ends share its cores)",
+    ));
+    Ok(rows)
+}
+
+/// Connections one node accepts per second, each a complete handshake (transport,
+/// `Version`/`Verack`) by a light client, 8 at a time.
+async fn handshake_rate(plaintext: bool, count: u64) -> Result<f64, String> {
+    let config = if plaintext {
+        bench_config()
+    } else {
+        encrypted_config(true)
+    };
+    let server = node(Mode::Batched, config, None, false).await?;
+    let addr = server.addr.clone();
+    let workers = 8u64;
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let addr = addr.clone();
+        let n = count / workers + u64::from(w < count % workers);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..n {
+                let session = crate::status::connect_light(
+                    &addr,
+                    "switchyard-local",
+                    Duration::from_secs(10),
+                    plaintext,
+                )
+                .await?;
+                drop(session);
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    let rate = count as f64 / t0.elapsed().as_secs_f64();
+    server.stop().await;
+    Ok(rate)
 }
 
 /// Time from dial to its answer (handshake done, peer admitted, services

@@ -688,3 +688,34 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use crate::fuzz::secure_handshake;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Any bytes, from the first or after a real initiator's first messages,
+        /// in any read sizes: an outcome or a typed error, never a panic.
+        #[test]
+        fn hostile_bytes_end_in_a_reason_not_a_panic(
+            cfg in any::<u8>(),
+            step in 1u8..=255,
+            after_msg1 in any::<bool>(),
+            data in proptest::collection::vec(any::<u8>(), 0..1500),
+        ) {
+            let mut input = vec![cfg, step];
+            if after_msg1 {
+                let seeds = crate::fuzz::seeds();
+                if let Some((_, _, seed)) = seeds.iter().find(|(t, n, _)| *t == "secure" && n == "msg1-0") {
+                    input = seed.clone();
+                }
+            }
+            input.extend_from_slice(&data);
+            secure_handshake(&input);
+        }
+    }
+}
