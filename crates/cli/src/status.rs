@@ -62,6 +62,16 @@ pub struct Session {
 }
 
 impl Session {
+    /// Closes with a goodbye rather than vanishing: the node logs a clean close.
+    pub async fn say_goodbye(&mut self, why: &str) {
+        self.core.close(
+            Instant::now(),
+            DisconnectReason::Application(why.into()),
+            false,
+        );
+        let _ = self.flush().await;
+    }
+
     /// Writes everything the core wants to send now.
     async fn flush(&mut self) -> Result<(), String> {
         let mut t = Transmit::new();
@@ -253,13 +263,7 @@ pub async fn query(
         }
     }
     let ping = session.core.rtt();
-    // Say goodbye rather than vanish: the node logs a clean close.
-    session.core.close(
-        Instant::now(),
-        DisconnectReason::Application("status done".into()),
-        false,
-    );
-    let _ = session.flush().await;
+    session.say_goodbye("status done").await;
     Ok(Status {
         introspection: session.introspection.take(),
         ping,

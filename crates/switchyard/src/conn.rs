@@ -84,9 +84,19 @@ pub(crate) struct Inner {
     pub(crate) sealer: Option<Sealer>,
     /// The core's bytes before they are sealed (empty between calls).
     plain: Transmit,
+    /// Where frames are sealed (see [`Inner::fill_transmit`]).
+    frames: bytes::BytesMut,
 }
 
 impl Inner {
+    /// Gives back large buffers while the connection has nothing to write.
+    pub(crate) fn shrink_if_idle(&mut self) {
+        self.transmit.shrink_if_idle();
+        if self.frames.capacity() > 64 << 10 {
+            self.frames = bytes::BytesMut::new();
+        }
+    }
+
     /// Puts what the core hands out (at most about `batch` bytes) into `transmit`,
     /// sealed into frames when the connection is encrypted. False when the core had
     /// nothing to send.
@@ -97,10 +107,12 @@ impl Inner {
         if !self.core.poll_transmit(now, &mut self.plain, batch) {
             return false;
         }
-        let mut frames = bytes::BytesMut::new();
-        match sealer.seal(&mut self.plain, &mut frames) {
+        // Sealed into one buffer that is reused once the socket took its last
+        // frames (a fresh large allocation per write costs page faults).
+        match sealer.seal(&mut self.plain, &mut self.frames) {
             Ok(()) => {
-                self.transmit.push_bytes(frames.freeze());
+                let frames = self.frames.split().freeze();
+                self.transmit.push_bytes(frames);
                 true
             }
             Err(e) => {
@@ -164,6 +176,7 @@ impl Conn {
                 answers: HashMap::new(),
                 sealer: None,
                 plain: Transmit::new(),
+                frames: bytes::BytesMut::new(),
             }),
             io: OnceLock::new(),
             driver: AtomicWaker::new(),

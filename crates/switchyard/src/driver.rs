@@ -291,7 +291,7 @@ impl Driver {
             if !inner.fill_transmit(now, self.batch) {
                 let shutdown = inner.core.poll_shutdown();
                 inner.writer_idle = !shutdown;
-                inner.transmit.shrink_if_idle();
+                inner.shrink_if_idle();
                 if shutdown {
                     self.shut = true;
                     // A shutdown that fails changes nothing we would do: the linger

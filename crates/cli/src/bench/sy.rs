@@ -834,14 +834,14 @@ async fn handshake_rate(plaintext: bool, count: u64) -> Result<f64, String> {
         let n = count / workers + u64::from(w < count % workers);
         tasks.push(tokio::spawn(async move {
             for _ in 0..n {
-                let session = crate::status::connect_light(
+                let mut session = crate::status::connect_light(
                     &addr,
                     "switchyard-local",
                     Duration::from_secs(10),
                     plaintext,
                 )
                 .await?;
-                drop(session);
+                session.say_goodbye("bench").await;
             }
             Ok::<_, String>(())
         }));

@@ -34,10 +34,12 @@ pub struct ProtocolVersion {
     pub minor: u16,
 }
 
-/// The protocol version this crate speaks. Major 3: services negotiated on channel 0
-/// (`ServiceConnect` and its answers carry each side's channel ids and initial
-/// credit); major 2 brought nonce'd keepalive and per-channel credit.
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 3, minor: 0 };
+/// The protocol version this crate speaks. Major 4: the transport preamble and Noise
+/// `XX` under the packets (see [`secure`](crate::secure)), the `Version`'s id checked
+/// against the proven key, new close reasons; major 3: services negotiated on
+/// channel 0 (`ServiceConnect` and its answers carry each side's channel ids and
+/// initial credit); major 2 brought nonce'd keepalive and per-channel credit.
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 4, minor: 0 };
 
 /// A service a node runs (its twins on other nodes share the name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -464,7 +466,10 @@ mod tests {
         v.protocol.major = 9;
         assert_eq!(
             fresh().on_control(Control::Version(v)).unwrap_err(),
-            HandshakeError::ProtocolMismatch { ours: 3, theirs: 9 }
+            HandshakeError::ProtocolMismatch {
+                ours: PROTOCOL_VERSION.major,
+                theirs: 9
+            }
         );
         let mut v = version(2, 2);
         v.protocol.minor = 9;
