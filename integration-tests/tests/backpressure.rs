@@ -311,3 +311,47 @@ async fn a_peer_with_a_stopped_service_can_still_be_closed() {
     a.switch.send(Shutdown).await.unwrap();
     b.switch.send(Shutdown).await.unwrap();
 }
+
+/// `recv_rate` paces a sender that would go faster: the bytes the receiving service
+/// counts over a few seconds come within 20% of the limit (the credit the receiver
+/// grants back is what paces it; nothing is dropped).
+#[actix::test]
+async fn a_sender_above_the_receive_rate_is_paced_to_it() {
+    init_logs();
+    const RATE: u64 = 2_000_000;
+    let chans = [(1, ChannelConfig::new(1).max_message_size(1 << 20), Mode::Raw)];
+    let mut cfg = relaxed_keepalive_config();
+    cfg.limits.recv_rate = Some(RATE);
+    let b = start_node(cfg, &chans).await;
+    let a = start_node(relaxed_keepalive_config(), &chans).await;
+    let to_b = connect(&a, &b).await;
+    let ch = a.raw(1);
+    let payload = bytes::Bytes::from(vec![7u8; 16 << 10]);
+    // Far more than the test measures, sent as fast as the credit allows.
+    let total = 16usize << 20;
+    let sender = actix::spawn(async move {
+        for _ in 0..total / payload.len() {
+            if to_b.send(&ch, payload.clone()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let received = |l: &Log| l.raw.iter().map(|r| r.2).sum::<usize>();
+    // The window opens once the first burst (the initial credit) is through.
+    assert!(
+        b.log
+            .wait_for(Duration::from_secs(10), |l| received(l) >= 1 << 20)
+            .await
+    );
+    let (t1, b1) = (std::time::Instant::now(), received(&b.log.lock()));
+    // A measurement window, not a wait for something to settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (t2, b2) = (std::time::Instant::now(), received(&b.log.lock()));
+    let rate = (b2 - b1) as f64 / (t2 - t1).as_secs_f64();
+    assert!(
+        (RATE as f64 * 0.8..=RATE as f64 * 1.2).contains(&rate),
+        "received {rate:.0} B/s against a limit of {RATE} B/s"
+    );
+    log::info!("paced at {rate:.0} B/s (limit {RATE})");
+    sender.abort();
+}
