@@ -319,7 +319,11 @@ async fn a_peer_with_a_stopped_service_can_still_be_closed() {
 async fn a_sender_above_the_receive_rate_is_paced_to_it() {
     init_logs();
     const RATE: u64 = 2_000_000;
-    let chans = [(1, ChannelConfig::new(1).max_message_size(1 << 20), Mode::Raw)];
+    let chans = [(
+        1,
+        ChannelConfig::new(1).max_message_size(1 << 20),
+        Mode::Raw,
+    )];
     let mut cfg = relaxed_keepalive_config();
     cfg.limits.recv_rate = Some(RATE);
     let b = start_node(cfg, &chans).await;

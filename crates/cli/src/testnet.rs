@@ -97,8 +97,12 @@ impl Handler<PeerUp> for GossipService {
                 Direction::Outbound => "dialed",
                 Direction::Inbound => "accepted from",
             };
+            let cipher = up
+                .peer
+                .encryption()
+                .map_or_else(|| "plaintext".to_owned(), |s| format!("Noise, {s}"));
             println!(
-                "connected: node{} <-> node{} (node{} {how} {})",
+                "connected: node{} <-> node{} (node{} {how} {}; {cipher})",
                 link.0,
                 link.1,
                 self.index,

@@ -8,6 +8,7 @@ use actix::Addr;
 use bytes::{Bytes, BytesMut};
 use switchyard_proto::admission::{ConnId, Direction};
 use switchyard_proto::connection::handshake::Version;
+use switchyard_proto::secure::Suite;
 use switchyard_proto::wire::control::CONTROL_CHANNEL;
 use switchyard_proto::{DisconnectReason, NodeId};
 
@@ -40,6 +41,8 @@ pub(crate) struct PeerShared {
     pub(crate) version: Version,
     pub(crate) remote_addr: SocketAddr,
     pub(crate) direction: Direction,
+    /// The cipher of the connection (`None` in plaintext).
+    pub(crate) suite: Option<Suite>,
     pub(crate) conn: SharedConn,
     pub(crate) peer: Addr<Peer>,
     /// The node's Switch (reports go there).
@@ -206,6 +209,13 @@ impl PeerHandle {
     #[must_use]
     pub fn direction(&self) -> Direction {
         self.inner.direction
+    }
+
+    /// The cipher this connection's frames use; `None` when it runs in plaintext
+    /// (`insecure_plaintext`: the remote's id is then claimed, not proven).
+    #[must_use]
+    pub fn encryption(&self) -> Option<Suite> {
+        self.inner.suite
     }
 
     /// What the remote said about itself in the handshake.

@@ -19,7 +19,7 @@ use actix::prelude::*;
 use switchyard_proto::admission::{ConnId, Direction};
 use switchyard_proto::connection::handshake::Version;
 use switchyard_proto::connection::services::ServiceSpec;
-use switchyard_proto::secure::Role;
+use switchyard_proto::secure::{Role, Suite};
 use switchyard_proto::{ConnParams, DisconnectReason, Event, Message, NodeId, PeerCore};
 use tokio::sync::oneshot;
 
@@ -95,6 +95,8 @@ pub struct Peer {
     conn: SharedConn,
     stream: Option<std::net::TcpStream>,
     transport: Arc<Transport>,
+    /// The cipher the transport agreed on (`None` in plaintext).
+    suite: Option<Suite>,
     /// The transport handshake under way (before the core speaks).
     securing: Option<SpawnHandle>,
     handle: Option<PeerHandle>,
@@ -145,6 +147,7 @@ impl Peer {
             switch: init.switch,
             stream: Some(init.stream),
             transport: init.transport,
+            suite: None,
             securing: None,
             handle: None,
             admitted: false,
@@ -303,6 +306,7 @@ impl Peer {
             version,
             remote_addr: self.remote_addr,
             direction: self.direction,
+            suite: self.suite,
             conn: self.conn.clone(),
             peer: ctx.address(),
             switch: self.switch.clone(),
@@ -485,6 +489,7 @@ impl Actor for Peer {
                             .core
                             .handle_authenticated(Instant::now(), remote.node_id);
                     }
+                    act.suite = secured.session.as_ref().map(|s| s.suite);
                     let batch = act.registry.core.limits().write_batch_bytes;
                     let driver = Driver::new(act.conn.clone(), io, batch, secured.session, rest);
                     ctx.spawn(driver);
