@@ -157,23 +157,47 @@ async fn suite_of(addr: SocketAddr) -> Suite {
     secured.session.unwrap().suite
 }
 
-/// How a proxy changes the bytes it forwards: flip (xor 0x01) the byte at this offset
-/// of the stream, if any.
+/// How a proxy changes the bytes it forwards: xor the byte at this offset of the
+/// stream with this mask, if any.
 #[derive(Debug, Clone, Copy, Default)]
 struct Tamper {
     /// Offset in the dialer → listener direction.
-    up: Option<u64>,
+    up: Option<(u64, u8)>,
     /// Offset in the listener → dialer direction.
-    down: Option<u64>,
+    down: Option<(u64, u8)>,
 }
 
-/// A TCP proxy to `target` for one connection; the counter says how many bytes it
-/// flipped.
-async fn proxy(target: SocketAddr, tamper: Tamper) -> (SocketAddr, Arc<AtomicUsize>) {
+/// A TCP proxy between a dialer and a listener, for one connection.
+struct Proxy {
+    /// Where the dialer connects.
+    addr: SocketAddr,
+    /// Bytes flipped so far.
+    flipped: Arc<AtomicUsize>,
+    /// The proxy's own address on its connection to the listener (the listener's
+    /// log names the connection by it).
+    upstream: Arc<Mutex<Option<SocketAddr>>>,
+}
+
+impl Proxy {
+    fn flips(&self) -> usize {
+        self.flipped.load(Ordering::SeqCst)
+    }
+
+    fn upstream(&self) -> SocketAddr {
+        self.upstream
+            .lock()
+            .unwrap()
+            .expect("the proxy connected to the listener")
+    }
+}
+
+/// Starts a [`Proxy`] to `target`.
+async fn proxy(target: SocketAddr, tamper: Tamper) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let flipped = Arc::new(AtomicUsize::new(0));
-    let count = flipped.clone();
+    let upstream = Arc::new(Mutex::new(None));
+    let (count, local) = (flipped.clone(), upstream.clone());
     tokio::spawn(async move {
         let Ok((client, _)) = listener.accept().await else {
             return;
@@ -181,6 +205,7 @@ async fn proxy(target: SocketAddr, tamper: Tamper) -> (SocketAddr, Arc<AtomicUsi
         let Ok(server) = TcpStream::connect(target).await else {
             return;
         };
+        *local.lock().unwrap() = server.local_addr().ok();
         let _ = client.set_nodelay(true);
         let _ = server.set_nodelay(true);
         let (cr, cw) = client.into_split();
@@ -189,13 +214,17 @@ async fn proxy(target: SocketAddr, tamper: Tamper) -> (SocketAddr, Arc<AtomicUsi
         let down = tokio::spawn(pump(sr, cw, tamper.down, count));
         let _ = tokio::join!(up, down);
     });
-    (addr, flipped)
+    Proxy {
+        addr,
+        flipped,
+        upstream,
+    }
 }
 
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    flip: Option<u64>,
+    flip: Option<(u64, u8)>,
     flipped: Arc<AtomicUsize>,
 ) {
     let mut buf = vec![0u8; 16 << 10];
@@ -205,9 +234,9 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some(at) = flip {
+        if let Some((at, mask)) = flip {
             if (passed..passed + n as u64).contains(&at) {
-                buf[(at - passed) as usize] ^= 0x01;
+                buf[(at - passed) as usize] ^= mask;
                 flipped.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -367,17 +396,17 @@ async fn a_flipped_ciphertext_byte_closes_with_a_decryption_error() {
     let dialer = start_node(test_config(), &chans()).await;
     let honest = start_node(test_config(), &chans()).await;
     let flip_at = (64 << 10) + 1000;
-    let (via, flipped) = proxy(
+    let via = proxy(
         listener.addr,
         Tamper {
-            up: Some(flip_at),
+            up: Some((flip_at, 0x01)),
             down: None,
         },
     )
     .await;
     let to_listener = dialer
         .switch
-        .send(Dial(PeerAddr::new(Some(listener.id), via)))
+        .send(Dial(PeerAddr::new(Some(listener.id), via.addr)))
         .await
         .unwrap()
         .unwrap();
@@ -412,7 +441,7 @@ async fn a_flipped_ciphertext_byte_closes_with_a_decryption_error() {
             assert_eq!(log.raw_digests[i], digest(&payload(i as u64, 1 << 20)));
         }
     }
-    assert_eq!(flipped.load(Ordering::SeqCst), 1);
+    assert_eq!(via.flips(), 1);
     let _ = bulk.await;
 
     // The listener goes on serving an honest peer.
@@ -435,6 +464,162 @@ async fn a_flipped_ciphertext_byte_closes_with_a_decryption_error() {
     for n in [listener, dialer, honest] {
         n.switch.send(Shutdown).await.unwrap();
     }
+}
+
+/// The same from the listener to the dialer: the dialer closes.
+#[actix::test]
+async fn a_flipped_byte_towards_the_dialer_closes_it_with_a_decryption_error() {
+    init_capture();
+    let listener = start_node(test_config(), &chans()).await;
+    let dialer = start_node(test_config(), &chans()).await;
+    let via = proxy(
+        listener.addr,
+        Tamper {
+            up: None,
+            down: Some(((256 << 10) + 7, 0x80)),
+        },
+    )
+    .await;
+    dialer
+        .switch
+        .send(Dial(PeerAddr::new(Some(listener.id), via.addr)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        listener
+            .log
+            .wait_for(Duration::from_secs(5), |l| l.events
+                == vec![Event::Up(dialer.id)])
+            .await
+    );
+    let to_dialer = listener.log.handle_of(dialer.id).unwrap();
+    let raw = listener.raw(3);
+    let bulk = tokio::task::spawn_local(async move {
+        for i in 0..4u64 {
+            if to_dialer.send(&raw, payload(i, 1 << 20)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let down = dialer
+        .log
+        .wait_for(Duration::from_secs(5), |l| l.events.len() == 2)
+        .await;
+    {
+        let log = dialer.log.lock();
+        assert!(down, "{:?}", log.events);
+        assert_eq!(
+            log.events,
+            vec![
+                Event::Up(listener.id),
+                Event::Down(listener.id, DisconnectReason::Secure(SecureError::Decrypt))
+            ]
+        );
+        for (i, (_, from, len)) in log.raw.iter().enumerate() {
+            assert_eq!((*from, *len), (listener.id, 1 << 20));
+            assert_eq!(log.raw_digests[i], digest(&payload(i as u64, 1 << 20)));
+        }
+    }
+    assert_eq!(via.flips(), 1);
+    let _ = bulk.await;
+    // The listener learns of it too (the dialer's goodbye, or the closed socket).
+    assert!(
+        listener
+            .log
+            .wait_for(Duration::from_secs(5), |l| l.events.len() == 2)
+            .await,
+        "{:?}",
+        listener.log.lock().events
+    );
+    listener.switch.send(Shutdown).await.unwrap();
+    dialer.switch.send(Shutdown).await.unwrap();
+}
+
+/// Each side's suite offer rewritten on the way to ChaChaPoly only (a downgrade): both
+/// would choose ChaChaPoly, but the offers are bound into the Noise prologue, so the
+/// handshake fails at once.
+#[actix::test]
+async fn a_downgraded_suite_offer_fails_the_handshake() {
+    init_capture();
+    let listener = start_node(slow_handshake(config_with_aes(Some(true))), &chans()).await;
+    let dialer = start_node(slow_handshake(config_with_aes(Some(true))), &chans()).await;
+    // Byte 6 of each preamble is the suite set: 3 (both) becomes 1 (ChaChaPoly).
+    let via = proxy(
+        listener.addr,
+        Tamper {
+            up: Some((6, 0x02)),
+            down: Some((6, 0x02)),
+        },
+    )
+    .await;
+    let t0 = Instant::now();
+    let res = dialer
+        .switch
+        .send(Dial(PeerAddr::new(Some(listener.id), via.addr)))
+        .await
+        .unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(via.flips(), 2);
+    assert!(
+        matches!(
+            res,
+            Err(DialError::Closed(DisconnectReason::Secure(
+                SecureError::Noise(_)
+            )))
+        ),
+        "{res:?}"
+    );
+    assert!(listener.log.lock().events.is_empty());
+    listener.switch.send(Shutdown).await.unwrap();
+    dialer.switch.send(Shutdown).await.unwrap();
+}
+
+/// A byte of the dialer's last handshake message flipped: the listener fails the
+/// handshake, and the dialer (which finished its part) learns at once that the
+/// connection is gone, never waiting out the handshake deadline.
+#[actix::test]
+async fn a_flipped_byte_in_the_last_handshake_message_fails_both_sides_fast() {
+    init_capture();
+    let listener = start_node(slow_handshake(test_config()), &chans()).await;
+    let dialer = start_node(slow_handshake(test_config()), &chans()).await;
+    // Preamble (8), message 1 (2 + 32), then message 3: offset 100 is in its
+    // encrypted static key.
+    let via = proxy(
+        listener.addr,
+        Tamper {
+            up: Some((100, 0x01)),
+            down: None,
+        },
+    )
+    .await;
+    let t0 = Instant::now();
+    let res = dialer
+        .switch
+        .send(Dial(PeerAddr::new(Some(listener.id), via.addr)))
+        .await
+        .unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(via.flips(), 1);
+    assert!(
+        matches!(
+            res,
+            Err(DialError::Closed(
+                DisconnectReason::ConnectionClosed | DisconnectReason::Io(_)
+            ))
+        ),
+        "{res:?}"
+    );
+    let ours = format!("peer {}: transport handshake failed", via.upstream());
+    let line = wait_logged(Duration::from_secs(5), |l| {
+        l.contains(&ours) && l.contains("Noise handshake failed")
+    })
+    .await;
+    assert!(line.is_some(), "the listener logs the Noise failure");
+    assert!(listener.log.lock().events.is_empty());
+    assert!(dialer.log.lock().events.is_empty());
+    listener.switch.send(Shutdown).await.unwrap();
+    dialer.switch.send(Shutdown).await.unwrap();
 }
 
 // ---------------------------------------------------------------------------------
@@ -750,22 +935,22 @@ async fn garbage_and_a_tampered_handshake_are_closed_while_an_honest_peer_is_ser
 
     // A byte of the listener's handshake message flipped on the way (offset 150:
     // inside the responder's encrypted static key and proof).
-    let (via, flipped) = proxy(
+    let via = proxy(
         node.addr,
         Tamper {
             up: None,
-            down: Some(150),
+            down: Some((150, 0x01)),
         },
     )
     .await;
     let t0 = Instant::now();
     let res = dialer
         .switch
-        .send(Dial(PeerAddr::new(Some(node.id), via)))
+        .send(Dial(PeerAddr::new(Some(node.id), via.addr)))
         .await
         .unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
-    assert_eq!(flipped.load(Ordering::SeqCst), 1);
+    assert_eq!(via.flips(), 1);
     assert!(
         matches!(
             res,
@@ -788,6 +973,66 @@ async fn garbage_and_a_tampered_handshake_are_closed_while_an_honest_peer_is_ser
     }
     assert_eq!(node.log.lock().events, vec![Event::Up(honest.id)]);
     for n in [node, honest, dialer] {
+        n.switch.send(Shutdown).await.unwrap();
+    }
+}
+
+/// A client that completes the Noise handshake as a throwaway identity.
+async fn secured_client(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let transport = Transport::new(&NodeKey::generate(), false, None);
+    switchyard::secure::handshake(
+        &mut stream,
+        transport.start(Role::Initiator),
+        Instant::now() + Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    stream
+}
+
+/// After a complete Noise handshake: a frame shorter than its tag, a frame that does
+/// not decrypt, and silence are each closed; an honest peer is served meanwhile and
+/// afterwards (none of it bans the loopback address the honest peer comes from).
+#[actix::test]
+async fn garbage_after_the_noise_handshake_is_closed() {
+    init_capture();
+    let node = start_node(test_config(), &chans()).await;
+    let honest = start_node(test_config(), &chans()).await;
+
+    let mut short = secured_client(node.addr).await;
+    short.write_all(&[0x00, 0x05, 1, 2, 3, 4, 5]).await.unwrap();
+    let mut forged = secured_client(node.addr).await;
+    let mut frame = vec![0x01, 0x00];
+    frame.extend_from_slice(&payload(9, 256));
+    forged.write_all(&frame).await.unwrap();
+    let mut silent = secured_client(node.addr).await;
+
+    let to_node = connect(&honest, &node).await;
+    exchange(&honest, &node, &to_node, 0, 300).await;
+
+    assert!(closed_within(&mut short, Duration::from_secs(3)).await);
+    assert!(closed_within(&mut forged, Duration::from_secs(3)).await);
+    // The handshake deadline (1.5 s here) covers the Version after Noise.
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+
+    exchange(&honest, &node, &to_node, 300, 300).await;
+    let back = node.log.handle_of(honest.id).unwrap();
+    exchange(&node, &honest, &back, 0, 300).await;
+    // A new connection from the same address is admitted.
+    let late = start_node(test_config(), &chans()).await;
+    let to_node = late
+        .switch
+        .send(Dial(node.peer_addr()))
+        .await
+        .unwrap()
+        .unwrap();
+    exchange(&late, &node, &to_node, 0, 100).await;
+    assert_eq!(
+        node.log.lock().events,
+        vec![Event::Up(honest.id), Event::Up(late.id)]
+    );
+    for n in [node, honest, late] {
         n.switch.send(Shutdown).await.unwrap();
     }
 }
