@@ -165,6 +165,9 @@ struct Tamper {
     up: Option<(u64, u8)>,
     /// Offset in the listener → dialer direction.
     down: Option<(u64, u8)>,
+    /// In the dialer → listener direction, the length of the first encrypted frame
+    /// that starts at or after this offset is rewritten to 5 (shorter than a tag).
+    short_frame_after: Option<u64>,
 }
 
 /// A TCP proxy between a dialer and a listener, for one connection.
@@ -210,8 +213,9 @@ async fn proxy(target: SocketAddr, tamper: Tamper) -> Proxy {
         let _ = server.set_nodelay(true);
         let (cr, cw) = client.into_split();
         let (sr, sw) = server.into_split();
-        let up = tokio::spawn(pump(cr, sw, tamper.up, count.clone()));
-        let down = tokio::spawn(pump(sr, cw, tamper.down, count));
+        let frames = tamper.short_frame_after.map(FrameWalk::new);
+        let up = tokio::spawn(pump(cr, sw, tamper.up, frames, count.clone()));
+        let down = tokio::spawn(pump(sr, cw, tamper.down, None, count));
         let _ = tokio::join!(up, down);
     });
     Proxy {
@@ -225,6 +229,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     flip: Option<(u64, u8)>,
+    mut frames: Option<FrameWalk>,
     flipped: Arc<AtomicUsize>,
 ) {
     let mut buf = vec![0u8; 16 << 10];
@@ -240,12 +245,71 @@ async fn pump(
                 flipped.fetch_add(1, Ordering::SeqCst);
             }
         }
+        if let Some(walk) = &mut frames {
+            if walk.step(passed, &mut buf[..n]) {
+                flipped.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         passed += n as u64;
         if to.write_all(&buf[..n]).await.is_err() {
             break;
         }
     }
     let _ = to.shutdown().await;
+}
+
+/// What the dialer sends before its first encrypted frame: preamble (8), Noise
+/// message 1 (2 + 32) and message 3 (2 + 48 + 112).
+const DIALER_HANDSHAKE_BYTES: u64 = 8 + 34 + 162;
+
+/// Follows the encrypted frames of the dialer's stream to rewrite one frame's length.
+struct FrameWalk {
+    /// Rewrite the first frame starting at or after this offset.
+    after: u64,
+    /// Offset of the next frame's length field.
+    next: u64,
+    /// Its first byte, when only that one was seen.
+    hi: Option<u8>,
+    /// Rewriting: the offset of the length's second byte.
+    rewrite_lo: Option<u64>,
+    done: bool,
+}
+
+impl FrameWalk {
+    fn new(after: u64) -> FrameWalk {
+        FrameWalk {
+            after,
+            next: DIALER_HANDSHAKE_BYTES,
+            hi: None,
+            rewrite_lo: None,
+            done: false,
+        }
+    }
+
+    /// Walks `chunk` (starting at stream offset `at`); true when the rewrite finished.
+    fn step(&mut self, at: u64, chunk: &mut [u8]) -> bool {
+        for (i, b) in chunk.iter_mut().enumerate() {
+            if self.done {
+                return false;
+            }
+            let o = at + i as u64;
+            if self.rewrite_lo == Some(o) {
+                *b = 5;
+                self.done = true;
+                return true;
+            }
+            if o == self.next && self.next >= self.after {
+                *b = 0;
+                self.rewrite_lo = Some(o + 1);
+            } else if o == self.next {
+                self.hi = Some(*b);
+            } else if o == self.next + 1 {
+                let len = u16::from_be_bytes([self.hi.take().unwrap_or(0), *b]);
+                self.next = o + 1 + u64::from(len);
+            }
+        }
+        false
+    }
 }
 
 /// Reads until the peer closes (EOF or reset); false if it did not within `timeout`.
@@ -401,6 +465,7 @@ async fn a_flipped_ciphertext_byte_closes_with_a_decryption_error() {
         Tamper {
             up: Some((flip_at, 0x01)),
             down: None,
+            ..Tamper::default()
         },
     )
     .await;
@@ -410,6 +475,15 @@ async fn a_flipped_ciphertext_byte_closes_with_a_decryption_error() {
         .await
         .unwrap()
         .unwrap();
+    // Admitted on both sides first (a close racing the listener's admission would
+    // reach only its log).
+    assert!(
+        listener
+            .log
+            .wait_for(Duration::from_secs(5), |l| l.events
+                == vec![Event::Up(dialer.id)])
+            .await
+    );
     // A bulk transfer well past the flipped byte (its sends fail once it is closed).
     let raw = dialer.raw(3);
     let bulk = tokio::task::spawn_local(async move {
@@ -477,6 +551,7 @@ async fn a_flipped_byte_towards_the_dialer_closes_it_with_a_decryption_error() {
         Tamper {
             up: None,
             down: Some(((256 << 10) + 7, 0x80)),
+            ..Tamper::default()
         },
     )
     .await;
@@ -550,6 +625,7 @@ async fn a_downgraded_suite_offer_fails_the_handshake() {
         Tamper {
             up: Some((6, 0x02)),
             down: Some((6, 0x02)),
+            ..Tamper::default()
         },
     )
     .await;
@@ -590,6 +666,7 @@ async fn a_flipped_byte_in_the_last_handshake_message_fails_both_sides_fast() {
         Tamper {
             up: Some((100, 0x01)),
             down: None,
+            ..Tamper::default()
         },
     )
     .await;
@@ -940,6 +1017,7 @@ async fn garbage_and_a_tampered_handshake_are_closed_while_an_honest_peer_is_ser
         Tamper {
             up: None,
             down: Some((150, 0x01)),
+            ..Tamper::default()
         },
     )
     .await;
@@ -1035,4 +1113,83 @@ async fn garbage_after_the_noise_handshake_is_closed() {
     for n in [node, honest, late] {
         n.switch.send(Shutdown).await.unwrap();
     }
+}
+
+/// The frame lengths are not authenticated: a network that rewrites one makes a frame
+/// "shorter than its tag", just as it makes one fail to decrypt by flipping another
+/// byte. Neither may count as the peer's misbehaviour: two such connections would
+/// otherwise ban an honest node (50 points each, threshold 100) for whoever sits on
+/// the path.
+#[actix::test]
+async fn a_rewritten_frame_length_does_not_get_the_honest_peer_banned() {
+    init_capture();
+    let listener = start_node(test_config(), &chans()).await;
+    let dialer = start_node(test_config(), &chans()).await;
+    for round in 0..3usize {
+        let via = proxy(
+            listener.addr,
+            Tamper {
+                short_frame_after: Some(64 << 10),
+                ..Tamper::default()
+            },
+        )
+        .await;
+        let to_listener = dialer
+            .switch
+            .send(Dial(PeerAddr::new(Some(listener.id), via.addr)))
+            .await
+            .unwrap()
+            .unwrap();
+        let ups = 2 * round + 1;
+        assert!(
+            listener
+                .log
+                .wait_for(Duration::from_secs(5), |l| l.events.len() == ups)
+                .await,
+            "{:?}",
+            listener.log.lock().events
+        );
+        let raw = dialer.raw(3);
+        let bulk = tokio::task::spawn_local(async move {
+            for i in 0..2u64 {
+                if to_listener.send(&raw, payload(i, 1 << 20)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let downs = 2 * (round + 1);
+        assert!(
+            listener
+                .log
+                .wait_for(Duration::from_secs(5), |l| l.events.len() == downs)
+                .await,
+            "{:?}",
+            listener.log.lock().events
+        );
+        assert_eq!(
+            listener.log.lock().events[downs - 1],
+            Event::Down(
+                dialer.id,
+                DisconnectReason::Secure(SecureError::ShortFrame(5))
+            )
+        );
+        assert_eq!(via.flips(), 1);
+        let _ = bulk.await;
+        // The dialer sees its connection end too before the next round.
+        assert!(
+            dialer
+                .log
+                .wait_for(Duration::from_secs(5), |l| l.events.len() == downs)
+                .await
+        );
+    }
+    // Directly, without the tampering network, the dialer is still welcome.
+    let res = dialer
+        .switch
+        .send(Dial(listener.peer_addr()))
+        .await
+        .unwrap();
+    assert!(res.is_ok(), "{res:?}");
+    listener.switch.send(Shutdown).await.unwrap();
+    dialer.switch.send(Shutdown).await.unwrap();
 }
