@@ -256,14 +256,17 @@ pub enum SecureError {
 impl SecureError {
     /// Whether the remote broke the protocol (as opposed to a mismatch, a tampering
     /// network or a wrong key).
+    ///
+    /// Only what the remote alone can have sent counts: an identity proof travels
+    /// encrypted and authenticated inside the Noise handshake. The length of a
+    /// handshake message or of a frame is not authenticated, so a network that
+    /// rewrites one causes [`HandshakeTooLarge`](SecureError::HandshakeTooLarge) or
+    /// [`ShortFrame`](SecureError::ShortFrame) as easily as it causes
+    /// [`Decrypt`](SecureError::Decrypt); counting them would let whoever sits on the
+    /// path get an honest peer banned.
     #[must_use]
     pub fn is_misbehavior(&self) -> bool {
-        matches!(
-            self,
-            SecureError::BadIdentityProof(_)
-                | SecureError::HandshakeTooLarge(_)
-                | SecureError::ShortFrame(_)
-        )
+        matches!(self, SecureError::BadIdentityProof(_))
     }
 }
 
@@ -302,6 +305,20 @@ mod tests {
             Preamble::decode(&[0x53, 0x57, 0x59, 0x44, 1, 7, 3, 0]),
             Err(SecureError::BadPreamble(_))
         ));
+    }
+
+    #[test]
+    fn only_what_the_remote_alone_can_send_is_misbehaviour() {
+        assert!(SecureError::BadIdentityProof("x".into()).is_misbehavior());
+        for network_can_cause in [
+            SecureError::HandshakeTooLarge(60_000),
+            SecureError::ShortFrame(5),
+            SecureError::Decrypt,
+            SecureError::Noise("decrypt error".into()),
+            SecureError::TruncatedFrame,
+        ] {
+            assert!(!network_can_cause.is_misbehavior(), "{network_can_cause:?}");
+        }
     }
 
     #[test]
