@@ -1,5 +1,5 @@
 //! The secure transport on a socket: runs the protocol's
-//! [`SecureHandshake`](switchyard_proto::secure::SecureHandshake) over a fresh
+//! `SecureHandshake` (`switchyard_proto::secure`) over a fresh
 //! connection, within the connection's handshake deadline, and hands back who the
 //! remote proved to be and the session that encrypts the rest of the stream.
 //!
