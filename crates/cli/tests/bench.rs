@@ -51,7 +51,13 @@ fn bench_writes_every_scenario_to_json() {
         "connection setup p99 (dial to answer, 5 services)",
         "request round trip p50, idle",
         "request round trip p99, idle",
-        "switchyard encrypted",
+        "encrypted raw Bytes (AES-256-GCM)",
+        "encrypted raw Bytes (ChaCha20-Poly1305)",
+        "encrypted msgpack batched (AES-256-GCM)",
+        "encrypted msgpack batched (ChaCha20-Poly1305)",
+        "connection setup p50 with Noise (dial to answer, 1 service)",
+        "connection setup p99 with Noise (dial to answer, 1 service)",
+        "handshakes accepted per second (Noise)",
     ] {
         assert!(rows.iter().any(|r| r["scenario"] == want), "missing {want}");
     }
