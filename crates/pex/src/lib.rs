@@ -13,14 +13,14 @@
 //!   [`Change`](store::Change)s, one transaction each, and loaded whole at start.
 //! * [`seeds`]: the **initial peers file** parser (`ID@HOST:PORT` a line).
 //! * [`NetAddr`]: `ID@IP:PORT`, the unit the book holds, and its [`Group`].
-//!
-//! Not built yet (issue 11): the **PEX service** (request/response of addresses on
-//! [`PEX_CHANNEL`], rate limited per peer), the **peer manager** (keeps the outbound
-//! target filled from the book with backoff and jitter, redials persistent peers),
-//! **seed mode**, and the runtime's wiring of book and store (its node home directory,
-//! seeding the store from the initial peers file on first start). Until then, nodes
-//! are connected with static and persistent peers (`NodeConfig::peers`,
-//! `NodeConfig::persistent_peers`).
+//! * [`wire`]: the PEX messages, `GetAddrs` and `Addrs` (bounded, checked while
+//!   decoded).
+//! * [`exchange`]: the PEX service's decisions, pure: one request per peer per
+//!   interval, what to answer, seed mode's one answer, learning attributed to the
+//!   source.
+//! * [`manager`]: the peer manager's policy, pure: the outbound target filled from the
+//!   book with backoff and jitter per address, spread across groups, asking when the
+//!   book is thin, crawling in seed mode.
 //!
 //! Like `switchyard-proto`, this crate never reads the clock: `clippy.toml` forbids
 //! `Instant::now` and `SystemTime::now` here.
@@ -29,8 +29,11 @@
 
 pub mod addr;
 pub mod book;
+pub mod exchange;
+pub mod manager;
 pub mod seeds;
 pub mod store;
+pub mod wire;
 
 pub use addr::{Group, NetAddr};
 pub use book::{AddrBook, BookConfig};
