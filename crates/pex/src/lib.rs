@@ -1,7 +1,5 @@
 //! # switchyard-pex: peer discovery for Switchyard
 //!
-//! What exists now (the parts that need no runtime):
-//!
 //! * [`book`]: the **address book**, pure like the cores of `switchyard-proto` (time
 //!   and randomness come in from the caller; no clock, no I/O): new and tried tables of
 //!   buckets chosen by keyed hashes of the address's and its source's groups, so one
@@ -21,22 +19,31 @@
 //! * [`manager`]: the peer manager's policy, pure: the outbound target filled from the
 //!   book with backoff and jitter per address, spread across groups, asking when the
 //!   book is thin, crawling in seed mode.
+//! * [`service`]: the actor that runs both on a node (the PEX service `"pex"` on
+//!   [`PEX_CHANNEL`] and the peer manager), a thin shell over the pure parts.
+//! * [`discovery`]: what a node adds: opens the peer store, fills the book (store, or
+//!   the initial peers file on first start), flushes it in batches off the network
+//!   path, and gives back the service to register and a handle that starts the
+//!   manager.
 //!
-//! Like `switchyard-proto`, this crate never reads the clock: `clippy.toml` forbids
-//! `Instant::now` and `SystemTime::now` here.
+//! Like `switchyard-proto`, the pure parts never read the clock: `clippy.toml` forbids
+//! `Instant::now` and `SystemTime::now` here; the actor shell ([`service::now`]) and
+//! the start of [`discovery`] are the allowed exceptions.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod addr;
 pub mod book;
+pub mod discovery;
 pub mod exchange;
 pub mod manager;
 pub mod seeds;
+pub mod service;
 pub mod store;
 pub mod wire;
 
 pub use addr::{Group, NetAddr};
 pub use book::{AddrBook, BookConfig};
 
-/// The channel the PEX service will use (reserved now so services avoid it).
+/// The channel of the PEX service (other services must avoid it).
 pub const PEX_CHANNEL: u8 = 0x01;

@@ -28,7 +28,8 @@
 //! * **Crawling** (seed mode, [`crawl`](ManagerConfig::crawl)): the target is not
 //!   kept; instead every tick it dials addresses not crawled within
 //!   [`crawl_interval`](ManagerConfig::crawl_interval), asks each for addresses once
-//!   connected, and disconnects it when the answer came (or failed).
+//!   connected, and disconnects it when the answer came (or failed). A crawler asks
+//!   no other peer: its inbound peers are let go once they have their answer.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -207,9 +208,12 @@ impl Manager {
                 let _ = book.mark_good(now, addr);
                 if crawl {
                     self.crawling.insert(addr.id);
-                    self.asked.insert(addr.id, now);
-                    self.asking.insert(addr.id);
-                    self.actions.push_back(Action::Ask(addr.id));
+                    // Asked already (its PeerUp may have come first): the answer to
+                    // that request lets it go.
+                    if self.asking.insert(addr.id) {
+                        self.asked.insert(addr.id, now);
+                        self.actions.push_back(Action::Ask(addr.id));
+                    }
                 }
             }
             DialOutcome::AlreadyConnected => {}
@@ -254,8 +258,12 @@ impl Manager {
         } else {
             self.fill(now, book)
         };
-        let short =
-            !self.cfg.crawl && self.outbound() + self.dialing.len() < self.cfg.target_outbound;
+        // A crawler asks the peers it dials, and only those: its inbound peers are
+        // let go once answered.
+        if self.cfg.crawl {
+            return;
+        }
+        let short = self.outbound() + self.dialing.len() < self.cfg.target_outbound;
         if book.len() < self.cfg.thin_book || (short && dialed == 0) {
             self.ask_someone(now);
         }

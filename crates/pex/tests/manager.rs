@@ -234,3 +234,26 @@ fn a_crawler_dials_asks_and_lets_go_once_per_interval() {
     m.handle_timeout(t + Duration::from_secs(61), &mut b);
     assert_eq!(dials(&drain(&mut m)).len(), 5);
 }
+
+#[test]
+fn a_crawler_asks_a_peer_once_even_when_its_peer_up_came_first_and_never_asks_inbound_peers() {
+    let t = t0();
+    let mut b = book(1, 1, t);
+    let mut cfg = config();
+    cfg.crawl = true;
+    cfg.thin_book = 100;
+    let mut m = Manager::new(cfg, t);
+    m.handle_timeout(t, &mut b);
+    let d = dials(&drain(&mut m));
+    assert_eq!(d.len(), 1);
+    // Inbound peers of a seed are never asked, however thin the book.
+    m.handle_peer_up(t, id(500), "30.0.0.1:1".parse().unwrap(), false);
+    m.handle_peer_up(t, d[0].id, d[0].addr, true);
+    m.handle_timeout(t, &mut b);
+    assert!(!drain(&mut m).iter().any(|a| matches!(a, Action::Ask(_))));
+    m.handle_dialed(t, &mut b, d[0], DialOutcome::Connected);
+    assert_eq!(drain(&mut m), vec![Action::Ask(d[0].id)]);
+    // A second report of the same connection does not ask twice.
+    m.handle_dialed(t, &mut b, d[0], DialOutcome::Connected);
+    assert!(drain(&mut m).is_empty());
+}
