@@ -76,6 +76,17 @@ enum Command {
         /// Write the topology as Graphviz DOT to this file.
         #[arg(long)]
         dot: Option<PathBuf>,
+        /// Discovery instead of a full mesh: one seed, and nodes that know only the
+        /// seed and find each other through PEX before they exchange their messages.
+        #[arg(long)]
+        discovery: bool,
+        /// Discovery: outbound peers each node keeps.
+        #[arg(long, default_value_t = 3)]
+        target: usize,
+        /// Discovery: the peer manager's tick in milliseconds (requests, backoff and
+        /// flushes scale from it).
+        #[arg(long, default_value_t = 50)]
+        tick_ms: u64,
     },
     /// Connect to a node as a peer and print its introspection: the node, its services
     /// and its peers with per-channel counters (asked over channel 0).
@@ -171,6 +182,9 @@ fn main() -> ExitCode {
             size,
             duration,
             dot,
+            discovery,
+            target,
+            tick_ms,
         } => {
             let opts = testnet::TestnetOptions {
                 nodes,
@@ -178,6 +192,10 @@ fn main() -> ExitCode {
                 size,
                 duration: Duration::from_secs(duration),
                 dot,
+                discovery: discovery.then(|| testnet::DiscoveryOptions {
+                    target,
+                    tick: Duration::from_millis(tick_ms.max(1)),
+                }),
             };
             match actix::System::new().block_on(testnet::run(opts)) {
                 Ok(summary) => {
