@@ -58,6 +58,18 @@ enum Command {
         /// Persistent peers to add, comma separated ID@HOST:PORT.
         #[arg(long, value_delimiter = ',')]
         peers: Vec<PeerAddr>,
+        /// Run peer discovery (PEX and the peer manager) with this initial peers
+        /// file (ID@HOST:PORT a line), read when the peer store HOME/peers.redb is
+        /// empty.
+        #[arg(long)]
+        seeds: Option<PathBuf>,
+        /// Run peer discovery from the peer store alone (no initial peers file).
+        #[arg(long)]
+        discovery: bool,
+        /// Run peer discovery in seed mode: answer each inbound peer once, then let it
+        /// go; crawl the network to keep the book fresh.
+        #[arg(long)]
+        seed_mode: bool,
     },
     /// Run a local testnet in one process and print a summary.
     Testnet {
@@ -164,12 +176,18 @@ fn main() -> ExitCode {
             config,
             listen,
             peers,
+            seeds,
+            discovery,
+            seed_mode,
         } => {
             let opts = node::NodeOptions {
                 home,
                 config,
                 listen,
                 peers,
+                discovery: discovery || seed_mode || seeds.is_some(),
+                seeds,
+                seed_mode,
             };
             match actix::System::new().block_on(node::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -292,6 +292,27 @@ fn testnet_summary_and_dot_file() {
 }
 
 #[test]
+fn a_node_with_a_bad_initial_peers_file_names_the_file_and_line() {
+    let home = keygen("badseeds");
+    let seeds = home.join("seeds.txt");
+    std::fs::write(&seeds, "# seeds\nnot-an-address\n").unwrap();
+    let out = bin()
+        .args(["node", "--listen", "127.0.0.1:0", "--home"])
+        .arg(&home)
+        .arg("--seeds")
+        .arg(&seeds)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:2: ", seeds.display())) && err.contains("not-an-address"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+#[test]
 fn testnet_discovery_finds_peers_through_the_seed() {
     let out = bin()
         .args([
