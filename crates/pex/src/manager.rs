@@ -19,7 +19,9 @@
 //!   ([`AddrBook::mark_attempt`]) and the address waits an exponential delay with
 //!   jitter ([`Backoff`]) before it may be dialed again; a success is recorded with
 //!   [`AddrBook::mark_good`] (the Noise transport authenticated the id) and clears
-//!   the backoff. Persistent peers are the Switch's: the book keeps them out of
+//!   the backoff; an address we connected to is not dialed again within the
+//!   [`request_interval`](ManagerConfig::request_interval) (a seed lets us go after
+//!   one answer). Persistent peers are the Switch's: the book keeps them out of
 //!   selection, and they count toward the outbound target when connected.
 //! * **Asking.** When the book holds fewer than
 //!   [`thin_book`](ManagerConfig::thin_book) addresses, or nothing can be dialed, it
@@ -122,6 +124,7 @@ pub struct Manager {
     peers: HashMap<NodeId, Connected>,
     dialing: HashMap<NodeId, NetAddr>,
     backoff: HashMap<NodeId, (Backoff, Instant)>,
+    connected_at: HashMap<NodeId, Instant>,
     asked: HashMap<NodeId, Instant>,
     asking: HashSet<NodeId>,
     crawled: HashMap<NodeId, Instant>,
@@ -140,6 +143,7 @@ impl Manager {
             peers: HashMap::new(),
             dialing: HashMap::new(),
             backoff: HashMap::new(),
+            connected_at: HashMap::new(),
             asked: HashMap::new(),
             asking: HashSet::new(),
             crawled: HashMap::new(),
@@ -205,6 +209,7 @@ impl Manager {
         match outcome {
             DialOutcome::Connected => {
                 self.backoff.remove(&addr.id);
+                self.connected_at.insert(addr.id, now);
                 let _ = book.mark_good(now, addr);
                 if crawl {
                     self.crawling.insert(addr.id);
@@ -253,6 +258,9 @@ impl Manager {
         self.next_tick = now + self.cfg.tick;
         // Backoffs last until a success, or until the book forgets the address.
         self.backoff.retain(|id, _| book.get(id).is_some());
+        let every = self.cfg.request_interval;
+        self.connected_at
+            .retain(|_, t| now.saturating_duration_since(*t) < every);
         let dialed = if self.cfg.crawl {
             self.crawl(now, book)
         } else {
@@ -274,11 +282,17 @@ impl Manager {
         self.actions.pop_front()
     }
 
-    /// Whether `addr` may be dialed now.
+    /// Whether `addr` may be dialed now: not connected or being dialed, not backing
+    /// off, and not connected by us within the `request_interval` (a peer that lets us
+    /// go at once, like a seed, is not redialed in a loop).
     fn dialable(&self, now: Instant, addr: &NetAddr) -> bool {
         !self.peers.contains_key(&addr.id)
             && !self.dialing.contains_key(&addr.id)
             && self.backoff.get(&addr.id).is_none_or(|(_, t)| *t <= now)
+            && self
+                .connected_at
+                .get(&addr.id)
+                .is_none_or(|t| now.saturating_duration_since(*t) >= self.cfg.request_interval)
     }
 
     /// Picks up to `n` addresses to dial; how many.
@@ -299,15 +313,23 @@ impl Manager {
         exclude.extend(self.dialing.values().map(NetAddr::group));
         let mut chosen = 0;
         // A few draws per slot: a draw may hit a connected or backing-off address.
-        for _ in 0..n.saturating_mul(4) {
+        // Every other draw after a miss goes to the new table, so a tried table of
+        // connected peers cannot use up the draws.
+        let mut missed = false;
+        for i in 0..n.saturating_mul(8) {
             if chosen == n {
                 break;
             }
-            let bias = dial_bias(self.outbound(), target);
+            let bias = if missed && i % 2 == 1 {
+                0
+            } else {
+                dial_bias(self.outbound(), target)
+            };
             let Some(addr) = book.pick_address(now, bias, &exclude) else {
                 break;
             };
             if !self.dialable(now, &addr) || !ok(self, &addr) {
+                missed = true;
                 continue;
             }
             exclude.insert(addr.group());

@@ -257,3 +257,26 @@ fn a_crawler_asks_a_peer_once_even_when_its_peer_up_came_first_and_never_asks_in
     m.handle_dialed(t, &mut b, d[0], DialOutcome::Connected);
     assert!(drain(&mut m).is_empty());
 }
+
+#[test]
+fn a_peer_that_let_us_go_is_not_redialed_within_the_request_interval() {
+    let t = t0();
+    let mut b = book(1, 1, t);
+    let mut cfg = config();
+    cfg.request_interval = Duration::from_secs(10);
+    let mut m = Manager::new(cfg, t);
+    m.handle_timeout(t, &mut b);
+    let d = dials(&drain(&mut m));
+    assert_eq!(d.len(), 1);
+    m.handle_dialed(t, &mut b, d[0], DialOutcome::Connected);
+    m.handle_peer_up(t, d[0].id, d[0].addr, true);
+    drain(&mut m);
+    // It answers and disconnects us (a seed does).
+    m.handle_peer_down(t, d[0].id);
+    for s in 1..10 {
+        m.handle_timeout(t + Duration::from_secs(s), &mut b);
+        assert!(dials(&drain(&mut m)).is_empty(), "redialed after {s} s");
+    }
+    m.handle_timeout(t + Duration::from_secs(10), &mut b);
+    assert_eq!(dials(&drain(&mut m)), d);
+}
