@@ -425,7 +425,14 @@ pub async fn run(opts: TestnetOptions) -> Result<Summary, String> {
     }
     let (delivered, duplicated, links) = {
         let t = tally.lock().unwrap_or_else(|e| e.into_inner());
-        (t.seen.len() as u64, t.duplicated, t.links.clone())
+        // A discovered topology is drawn as it stands (connections replaced by a
+        // duplicate or closed along the way are not).
+        let links: HashSet<(u16, u16)> = if opts.discovery.is_some() {
+            t.both_ends().into_iter().collect()
+        } else {
+            t.links.clone()
+        };
+        (t.seen.len() as u64, t.duplicated, links)
     };
     println!(
         "progress: {delivered}/{expected} delivered, {sent} sends queued ({:.2} s)",

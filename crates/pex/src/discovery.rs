@@ -39,7 +39,7 @@ use crate::exchange::{Exchange, ExchangeConfig};
 use crate::manager::{Manager, ManagerConfig};
 use crate::seeds::{read_seeds, SeedsError};
 use crate::service::{
-    channel_config, now, Entries, Parts, PexActor, Start, Status, StoreJob, Sync,
+    channel_config, now, Entries, Flush, Parts, PexActor, Start, Status, StoreJob,
 };
 use crate::store::{restore_book, PeerStore, StoreError, TimeAnchor};
 use crate::PEX_CHANNEL;
@@ -328,7 +328,7 @@ impl DiscoveryHandle {
     /// Writes the book's pending changes to the store; resolves once committed.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.actor.send(Sync(tx)).await.is_ok() {
+        if self.actor.send(Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }

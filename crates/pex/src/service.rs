@@ -304,12 +304,12 @@ impl Handler<Start> for PexActor {
 /// Flush the book to the store and answer once it is committed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Sync(pub(crate) oneshot::Sender<()>);
+pub(crate) struct Flush(pub(crate) oneshot::Sender<()>);
 
-impl Handler<Sync> for PexActor {
+impl Handler<Flush> for PexActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Sync, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Flush, _: &mut Context<Self>) {
         self.flush();
         match &self.parts.store {
             Some(tx) => {
