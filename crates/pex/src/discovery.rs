@@ -109,6 +109,7 @@ impl DiscoveryConfig {
         self.manager.dial_backoff_min = tick;
         self.manager.dial_backoff_max = tick * 20;
         self.manager.crawl_interval = tick * 20;
+        self.manager.seed_hold = tick * 20;
         let timeout = self.exchange.request_timeout;
         self.exchange = ExchangeConfig::with_interval(tick * 4);
         self.exchange.request_timeout = timeout;

@@ -31,7 +31,8 @@
 //!   kept; instead every tick it dials addresses not crawled within
 //!   [`crawl_interval`](ManagerConfig::crawl_interval), asks each for addresses once
 //!   connected, and disconnects it when the answer came (or failed). A crawler asks
-//!   no other peer: its inbound peers are let go once they have their answer.
+//!   no other peer: its inbound peers are let go once they have their answer, or
+//!   after [`seed_hold`](ManagerConfig::seed_hold) if they never ask.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -67,6 +68,10 @@ pub struct ManagerConfig {
     pub crawl: bool,
     /// Seed mode: how long before an address is crawled again (default 10 min).
     pub crawl_interval: Duration,
+    /// Seed mode: how long an inbound peer may stay without being answered and let
+    /// go (default 1 min): a peer that connects to a seed and never asks does not
+    /// hold its slot.
+    pub seed_hold: Duration,
     /// Seed of the jitter.
     pub seed: u64,
 }
@@ -83,6 +88,7 @@ impl Default for ManagerConfig {
             request_interval: Duration::from_secs(30),
             crawl: false,
             crawl_interval: Duration::from_secs(600),
+            seed_hold: Duration::from_secs(60),
             seed: 0,
         }
     }
@@ -97,6 +103,9 @@ pub enum Action {
     Ask(NodeId),
     /// Disconnect this peer (crawled).
     Disconnect(NodeId),
+    /// Seed mode: disconnect this inbound peer, connected for `seed_hold` without
+    /// being let go after an answer.
+    LetGo(NodeId),
 }
 
 /// How a dial ended, as far as the manager cares.
@@ -114,6 +123,7 @@ pub enum DialOutcome {
 struct Connected {
     outbound: bool,
     group: Group,
+    since: Instant,
 }
 
 /// The peer manager's policy. See the [module docs](self).
@@ -186,6 +196,7 @@ impl Manager {
             Connected {
                 outbound,
                 group: Group::of(remote.ip()),
+                since: now,
             },
         );
     }
@@ -269,6 +280,7 @@ impl Manager {
         // A crawler asks the peers it dials, and only those: its inbound peers are
         // let go once answered.
         if self.cfg.crawl {
+            self.let_go_idle(now);
             return;
         }
         let short = self.outbound() + self.dialing.len() < self.cfg.target_outbound;
@@ -364,6 +376,25 @@ impl Manager {
             self.crawled.entry(id).or_insert(now);
         }
         n
+    }
+
+    /// Seed mode: inbound peers connected longer than `seed_hold` are let go.
+    fn let_go_idle(&mut self, now: Instant) {
+        let hold = self.cfg.seed_hold;
+        let mut idle: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.outbound && now.saturating_duration_since(p.since) >= hold)
+            .map(|(id, _)| *id)
+            .collect();
+        idle.sort_unstable();
+        for id in idle {
+            // Once: its PeerDown removes it; until then it is not told twice.
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.since = now;
+            }
+            self.actions.push_back(Action::LetGo(id));
+        }
     }
 
     fn ask_someone(&mut self, now: Instant) {

@@ -167,6 +167,13 @@ impl PexActor {
                         p.disconnect(DisconnectReason::Application("pex: crawled".into()));
                     }
                 }
+                Action::LetGo(id) => {
+                    if let Some(p) = self.peers.get(&id) {
+                        p.disconnect(DisconnectReason::Application(
+                            "pex seed: connected too long without asking".into(),
+                        ));
+                    }
+                }
             }
         }
         let status = Status {

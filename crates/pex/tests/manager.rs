@@ -280,3 +280,32 @@ fn a_peer_that_let_us_go_is_not_redialed_within_the_request_interval() {
     m.handle_timeout(t + Duration::from_secs(10), &mut b);
     assert_eq!(dials(&drain(&mut m)), d);
 }
+
+#[test]
+fn a_seed_lets_go_of_inbound_peers_that_stay_too_long() {
+    let t = t0();
+    let mut b = AddrBook::new(BookConfig::new([3; 32], 9));
+    let mut cfg = config();
+    cfg.crawl = true;
+    cfg.seed_hold = Duration::from_secs(5);
+    let mut m = Manager::new(cfg, t);
+    let (early, late, out) = (id(1), id(2), id(3));
+    m.handle_peer_up(t, early, "30.0.0.1:1".parse().unwrap(), false);
+    m.handle_peer_up(
+        t + Duration::from_secs(3),
+        late,
+        "30.0.0.2:1".parse().unwrap(),
+        false,
+    );
+    m.handle_peer_up(t, out, "30.0.0.3:1".parse().unwrap(), true);
+    m.handle_timeout(t + Duration::from_secs(4), &mut b);
+    assert!(drain(&mut m).is_empty());
+    m.handle_timeout(t + Duration::from_secs(6), &mut b);
+    assert_eq!(drain(&mut m), vec![Action::LetGo(early)]);
+    // Not told twice while its close is under way.
+    m.handle_timeout(t + Duration::from_secs(7), &mut b);
+    assert!(drain(&mut m).is_empty());
+    m.handle_peer_down(t + Duration::from_secs(7), early);
+    m.handle_timeout(t + Duration::from_secs(8), &mut b);
+    assert_eq!(drain(&mut m), vec![Action::LetGo(late)]);
+}
