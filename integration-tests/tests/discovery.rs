@@ -305,3 +305,31 @@ async fn oversized_and_garbage_answers_close_their_sender_with_the_reason() {
     }
     victim.switch.shutdown().await;
 }
+
+#[actix::test]
+async fn a_seed_answers_an_inbound_peer_once_then_lets_it_go() {
+    init_logs();
+    let mut cfg = DiscoveryConfig::default().seed_mode().quick(TICK);
+    let known: NetAddr = "66687aadf862bd776c8fc18b8e9f8e2008971485@10.1.2.3:26656"
+        .parse()
+        .unwrap();
+    cfg.seeds = vec![known];
+    let seed = start(cfg, None).await;
+    let (client, ch, mut events) = abuser(vec![]).await;
+    let peer = client
+        .dial(switchyard::PeerAddr::new(
+            Some(seed.addr.id),
+            seed.addr.addr,
+        ))
+        .await
+        .unwrap();
+    let answer = peer.request(&ch, &GetAddrs {}, BOUND).await.unwrap();
+    assert!(answer.contains(&known.to_string()), "{answer:?}");
+    let reason = remote_reason(next_down(&mut events).await);
+    assert_eq!(
+        reason,
+        DisconnectReason::Application("pex seed: one answer per connection".into())
+    );
+    seed.switch.shutdown().await;
+    client.shutdown().await;
+}
