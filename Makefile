@@ -7,9 +7,9 @@ CARGO ?= cargo
 FUZZ_TIME ?= 60
 FUZZ_TARGETS := packet control peer_core secure
 
-## run: a local 5-node testnet on loopback that floods messages and prints a summary
+## run: a discovery testnet on loopback (a seed, 8 nodes that find each other through PEX), then a message flood and a summary
 run:
-	$(CARGO) run --release -p switchyard-cli --bin switchyard -- testnet --nodes 5
+	$(CARGO) run --release -p switchyard-cli --bin switchyard -- testnet --discovery --nodes 8
 
 ## test: every test in the workspace (unit, property, integration, doc tests)
 test:

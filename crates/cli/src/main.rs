@@ -58,6 +58,18 @@ enum Command {
         /// Persistent peers to add, comma separated ID@HOST:PORT.
         #[arg(long, value_delimiter = ',')]
         peers: Vec<PeerAddr>,
+        /// Run peer discovery (PEX and the peer manager) with this initial peers
+        /// file (ID@HOST:PORT a line), read when the peer store HOME/peers.redb is
+        /// empty.
+        #[arg(long)]
+        seeds: Option<PathBuf>,
+        /// Run peer discovery from the peer store alone (no initial peers file).
+        #[arg(long)]
+        discovery: bool,
+        /// Run peer discovery in seed mode: answer each inbound peer once, then let it
+        /// go; crawl the network to keep the book fresh.
+        #[arg(long)]
+        seed_mode: bool,
     },
     /// Run a local testnet in one process and print a summary.
     Testnet {
@@ -76,6 +88,17 @@ enum Command {
         /// Write the topology as Graphviz DOT to this file.
         #[arg(long)]
         dot: Option<PathBuf>,
+        /// Discovery instead of a full mesh: one seed, and nodes that know only the
+        /// seed and find each other through PEX before they exchange their messages.
+        #[arg(long)]
+        discovery: bool,
+        /// Discovery: outbound peers each node keeps.
+        #[arg(long, default_value_t = 3)]
+        target: usize,
+        /// Discovery: the peer manager's tick in milliseconds (requests, backoff and
+        /// flushes scale from it).
+        #[arg(long, default_value_t = 50)]
+        tick_ms: u64,
     },
     /// Connect to a node as a peer and print its introspection: the node, its services
     /// and its peers with per-channel counters (asked over channel 0).
@@ -153,12 +176,18 @@ fn main() -> ExitCode {
             config,
             listen,
             peers,
+            seeds,
+            discovery,
+            seed_mode,
         } => {
             let opts = node::NodeOptions {
                 home,
                 config,
                 listen,
                 peers,
+                discovery: discovery || seed_mode || seeds.is_some(),
+                seeds,
+                seed_mode,
             };
             match actix::System::new().block_on(node::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -171,6 +200,9 @@ fn main() -> ExitCode {
             size,
             duration,
             dot,
+            discovery,
+            target,
+            tick_ms,
         } => {
             let opts = testnet::TestnetOptions {
                 nodes,
@@ -178,6 +210,10 @@ fn main() -> ExitCode {
                 size,
                 duration: Duration::from_secs(duration),
                 dot,
+                discovery: discovery.then(|| testnet::DiscoveryOptions {
+                    target,
+                    tick: Duration::from_millis(tick_ms.max(1)),
+                }),
             };
             match actix::System::new().block_on(testnet::run(opts)) {
                 Ok(summary) => {

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use switchyard::{GetInfo, NodeKey, PeerAddr, Shutdown, Switch};
+use switchyard_pex::discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, Origin};
+use switchyard_pex::NetAddr;
 
 use crate::config_file;
 
@@ -47,6 +49,48 @@ pub struct NodeOptions {
     pub listen: Option<std::net::SocketAddr>,
     /// Extra persistent peers.
     pub peers: Vec<PeerAddr>,
+    /// Run peer discovery (store in the home).
+    pub discovery: bool,
+    /// The initial peers file, read when the peer store is empty.
+    pub seeds: Option<PathBuf>,
+    /// Discovery in seed mode.
+    pub seed_mode: bool,
+}
+
+/// Discovery for a node of `config` living in `home`: the store in the home, strict
+/// (public addresses only) unless the node listens on a non-routable address (a
+/// local or private network), persistent peers given by IP kept out of its dials.
+fn discovery(
+    opts: &NodeOptions,
+    config: &switchyard::NodeConfig,
+) -> Result<Option<(switchyard::Service, DiscoveryHandle)>, String> {
+    if !opts.discovery {
+        return Ok(None);
+    }
+    let mut cfg = DiscoveryConfig::default();
+    if opts.seed_mode {
+        cfg = cfg.seed_mode();
+    }
+    cfg.dir = Some(opts.home.clone());
+    cfg.seeds_file = opts.seeds.clone();
+    cfg.strict = config
+        .listen
+        .is_none_or(|a| switchyard_pex::addr::is_routable(a.ip()));
+    cfg.manager.target_outbound = config.limits.max_outbound;
+    cfg.persistent = config
+        .persistent_peers
+        .iter()
+        .filter_map(|p| {
+            let ip = p.host.parse().ok()?;
+            Some(NetAddr::new(p.id?, std::net::SocketAddr::new(ip, p.port)))
+        })
+        .collect();
+    let (service, handle) = Discovery::new(cfg).start().map_err(|e| e.to_string())?;
+    match handle.origin {
+        Origin::Store(n) => log::info!("discovery: {n} addresses from the peer store"),
+        Origin::Seeds(n) => log::info!("discovery: empty peer store, {n} initial peers"),
+    }
+    Ok(Some((service, handle)))
 }
 
 /// Runs a node until Ctrl-C, then shuts it down gracefully.
@@ -84,16 +128,25 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
     if let Some(listen) = opts.listen {
         config.listen = Some(listen);
     }
-    for peer in opts.peers {
+    for peer in opts.peers.iter().cloned() {
         // The same peer in the config and on the command line is dialed once.
         if !config.persistent_peers.contains(&peer) {
             config.persistent_peers.push(peer);
         }
     }
-    let switch = Switch::builder(config)
-        .key(key)
-        .start()
-        .map_err(|e| e.to_string())?;
+    let discovery = discovery(&opts, &config)?;
+    let mut builder = Switch::builder(config).key(key);
+    let (service, handle) = match discovery {
+        Some((s, h)) => (Some(s), Some(h)),
+        None => (None, None),
+    };
+    if let Some(s) = service {
+        builder = builder.service(s);
+    }
+    let switch = builder.start().map_err(|e| e.to_string())?;
+    if let Some(h) = &handle {
+        h.start(switch.clone());
+    }
     let info = switch.send(GetInfo).await.map_err(|e| e.to_string())?;
     match info.listen_addr {
         Some(addr) => println!(
@@ -106,5 +159,8 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
     println!("shutting down");
     switch.send(Shutdown).await.map_err(|e| e.to_string())?;
+    if let Some(h) = handle {
+        h.stop().await;
+    }
     Ok(())
 }

@@ -9,6 +9,19 @@
 //! `lost` counts messages some node never received; `duplicated` counts messages a
 //! node received more than once (the transport promises exactly once per connection).
 //! The exit status is 0 only when nothing was lost or duplicated.
+//!
+//! With `--discovery` (what `make run` runs) there is no mesh wired by hand: a seed
+//! (PEX in seed mode) starts first, and each node runs PEX with the seed as its only
+//! initial peer and a peer manager keeping `--target` outbound peers. Once every node
+//! has its target (or is connected to every other node, when they all dialed it
+//! first), the run prints
+//!
+//! ```text
+//! discovery: 8 nodes reached their outbound target in 0.31 s
+//! ```
+//!
+//! and the nodes flood their messages to the peers they found; every message queued
+//! to a peer must arrive there once.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -21,6 +34,8 @@ use switchyard::{
     Broadcast, ChannelConfig, Dial, Direction, GetInfo, GetPeers, NodeConfig, NodeId, PeerDown,
     PeerUp, ReceivedBatch, Service, Shutdown, Switch,
 };
+use switchyard_pex::discovery::{Discovery, DiscoveryConfig};
+use switchyard_pex::NetAddr;
 
 /// Channel of the gossip service.
 pub const GOSSIP_CHANNEL: u8 = 0x10;
@@ -38,6 +53,17 @@ pub struct TestnetOptions {
     pub duration: Duration,
     /// Where to write the topology as Graphviz DOT.
     pub dot: Option<PathBuf>,
+    /// Find peers through a seed and PEX instead of a full mesh.
+    pub discovery: Option<DiscoveryOptions>,
+}
+
+/// Options of a discovery testnet.
+#[derive(Debug, Clone)]
+pub struct DiscoveryOptions {
+    /// Outbound peers each node keeps.
+    pub target: usize,
+    /// The peer manager's tick (see `DiscoveryConfig::quick`).
+    pub tick: Duration,
 }
 
 /// One gossip message.
@@ -59,7 +85,51 @@ struct Tally {
     /// Connection ends that are up, as (this node, the other): a connection is ready
     /// for broadcasts from both sides only when both of its ends are here.
     ends: HashSet<(u16, u16)>,
+    /// Connection ends up now, as (this node, the other) → how many (a duplicate
+    /// connection may overlap the one it replaces), and those this node dialed.
+    live: HashMap<(u16, u16), u32>,
+    live_out: HashMap<(u16, u16), u32>,
     downs: u64,
+}
+
+impl Tally {
+    /// Whether `node` has `target` outbound peers, or is connected to all `others`.
+    fn full(&self, node: u16, target: usize, others: usize) -> bool {
+        let count = |m: &HashMap<(u16, u16), u32>| {
+            m.iter().filter(|((a, _), n)| *a == node && **n > 0).count()
+        };
+        count(&self.live_out) >= target || count(&self.live) >= others
+    }
+
+    /// Connections whose both ends are up, as (low, high).
+    fn both_ends(&self) -> Vec<(u16, u16)> {
+        let mut v: Vec<(u16, u16)> = self
+            .live
+            .iter()
+            .filter(|((a, b), n)| {
+                a < b && **n > 0 && self.live.get(&(*b, *a)).is_some_and(|m| *m > 0)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Whether every connection end up has its other end up too.
+    fn settled(&self) -> bool {
+        self.live
+            .iter()
+            .all(|((a, b), n)| *n == 0 || self.live.get(&(*b, *a)).is_some_and(|m| *m > 0))
+    }
+}
+
+fn bump(m: &mut HashMap<(u16, u16), u32>, k: (u16, u16), up: bool) {
+    let e = m.entry(k).or_insert(0);
+    if up {
+        *e += 1;
+    } else {
+        *e = e.saturating_sub(1);
+    }
 }
 
 struct GossipService {
@@ -92,6 +162,10 @@ impl Handler<PeerUp> for GossipService {
         let link = (self.index.min(other), self.index.max(other));
         let mut t = self.tally.lock().unwrap_or_else(|e| e.into_inner());
         t.ends.insert((self.index, other));
+        bump(&mut t.live, (self.index, other), true);
+        if up.peer.direction() == Direction::Outbound {
+            bump(&mut t.live_out, (self.index, other), true);
+        }
         if t.links.insert(link) {
             let how = match up.peer.direction() {
                 Direction::Outbound => "dialed",
@@ -121,7 +195,14 @@ impl Handler<PeerDown> for GossipService {
             self.name_of(&down.peer.id()),
             down.reason
         );
-        self.tally.lock().unwrap_or_else(|e| e.into_inner()).downs += 1;
+        let mut t = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+        t.downs += 1;
+        if let Some(&other) = self.names.get(&down.peer.id()) {
+            bump(&mut t.live, (self.index, other), false);
+            if down.peer.direction() == Direction::Outbound {
+                bump(&mut t.live_out, (self.index, other), false);
+            }
+        }
     }
 }
 
@@ -162,6 +243,27 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// Starts the seed of a discovery testnet: PEX only, in seed mode.
+async fn start_seed(d: &DiscoveryOptions) -> Result<(Addr<Switch>, NetAddr), String> {
+    let cfg = DiscoveryConfig::default().seed_mode().quick(d.tick);
+    let (pex, handle) = Discovery::new(cfg)
+        .start()
+        .map_err(|e| format!("seed: {e}"))?;
+    let config = NodeConfig {
+        arbiters: 1,
+        ..NodeConfig::local()
+    };
+    let switch = Switch::builder(config)
+        .service(pex)
+        .start()
+        .map_err(|e| format!("seed: {e}"))?;
+    handle.start(switch.clone());
+    let info = switch.send(GetInfo).await.map_err(|e| e.to_string())?;
+    let listen = info.listen_addr.ok_or("seed not listening")?;
+    println!("seed: {} listening on {listen}", info.id);
+    Ok((switch, NetAddr::new(info.id, listen)))
+}
+
 /// Runs a testnet inside the current actix system.
 pub async fn run(opts: TestnetOptions) -> Result<Summary, String> {
     let n = opts.nodes;
@@ -181,6 +283,10 @@ pub async fn run(opts: TestnetOptions) -> Result<Summary, String> {
     let mut switches = Vec::new();
     let mut channels = Vec::new();
     let mut addrs = Vec::new();
+    let seed = match &opts.discovery {
+        Some(d) => Some(start_seed(d).await?),
+        None => None,
+    };
     for (i, key) in keys.into_iter().enumerate() {
         let service = GossipService {
             index: i as u16,
@@ -199,11 +305,22 @@ pub async fn run(opts: TestnetOptions) -> Result<Summary, String> {
             &service,
         );
         gossip.on_peer_up(&service).on_peer_down(&service);
-        let switch = Switch::builder(config)
-            .key(key)
-            .service(gossip)
-            .start()
-            .map_err(|e| format!("node{i}: {e}"))?;
+        let mut builder = Switch::builder(config).key(key).service(gossip);
+        let mut discovery = None;
+        if let (Some(d), Some((_, seed_addr))) = (&opts.discovery, &seed) {
+            let mut cfg = DiscoveryConfig::default().quick(d.tick);
+            cfg.manager.target_outbound = d.target;
+            cfg.seeds = vec![*seed_addr];
+            let (pex, handle) = Discovery::new(cfg)
+                .start()
+                .map_err(|e| format!("node{i}: {e}"))?;
+            builder = builder.service(pex);
+            discovery = Some(handle);
+        }
+        let switch = builder.start().map_err(|e| format!("node{i}: {e}"))?;
+        if let Some(handle) = discovery {
+            handle.start(switch.clone());
+        }
         channels.push(channel);
         let info = switch.send(GetInfo).await.map_err(|e| e.to_string())?;
         let addr =
@@ -212,23 +329,46 @@ pub async fn run(opts: TestnetOptions) -> Result<Summary, String> {
         addrs.push(addr);
         switches.push(switch);
     }
-    // Full mesh: every node dials the ones started before it.
-    let mut dials = Vec::new();
-    for (i, s) in switches.iter().enumerate() {
-        for addr in addrs.iter().take(i) {
-            dials.push(s.send(Dial(addr.clone())));
+    if let Some(d) = &opts.discovery {
+        // Every node finds its peers through the seed; wait until each has its
+        // target and both ends of every connection are up.
+        let ready = || {
+            let t = tally.lock().unwrap_or_else(|e| e.into_inner());
+            (0..n as u16).all(|i| t.full(i, d.target, n - 1)) && t.settled()
+        };
+        while !ready() {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "discovery: not every node reached {} outbound peers within {:?}",
+                    d.target, opts.duration
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-    for d in futures_util::future::join_all(dials).await {
-        if let Err(e) = d.map_err(|e| e.to_string())? {
-            log::warn!("dial failed: {e}");
+        println!(
+            "discovery: {n} nodes reached their outbound target in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        // Full mesh: every node dials the ones started before it.
+        let mut dials = Vec::new();
+        for (i, s) in switches.iter().enumerate() {
+            for addr in addrs.iter().take(i) {
+                dials.push(s.send(Dial(addr.clone())));
+            }
         }
-    }
-    // Both ends of every connection: a Switch broadcasts only to peers it has
-    // registered, and the accepting side registers a moment after the dialer.
-    let expected_ends = n * (n - 1);
-    while tally.lock().map_or(0, |t| t.ends.len()) < expected_ends && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        for d in futures_util::future::join_all(dials).await {
+            if let Err(e) = d.map_err(|e| e.to_string())? {
+                log::warn!("dial failed: {e}");
+            }
+        }
+        // Both ends of every connection: a Switch broadcasts only to peers it has
+        // registered, and the accepting side registers a moment after the dialer.
+        let expected_ends = n * (n - 1);
+        while tally.lock().map_or(0, |t| t.ends.len()) < expected_ends && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     // Each node floods its messages to all of its peers; each broadcast waits for room
     // in every peer's queue, so none is dropped when a queue is full.
@@ -249,7 +389,13 @@ pub async fn run(opts: TestnetOptions) -> Result<Summary, String> {
             sent += accepted as u64;
         }
     }
-    let expected = (n * (n - 1)) as u64 * u64::from(opts.messages);
+    // A full mesh delivers every message to every other node; a discovered topology
+    // to the peers each broadcast reached.
+    let expected = if opts.discovery.is_some() {
+        sent
+    } else {
+        (n * (n - 1)) as u64 * u64::from(opts.messages)
+    };
     let mut last_print = Instant::now();
     loop {
         let (delivered, links) = {
@@ -272,9 +418,21 @@ pub async fn run(opts: TestnetOptions) -> Result<Summary, String> {
     for s in &switches {
         peer_total += s.send(GetPeers).await.map_err(|e| e.to_string())?.len();
     }
+    if opts.discovery.is_some() {
+        // Nodes may also be connected to the seed: count the connections among them.
+        let t = tally.lock().unwrap_or_else(|e| e.into_inner());
+        peer_total = 2 * t.both_ends().len();
+    }
     let (delivered, duplicated, links) = {
         let t = tally.lock().unwrap_or_else(|e| e.into_inner());
-        (t.seen.len() as u64, t.duplicated, t.links.clone())
+        // A discovered topology is drawn as it stands (connections replaced by a
+        // duplicate or closed along the way are not).
+        let links: HashSet<(u16, u16)> = if opts.discovery.is_some() {
+            t.both_ends().into_iter().collect()
+        } else {
+            t.links.clone()
+        };
+        (t.seen.len() as u64, t.duplicated, links)
     };
     println!(
         "progress: {delivered}/{expected} delivered, {sent} sends queued ({:.2} s)",
@@ -293,7 +451,7 @@ pub async fn run(opts: TestnetOptions) -> Result<Summary, String> {
         dot.push_str("}\n");
         std::fs::write(path, dot).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    for s in &switches {
+    for s in switches.iter().chain(seed.as_ref().map(|(s, _)| s)) {
         let _ = s.send(Shutdown).await;
     }
     Ok(Summary {

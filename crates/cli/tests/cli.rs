@@ -291,6 +291,63 @@ fn testnet_summary_and_dot_file() {
     let _ = Duration::ZERO;
 }
 
+#[test]
+fn a_node_with_a_bad_initial_peers_file_names_the_file_and_line() {
+    let home = keygen("badseeds");
+    let seeds = home.join("seeds.txt");
+    std::fs::write(&seeds, "# seeds\nnot-an-address\n").unwrap();
+    let out = bin()
+        .args(["node", "--listen", "127.0.0.1:0", "--home"])
+        .arg(&home)
+        .arg("--seeds")
+        .arg(&seeds)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:2: ", seeds.display())) && err.contains("not-an-address"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+#[test]
+fn testnet_discovery_finds_peers_through_the_seed() {
+    let out = bin()
+        .args([
+            "testnet",
+            "--discovery",
+            "--nodes",
+            "5",
+            "--target",
+            "2",
+            "--messages",
+            "20",
+            "--duration",
+            "60",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("seed: ")), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let found = lines
+        .iter()
+        .position(|l| {
+            l.starts_with("discovery: 5 nodes reached their outbound target in ")
+                && l.ends_with(" s")
+        })
+        .unwrap_or_else(|| panic!("no discovery line: {text}"));
+    let summary = lines
+        .iter()
+        .position(|l| l.starts_with("testnet: 5 nodes, ") && l.ends_with(" 0 lost, 0 duplicated"))
+        .unwrap_or_else(|| panic!("no summary: {text}"));
+    assert!(found < summary, "{text}");
+}
+
 /// Starts `switchyard node` on a fresh home listening on port 0; returns the child
 /// (its stderr piped when `log`) and its `ID@HOST:PORT` (the first line it prints).
 fn start_node(

@@ -1,7 +1,5 @@
 //! # switchyard-pex: peer discovery for Switchyard
 //!
-//! What exists now (the parts that need no runtime):
-//!
 //! * [`book`]: the **address book**, pure like the cores of `switchyard-proto` (time
 //!   and randomness come in from the caller; no clock, no I/O): new and tried tables of
 //!   buckets chosen by keyed hashes of the address's and its source's groups, so one
@@ -13,27 +11,39 @@
 //!   [`Change`](store::Change)s, one transaction each, and loaded whole at start.
 //! * [`seeds`]: the **initial peers file** parser (`ID@HOST:PORT` a line).
 //! * [`NetAddr`]: `ID@IP:PORT`, the unit the book holds, and its [`Group`].
+//! * [`wire`]: the PEX messages, `GetAddrs` and `Addrs` (bounded, checked while
+//!   decoded).
+//! * [`exchange`]: the PEX service's decisions, pure: one request per peer per
+//!   interval, what to answer, seed mode's one answer, learning attributed to the
+//!   source.
+//! * [`manager`]: the peer manager's policy, pure: the outbound target filled from the
+//!   book with backoff and jitter per address, spread across groups, asking when the
+//!   book is thin, crawling in seed mode.
+//! * [`service`]: the actor that runs both on a node (the PEX service `"pex"` on
+//!   [`PEX_CHANNEL`] and the peer manager), a thin shell over the pure parts.
+//! * [`discovery`]: what a node adds: opens the peer store, fills the book (store, or
+//!   the initial peers file on first start), flushes it in batches off the network
+//!   path, and gives back the service to register and a handle that starts the
+//!   manager.
 //!
-//! Not built yet (issue 11): the **PEX service** (request/response of addresses on
-//! [`PEX_CHANNEL`], rate limited per peer), the **peer manager** (keeps the outbound
-//! target filled from the book with backoff and jitter, redials persistent peers),
-//! **seed mode**, and the runtime's wiring of book and store (its node home directory,
-//! seeding the store from the initial peers file on first start). Until then, nodes
-//! are connected with static and persistent peers (`NodeConfig::peers`,
-//! `NodeConfig::persistent_peers`).
-//!
-//! Like `switchyard-proto`, this crate never reads the clock: `clippy.toml` forbids
-//! `Instant::now` and `SystemTime::now` here.
+//! Like `switchyard-proto`, the pure parts never read the clock: `clippy.toml` forbids
+//! `Instant::now` and `SystemTime::now` here; the actor shell ([`service::now`]) and
+//! the start of [`discovery`] are the allowed exceptions.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod addr;
 pub mod book;
+pub mod discovery;
+pub mod exchange;
+pub mod manager;
 pub mod seeds;
+pub mod service;
 pub mod store;
+pub mod wire;
 
 pub use addr::{Group, NetAddr};
 pub use book::{AddrBook, BookConfig};
 
-/// The channel the PEX service will use (reserved now so services avoid it).
+/// The channel of the PEX service (other services must avoid it).
 pub const PEX_CHANNEL: u8 = 0x01;
