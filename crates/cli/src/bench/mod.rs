@@ -9,8 +9,9 @@
 //! and raw `Bytes`), idle round-trip latency, high-priority latency under a bulk
 //! load, broadcast to 16 peers, memory per idle peer, connection setup (with one and
 //! with five services negotiated), request round trips against message round trips,
-//! and the actix ceiling (the `Addr::send` rate between two arbiters) for per-message
-//! delivery.
+//! the actix ceiling (the `Addr::send` rate between two arbiters) for per-message
+//! delivery, and discovery (nodes from one seed reaching their outbound target, the
+//! address book's add and select rates, the peer store's write throughput).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use serde::Serialize;
 
 mod baseline;
 mod ceiling;
+mod discovery;
 mod memory;
 mod sy;
 
@@ -183,7 +185,7 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
     );
     // Memory first: later scenarios leave freed memory in the allocator that would
     // hide the growth.
-    let steps: [(&str, u8); 10] = [
+    let steps: [(&str, u8); 11] = [
         ("memory per peer", 7),
         ("throughput 64 B", 0),
         ("throughput 1 KiB", 1),
@@ -194,6 +196,7 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
         ("connection setup", 6),
         ("requests", 8),
         ("encrypted", 9),
+        ("discovery", 10),
     ];
     let bar = ProgressBar::new(steps.len() as u64);
     bar.set_style(
@@ -238,6 +241,7 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, String> {
             6 => rows.extend(sy::connect(&opts).await?),
             8 => rows.extend(sy::requests(&opts).await?),
             9 => rows.extend(sy::encrypted(&opts).await?),
+            10 => rows.extend(discovery::discovery(&opts).await?),
             _ => rows.extend(memory::per_peer(&opts).await?),
         }
         bar.inc(1);
