@@ -58,6 +58,10 @@ fn bench_writes_every_scenario_to_json() {
         "connection setup p50 with Noise (dial to answer, 1 service)",
         "connection setup p99 with Noise (dial to answer, 1 service)",
         "handshakes accepted per second (Noise)",
+        "discovery: nodes from one seed reach their outbound target",
+        "address book add",
+        "address book select (pick_address)",
+        "peer store writes (PeerStore::apply)",
     ] {
         assert!(rows.iter().any(|r| r["scenario"] == want), "missing {want}");
     }
