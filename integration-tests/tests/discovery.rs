@@ -1,13 +1,14 @@
 //! Discovery over loopback: nodes that know only a seed find each other through PEX
 //! and reach their outbound targets; a restarted node reconnects from its peer store
-//! without the seed; abusive PEX peers are closed with their reasons.
+//! without the seed; a ban kept in the peer store survives a restart; abusive PEX
+//! peers are closed with their reasons.
 
 use std::time::Duration;
 
 use actix::prelude::*;
 use switchyard::{
-    DisconnectReason, NodeConfig, NodeKey, PeerDown, PeerHandle, PeerUp, ReceivedRequest,
-    RequestChannel, Service, Switch, SwitchExt,
+    BanList, DialError, DisconnectReason, NodeConfig, NodeKey, PeerDown, PeerHandle, PeerUp,
+    ReceivedRequest, RequestChannel, Service, Severity, Switch, SwitchExt,
 };
 use switchyard_integration_tests::{init_logs, test_config};
 use switchyard_pex::discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, Origin};
@@ -169,6 +170,81 @@ async fn a_restarted_node_reconnects_from_its_store_without_the_seed() {
     for n in [&a, &b, &c] {
         n.switch.shutdown().await;
     }
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// Starts a node whose bans live in the peer store in `home`, under `key`.
+async fn start_keeping_bans(home: &std::path::Path, key: NodeKey) -> DNode {
+    let mut cfg = discovery(0, vec![]);
+    cfg.dir = Some(home.to_path_buf());
+    let (service, discovery) = Discovery::new(cfg).start().unwrap();
+    let switch = Switch::builder(config())
+        .service(service)
+        .key(key)
+        .bans(discovery.bans())
+        .start()
+        .unwrap();
+    discovery.start(switch.clone());
+    let info = switch.info().await.unwrap();
+    DNode {
+        addr: NetAddr::new(info.id, info.listen_addr.unwrap()),
+        switch,
+        discovery,
+    }
+}
+
+#[actix::test]
+async fn a_ban_kept_in_the_peer_store_survives_a_restart() {
+    init_logs();
+    let home = std::env::temp_dir().join(format!("pex-bans-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let key = NodeKey::generate();
+    let a = start_keeping_bans(&home, key.clone()).await;
+    // b speaks PEX (answering with nothing) and tells how its peers went.
+    let (b, _, mut b_events) = abuser(vec![]).await;
+    let b_info = b.info().await.unwrap();
+    let b_addr = switchyard::PeerAddr::new(Some(b_info.id), b_info.listen_addr.unwrap());
+    let a_addr = |a: &DNode| switchyard::PeerAddr::new(Some(a.addr.id), a.addr.addr);
+    b.dial(a_addr(&a)).await.expect("b gets in before the ban");
+    a.switch
+        .report(b_info.id, Severity::Severe, "sent nonsense")
+        .await;
+    // a closes b (or refuses it, had its side not admitted b yet).
+    let reason = remote_reason(next_down(&mut b_events).await);
+    assert!(
+        matches!(
+            reason,
+            DisconnectReason::Misbehavior(_) | DisconnectReason::Banned
+        ),
+        "{reason}"
+    );
+    // Shut down: the switch, then discovery, which writes the ban with the book.
+    a.switch.shutdown().await;
+    a.discovery.stop().await;
+
+    let a = start_keeping_bans(&home, key).await;
+    assert_eq!(
+        a.discovery.bans().len(),
+        1,
+        "the ban came back from the store"
+    );
+    let banned_by_a = DisconnectReason::ByRemote(Box::new(DisconnectReason::Banned));
+    match b.dial(a_addr(&a)).await {
+        Err(e) => assert_eq!(e, DialError::Closed(banned_by_a)),
+        // Its side finished the handshake first: closed right after.
+        Ok(_) => assert_eq!(next_down(&mut b_events).await, banned_by_a),
+    }
+    assert_eq!(
+        a.switch.dial(b_addr).await.unwrap_err(),
+        DialError::Closed(DisconnectReason::Banned)
+    );
+    assert!(
+        a.switch.peer(b_info.id).await.is_none(),
+        "b admitted while banned"
+    );
+    a.switch.shutdown().await;
+    a.discovery.stop().await;
+    b.shutdown().await;
     let _ = std::fs::remove_dir_all(&home);
 }
 

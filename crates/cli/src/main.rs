@@ -64,6 +64,7 @@ enum Command {
         #[arg(long)]
         seeds: Option<PathBuf>,
         /// Run peer discovery from the peer store alone (no initial peers file).
+        /// With discovery on, the node's bans are kept in the peer store too.
         #[arg(long)]
         discovery: bool,
         /// Run peer discovery in seed mode: answer each inbound peer once, then let it

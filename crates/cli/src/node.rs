@@ -49,7 +49,7 @@ pub struct NodeOptions {
     pub listen: Option<std::net::SocketAddr>,
     /// Extra persistent peers.
     pub peers: Vec<PeerAddr>,
-    /// Run peer discovery (store in the home).
+    /// Run peer discovery (store in the home, bans kept in it too).
     pub discovery: bool,
     /// The initial peers file, read when the peer store is empty.
     pub seeds: Option<PathBuf>,
@@ -57,7 +57,8 @@ pub struct NodeOptions {
     pub seed_mode: bool,
 }
 
-/// Discovery for a node of `config` living in `home`: the store in the home, strict
+/// Discovery for a node of `config` living in `home`: the store in the home (the
+/// addresses and the Switch's bans), strict
 /// (public addresses only) unless the node listens on a non-routable address (a
 /// local or private network), persistent peers given by IP kept out of its dials.
 fn discovery(
@@ -142,6 +143,10 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
     };
     if let Some(s) = service {
         builder = builder.service(s);
+    }
+    if let Some(h) = &handle {
+        // Bans kept in the peer store: they survive a restart.
+        builder = builder.bans(h.bans());
     }
     let switch = builder.start().map_err(|e| e.to_string())?;
     if let Some(h) = &handle {

@@ -13,7 +13,10 @@
 //!     cfg.dir = Some("./node-home".into());
 //!     cfg.seeds_file = Some("./node-home/seeds.txt".into());
 //!     let (service, discovery) = Discovery::new(cfg).start()?;
-//!     let switch = Switch::builder(NodeConfig::default()).service(service).start()?;
+//!     let switch = Switch::builder(NodeConfig::default())
+//!         .service(service)
+//!         .bans(discovery.bans())
+//!         .start()?;
 //!     discovery.start(switch);
 //!     Ok::<_, Box<dyn std::error::Error>>(())
 //! })
@@ -21,8 +24,8 @@
 //! ```
 //!
 //! The store's commits run on a thread of their own: the actor hands batches of
-//! changes over every [`flush_interval`](DiscoveryConfig::flush_interval) and never
-//! waits for the disk.
+//! changes (the book's, and the bans' from [`DiscoveryHandle::bans`]) over every
+//! [`flush_interval`](DiscoveryConfig::flush_interval) and never waits for the disk.
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
@@ -41,7 +44,7 @@ use crate::seeds::{read_seeds, SeedsError};
 use crate::service::{
     channel_config, now, Entries, Flush, Parts, PexActor, Start, Status, StoreJob,
 };
-use crate::store::{restore_book, PeerStore, StoreError, TimeAnchor};
+use crate::store::{restore_book, PeerStore, SharedBans, StoreError, StoredBans, TimeAnchor};
 use crate::PEX_CHANNEL;
 
 /// The file of the peer store inside [`DiscoveryConfig::dir`].
@@ -152,6 +155,7 @@ pub struct Discovery {
 pub struct DiscoveryHandle {
     actor: Addr<PexActor>,
     status: watch::Receiver<Status>,
+    bans: SharedBans,
     /// Where the book came from at start.
     pub origin: Origin,
 }
@@ -248,6 +252,7 @@ impl Discovery {
                 log::warn!("persistent peer {p} not kept in the book: {why}");
             }
         }
+        let bans = SharedBans::new(StoredBans::from_loaded(anchor, &snapshot.bans));
         let store_tx = store.map(spawn_writer);
         let mut manager_cfg = cfg.manager.clone();
         manager_cfg.seed = seed ^ 0x5eed;
@@ -257,6 +262,7 @@ impl Discovery {
             exchange: Exchange::new(cfg.exchange.clone()),
             manager: Manager::new(manager_cfg, t0),
             anchor,
+            bans: bans.clone(),
             store: store_tx,
             flush_interval: cfg.flush_interval,
             outbound: outbound_tx,
@@ -272,6 +278,7 @@ impl Discovery {
             DiscoveryHandle {
                 actor,
                 status: status_rx,
+                bans,
                 origin,
             },
         ))
@@ -321,12 +328,22 @@ impl DiscoveryHandle {
         self.status.clone()
     }
 
+    /// The node's bans, loaded from the store: give them to the Switch with
+    /// `Switch::builder(..).bans(discovery.bans())` and they are written to the store
+    /// with the book at every flush (and at [`stop`](Self::stop)), so a ban survives
+    /// a restart. Without a store directory they are kept in memory only.
+    #[must_use]
+    pub fn bans(&self) -> SharedBans {
+        self.bans.clone()
+    }
+
     /// What the book holds now.
     pub async fn entries(&self) -> Vec<Entry> {
         self.actor.send(Entries).await.unwrap_or_default()
     }
 
-    /// Writes the book's pending changes to the store; resolves once committed.
+    /// Writes the book's and the bans' pending changes to the store; resolves once
+    /// committed.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.actor.send(Flush(tx)).await.is_ok() {

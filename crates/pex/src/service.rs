@@ -42,7 +42,7 @@ use crate::addr::NetAddr;
 use crate::book::AddrBook;
 use crate::exchange::{Exchange, Fault};
 use crate::manager::{Action, DialOutcome, Manager};
-use crate::store::{book_changes, TimeAnchor};
+use crate::store::{book_changes, SharedBans, TimeAnchor};
 use crate::wire::{Addrs, GetAddrs, MAX_PEX_MESSAGE};
 
 /// The service's name, negotiated on channel 0.
@@ -89,6 +89,8 @@ pub(crate) struct Parts {
     pub(crate) exchange: Exchange,
     pub(crate) manager: Manager,
     pub(crate) anchor: TimeAnchor,
+    /// The Switch's bans: their changes go to the store with the book's.
+    pub(crate) bans: SharedBans,
     pub(crate) store: Option<mpsc::Sender<StoreJob>>,
     pub(crate) flush_interval: Duration,
     pub(crate) outbound: watch::Sender<Status>,
@@ -134,13 +136,15 @@ impl PexActor {
         }
     }
 
-    /// Hands the book's changes to the store's writer.
+    /// Hands the book's and the bans' changes to the store's writer, in one batch.
     fn flush(&mut self) {
         let Some(tx) = &self.parts.store else {
             let _ = self.parts.book.take_dirty();
+            let _ = self.parts.bans.take_changes();
             return;
         };
-        let changes = book_changes(&mut self.parts.book, &self.parts.anchor);
+        let mut changes = book_changes(&mut self.parts.book, &self.parts.anchor);
+        changes.extend(self.parts.bans.take_changes());
         if !changes.is_empty() && tx.send(StoreJob::Apply(changes)).is_err() {
             log::warn!("pex: the peer store writer is gone; changes not stored");
         }

@@ -4,8 +4,9 @@
 //!
 //! * Writes come in batches: [`PeerStore::apply`] commits a slice of [`Change`]s in one
 //!   durable transaction. The runtime collects the book's changes
-//!   ([`book_changes`]) and the bans' ([`StoredBans::take_changes`]) and applies them
-//!   off the network path, every few seconds or every few hundred changes.
+//!   ([`book_changes`]) and the bans' ([`StoredBans::take_changes`], through the
+//!   [`SharedBans`] the Switch bans with) and applies them off the network path,
+//!   every few seconds or every few hundred changes.
 //! * [`PeerStore::load`] returns everything, to rebuild the book with
 //!   [`restore_book`] and the bans with [`StoredBans::from_loaded`].
 //! * Times are unix seconds; a [`TimeAnchor`] (read once by the runtime) converts them
@@ -47,7 +48,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use switchyard_proto::switch::BanKey;
 use switchyard_proto::NodeId;
 
-pub use bans::StoredBans;
+pub use bans::{SharedBans, StoredBans};
 pub use record::{AddrRecord, TableKind};
 pub use time::TimeAnchor;
 

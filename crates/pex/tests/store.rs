@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchyard_pex::book::Place;
+use switchyard_pex::discovery::{Discovery, DiscoveryConfig, STORE_FILE};
 use switchyard_pex::store::{
     book_changes, restore_book, AddrRecord, Change, PeerStore, StoreError, StoredBans, TableKind,
     TimeAnchor,
@@ -137,6 +138,51 @@ fn bans_survive_a_restart_and_expire() {
     store.apply(&[Change::Unban(ip)]).unwrap();
     assert_eq!(store.load().unwrap().bans, vec![(node, 1_700_000_600)]);
     drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn shared_bans_reach_the_store_on_flush_and_stop() {
+    let dir = scratch("shared-bans");
+    let node = BanKey::Node(id(9));
+    let ip = BanKey::Ip("20.9.9.9".parse().unwrap());
+    let start = || {
+        let mut cfg = DiscoveryConfig::default();
+        cfg.dir = Some(dir.clone());
+        let (_service, handle) = Discovery::new(cfg).start().unwrap();
+        handle
+    };
+    actix_rt::System::new().block_on(async {
+        let handle = start();
+        let mut bans = handle.bans();
+        assert!(bans.is_empty());
+        bans.ban(node, Instant::now() + secs(600));
+        handle.flush().await;
+        assert!(
+            handle.bans().take_changes().is_empty(),
+            "the flush took them"
+        );
+        bans.ban(ip, Instant::now() + secs(600));
+        handle.stop().await;
+        let store = PeerStore::open(&dir.join(STORE_FILE)).unwrap();
+        let stored: HashSet<BanKey> = store.load().unwrap().bans.iter().map(|b| b.0).collect();
+        assert_eq!(
+            stored,
+            HashSet::from([node, ip]),
+            "flush wrote one, stop the other"
+        );
+        drop(store);
+
+        let handle = start();
+        let bans = handle.bans();
+        assert_eq!(bans.len(), 2);
+        assert!(bans.banned_until(&node, Instant::now()).is_some());
+        assert!(
+            bans.take_changes().is_empty(),
+            "loaded bans are not written again"
+        );
+        handle.stop().await;
+    });
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

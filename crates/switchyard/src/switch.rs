@@ -28,8 +28,8 @@ use switchyard_proto::connection::handshake::{HandshakeError, Version, PROTOCOL_
 use switchyard_proto::secure::SecureHandshake;
 use switchyard_proto::switch::refusals::SUMMARY_INTERVAL;
 use switchyard_proto::switch::{
-    Action, BanKey, ConnId, Decision, DialRefusal, Direction, PersistentId, Refusal, Retry,
-    Severity, SwitchConfig, SwitchCore,
+    Action, BanKey, BanList, ConnId, Decision, DialRefusal, Direction, MemoryBans, PersistentId,
+    Refusal, Retry, Severity, SwitchConfig, SwitchCore,
 };
 use switchyard_proto::text::RemoteText;
 use switchyard_proto::{DisconnectReason, NodeId};
@@ -58,6 +58,7 @@ pub struct SwitchBuilder {
     config: NodeConfig,
     key: Option<NodeKey>,
     services: Vec<Service>,
+    bans: Option<Box<dyn BanList>>,
 }
 
 impl SwitchBuilder {
@@ -72,6 +73,15 @@ impl SwitchBuilder {
     #[must_use]
     pub fn key(mut self, key: NodeKey) -> Self {
         self.key = Some(key);
+        self
+    }
+
+    /// Where bans are kept; default in memory ([`MemoryBans`], lost at restart). A
+    /// peer store's list (`switchyard_pex`'s `DiscoveryHandle::bans`) keeps them
+    /// across restarts: the bans it holds apply from the start.
+    #[must_use]
+    pub fn bans(mut self, bans: impl BanList + 'static) -> Self {
+        self.bans = Some(Box::new(bans));
         self
     }
 
@@ -133,13 +143,17 @@ impl SwitchBuilder {
             None => rand::rngs::StdRng::from_entropy(),
         };
         let id = key.node_id();
-        let core = SwitchCore::new(SwitchConfig {
-            local: id,
-            limits: self.config.limits.clone(),
-            persistent: self.config.persistent_peers.iter().map(|a| a.id).collect(),
-            unconditional: self.config.unconditional_peers.clone(),
-            seed: rng.gen(),
-        });
+        let bans = self.bans.unwrap_or_else(|| Box::new(MemoryBans::default()));
+        let core = SwitchCore::with_bans(
+            SwitchConfig {
+                local: id,
+                limits: self.config.limits.clone(),
+                persistent: self.config.persistent_peers.iter().map(|a| a.id).collect(),
+                unconditional: self.config.unconditional_peers.clone(),
+                seed: rng.gen(),
+            },
+            bans,
+        );
         let nonce = rng.gen();
         let transport = Arc::new(Transport::new(
             &key,
@@ -208,7 +222,8 @@ pub struct Switch {
     nonce: u64,
     registry: Arc<Registry>,
     pool: ArbiterPool,
-    core: SwitchCore,
+    /// Decisions; bans kept where the builder said.
+    core: SwitchCore<Box<dyn BanList>>,
     peers: HashMap<ConnId, PeerEntry>,
     next_conn: ConnId,
     listener: Option<TcpListener>,
@@ -239,6 +254,7 @@ impl Switch {
             config,
             key: None,
             services: Vec::new(),
+            bans: None,
         }
     }
 

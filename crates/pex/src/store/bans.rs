@@ -1,7 +1,9 @@
 //! [`StoredBans`]: the Switch's [`BanList`] kept in memory and written through to the
-//! peer store in batches, so bans survive a restart.
+//! peer store in batches, so bans survive a restart; [`SharedBans`]: the same, shared
+//! between the Switch (which bans) and discovery (which writes the changes).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use switchyard_proto::switch::{BanKey, BanList};
@@ -75,5 +77,53 @@ impl BanList for StoredBans {
 
     fn len(&self) -> usize {
         self.bans.len()
+    }
+}
+
+/// [`StoredBans`] shared between the Switch and discovery: give it to the Switch with
+/// `Switch::builder(..).bans(..)`; discovery
+/// ([`DiscoveryHandle::bans`](crate::discovery::DiscoveryHandle::bans)) takes its
+/// queued changes at every flush and writes them in the same batch as the book's, on
+/// the store's writer thread, never on the network path.
+///
+/// Clones share the same bans. The lock is held only for a lookup or an update.
+#[derive(Debug, Clone)]
+pub struct SharedBans(Arc<Mutex<StoredBans>>);
+
+impl SharedBans {
+    /// Shares `bans`.
+    #[must_use]
+    pub fn new(bans: StoredBans) -> Self {
+        SharedBans(Arc::new(Mutex::new(bans)))
+    }
+
+    /// The changes to commit since the last call (of any clone).
+    #[must_use]
+    pub fn take_changes(&self) -> Vec<Change> {
+        self.lock().take_changes()
+    }
+
+    /// The bans, locked. A panic while the lock was held leaves the bans as they
+    /// were at the panic, which are still bans: the lock is taken anyway.
+    fn lock(&self) -> MutexGuard<'_, StoredBans> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl BanList for SharedBans {
+    fn ban(&mut self, key: BanKey, until: Instant) {
+        self.lock().ban(key, until);
+    }
+
+    fn banned_until(&self, key: &BanKey, now: Instant) -> Option<Instant> {
+        self.lock().banned_until(key, now)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        self.lock().expire(now);
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 }

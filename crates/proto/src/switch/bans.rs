@@ -63,6 +63,30 @@ pub trait BanList {
     }
 }
 
+/// A boxed ban list is a ban list, so a runtime can hold one chosen at start
+/// (`SwitchCore<Box<dyn BanList>>`).
+impl<T: BanList + ?Sized> BanList for Box<T> {
+    fn ban(&mut self, key: BanKey, until: Instant) {
+        (**self).ban(key, until);
+    }
+
+    fn banned_until(&self, key: &BanKey, now: Instant) -> Option<Instant> {
+        (**self).banned_until(key, now)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        (**self).expire(now);
+    }
+
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+
+    fn is_empty(&self) -> bool {
+        (**self).is_empty()
+    }
+}
+
 /// Bans kept in memory (lost at restart).
 #[derive(Debug, Default, Clone)]
 pub struct MemoryBans {
@@ -166,6 +190,11 @@ mod tests {
             .is_none());
         bans.expire(t0 + Duration::from_secs(10));
         assert!(bans.is_empty());
+
+        let mut boxed: Box<dyn BanList> = Box::new(MemoryBans::default());
+        boxed.ban(key, t0 + Duration::from_secs(10));
+        assert_eq!(boxed.len(), 1);
+        assert!(boxed.banned_until(&key, t0).is_some());
 
         let mut s = Scores::new(Duration::from_secs(60), 2);
         assert_eq!(s.add(t0, key, 50), 50);
