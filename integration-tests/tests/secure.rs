@@ -194,6 +194,26 @@ impl Proxy {
     }
 }
 
+/// Dials `id` at `target` through a proxy that tampers as `tamper` says; the dial must
+/// answer within `within` (fails fast, never waits out the handshake deadline).
+async fn dial_through_proxy(
+    dialer: &Node,
+    id: NodeId,
+    target: SocketAddr,
+    tamper: Tamper,
+    within: Duration,
+) -> (Proxy, Result<switchyard::PeerHandle, DialError>) {
+    let via = proxy(target, tamper).await;
+    let t0 = Instant::now();
+    let res = dialer
+        .switch
+        .send(Dial(PeerAddr::new(Some(id), via.addr)))
+        .await
+        .unwrap();
+    assert!(t0.elapsed() < within, "{:?}", t0.elapsed());
+    (via, res)
+}
+
 /// Starts a [`Proxy`] to `target`.
 async fn proxy(target: SocketAddr, tamper: Tamper) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -620,22 +640,18 @@ async fn a_downgraded_suite_offer_fails_the_handshake() {
     let listener = start_node(slow_handshake(config_with_aes(Some(true))), &chans()).await;
     let dialer = start_node(slow_handshake(config_with_aes(Some(true))), &chans()).await;
     // Byte 6 of each preamble is the suite set: 3 (both) becomes 1 (ChaChaPoly).
-    let via = proxy(
+    let (via, res) = dial_through_proxy(
+        &dialer,
+        listener.id,
         listener.addr,
         Tamper {
             up: Some((6, 0x02)),
             down: Some((6, 0x02)),
             ..Tamper::default()
         },
+        Duration::from_secs(10),
     )
     .await;
-    let t0 = Instant::now();
-    let res = dialer
-        .switch
-        .send(Dial(PeerAddr::new(Some(listener.id), via.addr)))
-        .await
-        .unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     assert_eq!(via.flips(), 2);
     assert!(
         matches!(
@@ -661,22 +677,18 @@ async fn a_flipped_byte_in_the_last_handshake_message_fails_both_sides_fast() {
     let dialer = start_node(slow_handshake(test_config()), &chans()).await;
     // Preamble (8), message 1 (2 + 32), then message 3: offset 100 is in its
     // encrypted static key.
-    let via = proxy(
+    let (via, res) = dial_through_proxy(
+        &dialer,
+        listener.id,
         listener.addr,
         Tamper {
             up: Some((100, 0x01)),
             down: None,
             ..Tamper::default()
         },
+        Duration::from_secs(10),
     )
     .await;
-    let t0 = Instant::now();
-    let res = dialer
-        .switch
-        .send(Dial(PeerAddr::new(Some(listener.id), via.addr)))
-        .await
-        .unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     assert_eq!(via.flips(), 1);
     assert!(
         matches!(
@@ -1012,22 +1024,18 @@ async fn garbage_and_a_tampered_handshake_are_closed_while_an_honest_peer_is_ser
 
     // A byte of the listener's handshake message flipped on the way (offset 150:
     // inside the responder's encrypted static key and proof).
-    let via = proxy(
+    let (via, res) = dial_through_proxy(
+        &dialer,
+        node.id,
         node.addr,
         Tamper {
             up: None,
             down: Some((150, 0x01)),
             ..Tamper::default()
         },
+        Duration::from_secs(5),
     )
     .await;
-    let t0 = Instant::now();
-    let res = dialer
-        .switch
-        .send(Dial(PeerAddr::new(Some(node.id), via.addr)))
-        .await
-        .unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert_eq!(via.flips(), 1);
     assert!(
         matches!(
