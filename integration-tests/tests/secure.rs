@@ -194,6 +194,30 @@ impl Proxy {
     }
 }
 
+/// `node` saw `from` come up and go down with `Decrypt`, and nothing altered was
+/// delivered: whatever arrived from it is intact.
+async fn assert_closed_by_decrypt(node: &Node, from_id: NodeId) {
+    let down = node
+        .log
+        .wait_for(Duration::from_secs(5), |l| {
+            l.events.iter().any(|e| matches!(e, Event::Down(..)))
+        })
+        .await;
+    let log = node.log.lock();
+    assert!(down, "{:?}", log.events);
+    assert_eq!(
+        log.events,
+        vec![
+            Event::Up(from_id),
+            Event::Down(from_id, DisconnectReason::Secure(SecureError::Decrypt))
+        ]
+    );
+    for (i, (_, from, len)) in log.raw.iter().enumerate() {
+        assert_eq!((*from, *len), (from_id, 1 << 20));
+        assert_eq!(log.raw_digests[i], digest(&payload(i as u64, 1 << 20)));
+    }
+}
+
 /// Dials `id` at `target` through a proxy that tampers as `tamper` says; the dial must
 /// answer within `within` (fails fast, never waits out the handshake deadline).
 async fn dial_through_proxy(
@@ -513,28 +537,7 @@ async fn a_flipped_ciphertext_byte_closes_with_a_decryption_error() {
             }
         }
     });
-    let down = listener
-        .log
-        .wait_for(Duration::from_secs(5), |l| {
-            l.events.iter().any(|e| matches!(e, Event::Down(..)))
-        })
-        .await;
-    {
-        let log = listener.log.lock();
-        assert!(down, "{:?}", log.events);
-        assert_eq!(
-            log.events,
-            vec![
-                Event::Up(dialer.id),
-                Event::Down(dialer.id, DisconnectReason::Secure(SecureError::Decrypt))
-            ]
-        );
-        // Nothing altered was delivered: whatever arrived is intact.
-        for (i, (_, from, len)) in log.raw.iter().enumerate() {
-            assert_eq!((*from, *len), (dialer.id, 1 << 20));
-            assert_eq!(log.raw_digests[i], digest(&payload(i as u64, 1 << 20)));
-        }
-    }
+    assert_closed_by_decrypt(&listener, dialer.id).await;
     assert_eq!(via.flips(), 1);
     let _ = bulk.await;
 
@@ -597,25 +600,7 @@ async fn a_flipped_byte_towards_the_dialer_closes_it_with_a_decryption_error() {
             }
         }
     });
-    let down = dialer
-        .log
-        .wait_for(Duration::from_secs(5), |l| l.events.len() == 2)
-        .await;
-    {
-        let log = dialer.log.lock();
-        assert!(down, "{:?}", log.events);
-        assert_eq!(
-            log.events,
-            vec![
-                Event::Up(listener.id),
-                Event::Down(listener.id, DisconnectReason::Secure(SecureError::Decrypt))
-            ]
-        );
-        for (i, (_, from, len)) in log.raw.iter().enumerate() {
-            assert_eq!((*from, *len), (listener.id, 1 << 20));
-            assert_eq!(log.raw_digests[i], digest(&payload(i as u64, 1 << 20)));
-        }
-    }
+    assert_closed_by_decrypt(&dialer, listener.id).await;
     assert_eq!(via.flips(), 1);
     let _ = bulk.await;
     // The listener learns of it too (the dialer's goodbye, or the closed socket).
