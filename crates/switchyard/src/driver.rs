@@ -191,24 +191,15 @@ impl Driver {
     fn consume(&mut self, result: std::io::Result<usize>, into: ReadInto) -> Option<usize> {
         let now = Instant::now();
         if let (Ok(n), true) = (&result, self.opener.is_some()) {
-            if *n > 0 {
-                // Room for the plaintext, then open every whole frame into it.
-                let need = self.cbuf.len();
-                if self.rbuf.capacity() - self.rbuf.len() < need {
-                    self.grow_read_buffer(need.max(self.next_read));
-                }
-                let opened = match &mut self.opener {
-                    Some(opener) => opener.open(&mut self.cbuf, &mut self.rbuf),
-                    None => Ok(0),
-                };
-                if let Err(e) = opened {
-                    self.read_done = true;
-                    self.conn.lock().core.handle_transport_error(now, e.into());
-                    return Some(0);
-                }
-            } else if !self.cbuf.is_empty() {
+            let opened = if *n > 0 {
+                self.open_frames(now)
+            } else if self.cbuf.is_empty() {
+                Ok(())
+            } else {
+                Err(switchyard_proto::secure::SecureError::TruncatedFrame)
+            };
+            if let Err(e) = opened {
                 self.read_done = true;
-                let e = switchyard_proto::secure::SecureError::TruncatedFrame;
                 self.conn.lock().core.handle_transport_error(now, e.into());
                 return Some(0);
             }
@@ -250,6 +241,55 @@ impl Driver {
                 Some(0)
             }
         }
+    }
+
+    /// Decrypts every whole frame read so far. A frame that holds nothing but payload
+    /// of the large message being put together (the sender gives such payloads frames
+    /// of their own) is decrypted straight into that message's buffer; any other goes
+    /// into the read buffer, which the core parses at once, so that it knows what the
+    /// next frame carries.
+    fn open_frames(&mut self, now: Instant) -> Result<(), switchyard_proto::secure::SecureError> {
+        let Some(mut opener) = self.opener.take() else {
+            return Ok(());
+        };
+        let opened = self.open_frames_with(&mut opener, now);
+        self.opener = Some(opener);
+        opened
+    }
+
+    fn open_frames_with(
+        &mut self,
+        opener: &mut Opener,
+        now: Instant,
+    ) -> Result<(), switchyard_proto::secure::SecureError> {
+        while let Some(len) = Opener::whole_frame(&self.cbuf)? {
+            let mut inner = self.conn.lock();
+            let lent = if self.rbuf.is_empty() {
+                inner.core.take_read_buffer()
+            } else {
+                None
+            };
+            match lent {
+                Some((mut buf, most)) if most >= len => {
+                    let opened = opener.open_frame(&mut self.cbuf, &mut buf);
+                    // The buffer goes back whatever the opening did.
+                    inner.core.handle_direct_read(now, buf);
+                    opened?;
+                }
+                lent => {
+                    if let Some((buf, _)) = lent {
+                        inner.core.handle_direct_read(now, buf);
+                    }
+                    drop(inner);
+                    if self.rbuf.capacity() - self.rbuf.len() < len {
+                        self.grow_read_buffer(len.max(self.next_read));
+                    }
+                    opener.open_frame(&mut self.cbuf, &mut self.rbuf)?;
+                    self.conn.lock().core.handle_read(now, &mut self.rbuf);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Makes room for the next read: in place if every slice handed out from the

@@ -74,6 +74,12 @@ impl Transmit {
         self.parts.push_back(bytes);
     }
 
+    /// How many pieces [`for_each_part`](Self::for_each_part) would hand out now.
+    #[must_use]
+    pub fn part_count(&self) -> usize {
+        self.parts.len() + usize::from(!self.buf.is_empty())
+    }
+
     /// Calls `f` with each piece of what is left, in order (without consuming it).
     pub fn for_each_part(&mut self, mut f: impl FnMut(&[u8])) {
         self.seal();

@@ -92,13 +92,25 @@ impl Session {
 impl Sealer {
     /// Encrypts everything in `plain` into frames appended to `out`, leaving `plain`
     /// empty (each byte is copied once, then encrypted in place).
+    ///
+    /// A large part of the transmit (a message payload handed over without copying,
+    /// [`COPY_THRESHOLD`](crate::connection::transmit::COPY_THRESHOLD) bytes or more)
+    /// starts a frame of its own, so the frames of a large payload carry nothing but
+    /// payload: the receiver can then decrypt them straight into the message they
+    /// belong to ([`Opener::open_frame`]) instead of into its read buffer and copy
+    /// them over again.
     pub fn seal(&mut self, plain: &mut Transmit, out: &mut BytesMut) -> Result<(), SecureError> {
         let total = plain.len();
-        let frames = total.div_ceil(MAX_FRAME_PLAINTEXT);
+        let frames = total.div_ceil(MAX_FRAME_PLAINTEXT) + plain.part_count();
         out.reserve(total + frames * (2 + TAG_LEN));
         let mut frame: Option<usize> = None;
         let mut result = Ok(());
         plain.for_each_part(|mut part| {
+            if part.len() >= crate::connection::transmit::COPY_THRESHOLD {
+                if let (Some(start), Ok(())) = (frame.take(), &result) {
+                    result = self.finish_frame(out, start);
+                }
+            }
             while !part.is_empty() && result.is_ok() {
                 let start = *frame.get_or_insert_with(|| {
                     let start = out.len();
@@ -160,35 +172,60 @@ impl Opener {
     /// plaintext bytes added.
     pub fn open(&mut self, input: &mut BytesMut, out: &mut BytesMut) -> Result<usize, SecureError> {
         let mut produced = 0;
-        loop {
-            let Some(&[hi, lo]) = input.get(..2) else {
-                return Ok(produced);
-            };
-            let len = usize::from(u16::from_be_bytes([hi, lo]));
-            if len < TAG_LEN {
-                return Err(SecureError::ShortFrame(len));
+        while let Some(n) = self.open_frame(input, out)? {
+            produced += n;
+        }
+        Ok(produced)
+    }
+
+    /// The plaintext length of the frame at the front of `input` when the whole
+    /// frame is there (`None` while it is not).
+    pub fn whole_frame(input: &[u8]) -> Result<Option<usize>, SecureError> {
+        let Some(&[hi, lo]) = input.get(..2) else {
+            return Ok(None);
+        };
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if len < TAG_LEN {
+            return Err(SecureError::ShortFrame(len));
+        }
+        Ok((input.len() >= 2 + len).then_some(len - TAG_LEN))
+    }
+
+    /// Decrypts the frame at the front of `input` (consuming it) and appends its
+    /// plaintext to `out`: the plaintext length, or `None` (nothing consumed) when
+    /// the whole frame has not arrived.
+    pub fn open_frame(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+    ) -> Result<Option<usize>, SecureError> {
+        if Self::whole_frame(input)?.is_none() {
+            return Ok(None);
+        }
+        let Some(&[hi, lo]) = input.get(..2) else {
+            return Ok(None);
+        };
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        let Some(body) = input.get(2..2 + len) else {
+            return Ok(None);
+        };
+        let start = out.len();
+        out.extend_from_slice(body);
+        input.advance(2 + len);
+        let nonce = self.0.next_nonce()?;
+        match self
+            .0
+            .key
+            .open_in_place(nonce, Aad::empty(), &mut out[start..])
+        {
+            Ok(plain) => {
+                let n = plain.len();
+                out.truncate(start + n);
+                Ok(Some(n))
             }
-            let Some(body) = input.get(2..2 + len) else {
-                return Ok(produced);
-            };
-            let start = out.len();
-            out.extend_from_slice(body);
-            input.advance(2 + len);
-            let nonce = self.0.next_nonce()?;
-            match self
-                .0
-                .key
-                .open_in_place(nonce, Aad::empty(), &mut out[start..])
-            {
-                Ok(plain) => {
-                    let n = plain.len();
-                    out.truncate(start + n);
-                    produced += n;
-                }
-                Err(_) => {
-                    out.truncate(start);
-                    return Err(SecureError::Decrypt);
-                }
+            Err(_) => {
+                out.truncate(start);
+                Err(SecureError::Decrypt)
             }
         }
     }
@@ -217,6 +254,42 @@ mod tests {
     }
 
     #[test]
+    fn a_large_payload_gets_frames_of_its_own() {
+        let (mut a, mut b) = pair(Suite::AesGcm);
+        let payload: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        let mut t = Transmit::new();
+        t.push_bytes(Bytes::from_static(b"header"));
+        t.push_bytes(Bytes::from(payload.clone()));
+        let mut wire = BytesMut::new();
+        a.sealer.seal(&mut t, &mut wire).unwrap();
+        // Frame by frame, as a receiver that routes payload elsewhere opens them.
+        let mut sizes = Vec::new();
+        let mut out = BytesMut::new();
+        while let Some(len) = Opener::whole_frame(&wire).unwrap() {
+            let before = out.len();
+            assert_eq!(b.opener.open_frame(&mut wire, &mut out).unwrap(), Some(len));
+            assert_eq!(out.len() - before, len);
+            sizes.push(len);
+        }
+        assert!(wire.is_empty());
+        assert_eq!(
+            sizes,
+            [6, MAX_FRAME_PLAINTEXT, 70_000 - MAX_FRAME_PLAINTEXT]
+        );
+        assert_eq!(&out[..6], b"header");
+        assert_eq!(&out[6..], &payload[..]);
+        // Half a frame is not a frame; a length below the tag is refused.
+        let mut half = BytesMut::from(&[0u8, 40, 1, 2][..]);
+        assert_eq!(Opener::whole_frame(&half).unwrap(), None);
+        assert_eq!(b.opener.open_frame(&mut half, &mut out).unwrap(), None);
+        assert_eq!(half.len(), 4);
+        assert!(matches!(
+            Opener::whole_frame(&[0, 3, 0, 0, 0]),
+            Err(SecureError::ShortFrame(3))
+        ));
+    }
+
+    #[test]
     fn a_transmit_of_many_parts_round_trips_across_frames() {
         for suite in [Suite::AesGcm, Suite::ChaChaPoly] {
             let (mut a, mut b) = pair(suite);
@@ -228,8 +301,9 @@ mod tests {
             let mut wire = BytesMut::new();
             a.sealer.seal(&mut t, &mut wire).unwrap();
             assert!(t.is_empty());
-            // 200,008 bytes in frames of at most 65,519: four frames.
-            assert_eq!(wire.len(), 200_008 + 4 * (2 + TAG_LEN));
+            // "head" alone (the large part starts a frame of its own), 200,000 bytes
+            // in frames of at most 65,519 (four), "tail" in the last of them.
+            assert_eq!(wire.len(), 200_008 + 5 * (2 + TAG_LEN));
             let mut plain = BytesMut::new();
             // Fed a byte at a time at first, then in one piece.
             let mut input = BytesMut::new();
@@ -237,7 +311,7 @@ mod tests {
                 input.put_u8(*byte);
                 assert_eq!(b.opener.open(&mut input, &mut plain).unwrap(), 0);
             }
-            assert_eq!(Opener::missing(&input), 65_537 - 10);
+            assert_eq!(Opener::missing(&input), 2 + 4 + TAG_LEN - 10);
             input.extend_from_slice(&wire);
             assert_eq!(b.opener.open(&mut input, &mut plain).unwrap(), 200_008);
             assert!(input.is_empty());
