@@ -26,52 +26,25 @@ use bytes::{BufMut, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use switchyard_proto::secure::{Opener, Session};
+use switchyard_proto::connection::reader::{ReadTarget, Reader};
+use switchyard_proto::secure::Session;
 
 use crate::conn::{write_now, SharedConn, Wrote};
 use crate::peer::Peer;
 
-const MIN_READ: usize = 2 * 1024;
-const MAX_READ: usize = 256 * 1024;
 /// Bytes moved in a row after which the driver lets the arbiter run other work and
 /// poll its sockets (at a few GB/s, every ~100 µs).
 const STREAK_LIMIT: usize = 256 << 10;
-/// Earlier read buffers kept for reuse while their slices are with the services.
-const SPARE_BUFFERS: usize = 4;
-
-/// Where a read went.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ReadInto {
-    /// The read buffer, as much as it had room for.
-    ReadBuffer,
-    /// The read buffer, no more than the core's hint.
-    Hinted,
-    /// Straight into a message the core lent (already handed back).
-    Message,
-    /// The ciphertext buffer of an encrypted connection.
-    Cipher,
-}
 
 pub(crate) struct Driver {
     conn: SharedConn,
     io: Arc<TcpStream>,
-    rbuf: BytesMut,
-    /// Earlier read buffers, reused once every message sliced from them is dropped
-    /// (fresh allocations cost page faults).
-    spares: Vec<BytesMut>,
-    next_read: usize,
+    /// Where reads go, and what they feed the core.
+    reader: Reader,
     batch: usize,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
-    read_done: bool,
-    /// Data was read since the socket was last found empty.
-    got_data: bool,
     shut: bool,
-    /// Decrypts what is read (`None` in plaintext); ciphertext waits in `cbuf`.
-    opener: Option<Opener>,
-    cbuf: BytesMut,
-    /// Bytes read during the transport handshake wait to be fed to the core.
-    leftover: bool,
 }
 
 impl Driver {
@@ -86,232 +59,63 @@ impl Driver {
     ) -> Self {
         let io = Arc::new(io);
         conn.set_io(io.clone());
-        let leftover = !rest.is_empty();
-        let (opener, rbuf, cbuf) = match session {
-            Some(s) => {
-                conn.lock().sealer = Some(s.sealer);
-                (Some(s.opener), BytesMut::new(), rest)
-            }
-            None => (None, rest, BytesMut::new()),
-        };
+        let opener = session.map(|s| {
+            conn.lock().sealer = Some(s.sealer);
+            s.opener
+        });
         Driver {
             conn,
             io,
-            opener,
-            cbuf,
-            leftover,
-            rbuf,
-            spares: Vec::new(),
-            next_read: MIN_READ,
+            reader: Reader::new(opener, rest),
             batch,
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             timer_at: None,
-            read_done: false,
-            got_data: false,
             shut: false,
         }
     }
 
-    /// One read, fed to the core. `Some(bytes)` when something happened.
-    ///
-    /// When the next bytes of the stream are the payload of a large message being put
-    /// together, the core lends that message's buffer and they are read straight into
-    /// it; the read after such a payload takes no more than the core's hint (the next
-    /// packet header), so the next payload is not copied through the read buffer.
+    /// One read, fed to the core (where it goes is the [`Reader`]'s choice). `Some(bytes)`
+    /// when something happened.
     fn read(&mut self, cx: &mut Context<'_>) -> Option<usize> {
-        if self.read_done {
+        if self.reader.is_done() {
             return None;
         }
-        if std::mem::take(&mut self.leftover) {
-            // Read with the transport handshake: fed as if just read.
-            let (n, into) = if self.opener.is_some() {
-                (self.cbuf.len(), ReadInto::Cipher)
-            } else {
-                (self.rbuf.len(), ReadInto::ReadBuffer)
-            };
-            return self.consume(Ok(n.max(1)), into);
+        if let Some(n) = self
+            .reader
+            .feed_leftover(&mut self.conn.lock().core, Instant::now())
+        {
+            return Some(n);
         }
-        let (result, into) = loop {
+        loop {
             match self.io.poll_read_ready(cx) {
                 Poll::Pending => {
-                    if std::mem::take(&mut self.got_data) {
-                        // Everything the socket held is read: the core's windows
-                        // learn that this receiver keeps up.
-                        self.conn.lock().core.handle_drained(Instant::now());
-                    }
+                    self.reader
+                        .drained(&mut self.conn.lock().core, Instant::now());
                     return None;
                 }
-                Poll::Ready(Err(e)) => break (Err(e), ReadInto::ReadBuffer),
+                Poll::Ready(Err(e)) => {
+                    let target = ReadTarget::Buffer { limit: None };
+                    let mut inner = self.conn.lock();
+                    return self
+                        .reader
+                        .complete(&mut inner.core, Instant::now(), target, Err(e));
+                }
                 Poll::Ready(Ok(())) => {}
             }
-            let (lent, hint) = {
-                let mut inner = self.conn.lock();
-                if self.opener.is_none() && self.rbuf.is_empty() {
-                    (inner.core.take_read_buffer(), inner.core.read_hint())
-                } else {
-                    (None, None)
-                }
-            };
-            let (result, into) = if let Some((mut buf, most)) = lent {
-                let result = self.io.try_read_buf(&mut (&mut buf).limit(most));
-                // The buffer goes back whatever the read did.
-                self.conn
-                    .lock()
-                    .core
-                    .handle_direct_read(Instant::now(), buf);
-                (result, ReadInto::Message)
-            } else if self.opener.is_some() {
-                if self.cbuf.capacity() - self.cbuf.len() < self.next_read / 2 {
-                    // Reclaims the space of frames already opened (nothing else
-                    // holds this buffer).
-                    self.cbuf.reserve(self.next_read);
-                }
-                (self.io.try_read_buf(&mut self.cbuf), ReadInto::Cipher)
-            } else {
-                if self.rbuf.capacity() - self.rbuf.len() < self.next_read / 2 {
-                    self.grow_read_buffer(self.next_read);
-                }
-                match hint {
-                    Some(most) => (
-                        self.io.try_read_buf(&mut (&mut self.rbuf).limit(most)),
-                        ReadInto::Hinted,
-                    ),
-                    None => (self.io.try_read_buf(&mut self.rbuf), ReadInto::ReadBuffer),
-                }
-            };
-            match result {
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                r => break (r, into),
-            }
-        };
-        self.consume(result, into)
-    }
-
-    /// Feeds the core what a read brought.
-    fn consume(&mut self, result: std::io::Result<usize>, into: ReadInto) -> Option<usize> {
-        let now = Instant::now();
-        if let (Ok(n), true) = (&result, self.opener.is_some()) {
-            let opened = if *n > 0 {
-                self.open_frames(now)
-            } else if self.cbuf.is_empty() {
-                Ok(())
-            } else {
-                Err(switchyard_proto::secure::SecureError::TruncatedFrame)
-            };
-            if let Err(e) = opened {
-                self.read_done = true;
-                self.conn.lock().core.handle_transport_error(now, e.into());
-                return Some(0);
-            }
-        }
-        let mut inner = self.conn.lock();
-        match result {
-            Ok(0) => {
-                self.read_done = true;
-                inner.core.handle_eof(now, &mut self.rbuf);
-                Some(0)
-            }
-            Ok(n) if into == ReadInto::Message => {
-                self.got_data = true;
-                Some(n)
-            }
-            Ok(n) => {
-                log::trace!("read {n}");
-                self.got_data = true;
-                inner.core.handle_read(now, &mut self.rbuf);
-                drop(inner);
-                // Grow reads that fill the buffer; shrink back when traffic is light,
-                // and give an idle connection's large buffer back. (A read cut short
-                // by a hint says nothing about the traffic.)
-                if matches!(into, ReadInto::ReadBuffer | ReadInto::Cipher) {
-                    self.next_read = if n >= self.next_read {
-                        (self.next_read * 2).min(MAX_READ)
-                    } else {
-                        (n * 2).clamp(MIN_READ, MAX_READ)
-                    };
-                }
-                if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * MAX_READ {
-                    self.rbuf = BytesMut::new();
-                }
-                Some(n)
-            }
-            Err(e) => {
-                self.read_done = true;
-                inner.core.handle_io_error(now, &e.to_string());
-                Some(0)
-            }
-        }
-    }
-
-    /// Decrypts every whole frame read so far. A frame that holds nothing but payload
-    /// of the large message being put together (the sender gives such payloads frames
-    /// of their own) is decrypted straight into that message's buffer; any other goes
-    /// into the read buffer, which the core parses at once, so that it knows what the
-    /// next frame carries.
-    fn open_frames(&mut self, now: Instant) -> Result<(), switchyard_proto::secure::SecureError> {
-        let Some(mut opener) = self.opener.take() else {
-            return Ok(());
-        };
-        let opened = self.open_frames_with(&mut opener, now);
-        self.opener = Some(opener);
-        opened
-    }
-
-    fn open_frames_with(
-        &mut self,
-        opener: &mut Opener,
-        now: Instant,
-    ) -> Result<(), switchyard_proto::secure::SecureError> {
-        while let Some(len) = Opener::whole_frame(&self.cbuf)? {
+            let mut target = self.reader.target(&mut self.conn.lock().core);
+            let (buf, most) = self.reader.buffer(&mut target);
+            let result = self.io.try_read_buf(&mut buf.limit(most));
             let mut inner = self.conn.lock();
-            let lent = if self.rbuf.is_empty() {
-                inner.core.take_read_buffer()
-            } else {
-                None
-            };
-            match lent {
-                Some((mut buf, most)) if most >= len => {
-                    let opened = opener.open_frame(&mut self.cbuf, &mut buf);
-                    // The buffer goes back whatever the opening did.
-                    inner.core.handle_direct_read(now, buf);
-                    opened?;
+            match result {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.reader.abandon(&mut inner.core, Instant::now(), target);
                 }
-                lent => {
-                    if let Some((buf, _)) = lent {
-                        inner.core.handle_direct_read(now, buf);
-                    }
-                    drop(inner);
-                    if self.rbuf.capacity() - self.rbuf.len() < len {
-                        self.grow_read_buffer(len.max(self.next_read));
-                    }
-                    opener.open_frame(&mut self.cbuf, &mut self.rbuf)?;
-                    self.conn.lock().core.handle_read(now, &mut self.rbuf);
+                r => {
+                    return self
+                        .reader
+                        .complete(&mut inner.core, Instant::now(), target, r)
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Makes room for the next read: in place if every slice handed out from the
-    /// buffer is gone, else in a spare buffer that is free again, else in a new one.
-    fn grow_read_buffer(&mut self, want: usize) {
-        if self.rbuf.try_reclaim(want) {
-            return;
-        }
-        let keep = self.next_read == MAX_READ;
-        let fresh = match self.spares.iter_mut().position(|s| s.try_reclaim(want)) {
-            Some(i) => self.spares.swap_remove(i),
-            None => BytesMut::with_capacity(want),
-        };
-        // The start of a packet not complete yet moves over (at most one packet).
-        let mut old = std::mem::replace(&mut self.rbuf, fresh);
-        self.rbuf.extend_from_slice(&old);
-        if keep && self.spares.len() < SPARE_BUFFERS {
-            old.clear();
-            self.spares.push(old);
-        }
-        if !keep {
-            self.spares.clear();
         }
     }
 

@@ -40,6 +40,7 @@ mod inbox;
 pub mod introspect;
 pub mod keepalive;
 pub mod rate;
+pub mod reader;
 pub mod reassembly;
 pub mod scheduler;
 pub mod services;

@@ -11,5 +11,6 @@ mod keepalive;
 mod malformed;
 mod pair;
 mod props;
+mod reader;
 mod requests;
 mod services;
