@@ -24,7 +24,7 @@
 //! ```
 //!
 //! The store's commits run on a thread of their own: the actor hands batches of
-//! changes (the book's, and the bans' from [`DiscoveryHandle::bans`]) over every
+//! changes (the book's, and the bans' and scores' from [`DiscoveryHandle::bans`]) over every
 //! [`flush_interval`](DiscoveryConfig::flush_interval) and never waits for the disk.
 
 use std::net::ToSocketAddrs;
@@ -252,7 +252,7 @@ impl Discovery {
                 log::warn!("persistent peer {p} not kept in the book: {why}");
             }
         }
-        let bans = SharedBans::new(StoredBans::from_loaded(anchor, &snapshot.bans));
+        let bans = SharedBans::new(StoredBans::from_snapshot(anchor, &snapshot));
         let store_tx = store.map(spawn_writer);
         let mut manager_cfg = cfg.manager.clone();
         manager_cfg.seed = seed ^ 0x5eed;
@@ -328,10 +328,11 @@ impl DiscoveryHandle {
         self.status.clone()
     }
 
-    /// The node's bans, loaded from the store: give them to the Switch with
-    /// `Switch::builder(..).bans(discovery.bans())` and they are written to the store
-    /// with the book at every flush (and at [`stop`](Self::stop)), so a ban survives
-    /// a restart. Without a store directory they are kept in memory only.
+    /// The node's bans and misbehaviour scores, loaded from the store: give them to
+    /// the Switch with `Switch::builder(..).bans(discovery.bans())` and they are
+    /// written to the store with the book at every flush (and at
+    /// [`stop`](Self::stop)), so a ban, and the points towards one, survive a
+    /// restart. Without a store directory they are kept in memory only.
     #[must_use]
     pub fn bans(&self) -> SharedBans {
         self.bans.clone()
