@@ -1,14 +1,15 @@
 //! Discovery over loopback: nodes that know only a seed find each other through PEX
 //! and reach their outbound targets; a restarted node reconnects from its peer store
-//! without the seed; a ban kept in the peer store survives a restart; abusive PEX
+//! without the seed; a ban and misbehaviour points kept in the peer store survive a
+//! restart; abusive PEX
 //! peers are closed with their reasons.
 
 use std::time::Duration;
 
 use actix::prelude::*;
 use switchyard::{
-    BanList, DialError, DisconnectReason, NodeConfig, NodeKey, PeerDown, PeerHandle, PeerUp,
-    ReceivedRequest, RequestChannel, Service, Severity, Switch, SwitchExt,
+    BanKey, BanList, DialError, DisconnectReason, NodeConfig, NodeKey, PeerDown, PeerHandle,
+    PeerUp, ReceivedRequest, RequestChannel, Service, Severity, Switch, SwitchExt,
 };
 use switchyard_integration_tests::{init_logs, test_config};
 use switchyard_pex::discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, Origin};
@@ -194,7 +195,7 @@ async fn start_keeping_bans(home: &std::path::Path, key: NodeKey) -> DNode {
 }
 
 #[actix::test]
-async fn a_ban_kept_in_the_peer_store_survives_a_restart() {
+async fn a_ban_and_a_score_kept_in_the_peer_store_survive_a_restart() {
     init_logs();
     let home = std::env::temp_dir().join(format!("pex-bans-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
@@ -218,7 +219,21 @@ async fn a_ban_kept_in_the_peer_store_survives_a_restart() {
         ),
         "{reason}"
     );
-    // Shut down: the switch, then discovery, which writes the ban with the book.
+    // c misbehaves once, a protocol violation: 50 points, half the threshold.
+    let (c, _, _c_events) = abuser(vec![]).await;
+    let c_info = c.info().await.unwrap();
+    let c_addr = switchyard::PeerAddr::new(Some(c_info.id), c_info.listen_addr.unwrap());
+    a.switch
+        .report(c_info.id, Severity::Major, "bad answer")
+        .await;
+    let c_key = BanKey::Node(c_info.id);
+    let now = std::time::Instant::now;
+    assert_eq!(
+        a.discovery.bans().score(&c_key, now()).map(|s| s.points),
+        Some(50)
+    );
+    // Shut down: the switch, then discovery, which writes the ban and the score with
+    // the book.
     a.switch.shutdown().await;
     a.discovery.stop().await;
 
@@ -227,6 +242,24 @@ async fn a_ban_kept_in_the_peer_store_survives_a_restart() {
         a.discovery.bans().len(),
         1,
         "the ban came back from the store"
+    );
+    assert_eq!(
+        a.discovery.bans().score(&c_key, now()).map(|s| s.points),
+        Some(50),
+        "c's points came back from the store"
+    );
+    assert!(a.discovery.bans().banned_until(&c_key, now()).is_none());
+    // Once more after the restart: 50 + 50 reach the threshold.
+    a.switch
+        .report(c_info.id, Severity::Major, "bad answer again")
+        .await;
+    assert!(
+        a.discovery.bans().banned_until(&c_key, now()).is_some(),
+        "c is banned by points earned across the restart"
+    );
+    assert_eq!(
+        a.switch.dial(c_addr).await.unwrap_err(),
+        DialError::Closed(DisconnectReason::Banned)
     );
     let banned_by_a = DisconnectReason::ByRemote(Box::new(DisconnectReason::Banned));
     match b.dial(a_addr(&a)).await {
@@ -245,6 +278,7 @@ async fn a_ban_kept_in_the_peer_store_survives_a_restart() {
     a.switch.shutdown().await;
     a.discovery.stop().await;
     b.shutdown().await;
+    c.shutdown().await;
     let _ = std::fs::remove_dir_all(&home);
 }
 
