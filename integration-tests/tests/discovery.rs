@@ -1,14 +1,15 @@
 //! Discovery over loopback: nodes that know only a seed find each other through PEX
 //! and reach their outbound targets; a restarted node reconnects from its peer store
-//! without the seed; a ban kept in the peer store survives a restart; abusive PEX
+//! without the seed; a ban and misbehaviour points kept in the peer store survive a
+//! restart; a private peer id is never shared; abusive PEX
 //! peers are closed with their reasons.
 
 use std::time::Duration;
 
 use actix::prelude::*;
 use switchyard::{
-    BanList, DialError, DisconnectReason, NodeConfig, NodeKey, PeerDown, PeerHandle, PeerUp,
-    ReceivedRequest, RequestChannel, Service, Severity, Switch, SwitchExt,
+    BanKey, BanList, DialError, DisconnectReason, NodeConfig, NodeKey, PeerDown, PeerHandle,
+    PeerUp, ReceivedRequest, RequestChannel, Service, Severity, Switch, SwitchExt,
 };
 use switchyard_integration_tests::{init_logs, test_config};
 use switchyard_pex::discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, Origin};
@@ -194,7 +195,7 @@ async fn start_keeping_bans(home: &std::path::Path, key: NodeKey) -> DNode {
 }
 
 #[actix::test]
-async fn a_ban_kept_in_the_peer_store_survives_a_restart() {
+async fn a_ban_and_a_score_kept_in_the_peer_store_survive_a_restart() {
     init_logs();
     let home = std::env::temp_dir().join(format!("pex-bans-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
@@ -218,7 +219,21 @@ async fn a_ban_kept_in_the_peer_store_survives_a_restart() {
         ),
         "{reason}"
     );
-    // Shut down: the switch, then discovery, which writes the ban with the book.
+    // c misbehaves once, a protocol violation: 50 points, half the threshold.
+    let (c, _, _c_events) = abuser(vec![]).await;
+    let c_info = c.info().await.unwrap();
+    let c_addr = switchyard::PeerAddr::new(Some(c_info.id), c_info.listen_addr.unwrap());
+    a.switch
+        .report(c_info.id, Severity::Major, "bad answer")
+        .await;
+    let c_key = BanKey::Node(c_info.id);
+    let now = std::time::Instant::now;
+    assert_eq!(
+        a.discovery.bans().score(&c_key, now()).map(|s| s.points),
+        Some(50)
+    );
+    // Shut down: the switch, then discovery, which writes the ban and the score with
+    // the book.
     a.switch.shutdown().await;
     a.discovery.stop().await;
 
@@ -227,6 +242,24 @@ async fn a_ban_kept_in_the_peer_store_survives_a_restart() {
         a.discovery.bans().len(),
         1,
         "the ban came back from the store"
+    );
+    assert_eq!(
+        a.discovery.bans().score(&c_key, now()).map(|s| s.points),
+        Some(50),
+        "c's points came back from the store"
+    );
+    assert!(a.discovery.bans().banned_until(&c_key, now()).is_none());
+    // Once more after the restart: 50 + 50 reach the threshold.
+    a.switch
+        .report(c_info.id, Severity::Major, "bad answer again")
+        .await;
+    assert!(
+        a.discovery.bans().banned_until(&c_key, now()).is_some(),
+        "c is banned by points earned across the restart"
+    );
+    assert_eq!(
+        a.switch.dial(c_addr).await.unwrap_err(),
+        DialError::Closed(DisconnectReason::Banned)
     );
     let banned_by_a = DisconnectReason::ByRemote(Box::new(DisconnectReason::Banned));
     match b.dial(a_addr(&a)).await {
@@ -245,6 +278,7 @@ async fn a_ban_kept_in_the_peer_store_survives_a_restart() {
     a.switch.shutdown().await;
     a.discovery.stop().await;
     b.shutdown().await;
+    c.shutdown().await;
     let _ = std::fs::remove_dir_all(&home);
 }
 
@@ -258,6 +292,8 @@ struct Abuser {
 #[derive(Debug)]
 enum Event {
     Up,
+    /// The peer asked us for addresses.
+    Asked,
     Down(DisconnectReason),
 }
 
@@ -269,6 +305,7 @@ impl Handler<ReceivedRequest<GetAddrs, Vec<String>>> for Abuser {
     type Result = ();
     fn handle(&mut self, r: ReceivedRequest<GetAddrs, Vec<String>>, _: &mut Context<Self>) {
         let _ = r.responder.respond(&self.answer);
+        let _ = self.events.send(Event::Asked);
     }
 }
 
@@ -308,7 +345,7 @@ async fn next_down(rx: &mut mpsc::UnboundedReceiver<Event>) -> DisconnectReason 
         loop {
             match rx.recv().await {
                 Some(Event::Down(reason)) => return reason,
-                Some(Event::Up) => {}
+                Some(Event::Up | Event::Asked) => {}
                 None => panic!("abuser stopped"),
             }
         }
@@ -408,4 +445,64 @@ async fn a_seed_answers_an_inbound_peer_once_then_lets_it_go() {
     );
     seed.switch.shutdown().await;
     client.shutdown().await;
+}
+
+#[actix::test]
+async fn a_private_peer_id_is_never_shared() {
+    init_logs();
+    // p is private to the node: it is in the node's initial peers and connects to it,
+    // yet no asker ever hears of it.
+    let (p, _, mut p_events) = abuser(vec![]).await;
+    let p_info = p.info().await.unwrap();
+    let p_addr = NetAddr::new(p_info.id, p_info.listen_addr.unwrap());
+    let known: NetAddr = "66687aadf862bd776c8fc18b8e9f8e2008971485@10.1.2.3:26656"
+        .parse()
+        .unwrap();
+    let mut cfg = discovery(1, vec![known, p_addr]);
+    cfg.private_ids.insert(p_info.id);
+    let node = start(cfg, None).await;
+    let _ = p
+        .dial(switchyard::PeerAddr::new(
+            Some(node.addr.id),
+            node.addr.addr,
+        ))
+        .await
+        .unwrap();
+    // The node's book is thin: it asks p once p is up, so it has seen p by then.
+    tokio::time::timeout(BOUND, async {
+        loop {
+            match p_events.recv().await {
+                Some(Event::Asked) => return,
+                Some(_) => {}
+                None => panic!("p stopped"),
+            }
+        }
+    })
+    .await
+    .expect("the node never asked p");
+    let entries = node.discovery.entries().await;
+    assert!(entries.iter().any(|e| e.addr == known), "{entries:?}");
+    assert!(
+        !entries.iter().any(|e| e.addr.id == p_info.id),
+        "a private id was stored: {entries:?}"
+    );
+
+    let (asker, ch, _events) = abuser(vec![]).await;
+    let peer = asker
+        .dial(switchyard::PeerAddr::new(
+            Some(node.addr.id),
+            node.addr.addr,
+        ))
+        .await
+        .unwrap();
+    let answer = peer.request(&ch, &GetAddrs {}, BOUND).await.unwrap();
+    assert!(answer.contains(&known.to_string()), "{answer:?}");
+    let private = p_info.id.to_string();
+    assert!(
+        !answer.iter().any(|a| a.contains(&private)),
+        "the private id was shared: {answer:?}"
+    );
+    node.switch.shutdown().await;
+    p.shutdown().await;
+    asker.shutdown().await;
 }

@@ -31,6 +31,12 @@ peers = []
 # but not dialed; checked once the handshake names the remote.
 unconditional_peers = []
 
+# Node ids (hex) kept private: with discovery on (`--seeds`, `--discovery`,
+# `--seed-mode`) their addresses are never stored in the peer store nor shared
+# with other peers, even when they connect or are persistent peers (a validator
+# behind sentries, say). `--private-peer-ids` on the command line adds more.
+private_peer_ids = []
+
 # Free text sent in the handshake.
 user_agent = "switchyard/0.1.0"
 
@@ -190,6 +196,16 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.unconditional_peers[0].to_string(), id);
+        let e = parse("insecure_plaintext = true\nprivate_peer_ids = [\"nothex\"]\n").unwrap_err();
+        assert!(
+            e.contains("private_peer_ids") && e.contains("nothex"),
+            "{e}"
+        );
+        let c = parse(&format!(
+            "insecure_plaintext = true\nprivate_peer_ids = [\"{id}\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.private_peer_ids[0].to_string(), id);
         let e = parse("insecure_plaintext = true\n[limits]\nmax_handshakes = 0\n").unwrap_err();
         assert!(e.contains("limits.max_handshakes"), "{e}");
     }

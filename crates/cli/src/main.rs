@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use switchyard::PeerAddr;
+use switchyard::{NodeId, PeerAddr};
 
 mod bench;
 mod config_file;
@@ -71,6 +71,10 @@ enum Command {
         /// go; crawl the network to keep the book fresh.
         #[arg(long)]
         seed_mode: bool,
+        /// Node ids (hex) whose addresses discovery never stores or shares, comma
+        /// separated; added to the config's `private_peer_ids`.
+        #[arg(long, value_delimiter = ',')]
+        private_peer_ids: Vec<NodeId>,
     },
     /// Run a local testnet in one process and print a summary.
     Testnet {
@@ -180,6 +184,7 @@ fn main() -> ExitCode {
             seeds,
             discovery,
             seed_mode,
+            private_peer_ids,
         } => {
             let opts = node::NodeOptions {
                 home,
@@ -189,6 +194,7 @@ fn main() -> ExitCode {
                 discovery: discovery || seed_mode || seeds.is_some(),
                 seeds,
                 seed_mode,
+                private_peer_ids,
             };
             match actix::System::new().block_on(node::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,

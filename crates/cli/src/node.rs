@@ -55,18 +55,21 @@ pub struct NodeOptions {
     pub seeds: Option<PathBuf>,
     /// Discovery in seed mode.
     pub seed_mode: bool,
+    /// Extra private peer ids (never stored or shared by discovery).
+    pub private_peer_ids: Vec<switchyard::NodeId>,
 }
 
-/// Discovery for a node of `config` living in `home`: the store in the home (the
-/// addresses and the Switch's bans), strict
-/// (public addresses only) unless the node listens on a non-routable address (a
-/// local or private network), persistent peers given by IP kept out of its dials.
-fn discovery(
+/// Discovery's config for a node of `config` living in `home`: the store in the home
+/// (the addresses and the Switch's bans and scores), strict (public addresses only)
+/// unless the node listens on a non-routable address (a local or private network),
+/// persistent peers given by IP kept out of its dials, private peer ids never stored
+/// or shared. `None` when discovery is off.
+fn discovery_config(
     opts: &NodeOptions,
     config: &switchyard::NodeConfig,
-) -> Result<Option<(switchyard::Service, DiscoveryHandle)>, String> {
+) -> Option<DiscoveryConfig> {
     if !opts.discovery {
-        return Ok(None);
+        return None;
     }
     let mut cfg = DiscoveryConfig::default();
     if opts.seed_mode {
@@ -86,12 +89,42 @@ fn discovery(
             Some(NetAddr::new(p.id?, std::net::SocketAddr::new(ip, p.port)))
         })
         .collect();
+    cfg.private_ids = config.private_peer_ids.iter().copied().collect();
+    Some(cfg)
+}
+
+/// Starts discovery as [`discovery_config`] says.
+fn discovery(
+    opts: &NodeOptions,
+    config: &switchyard::NodeConfig,
+) -> Result<Option<(switchyard::Service, DiscoveryHandle)>, String> {
+    let Some(cfg) = discovery_config(opts, config) else {
+        return Ok(None);
+    };
     let (service, handle) = Discovery::new(cfg).start().map_err(|e| e.to_string())?;
     match handle.origin {
         Origin::Store(n) => log::info!("discovery: {n} addresses from the peer store"),
         Origin::Seeds(n) => log::info!("discovery: empty peer store, {n} initial peers"),
     }
     Ok(Some((service, handle)))
+}
+
+/// The command line's overrides and additions to the config file's `config`.
+fn apply_flags(opts: &NodeOptions, config: &mut switchyard::NodeConfig) {
+    if let Some(listen) = opts.listen {
+        config.listen = Some(listen);
+    }
+    for peer in opts.peers.iter().cloned() {
+        // The same peer in the config and on the command line is dialed once.
+        if !config.persistent_peers.contains(&peer) {
+            config.persistent_peers.push(peer);
+        }
+    }
+    for id in &opts.private_peer_ids {
+        if !config.private_peer_ids.contains(id) {
+            config.private_peer_ids.push(*id);
+        }
+    }
 }
 
 /// Runs a node until Ctrl-C, then shuts it down gracefully.
@@ -126,15 +159,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
         );
         key
     };
-    if let Some(listen) = opts.listen {
-        config.listen = Some(listen);
-    }
-    for peer in opts.peers.iter().cloned() {
-        // The same peer in the config and on the command line is dialed once.
-        if !config.persistent_peers.contains(&peer) {
-            config.persistent_peers.push(peer);
-        }
-    }
+    apply_flags(&opts, &mut config);
     let discovery = discovery(&opts, &config)?;
     let mut builder = Switch::builder(config).key(key);
     let (service, handle) = match discovery {
@@ -168,4 +193,86 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
         h.stop().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch home for one test.
+    fn home(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn private_peer_ids_from_the_config_file_reach_the_book() {
+        let home = home("private");
+        let private = "66687aadf862bd776c8fc18b8e9f8e2008971485";
+        let public = "ab".repeat(20);
+        let seeds = home.join("seeds.txt");
+        std::fs::write(
+            &seeds,
+            format!("{private}@20.1.2.3:26656\n{public}@20.4.5.6:26656\n"),
+        )
+        .unwrap();
+        let config = config_file::parse(&format!(
+            "listen = \"20.0.0.1:26656\"\nprivate_peer_ids = [\"{private}\"]\n\
+             persistent_peers = [\"{private}@20.1.2.3:26656\"]\n"
+        ))
+        .unwrap();
+        let opts = NodeOptions {
+            home: home.clone(),
+            config: None,
+            listen: None,
+            peers: Vec::new(),
+            discovery: true,
+            seeds: Some(seeds),
+            seed_mode: false,
+            private_peer_ids: Vec::new(),
+        };
+        let cfg = discovery_config(&opts, &config).unwrap();
+        let private_id: switchyard::NodeId = private.parse().unwrap();
+        assert!(cfg.private_ids.contains(&private_id));
+        let ids = actix::System::new().block_on(async {
+            let (_service, handle) = discovery(&opts, &config).unwrap().unwrap();
+            let ids: Vec<String> = handle
+                .entries()
+                .await
+                .iter()
+                .map(|e| e.addr.id.to_string())
+                .collect();
+            handle.stop().await;
+            ids
+        });
+        assert_eq!(
+            ids,
+            vec![public.clone()],
+            "the private seed is not in the book"
+        );
+        // The command line adds to the file's ids, once each.
+        let flagged = NodeOptions {
+            private_peer_ids: vec![private_id, public.parse().unwrap()],
+            ..opts.clone()
+        };
+        let mut merged = config.clone();
+        apply_flags(&flagged, &mut merged);
+        assert_eq!(merged.private_peer_ids.len(), 2);
+        assert_eq!(
+            discovery_config(&flagged, &merged)
+                .unwrap()
+                .private_ids
+                .len(),
+            2
+        );
+        let off = NodeOptions {
+            discovery: false,
+            ..opts
+        };
+        assert!(discovery_config(&off, &config).is_none());
+        let _ = std::fs::remove_dir_all(&home);
+    }
 }

@@ -45,6 +45,23 @@ fn bad_arguments_are_usage_errors() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // A bad private peer id is named.
+    let out = bin()
+        .args([
+            "node",
+            "--home",
+            "unused",
+            "--private-peer-ids",
+            "abcd,nothex",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("abcd") && err.contains("--private-peer-ids"),
+        "{err}"
+    );
     let out = bin().args(["testnet", "--nodes", "many"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = bin().args(["testnet", "--nodes", "1"]).output().unwrap();
@@ -97,6 +114,7 @@ fn config_errors_name_the_file_and_the_field() {
             "[limits]\nhandshake_timeout = \"soon\"\n",
             "handshake_timeout",
         ),
+        ("private_peer_ids = [\"nothex\"]\n", "nothex"),
         ("this is not toml", "config"),
     ];
     for (i, (text, field)) in cases.iter().enumerate() {

@@ -24,20 +24,21 @@
 //! ```
 //!
 //! The store's commits run on a thread of their own: the actor hands batches of
-//! changes (the book's, and the bans' from [`DiscoveryHandle::bans`]) over every
+//! changes (the book's, and the bans' and scores' from [`DiscoveryHandle::bans`]) over every
 //! [`flush_interval`](DiscoveryConfig::flush_interval) and never waits for the disk.
 
+use std::collections::HashSet;
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
-use switchyard::{Service, Switch};
+use switchyard::{NodeId, Service, Switch};
 use tokio::sync::{oneshot, watch};
 
 use crate::addr::NetAddr;
-use crate::book::{AddrBook, BookConfig, Entry};
+use crate::book::{AddrBook, BookConfig, Entry, Rejected};
 use crate::exchange::{Exchange, ExchangeConfig};
 use crate::manager::{Manager, ManagerConfig};
 use crate::seeds::{read_seeds, SeedsError};
@@ -65,6 +66,9 @@ pub struct DiscoveryConfig {
     pub persistent: Vec<NetAddr>,
     /// Reject non-routable addresses (default `true`; `false` for loopback testnets).
     pub strict: bool,
+    /// Node ids whose addresses are never stored or shared (the book's
+    /// [`private_ids`](BookConfig::private_ids)); default none.
+    pub private_ids: HashSet<NodeId>,
     /// The PEX service's behaviour.
     pub exchange: ExchangeConfig,
     /// The peer manager's behaviour.
@@ -83,6 +87,7 @@ impl Default for DiscoveryConfig {
             seeds: Vec::new(),
             persistent: Vec::new(),
             strict: true,
+            private_ids: HashSet::new(),
             exchange: ExchangeConfig::default(),
             manager: ManagerConfig::default(),
             flush_interval: Duration::from_secs(5),
@@ -211,6 +216,7 @@ impl Discovery {
         };
         let mut book_cfg = BookConfig::new(key, seed);
         book_cfg.strict = cfg.strict;
+        book_cfg.private_ids.clone_from(&cfg.private_ids);
         let mut book = AddrBook::new(book_cfg);
         let snapshot = match &store {
             Some(s) => s.load()?,
@@ -248,11 +254,14 @@ impl Discovery {
             Origin::Store(book.len())
         };
         for p in &cfg.persistent {
-            if let Err(why) = book.add_persistent(*p) {
-                log::warn!("persistent peer {p} not kept in the book: {why}");
+            match book.add_persistent(*p) {
+                Ok(()) => {}
+                // Asked for: the Switch still redials it, discovery keeps it to itself.
+                Err(Rejected::Private) => log::debug!("persistent peer {p} is private"),
+                Err(why) => log::warn!("persistent peer {p} not kept in the book: {why}"),
             }
         }
-        let bans = SharedBans::new(StoredBans::from_loaded(anchor, &snapshot.bans));
+        let bans = SharedBans::new(StoredBans::from_snapshot(anchor, &snapshot));
         let store_tx = store.map(spawn_writer);
         let mut manager_cfg = cfg.manager.clone();
         manager_cfg.seed = seed ^ 0x5eed;
@@ -328,10 +337,11 @@ impl DiscoveryHandle {
         self.status.clone()
     }
 
-    /// The node's bans, loaded from the store: give them to the Switch with
-    /// `Switch::builder(..).bans(discovery.bans())` and they are written to the store
-    /// with the book at every flush (and at [`stop`](Self::stop)), so a ban survives
-    /// a restart. Without a store directory they are kept in memory only.
+    /// The node's bans and misbehaviour scores, loaded from the store: give them to
+    /// the Switch with `Switch::builder(..).bans(discovery.bans())` and they are
+    /// written to the store with the book at every flush (and at
+    /// [`stop`](Self::stop)), so a ban, and the points towards one, survive a
+    /// restart. Without a store directory they are kept in memory only.
     #[must_use]
     pub fn bans(&self) -> SharedBans {
         self.bans.clone()

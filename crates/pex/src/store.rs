@@ -4,11 +4,12 @@
 //!
 //! * Writes come in batches: [`PeerStore::apply`] commits a slice of [`Change`]s in one
 //!   durable transaction. The runtime collects the book's changes
-//!   ([`book_changes`]) and the bans' ([`StoredBans::take_changes`], through the
-//!   [`SharedBans`] the Switch bans with) and applies them off the network path,
-//!   every few seconds or every few hundred changes.
+//!   ([`book_changes`]) and those of the bans and misbehaviour scores
+//!   ([`StoredBans::take_changes`], through the [`SharedBans`] the Switch bans and
+//!   scores with) and applies them off the network path, every few seconds or every
+//!   few hundred changes.
 //! * [`PeerStore::load`] returns everything, to rebuild the book with
-//!   [`restore_book`] and the bans with [`StoredBans::from_loaded`].
+//!   [`restore_book`] and the bans and scores with [`StoredBans::from_snapshot`].
 //! * Times are unix seconds; a [`TimeAnchor`] (read once by the runtime) converts them
 //!   to and from the book's `Instant`s. The store itself never reads the clock.
 //! * redb commits are atomic and, with its default durability, on disk when
@@ -56,6 +57,8 @@ use crate::book::{AddrBook, Rejected};
 
 const ADDRS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("addrs");
 const BANS: TableDefinition<&[u8], u64> = TableDefinition::new("bans");
+/// Misbehaviour scores: ban key to (points, unix second they are forgotten).
+const SCORES: TableDefinition<&[u8], (u32, u64)> = TableDefinition::new("scores");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const BOOK_KEY: &str = "book_key";
 
@@ -76,6 +79,21 @@ pub enum Change {
     },
     /// Lift the ban of `key`.
     Unban(BanKey),
+    /// Set the misbehaviour score of `score.key`, replacing an earlier one.
+    Score(StoredScore),
+    /// Forget the misbehaviour score of `key`.
+    Unscore(BanKey),
+}
+
+/// A misbehaviour score as the store keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredScore {
+    /// A node id or an IP.
+    pub key: BanKey,
+    /// Points gathered.
+    pub points: u32,
+    /// When they are forgotten, in unix seconds.
+    pub until: u64,
 }
 
 /// Everything the store holds.
@@ -85,6 +103,8 @@ pub struct Snapshot {
     pub addrs: Vec<AddrRecord>,
     /// Every ban with its end in unix seconds (expired ones not yet lifted included).
     pub bans: Vec<(BanKey, u64)>,
+    /// Every misbehaviour score (expired ones not yet forgotten included).
+    pub scores: Vec<StoredScore>,
 }
 
 /// Why the store failed.
@@ -155,6 +175,7 @@ impl PeerStore {
         {
             txn.open_table(ADDRS)?;
             txn.open_table(BANS)?;
+            txn.open_table(SCORES)?;
             txn.open_table(META)?;
         }
         txn.commit()?;
@@ -175,6 +196,7 @@ impl PeerStore {
         {
             let mut addrs = txn.open_table(ADDRS)?;
             let mut bans = txn.open_table(BANS)?;
+            let mut scores = txn.open_table(SCORES)?;
             for c in changes {
                 match c {
                     Change::PutAddr(rec) => {
@@ -188,6 +210,12 @@ impl PeerStore {
                     }
                     Change::Unban(key) => {
                         bans.remove(&record::encode_ban_key(key)[..])?;
+                    }
+                    Change::Score(s) => {
+                        scores.insert(&record::encode_ban_key(&s.key)[..], (s.points, s.until))?;
+                    }
+                    Change::Unscore(key) => {
+                        scores.remove(&record::encode_ban_key(key)[..])?;
                     }
                 }
             }
@@ -222,6 +250,15 @@ impl PeerStore {
                 problem,
             })?;
             snap.bans.push((key, v.value()));
+        }
+        for row in txn.open_table(SCORES)?.iter()? {
+            let (k, v) = row?;
+            let key = record::decode_ban_key(k.value()).map_err(|problem| StoreError::Corrupt {
+                table: "scores",
+                problem,
+            })?;
+            let (points, until) = v.value();
+            snap.scores.push(StoredScore { key, points, until });
         }
         Ok(snap)
     }

@@ -1,4 +1,5 @@
-//! The peer store: round trips through the book, bans, and crash safety under a real
+//! The peer store: round trips through the book, bans and misbehaviour scores, and
+//! crash safety under a real
 //! SIGKILL of a writer process.
 #![allow(clippy::disallowed_methods)] // tests read the clock once for their origin
 
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 use switchyard_pex::book::Place;
 use switchyard_pex::discovery::{Discovery, DiscoveryConfig, STORE_FILE};
 use switchyard_pex::store::{
-    book_changes, restore_book, AddrRecord, Change, PeerStore, StoreError, StoredBans, TableKind,
-    TimeAnchor,
+    book_changes, restore_book, AddrRecord, Change, PeerStore, StoreError, StoredBans, StoredScore,
+    TableKind, TimeAnchor,
 };
 use switchyard_pex::{AddrBook, BookConfig, NetAddr};
 use switchyard_proto::switch::{BanKey, BanList};
@@ -137,6 +138,130 @@ fn bans_survive_a_restart_and_expire() {
     assert!(bans.banned_until(&ip, t0 + secs(60)).is_none());
     store.apply(&[Change::Unban(ip)]).unwrap();
     assert_eq!(store.load().unwrap().bans, vec![(node, 1_700_000_600)]);
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn scores_survive_a_restart_and_expired_ones_are_forgotten() {
+    let dir = scratch("scores");
+    let path = dir.join("peers.redb");
+    let t0 = Instant::now();
+    let anchor = TimeAnchor::from_unix(t0, 1_700_000_000);
+    let node = BanKey::Node(id(7));
+    let ip = BanKey::Ip("20.1.2.3".parse().unwrap());
+    let soon = BanKey::Node(id(8));
+    {
+        let store = PeerStore::open(&path).unwrap();
+        let mut bans = StoredBans::new(anchor);
+        assert_eq!(bans.add_points(t0, node, 50, t0 + secs(600)), 50);
+        bans.add_points(t0, ip, 10, t0 + secs(600));
+        bans.add_points(t0, soon, 1, t0 + secs(20));
+        assert_eq!(bans.add_points(t0 + secs(1), ip, 10, t0 + secs(601)), 20);
+        // One batch: the later score of `ip` replaces the earlier.
+        store.apply(&bans.take_changes()).unwrap();
+        let mut stored = store.load().unwrap().scores;
+        stored.sort_by_key(|s| s.until);
+        assert_eq!(
+            stored,
+            vec![
+                StoredScore {
+                    key: soon,
+                    points: 1,
+                    until: 1_700_000_020
+                },
+                StoredScore {
+                    key: node,
+                    points: 50,
+                    until: 1_700_000_600
+                },
+                StoredScore {
+                    key: ip,
+                    points: 20,
+                    until: 1_700_000_601
+                },
+            ]
+        );
+    }
+
+    // Reopened 30 s later: `soon` ended while the node was down.
+    let t1 = t0 + secs(30);
+    let anchor1 = TimeAnchor::from_unix(t1, 1_700_000_030);
+    let store = PeerStore::open(&path).unwrap();
+    let mut bans = StoredBans::from_snapshot(anchor1, &store.load().unwrap());
+    assert_eq!(bans.scored(), 2);
+    assert_eq!(bans.score(&node, t1).map(|s| s.points), Some(50));
+    assert_eq!(bans.score(&node, t1).map(|s| s.until), Some(t0 + secs(600)));
+    assert!(bans.score(&soon, t1).is_none());
+    assert_eq!(
+        bans.take_changes(),
+        vec![Change::Unscore(soon)],
+        "an expired score is removed, the others are not written again"
+    );
+    store.apply(&[Change::Unscore(soon)]).unwrap();
+    // The points go on from where they were: 50 + 50 is the default threshold.
+    assert_eq!(bans.add_points(t1, node, 50, t1 + secs(600)), 100);
+    // Banned: the points go, and that is stored too.
+    bans.ban(node, t1 + secs(600));
+    bans.clear_points(&node);
+    bans.expire(t0 + secs(601));
+    let changes = bans.take_changes();
+    assert!(changes.contains(&Change::Unscore(node)), "{changes:?}");
+    assert!(changes.contains(&Change::Unscore(ip)), "{changes:?}");
+    store.apply(&changes).unwrap();
+    let snap = store.load().unwrap();
+    assert!(snap.scores.is_empty(), "{:?}", snap.scores);
+    assert_eq!(snap.bans, vec![(node, 1_700_000_630)]);
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn stored_scores_are_bounded() {
+    let dir = scratch("scores-bound");
+    let path = dir.join("peers.redb");
+    let t0 = Instant::now();
+    let anchor = TimeAnchor::from_unix(t0, 1_700_000_000);
+    let store = PeerStore::open(&path).unwrap();
+    let mut bans = StoredBans::with_score_capacity(anchor, 3);
+    for n in 0..10u32 {
+        let at = t0 + secs(u64::from(n));
+        bans.add_points(at, BanKey::Node(id(n)), 1, at + secs(600));
+        store.apply(&bans.take_changes()).unwrap();
+    }
+    assert_eq!(bans.scored(), 3);
+    let stored: HashSet<BanKey> = store.load().unwrap().scores.iter().map(|s| s.key).collect();
+    assert_eq!(
+        stored,
+        (7..10).map(|n| BanKey::Node(id(n))).collect(),
+        "the store holds what memory holds: the newest"
+    );
+    // A store holding more than the capacity (written with a larger one) is cut on
+    // load, and the cut ones are removed from it.
+    let mut big = StoredBans::new(anchor);
+    for n in 20..25u32 {
+        big.add_points(t0, BanKey::Node(id(n)), 1, t0 + secs(600 + u64::from(n)));
+    }
+    store.apply(&big.take_changes()).unwrap();
+    let snap = store.load().unwrap();
+    assert_eq!(snap.scores.len(), 8);
+    let mut small = StoredBans::with_score_capacity(anchor, 3);
+    small.load(&snap);
+    assert_eq!(small.scored(), 3);
+    let kept: HashSet<BanKey> = (20..25)
+        .chain(7..10)
+        .map(|n| BanKey::Node(id(n)))
+        .filter(|k| small.score(k, t0).is_some())
+        .collect();
+    assert_eq!(
+        kept,
+        (22..25).map(|n| BanKey::Node(id(n))).collect(),
+        "the latest to end are kept"
+    );
+    let changes = small.take_changes();
+    assert_eq!(changes.len(), 5, "{changes:?}");
+    store.apply(&changes).unwrap();
+    assert_eq!(store.load().unwrap().scores.len(), 3);
     drop(store);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -38,6 +38,11 @@ pub struct NodeConfig {
     /// gets in even when the inbound slots are full.
     #[serde(with = "node_ids")]
     pub unconditional_peers: Vec<NodeId>,
+    /// Node ids kept private: peer discovery (`switchyard_pex`) never stores their
+    /// addresses nor shares them with other peers (a validator behind sentries, say).
+    /// The Switch itself connects to them like to any peer.
+    #[serde(with = "node_ids")]
+    pub private_peer_ids: Vec<NodeId>,
     /// Free text sent in the handshake. Default `"switchyard/<version>"`.
     pub user_agent: String,
     /// Arbiter threads that run peers; 0 means one per CPU core. Default 0.
@@ -68,6 +73,7 @@ impl Default for NodeConfig {
             persistent_peers: Vec::new(),
             peers: Vec::new(),
             unconditional_peers: Vec::new(),
+            private_peer_ids: Vec::new(),
             user_agent: format!("switchyard/{}", env!("CARGO_PKG_VERSION")),
             arbiters: 0,
             insecure_plaintext: false,
@@ -205,7 +211,7 @@ mod tests {
     }
 }
 
-/// `unconditional_peers` as hex strings in the config file.
+/// `unconditional_peers` and `private_peer_ids` as hex strings in the config file.
 mod node_ids {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use switchyard_proto::NodeId;

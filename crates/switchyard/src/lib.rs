@@ -95,7 +95,7 @@ pub use switch::{
     GetPeers, NodeInfo, Report, Shutdown, Switch, SwitchBuilder, TryBroadcast, TryBroadcastRaw,
 };
 pub use switchyard_proto as proto;
-pub use switchyard_proto::switch::{BanKey, BanList, Direction, MemoryBans, Severity};
+pub use switchyard_proto::switch::{BanKey, BanList, Direction, MemoryBans, Score, Severity};
 pub use switchyard_proto::{ChannelConfig, DisconnectReason, NodeId};
 
 /// The README's examples, compiled and run as doc tests.

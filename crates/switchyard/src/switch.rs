@@ -76,9 +76,10 @@ impl SwitchBuilder {
         self
     }
 
-    /// Where bans are kept; default in memory ([`MemoryBans`], lost at restart). A
-    /// peer store's list (`switchyard_pex`'s `DiscoveryHandle::bans`) keeps them
-    /// across restarts: the bans it holds apply from the start.
+    /// Where bans and misbehaviour scores are kept; default in memory
+    /// ([`MemoryBans`], lost at restart). A peer store's list (`switchyard_pex`'s
+    /// `DiscoveryHandle::bans`) keeps them across restarts: the bans and points it
+    /// holds apply from the start.
     #[must_use]
     pub fn bans(mut self, bans: impl BanList + 'static) -> Self {
         self.bans = Some(Box::new(bans));

@@ -15,7 +15,9 @@
 //! (an absent one is written as 0). `table` is 0 new, 1 tried, 2 persistent.
 //!
 //! A ban is keyed by `0 + 20 id bytes` (node), `4 + 4 bytes` or `6 + 16 bytes` (IP),
-//! and its value is the unix second it ends, `u64 LE`.
+//! and its value is the unix second it ends, `u64 LE`. A misbehaviour score is keyed
+//! the same way; its value is redb's `(u32, u64)`: the points and the unix second
+//! they are forgotten.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

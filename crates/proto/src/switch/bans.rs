@@ -1,12 +1,13 @@
 //! Bans and misbehaviour scores.
 //!
-//! Reports add points to the reported node id and IP address ([`Scores`]); past the
-//! threshold both are banned until a deadline. Bans are kept behind the [`BanList`]
-//! trait so a peer store on disk can persist them; [`MemoryBans`] keeps them in memory.
+//! Reports add points to the reported node id and IP address (a [`Score`] each); past
+//! the threshold both are banned until a deadline. Bans and scores are kept behind
+//! the [`BanList`] trait so a peer store on disk can persist them; [`MemoryBans`]
+//! keeps them in memory.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::id::NodeId;
 
@@ -47,13 +48,24 @@ impl Severity {
     }
 }
 
-/// Where bans live. Expired bans must read as absent.
+/// A key's misbehaviour points and when they are forgotten (unless it is reported
+/// again before then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Score {
+    /// Points gathered.
+    pub points: u32,
+    /// When they are forgotten: `memory` after the last report.
+    pub until: Instant,
+}
+
+/// Where bans and misbehaviour scores live, so that a peer store can keep both across
+/// restarts. Expired bans and scores must read as absent.
 pub trait BanList {
     /// Bans `key` until `until` (a later deadline replaces an earlier one).
     fn ban(&mut self, key: BanKey, until: Instant);
     /// Until when `key` is banned, if it is banned at `now`.
     fn banned_until(&self, key: &BanKey, now: Instant) -> Option<Instant>;
-    /// Forgets the bans that ended by `now`.
+    /// Forgets the bans and the scores that ended by `now`.
     fn expire(&mut self, now: Instant);
     /// Bans held (expired ones not yet forgotten included).
     fn len(&self) -> usize;
@@ -61,6 +73,17 @@ pub trait BanList {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Adds `points` to `key`'s score and keeps it until `until`; a score already
+    /// forgotten at `now` starts again from zero. Returns the new total. The list
+    /// bounds how many scores it keeps (dropping the expired, then the ones to be
+    /// forgotten first).
+    fn add_points(&mut self, now: Instant, key: BanKey, points: u32, until: Instant) -> u32;
+    /// `key`'s score, if it has one at `now`.
+    fn score(&self, key: &BanKey, now: Instant) -> Option<Score>;
+    /// Forgets `key`'s points (after it is banned).
+    fn clear_points(&mut self, key: &BanKey);
+    /// Keys with points (expired ones not yet forgotten included).
+    fn scored(&self) -> usize;
 }
 
 /// A boxed ban list is a ban list, so a runtime can hold one chosen at start
@@ -85,12 +108,39 @@ impl<T: BanList + ?Sized> BanList for Box<T> {
     fn is_empty(&self) -> bool {
         (**self).is_empty()
     }
+
+    fn add_points(&mut self, now: Instant, key: BanKey, points: u32, until: Instant) -> u32 {
+        (**self).add_points(now, key, points, until)
+    }
+
+    fn score(&self, key: &BanKey, now: Instant) -> Option<Score> {
+        (**self).score(key, now)
+    }
+
+    fn clear_points(&mut self, key: &BanKey) {
+        (**self).clear_points(key);
+    }
+
+    fn scored(&self) -> usize {
+        (**self).scored()
+    }
 }
 
-/// Bans kept in memory (lost at restart).
-#[derive(Debug, Default, Clone)]
+/// Bans and scores kept in memory (lost at restart); at most
+/// [`MAX_SCORES`](super::MAX_SCORES) scores.
+#[derive(Debug, Clone)]
 pub struct MemoryBans {
     bans: HashMap<BanKey, Instant>,
+    scores: Scores,
+}
+
+impl Default for MemoryBans {
+    fn default() -> Self {
+        MemoryBans {
+            bans: HashMap::new(),
+            scores: Scores::new(super::MAX_SCORES),
+        }
+    }
 }
 
 impl BanList for MemoryBans {
@@ -105,58 +155,113 @@ impl BanList for MemoryBans {
 
     fn expire(&mut self, now: Instant) {
         self.bans.retain(|_, until| *until > now);
+        self.scores.expire(now);
     }
 
     fn len(&self) -> usize {
         self.bans.len()
     }
+
+    fn add_points(&mut self, now: Instant, key: BanKey, points: u32, until: Instant) -> u32 {
+        self.scores.add(now, key, points, until).0.points
+    }
+
+    fn score(&self, key: &BanKey, now: Instant) -> Option<Score> {
+        self.scores.get(key, now)
+    }
+
+    fn clear_points(&mut self, key: &BanKey) {
+        self.scores.remove(key);
+    }
+
+    fn scored(&self) -> usize {
+        self.scores.len()
+    }
 }
 
-/// Misbehaviour points per node id and IP. A key's points are forgotten `memory`
-/// after its last report, and at most `capacity` keys are kept (the oldest go first).
-#[derive(Debug)]
+/// Misbehaviour points per node id and IP, each kept until its [`Score::until`]; at
+/// most `capacity` keys are kept (the expired go first, then the ones to be
+/// forgotten soonest). The building block of a [`BanList`]'s scores: every method
+/// that drops keys returns them, so a list that writes through to a store can
+/// forget them there too.
+#[derive(Debug, Clone)]
 pub struct Scores {
-    points: HashMap<BanKey, (u32, Instant)>,
-    memory: Duration,
+    points: HashMap<BanKey, Score>,
     capacity: usize,
 }
 
 impl Scores {
-    /// Scores remembered for `memory` after the last report.
+    /// No scores; at most `capacity` (at least 1) kept.
     #[must_use]
-    pub fn new(memory: Duration, capacity: usize) -> Self {
+    pub fn new(capacity: usize) -> Self {
         Scores {
             points: HashMap::new(),
-            memory,
             capacity: capacity.max(1),
         }
     }
 
-    /// Adds `points` to `key`; returns its total.
-    pub fn add(&mut self, now: Instant, key: BanKey, points: u32) -> u32 {
+    /// Adds `points` to `key`, kept until `until` (a score already forgotten at
+    /// `now` starts from zero). Returns the key's new score and the keys dropped to
+    /// make room for it.
+    pub fn add(
+        &mut self,
+        now: Instant,
+        key: BanKey,
+        points: u32,
+        until: Instant,
+    ) -> (Score, Vec<BanKey>) {
+        let mut dropped = Vec::new();
         if self.points.len() >= self.capacity && !self.points.contains_key(&key) {
-            let memory = self.memory;
-            self.points
-                .retain(|_, (_, at)| now.saturating_duration_since(*at) < memory);
+            dropped = self.expire(now);
             if self.points.len() >= self.capacity {
-                if let Some(oldest) = self.points.iter().min_by_key(|(_, (_, at))| *at) {
-                    let oldest = *oldest.0;
-                    self.points.remove(&oldest);
+                let soonest = self
+                    .points
+                    .iter()
+                    .min_by_key(|(k, s)| (s.until, key_order(k)))
+                    .map(|(k, _)| *k);
+                if let Some(k) = soonest {
+                    self.points.remove(&k);
+                    dropped.push(k);
                 }
             }
         }
-        let e = self.points.entry(key).or_insert((0, now));
-        if now.saturating_duration_since(e.1) >= self.memory {
-            e.0 = 0;
+        let e = self.points.entry(key).or_insert(Score { points: 0, until });
+        if e.until <= now {
+            e.points = 0;
         }
-        e.0 = e.0.saturating_add(points);
-        e.1 = now;
-        e.0
+        e.points = e.points.saturating_add(points);
+        e.until = e.until.max(until);
+        (*e, dropped)
     }
 
-    /// Forgets `key`'s points (after it is banned).
-    pub fn clear(&mut self, key: &BanKey) {
-        self.points.remove(key);
+    /// `key`'s score, if it has one at `now`.
+    #[must_use]
+    pub fn get(&self, key: &BanKey, now: Instant) -> Option<Score> {
+        self.points.get(key).copied().filter(|s| s.until > now)
+    }
+
+    /// Forgets `key`'s points; whether it had any.
+    pub fn remove(&mut self, key: &BanKey) -> bool {
+        self.points.remove(key).is_some()
+    }
+
+    /// Forgets the scores that ended by `now`; returns their keys.
+    pub fn expire(&mut self, now: Instant) -> Vec<BanKey> {
+        let mut gone = Vec::new();
+        self.points.retain(|k, s| {
+            let keep = s.until > now;
+            if !keep {
+                gone.push(*k);
+            }
+            keep
+        });
+        gone
+    }
+
+    /// Every key with its score (expired ones not yet forgotten included), in no
+    /// particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&BanKey, &Score)> {
+        self.points.iter()
     }
 
     /// Keys with points.
@@ -172,10 +277,20 @@ impl Scores {
     }
 }
 
+/// A total order of keys, so that which of two equally old scores is dropped does
+/// not depend on the hash map's order.
+fn key_order(key: &BanKey) -> (u8, [u8; 20], Option<IpAddr>) {
+    match key {
+        BanKey::Node(id) => (0, id.0, None),
+        BanKey::Ip(ip) => (1, [0; 20], Some(*ip)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+    use std::time::Duration;
 
     #[test]
     fn bans_expire_and_scores_are_forgotten() {
@@ -196,13 +311,38 @@ mod tests {
         assert_eq!(boxed.len(), 1);
         assert!(boxed.banned_until(&key, t0).is_some());
 
-        let mut s = Scores::new(Duration::from_secs(60), 2);
-        assert_eq!(s.add(t0, key, 50), 50);
-        assert_eq!(s.add(t0 + Duration::from_secs(59), key, 10), 60);
-        assert_eq!(s.add(t0 + Duration::from_secs(200), key, 10), 10);
+        let min = Duration::from_secs(60);
+        let mut s = Scores::new(2);
+        assert_eq!(s.add(t0, key, 50, t0 + min).0.points, 50);
+        let t59 = t0 + Duration::from_secs(59);
+        assert_eq!(s.add(t59, key, 10, t59 + min).0.points, 60);
+        let t200 = t0 + Duration::from_secs(200);
+        assert_eq!(s.add(t200, key, 10, t200 + min).0.points, 10);
         let other = |b| BanKey::Node(NodeId([b; 20]));
-        s.add(t0 + Duration::from_secs(200), other(1), 1);
-        s.add(t0 + Duration::from_secs(201), other(2), 1);
+        let t201 = t0 + Duration::from_secs(201);
+        assert!(s.add(t200, other(1), 1, t200 + min).1.is_empty());
+        let (_, dropped) = s.add(t201, other(2), 1, t201 + min);
         assert_eq!(s.len(), 2, "capacity bounds the table");
+        assert_eq!(dropped, vec![other(1)], "the soonest forgotten goes first");
+        assert!(s.get(&other(2), t201).is_some());
+        assert_eq!(s.expire(t200 + min), vec![key]);
+        assert_eq!(s.expire(t201 + min), vec![other(2)]);
+        assert!(s.is_empty());
+
+        let mut mem = MemoryBans::default();
+        assert_eq!(mem.add_points(t0, key, 50, t0 + min), 50);
+        assert_eq!(mem.add_points(t59, key, 50, t59 + min), 100);
+        assert_eq!(
+            mem.score(&key, t59),
+            Some(Score {
+                points: 100,
+                until: t59 + min
+            })
+        );
+        mem.expire(t59 + min);
+        assert_eq!(mem.scored(), 0, "expire forgets scores too");
+        mem.add_points(t0, key, 1, t0 + min);
+        mem.clear_points(&key);
+        assert!(mem.score(&key, t0).is_none());
     }
 }

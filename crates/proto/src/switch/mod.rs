@@ -48,7 +48,8 @@
 //!   `max_inbound` is checked at accept only when no peer could be evicted.
 //! * **Reports** and closes with a misbehaviour reason add points to the node id and
 //!   IP; past `ban_threshold` both are banned for `ban_duration` and their connections
-//!   closed.
+//!   closed. Points are forgotten `ban_duration` after a key's last report. Scores
+//!   and bans live in the [`BanList`], so a peer store keeps both across restarts.
 //!
 //! [`poll_action`]: SwitchCore::poll_action
 //! [`poll_timeout`]: SwitchCore::poll_timeout
@@ -65,7 +66,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 pub use admission::{ConnId, Counts, Direction, Slot};
-pub use bans::{BanKey, BanList, MemoryBans, Severity};
+pub use bans::{BanKey, BanList, MemoryBans, Score, Severity};
 pub use persistent::{DialState, Persistent, PersistentId};
 pub use refusals::{Refusal, RefusalSummary};
 
@@ -75,11 +76,11 @@ use crate::id::NodeId;
 use crate::reason::DisconnectReason;
 use admission::{subnet, RateTable, Slots};
 use backoff::{Backoff, Jitter};
-use bans::Scores;
 use evict::{Candidate, Protect};
 use refusals::Refusals;
 
-/// Most node ids and IPs whose misbehaviour points are remembered.
+/// Most node ids and IPs whose misbehaviour points a [`MemoryBans`] remembers (a
+/// peer store's list keeps the same bound).
 pub const MAX_SCORES: usize = 65_536;
 
 /// What a [`SwitchCore`] is built from.
@@ -231,7 +232,6 @@ pub struct SwitchCore<B: BanList = MemoryBans> {
     ip_rate: RateTable,
     net_rate: RateTable,
     bans: B,
-    scores: Scores,
     refusals: Refusals,
     persistent: Vec<Persistent>,
     jitter: Jitter,
@@ -251,7 +251,7 @@ impl SwitchCore<MemoryBans> {
 }
 
 impl<B: BanList> SwitchCore<B> {
-    /// A core whose bans live in `bans` (a peer store, say).
+    /// A core whose bans and misbehaviour scores live in `bans` (a peer store, say).
     #[must_use]
     pub fn with_bans(config: SwitchConfig, bans: B) -> Self {
         let limits = config.limits;
@@ -270,7 +270,6 @@ impl<B: BanList> SwitchCore<B> {
             .collect();
         SwitchCore {
             local: config.local,
-            scores: Scores::new(limits.ban_duration, MAX_SCORES),
             refusals: Refusals::new(limits.max_refusing),
             limits,
             unconditional: config.unconditional.into_iter().collect(),
@@ -856,10 +855,10 @@ impl<B: BanList> SwitchCore<B> {
         let threshold = self.limits.ban_threshold;
         let mut over = false;
         if limited {
-            over |= self.scores.add(now, BanKey::Ip(ip), points) >= threshold;
+            over |= self.add_points(now, BanKey::Ip(ip), points) >= threshold;
         }
         if let Some(n) = node {
-            over |= self.scores.add(now, BanKey::Node(n), points) >= threshold;
+            over |= self.add_points(now, BanKey::Node(n), points) >= threshold;
         }
         if !over {
             return;
@@ -875,17 +874,24 @@ impl<B: BanList> SwitchCore<B> {
     }
 
     fn punish_node(&mut self, now: Instant, node: NodeId, severity: Severity, reason: &str) {
-        if self.scores.add(now, BanKey::Node(node), severity.points()) >= self.limits.ban_threshold
+        if self.add_points(now, BanKey::Node(node), severity.points()) >= self.limits.ban_threshold
         {
             self.ban(now, &[BanKey::Node(node)], reason);
         }
+    }
+
+    /// Adds `points` to `key` in the ban list, remembered for `ban_duration` after
+    /// this report.
+    fn add_points(&mut self, now: Instant, key: BanKey, points: u32) -> u32 {
+        let until = now + self.limits.ban_duration;
+        self.bans.add_points(now, key, points, until)
     }
 
     fn ban(&mut self, now: Instant, keys: &[BanKey], reason: &str) {
         let until = now + self.limits.ban_duration;
         for key in keys {
             self.bans.ban(*key, until);
-            self.scores.clear(key);
+            self.bans.clear_points(key);
             self.actions.push_back(Action::Banned {
                 key: *key,
                 until,

@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use switchyard_proto::switch::{
-    Action, BanKey, BanList, Counts, Decision, DialRefusal, DialState, PersistentId, Retry,
-    Severity, SwitchConfig, SwitchCore,
+    Action, BanKey, BanList, Counts, Decision, DialRefusal, DialState, MemoryBans, PersistentId,
+    Retry, Score, Severity, SwitchConfig, SwitchCore,
 };
 use switchyard_proto::{Config, DisconnectReason};
 
@@ -307,6 +307,54 @@ fn a_peer_reported_past_the_threshold_is_banned_until_expiry() {
     assert!(c.bans().is_empty(), "expired bans are forgotten");
     c.handle_accept(later, 4, bad).unwrap();
     assert_eq!(c.handle_handshake(later, 4, id(1)), Decision::Admit);
+}
+
+#[test]
+fn scores_live_in_the_ban_list_so_points_from_before_a_restart_count() {
+    let now = t0();
+    let limits = Config {
+        ban_duration: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let key = BanKey::Node(id(1));
+    let mut first = SwitchCore::with_bans(
+        SwitchConfig::new(id(LOCAL), limits.clone()),
+        MemoryBans::default(),
+    );
+    first.handle_report(now, id(1), Severity::Major, "bad answer");
+    assert_eq!(
+        first.bans().score(&key, now),
+        Some(Score {
+            points: 50,
+            until: now + Duration::from_secs(60)
+        }),
+        "the points are in the list, remembered for ban_duration"
+    );
+    assert!(!first.is_banned(now, &key));
+
+    // A new core over the same list (what a peer store hands over at restart).
+    let later = now + Duration::from_secs(30);
+    let mut second = SwitchCore::with_bans(
+        SwitchConfig::new(id(LOCAL), limits.clone()),
+        first.bans().clone(),
+    );
+    second.handle_report(later, id(1), Severity::Major, "bad answer again");
+    assert!(second.is_banned(later, &key), "50 + 50 reach the threshold");
+    assert!(
+        second.bans().score(&key, later).is_none(),
+        "a ban clears the points"
+    );
+
+    // Points older than ban_duration are forgotten: one Major after them does not ban.
+    let mut third = SwitchCore::with_bans(
+        SwitchConfig::new(id(LOCAL), limits.clone()),
+        first.bans().clone(),
+    );
+    let much_later = now + Duration::from_secs(60);
+    third.handle_timeout(much_later);
+    assert_eq!(third.bans().scored(), 0, "expired scores are forgotten");
+    third.handle_report(much_later, id(1), Severity::Major, "bad answer again");
+    assert!(!third.is_banned(much_later, &key));
 }
 
 #[test]
