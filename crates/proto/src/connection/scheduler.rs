@@ -506,19 +506,23 @@ impl Scheduler {
         let max_chunk = self.max_chunk;
         let c = self.channels.get_mut(best?)?;
         let (len, eof) = c.next_chunk(max_chunk)?;
-        let (kind, msg) = c.queue.front()?.clone();
         let start = c.offset;
-        let end = start + len;
-        let payload = msg.slice(start..end);
-        // A message that does not fit one chunk says its size up front.
-        let total = (start == 0 && !eof).then(|| u32::try_from(msg.len()).unwrap_or(u32::MAX));
-        if eof {
-            c.queue.pop_front();
+        let (kind, payload, total) = if eof {
+            // The message's last chunk: the queued bytes themselves (a whole message
+            // goes out without a clone and a drop of its buffer's count).
+            let (kind, msg) = c.queue.pop_front()?;
             c.offset = 0;
             c.stats.sent_messages += 1;
+            let payload = if start == 0 { msg } else { msg.slice(start..) };
+            (kind, payload, None)
         } else {
+            let (kind, msg) = c.queue.front()?;
+            let end = start + len;
+            // A message that does not fit one chunk says its size up front.
+            let total = (start == 0).then(|| u32::try_from(msg.len()).unwrap_or(u32::MAX));
             c.offset = end;
-        }
+            (*kind, msg.slice(start..end), total)
+        };
         if !c.exempt {
             let cost = len as u64 + if eof { MESSAGE_COST } else { 0 };
             c.credit = c.credit.saturating_sub(cost);
