@@ -15,6 +15,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::config::Config;
 use crate::connection::handshake::{ServiceInfo, Version, PROTOCOL_VERSION};
+use crate::connection::reader::Reader;
 use crate::connection::services::ServiceSpec;
 use crate::connection::{ConnParams, CoreConfig, Event, PeerCore, RecvBudget, Transmit};
 use crate::id::NodeId;
@@ -155,19 +156,22 @@ pub fn remote_handshake() -> Bytes {
 }
 
 /// A core past a valid handshake, fed `data` as hostile bytes. The first byte picks
-/// the read size, the second whether the services consume and whether payloads are
-/// read straight into the buffers the core lends (as the runtime does); virtual time
-/// starts at `start` and advances 10 ms per read, so keepalive and window deadlines
-/// fire too.
+/// the read size, the second whether the services consume and how the bytes are
+/// read: by the runtime's [`Reader`](crate::connection::reader::Reader) (payloads
+/// straight into the buffers the core lends), by that reader after the bytes were
+/// sealed into Noise frames (as an encrypted connection reads them), or simply into
+/// a read buffer. Virtual time starts at `start` and advances 10 ms per read, so
+/// keepalive and window deadlines fire too.
 pub fn peer_core(start: Instant, data: &[u8]) {
-    let (read, consume, direct, data) = match data {
+    let (read, consume, direct, encrypted, data) = match data {
         [a, b, rest @ ..] => (
             usize::from(*a % 64 + 1) * 64,
             b % 4 != 0,
             b & 0x10 != 0,
+            b & 0x20 != 0,
             rest,
         ),
-        _ => (64, true, false, data),
+        _ => (64, true, false, false, data),
     };
     let mut now = start;
     let mut core = harness_core(now);
@@ -199,38 +203,60 @@ pub fn peer_core(start: Instant, data: &[u8]) {
     drain(&mut core, now, &mut closed);
     assert!(core.is_active(), "the harness handshake completes");
     let limit: u64 = CHANNELS.len() as u64 * ((256 << 10) + 64 + (64 << 10) * 2);
-    let mut rest = data;
-    while !rest.is_empty() {
-        let lent = if direct && buf.is_empty() {
-            core.take_read_buffer()
-        } else {
-            None
-        };
-        if let Some((mut into, most)) = lent {
-            let take = most.min(read).min(rest.len());
-            into.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            core.handle_direct_read(now, into);
-        } else {
-            let hint = if direct { core.read_hint() } else { None };
-            let take = hint.unwrap_or(read).min(read).min(rest.len());
-            buf.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            core.handle_read(now, &mut buf);
-        }
-        core.handle_drained(now);
-        drain(&mut core, now, &mut closed);
+    let check = |core: &PeerCore| {
         let (buffered, allocated) = core.buffered_bytes();
         assert!(buffered <= limit, "{buffered} bytes held, limit {limit}");
         assert!(
             allocated <= 1 << 20,
             "{allocated} bytes allocated for partial messages"
         );
-        now += Duration::from_millis(10);
-        core.handle_timeout(now);
-        drain(&mut core, now, &mut closed);
+    };
+    if direct || encrypted {
+        let (opener, mut wire) = if encrypted {
+            let (mut ours, theirs) = sessions();
+            let mut plain = Transmit::new();
+            plain.push_bytes(Bytes::copy_from_slice(data));
+            let mut wire = BytesMut::new();
+            let sealed = ours.sealer.seal(&mut plain, &mut wire);
+            assert!(sealed.is_ok(), "sealing fails only past 2^64 frames");
+            (Some(theirs.opener), wire)
+        } else {
+            (None, BytesMut::from(data))
+        };
+        let mut reader = Reader::new(opener, BytesMut::new());
+        while !wire.is_empty() && !reader.is_done() {
+            let mut target = reader.target(&mut core);
+            let (into, most) = reader.buffer(&mut target);
+            let take = most.min(read).min(wire.len());
+            into.extend_from_slice(&wire.split_to(take));
+            reader.complete(&mut core, now, target, Ok(take));
+            reader.drained(&mut core, now);
+            drain(&mut core, now, &mut closed);
+            check(&core);
+            now += Duration::from_millis(10);
+            core.handle_timeout(now);
+            drain(&mut core, now, &mut closed);
+        }
+        if !reader.is_done() {
+            let target = reader.target(&mut core);
+            reader.complete(&mut core, now, target, Ok(0));
+        }
+    } else {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let take = read.min(rest.len());
+            buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            core.handle_read(now, &mut buf);
+            core.handle_drained(now);
+            drain(&mut core, now, &mut closed);
+            check(&core);
+            now += Duration::from_millis(10);
+            core.handle_timeout(now);
+            drain(&mut core, now, &mut closed);
+        }
+        core.handle_eof(now, &mut buf);
     }
-    core.handle_eof(now, &mut buf);
     now += Config::default().linger;
     core.handle_timeout(now);
     drain(&mut core, now, &mut closed);
@@ -238,6 +264,16 @@ pub fn peer_core(start: Instant, data: &[u8]) {
     if closed == 1 {
         assert!(core.is_closed());
     }
+}
+
+/// Two ends of one encrypted session (fixed keys: the harness needs no secrecy).
+fn sessions() -> (crate::secure::Session, crate::secure::Session) {
+    use crate::secure::{Session, Suite};
+    let (k1, k2) = ([3u8; 32], [5u8; 32]);
+    (
+        Session::new(Suite::AesGcm, &k1, &k2),
+        Session::new(Suite::AesGcm, &k2, &k1),
+    )
 }
 
 /// The transport handshake on arbitrary bytes. Byte 0 picks our role (bit 0:
