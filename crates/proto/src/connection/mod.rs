@@ -47,6 +47,7 @@ pub mod services;
 pub mod stall;
 pub mod timer;
 pub mod transmit;
+pub mod writer;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
