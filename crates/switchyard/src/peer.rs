@@ -18,6 +18,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use switchyard_proto::admission::{ConnId, Direction};
 use switchyard_proto::connection::handshake::Version;
+use switchyard_proto::connection::rtt_report::RttReport;
 use switchyard_proto::connection::services::ServiceSpec;
 use switchyard_proto::secure::{Role, Suite};
 use switchyard_proto::{ConnParams, DisconnectReason, Event, Message, NodeId, PeerCore};
@@ -111,21 +112,11 @@ pub struct Peer {
     rtt: RttReport,
 }
 
-/// Round-trip times not yet told to the Switch.
-#[derive(Default)]
-struct RttReport {
-    /// Samples the core had measured when last looked at.
-    seen: u64,
-    /// The lowest sample since the Switch last heard one.
-    lowest: Option<std::time::Duration>,
-    /// When the Switch last heard one.
-    sent_at: Option<Instant>,
-}
-
 impl Peer {
     pub(crate) fn new(init: PeerInit) -> Self {
         let limits = init.registry.core.limits();
         crate::socket::tune(&init.stream, limits, &init.remote_addr);
+        let rtt = RttReport::new(limits.ping_interval);
         let params = ConnParams {
             local: init.local,
             expected: init.expected,
@@ -155,7 +146,7 @@ impl Peer {
             closed: None,
             guard: init.guard,
             reply: init.reply,
-            rtt: RttReport::default(),
+            rtt,
         }
     }
 
@@ -252,36 +243,16 @@ impl Peer {
         }
     }
 
-    /// Tells the Switch the lowest round-trip time measured since it last heard one
-    /// (it protects low-latency peers from eviction), at most once per ping interval.
+    /// Tells the Switch the round-trip times the [`RttReport`] passes on (it protects
+    /// low-latency peers from eviction).
     fn report_rtt(&mut self) {
         if !self.admitted || self.closed.is_some() {
             return;
         }
-        let Some((rtt, samples)) = self.conn.lock().core.rtt_sample() else {
-            return;
-        };
-        if samples == self.rtt.seen {
-            return;
+        let sample = self.conn.lock().core.rtt_sample();
+        if let Some(rtt) = self.rtt.poll(Instant::now(), sample) {
+            self.switch.do_send(PeerRtt { conn: self.id, rtt });
         }
-        self.rtt.seen = samples;
-        let lowest = self.rtt.lowest.map_or(rtt, |l| l.min(rtt));
-        let now = Instant::now();
-        let interval = self.registry.core.limits().ping_interval;
-        if self
-            .rtt
-            .sent_at
-            .is_some_and(|at| now.saturating_duration_since(at) < interval)
-        {
-            self.rtt.lowest = Some(lowest);
-            return;
-        }
-        self.rtt.lowest = None;
-        self.rtt.sent_at = Some(now);
-        self.switch.do_send(PeerRtt {
-            conn: self.id,
-            rtt: lowest,
-        });
     }
 
     /// A service met its twin: once the peer is admitted, the service hears of it.

@@ -42,6 +42,7 @@ pub mod keepalive;
 pub mod rate;
 pub mod reader;
 pub mod reassembly;
+pub mod rtt_report;
 pub mod scheduler;
 pub mod services;
 pub mod stall;
