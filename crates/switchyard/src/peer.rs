@@ -7,7 +7,8 @@
 //!
 //! Delivery to a service uses `try_send`. When its mailbox is full, the one message
 //! (or batch) in hand waits on `send().await`, the rest go back to the core's queue for
-//! that channel, and the channel is marked paused; only that channel waits. Credit for
+//! that channel, and the core notes the hand-over, which pauses that channel; only it
+//! waits. Credit for
 //! a message goes back to the remote once the service's mailbox has accepted it.
 
 use std::collections::VecDeque;
@@ -102,8 +103,6 @@ pub struct Peer {
     securing: Option<SpawnHandle>,
     handle: Option<PeerHandle>,
     admitted: bool,
-    /// Channels whose service has a delivery in hand (its mailbox was full).
-    waiting: Vec<u8>,
     /// Why the connection ended, once it has.
     closed: Option<DisconnectReason>,
     guard: ClosedGuard,
@@ -142,7 +141,6 @@ impl Peer {
             securing: None,
             handle: None,
             admitted: false,
-            waiting: Vec::new(),
             closed: None,
             guard: init.guard,
             reply: init.reply,
@@ -321,7 +319,7 @@ impl Peer {
     /// Hands `channel`'s waiting messages to its service, until the queue is empty or
     /// the service's mailbox is full.
     fn deliver(&mut self, channel: u8, ctx: &mut Context<Self>) {
-        if !self.admitted || self.waiting.contains(&channel) {
+        if !self.admitted || self.conn.lock().core.is_handing_over(channel) {
             return;
         }
         let (Some((config, sink)), Some(handle)) =
@@ -329,7 +327,7 @@ impl Peer {
         else {
             return;
         };
-        let batch = config.recv_capacity.clamp(1, 1024);
+        let batch = config.delivery_batch();
         let mut msgs: VecDeque<Message> = VecDeque::new();
         loop {
             {
@@ -370,10 +368,9 @@ impl Peer {
             let Some(pending) = pending else {
                 continue;
             };
-            // The mailbox is full: this channel waits for it, the others go on.
-            self.waiting.push(channel);
+            // The mailbox is full: this channel waits for it (the core knows it is
+            // handing over), the others go on.
             ctx.spawn(pending.into_actor(self).map(move |(), act, ctx| {
-                act.waiting.retain(|c| *c != channel);
                 act.conn
                     .lock()
                     .core
@@ -387,16 +384,10 @@ impl Peer {
     }
 
     fn on_closed(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
-        match &reason {
-            DisconnectReason::Shutdown
-            | DisconnectReason::Application(_)
-            | DisconnectReason::ByRemote(_)
-            | DisconnectReason::ConnectionClosed
-            | DisconnectReason::DuplicateConnection
-            | DisconnectReason::Evicted => {
-                log::info!("peer {} closed: {reason}", self.label());
-            }
-            _ => log::warn!("peer {} closed: {reason}", self.label()),
+        if reason.is_ordinary() {
+            log::info!("peer {} closed: {reason}", self.label());
+        } else {
+            log::warn!("peer {} closed: {reason}", self.label());
         }
         self.closed = Some(reason);
         // What arrived before the close still reaches its services (a goodbye after a
@@ -415,8 +406,10 @@ impl Peer {
         if self.closed.is_none() {
             return;
         }
-        let pending = self.admitted
-            && (!self.waiting.is_empty() || self.conn.lock().core.readable().next().is_some());
+        let pending = self.admitted && {
+            let inner = self.conn.lock();
+            inner.core.handing_over() || inner.core.readable().next().is_some()
+        };
         if !pending {
             ctx.stop();
         }

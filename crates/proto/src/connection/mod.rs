@@ -794,6 +794,22 @@ impl PeerCore {
         self.credit_consumed(now, channel, taken);
     }
 
+    /// Whether a hand-over of `channel` waits for room in its service's mailbox
+    /// (reported with [`handle_delivered`](Self::handle_delivered), not yet taken with
+    /// [`handle_handover`](Self::handle_handover)): until it is taken, the runtime
+    /// hands that channel nothing more, so its messages stay in order.
+    #[must_use]
+    pub fn is_handing_over(&self, channel: u8) -> bool {
+        self.inbox.is_waiting(channel)
+    }
+
+    /// Whether a hand-over of any channel waits for room (see
+    /// [`is_handing_over`](Self::is_handing_over)).
+    #[must_use]
+    pub fn handing_over(&self) -> bool {
+        self.inbox.any_waiting()
+    }
+
     fn credit_consumed(&mut self, now: Instant, channel: u8, cost: u64) {
         if self.is_active() && cost > 0 {
             self.flow.on_consumed(now, channel, cost);

@@ -564,9 +564,12 @@ fn a_mailbox_hand_over_keeps_its_credit_until_taken() {
     assert_eq!(consumed(&s), 0);
     // Message 0 taken, 1 waits for room in the mailbox, 2 and 3 were not tried.
     let now = s.now;
+    assert!(!s.core.is_handing_over(BULK) && !s.core.handing_over());
     s.core
         .handle_delivered(now, BULK, batch[2..].iter().cloned(), batch[1].cost());
     assert_eq!(consumed(&s), batch[0].cost());
+    assert!(s.core.is_handing_over(BULK) && s.core.handing_over());
+    assert!(!s.core.is_handing_over(OTHER));
     // The unsent ones are back at the front, in order; taking them again does not
     // release the hand-over's credit.
     let again: Vec<_> = std::iter::from_fn(|| s.core.recv(BULK)).collect();
@@ -574,6 +577,7 @@ fn a_mailbox_hand_over_keeps_its_credit_until_taken() {
     assert_eq!(consumed(&s), batch[0].cost());
     s.core.handle_handover(now, BULK);
     assert_eq!(consumed(&s), batch[0].cost() + batch[1].cost());
+    assert!(!s.core.is_handing_over(BULK) && !s.core.handing_over());
     s.core.handle_delivered(now, BULK, std::iter::empty(), 0);
     let all: u64 = batch.iter().map(|m| m.cost()).sum();
     assert_eq!(consumed(&s), all);
