@@ -17,7 +17,7 @@
 //! the core reports room (or the connection closes).
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -241,40 +241,23 @@ impl Conn {
     /// before the failing one stay queued.
     pub(crate) async fn push_all(&self, channel: u8, run: Vec<Bytes>) -> Result<(), SendFailure> {
         let room = self.room(channel);
-        let mut run = run.into_iter().peekable();
-        while run.peek().is_some() {
+        let mut run = VecDeque::from(run);
+        while !run.is_empty() {
             let mut notified = pin!(room.notified());
             notified.as_mut().enable();
-            let mut failure = None;
-            {
+            let stopped = {
                 let mut inner = self.lock();
-                let mut queued = false;
-                while let Some(payload) = run.peek() {
-                    match inner.core.check_send(channel, payload.len()) {
-                        Ok(()) => {}
-                        Err(PushError::Full) => break,
-                        Err(e) => {
-                            failure = Some(SendFailure::from_push(channel, e));
-                            break;
-                        }
-                    }
-                    let Some(payload) = run.next() else {
-                        break;
-                    };
-                    if let Err(e) = inner.core.send(channel, payload) {
-                        failure = Some(SendFailure::from_push(channel, e));
-                        break;
-                    }
-                    queued = true;
-                }
-                if queued {
+                let sent = inner.core.send_run(channel, &mut run);
+                if sent.queued > 0 {
                     self.after_push(inner);
                 }
+                sent.stopped
+            };
+            match stopped {
+                None | Some(PushError::Full) => {}
+                Some(e) => return Err(SendFailure::from_push(channel, e)),
             }
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            if run.peek().is_some() {
+            if !run.is_empty() {
                 notified.await;
             }
         }

@@ -248,6 +248,15 @@ enum Phase {
     Closed,
 }
 
+/// What [`PeerCore::send_run`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSent {
+    /// Payloads queued, from the front of the run.
+    pub queued: usize,
+    /// Why it stopped before the end of the run (`None`: every payload is queued).
+    pub stopped: Option<PushError>,
+}
+
 /// One connection's protocol state (see the [module docs](self)).
 #[derive(Debug)]
 pub struct PeerCore {
@@ -858,6 +867,31 @@ impl PeerCore {
     /// Queues a message on `channel`, or says why not (nothing is queued then).
     pub fn send(&mut self, channel: u8, payload: Bytes) -> Result<(), PushError> {
         self.push(channel, MsgKind::Plain, payload)
+    }
+
+    /// Queues payloads from the front of `run` on `channel`, in order, while they fit
+    /// (for a sender with many messages, under one lock). It stops at the first that
+    /// does not: `Full` leaves it at the front of `run` to go on with after
+    /// [`Event::Room`]; any other error is that payload's, and those before it stay
+    /// queued.
+    #[must_use = "a run may stop before its end"]
+    pub fn send_run(&mut self, channel: u8, run: &mut VecDeque<Bytes>) -> RunSent {
+        let mut sent = RunSent::default();
+        while let Some(len) = run.front().map(Bytes::len) {
+            if let Err(e) = self.check_send(channel, len) {
+                sent.stopped = Some(e);
+                break;
+            }
+            let Some(payload) = run.pop_front() else {
+                break;
+            };
+            if let Err(e) = self.send(channel, payload) {
+                sent.stopped = Some(e);
+                break;
+            }
+            sent.queued += 1;
+        }
+        sent
     }
 
     fn push(&mut self, channel: u8, kind: MsgKind, payload: Bytes) -> Result<(), PushError> {

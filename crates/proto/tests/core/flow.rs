@@ -487,6 +487,38 @@ fn a_full_queue_reports_room_to_whoever_found_it_full() {
     assert_eq!(p.b.got(BULK).len(), 4);
 }
 
+/// A run of messages is queued as far as it fits, in order; the rest waits at the
+/// front of the run for `Room`; an error stops the run at the payload it is about.
+#[test]
+fn a_run_is_queued_as_far_as_it_fits_and_goes_on_after_room() {
+    let limits = Config::default();
+    let small = |p| limits.channel(p).send_queue(4, 1 << 20);
+    let chans = vec![(BULK, small(1)), (OTHER, small(1)), (URGENT, small(100))];
+    let mut p = Pair::with_channels(&limits, chans.clone(), chans);
+    p.connect();
+    let msgs = numbered(6, 100);
+    let mut run: std::collections::VecDeque<Bytes> = msgs.iter().cloned().collect();
+    let sent = p.a.core.send_run(BULK, &mut run);
+    assert_eq!(sent.queued, 4);
+    assert_eq!(sent.stopped, Some(switchyard_proto::PushError::Full));
+    assert_eq!(run, msgs[4..].to_vec());
+    p.run_for(Duration::from_millis(1));
+    assert!(p.a.events.contains(&switchyard_proto::Event::Room(BULK)));
+    let sent = p.a.core.send_run(BULK, &mut run);
+    assert_eq!((sent.queued, sent.stopped), (2, None));
+    assert!(run.is_empty());
+    p.run_for(Duration::from_millis(1));
+    assert_eq!(p.b.payloads(BULK), msgs);
+    // A channel with no service up: nothing is queued, the run is left as it was.
+    let mut run: std::collections::VecDeque<Bytes> = msgs.iter().cloned().collect();
+    let sent = p.a.core.send_run(0x30, &mut run);
+    assert_eq!(sent.queued, 0);
+    assert!(sent
+        .stopped
+        .is_some_and(|e| e != switchyard_proto::PushError::Full));
+    assert_eq!(run.len(), msgs.len());
+}
+
 /// Runs one 64 KiB-message transfer of `total` bytes from A to B, with `a_limits`
 /// on A and `b_limits` on B; returns how long it took.
 fn paced_transfer(a_limits: &Config, b_limits: &Config, total: usize) -> Duration {
