@@ -406,11 +406,7 @@ impl Peer {
         if self.closed.is_none() {
             return;
         }
-        let pending = self.admitted && {
-            let inner = self.conn.lock();
-            inner.core.handing_over() || inner.core.readable().next().is_some()
-        };
-        if !pending {
+        if !self.admitted || !self.conn.lock().core.has_undelivered() {
             ctx.stop();
         }
     }

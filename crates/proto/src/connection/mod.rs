@@ -1164,6 +1164,15 @@ impl PeerCore {
         self.inbox.readable()
     }
 
+    /// Whether anything received is still on its way to a service: a channel is
+    /// readable or a hand-over waits for room. A runtime keeps a closed connection
+    /// (within its linger time) until this is false, so nothing that arrived before
+    /// the close is lost.
+    #[must_use]
+    pub fn has_undelivered(&self) -> bool {
+        self.handing_over() || self.inbox.readable().next().is_some()
+    }
+
     /// The earliest deadline: call [`handle_timeout`](Self::handle_timeout) then.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -602,6 +602,7 @@ fn a_mailbox_hand_over_keeps_its_credit_until_taken() {
     assert_eq!(consumed(&s), batch[0].cost());
     assert!(s.core.is_handing_over(BULK) && s.core.handing_over());
     assert!(!s.core.is_handing_over(OTHER));
+    assert!(s.core.has_undelivered());
     // The unsent ones are back at the front, in order; taking them again does not
     // release the hand-over's credit.
     let again: Vec<_> = std::iter::from_fn(|| s.core.recv(BULK)).collect();
@@ -610,6 +611,8 @@ fn a_mailbox_hand_over_keeps_its_credit_until_taken() {
     s.core.handle_handover(now, BULK);
     assert_eq!(consumed(&s), batch[0].cost() + batch[1].cost());
     assert!(!s.core.is_handing_over(BULK) && !s.core.handing_over());
+    // Messages 2 and 3 were taken again: nothing is left on its way.
+    assert!(!s.core.has_undelivered());
     s.core.handle_delivered(now, BULK, std::iter::empty(), 0);
     let all: u64 = batch.iter().map(|m| m.cost()).sum();
     assert_eq!(consumed(&s), all);
