@@ -486,7 +486,20 @@ pub struct ChannelConfig {
     pub close_on_stall: bool,
 }
 
+/// Most messages a runtime takes from a core for one hand-over to a channel's service
+/// (see [`ChannelConfig::delivery_batch`]).
+pub const MAX_DELIVERY_BATCH: usize = 1024;
+
 impl ChannelConfig {
+    /// Most messages a runtime takes from the core for one hand-over to this
+    /// channel's service: its `recv_capacity`, at least 1 and at most
+    /// [`MAX_DELIVERY_BATCH`] (what does not fit in the service's mailbox goes back to
+    /// the core's queue, so a larger batch would only be taken out to be put back).
+    #[must_use]
+    pub fn delivery_batch(&self) -> usize {
+        self.recv_capacity.clamp(1, MAX_DELIVERY_BATCH)
+    }
+
     /// A channel with this priority and the default budgets of [`Config::default`].
     #[must_use]
     pub fn new(priority: u16) -> Self {
@@ -558,6 +571,18 @@ impl ChannelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_batches_are_the_receive_capacity_within_bounds() {
+        assert_eq!(ChannelConfig::new(1).recv_capacity(0).delivery_batch(), 1);
+        assert_eq!(ChannelConfig::new(1).recv_capacity(16).delivery_batch(), 16);
+        assert_eq!(
+            ChannelConfig::new(1)
+                .recv_capacity(1 << 20)
+                .delivery_batch(),
+            MAX_DELIVERY_BATCH
+        );
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -343,6 +343,23 @@ impl DisconnectReason {
         }
     }
 
+    /// Whether this is an ordinary end of a connection, one that needs nobody's
+    /// attention: asked for by either side (shutdown, the application, the remote's
+    /// goodbye), a clean close, or the node's own choice between peers (a duplicate
+    /// connection, an eviction). Anything else is worth a warning.
+    #[must_use]
+    pub fn is_ordinary(&self) -> bool {
+        matches!(
+            self,
+            DisconnectReason::Shutdown
+                | DisconnectReason::Application(_)
+                | DisconnectReason::ByRemote(_)
+                | DisconnectReason::ConnectionClosed
+                | DisconnectReason::DuplicateConnection
+                | DisconnectReason::Evicted
+        )
+    }
+
     /// Whether this close was caused by the remote's misbehaviour (as opposed to local
     /// policy, shutdown, or an ordinary network failure). Discovery uses this to score
     /// and ban addresses.
@@ -397,6 +414,26 @@ mod tests {
             DisconnectReason::from(CodecError::UnknownType(9)).to_string(),
             "bad packet: unknown packet type 0x09"
         );
+    }
+
+    #[test]
+    fn ordinary_ends_are_the_asked_for_and_the_nodes_own_choices() {
+        let ordinary = [
+            DisconnectReason::Shutdown,
+            DisconnectReason::Application("bye".into()),
+            DisconnectReason::ByRemote(Box::new(DisconnectReason::MaxInbound)),
+            DisconnectReason::ConnectionClosed,
+            DisconnectReason::DuplicateConnection,
+            DisconnectReason::Evicted,
+        ];
+        assert!(ordinary.iter().all(DisconnectReason::is_ordinary));
+        let not = [
+            DisconnectReason::Io("reset".into()),
+            DisconnectReason::RateLimited,
+            DisconnectReason::MaxInbound,
+            DisconnectReason::from(CodecError::UnknownType(9)),
+        ];
+        assert!(!not.iter().any(DisconnectReason::is_ordinary));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! the core reports room (or the connection closes).
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+use switchyard_proto::connection::writer::{AfterPush, Writer};
 use switchyard_proto::connection::Refusal;
-use switchyard_proto::secure::Sealer;
 use switchyard_proto::DisconnectReason;
 use switchyard_proto::{PeerCore, PushError, Transmit};
 use tokio::net::TcpStream;
@@ -68,59 +68,12 @@ pub(crate) const MAX_IOVECS: usize = 64;
 /// The core and what the driver and the senders agree on about it.
 pub(crate) struct Inner {
     pub(crate) core: PeerCore,
-    /// Bytes the core handed out and nobody has written yet (in wire order).
-    pub(crate) transmit: Transmit,
-    /// A thread is writing: it has taken `transmit` out and will put back what the
-    /// socket did not take.
-    pub(crate) writing: bool,
-    /// The driver found nothing to write and sleeps: the next push must wake it (or
-    /// write inline).
-    pub(crate) writer_idle: bool,
+    /// The send side: what waits to be written, who writes it, the sealer.
+    pub(crate) writer: Writer,
     /// The deadline the driver's timer is armed for.
     pub(crate) armed: Option<Instant>,
     /// Callers waiting for the answers to our requests, by request id.
     pub(crate) answers: HashMap<u32, oneshot::Sender<Outcome>>,
-    /// Encrypts what the core hands out (`None` in plaintext).
-    pub(crate) sealer: Option<Sealer>,
-    /// The core's bytes before they are sealed (empty between calls).
-    plain: Transmit,
-    /// Where frames are sealed (see [`Inner::fill_transmit`]).
-    frames: bytes::BytesMut,
-}
-
-impl Inner {
-    /// Gives back large buffers while the connection has nothing to write.
-    pub(crate) fn shrink_if_idle(&mut self) {
-        self.transmit.shrink_if_idle();
-        if self.frames.capacity() > 64 << 10 {
-            self.frames = bytes::BytesMut::new();
-        }
-    }
-
-    /// Puts what the core hands out (at most about `batch` bytes) into `transmit`,
-    /// sealed into frames when the connection is encrypted. False when the core had
-    /// nothing to send.
-    pub(crate) fn fill_transmit(&mut self, now: Instant, batch: usize) -> bool {
-        let Some(sealer) = &mut self.sealer else {
-            return self.core.poll_transmit(now, &mut self.transmit, batch);
-        };
-        if !self.core.poll_transmit(now, &mut self.plain, batch) {
-            return false;
-        }
-        // Sealed into one buffer that is reused once the socket took its last
-        // frames (a fresh large allocation per write costs page faults).
-        match sealer.seal(&mut self.plain, &mut self.frames) {
-            Ok(()) => {
-                let frames = self.frames.split().freeze();
-                self.transmit.push_bytes(frames);
-                true
-            }
-            Err(e) => {
-                self.core.handle_transport_error(now, e.into());
-                false
-            }
-        }
-    }
 }
 
 pub(crate) struct Conn {
@@ -137,31 +90,23 @@ pub(crate) struct Conn {
     pub(crate) introspect: crate::introspect::Waiters,
 }
 
-/// What one attempt to write a transmit did.
-pub(crate) enum Wrote {
-    /// This many bytes went into the socket (maybe not all).
-    Bytes(usize),
-    /// The socket failed.
-    Failed(std::io::Error),
-}
-
-/// Writes as much of `t` as the socket takes now, without waiting.
-pub(crate) fn write_now(io: &TcpStream, t: &mut Transmit) -> Wrote {
+/// Writes as much of `t` as the socket takes now, without waiting: the bytes written.
+pub(crate) fn write_now(io: &TcpStream, t: &mut Transmit) -> std::io::Result<usize> {
     let mut total = 0;
     while !t.is_empty() {
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let count = t.io_slices(&mut slices);
         match io.try_write_vectored(&slices[..count]) {
-            Ok(0) => return Wrote::Failed(std::io::ErrorKind::WriteZero.into()),
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 t.advance(n);
                 total += n;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Wrote::Failed(e),
+            Err(e) => return Err(e),
         }
     }
-    Wrote::Bytes(total)
+    Ok(total)
 }
 
 impl Conn {
@@ -169,14 +114,9 @@ impl Conn {
         Conn {
             inner: Mutex::new(Inner {
                 core,
-                transmit: Transmit::new(),
-                writing: false,
-                writer_idle: false,
+                writer: Writer::new(),
                 armed: None,
                 answers: HashMap::new(),
-                sealer: None,
-                plain: Transmit::new(),
-                frames: bytes::BytesMut::new(),
             }),
             io: OnceLock::new(),
             driver: AtomicWaker::new(),
@@ -220,59 +160,39 @@ impl Conn {
         }
     }
 
-    /// After queuing under `inner`: writes inline when the writer is idle, else wakes
-    /// a sleeping driver. Consumes the guard.
-    fn after_push(&self, mut inner: MutexGuard<'_, Inner>) {
-        if !inner.writer_idle {
+    /// After queuing under `inner`: writes inline when the writer is idle and this
+    /// thread may, else wakes a sleeping driver (the [`Writer`] decides). Consumes the
+    /// guard.
+    fn after_push(&self, mut guard: MutexGuard<'_, Inner>) {
+        if !guard.writer.is_idle() {
+            // The driver is awake and takes the message (no clock read on this path).
             return;
         }
         let now = Instant::now();
-        let inline = !inner.writing
-            && inner.transmit.is_empty()
-            && self.io.get().is_some()
-            && take_inline_turn(now);
-        let io = self.io.get().filter(|_| inline);
-        let Some(io) = io else {
-            inner.writer_idle = false;
-            drop(inner);
-            self.wake_driver();
-            return;
-        };
-        inner.writing = true;
-        let handed = inner.fill_transmit(now, INLINE_BATCH);
-        let mut t = std::mem::take(&mut inner.transmit);
-        // The core stops at the batch limit: when it reached it, more may be ready to
-        // go, and only the driver will take it.
-        let more = t.len() >= INLINE_BATCH;
-        drop(inner);
-        let wrote = if handed {
-            write_now(io, &mut t)
-        } else {
-            Wrote::Bytes(0)
-        };
-        let mut inner = self.lock();
-        inner.writing = false;
-        let done = t.is_empty();
-        inner.transmit = t;
-        let mut wake = !done || more;
-        match wrote {
-            Wrote::Bytes(_) if done && handed => inner.core.handle_written(Instant::now()),
-            Wrote::Bytes(_) => {}
-            Wrote::Failed(e) => {
-                inner.core.handle_io_error(Instant::now(), &e.to_string());
-                wake = true;
+        let io = self.io.get();
+        let inner = &mut *guard;
+        let armed = inner.armed;
+        let may_inline = || io.is_some() && take_inline_turn(now);
+        let step = inner
+            .writer
+            .after_push(&mut inner.core, now, INLINE_BATCH, armed, may_inline);
+        let wake = match step {
+            AfterPush::Nothing => false,
+            AfterPush::Wake => true,
+            AfterPush::Write(mut t) => {
+                drop(guard);
+                // (Inline only with a socket: without one nothing is written, and the
+                // bytes go back to the driver.)
+                let wrote = io.map_or(Ok(0), |io| write_now(io, &mut t));
+                let mut guard = self.lock();
+                let inner = &mut *guard;
+                let armed = inner.armed;
+                inner
+                    .writer
+                    .complete_inline(&mut inner.core, Instant::now(), t, wrote, armed)
             }
-        }
-        // The driver carries out what the write changed: events (room for other
-        // senders), an earlier deadline, bytes the socket did not take.
-        wake |= inner.core.has_events()
-            || inner
-                .core
-                .poll_timeout()
-                .is_some_and(|t| inner.armed.is_none_or(|a| t < a));
+        };
         if wake {
-            inner.writer_idle = false;
-            drop(inner);
             self.wake_driver();
         }
     }
@@ -321,40 +241,23 @@ impl Conn {
     /// before the failing one stay queued.
     pub(crate) async fn push_all(&self, channel: u8, run: Vec<Bytes>) -> Result<(), SendFailure> {
         let room = self.room(channel);
-        let mut run = run.into_iter().peekable();
-        while run.peek().is_some() {
+        let mut run = VecDeque::from(run);
+        while !run.is_empty() {
             let mut notified = pin!(room.notified());
             notified.as_mut().enable();
-            let mut failure = None;
-            {
+            let stopped = {
                 let mut inner = self.lock();
-                let mut queued = false;
-                while let Some(payload) = run.peek() {
-                    match inner.core.check_send(channel, payload.len()) {
-                        Ok(()) => {}
-                        Err(PushError::Full) => break,
-                        Err(e) => {
-                            failure = Some(SendFailure::from_push(channel, e));
-                            break;
-                        }
-                    }
-                    let Some(payload) = run.next() else {
-                        break;
-                    };
-                    if let Err(e) = inner.core.send(channel, payload) {
-                        failure = Some(SendFailure::from_push(channel, e));
-                        break;
-                    }
-                    queued = true;
-                }
-                if queued {
+                let sent = inner.core.send_run(channel, &mut run);
+                if sent.queued > 0 {
                     self.after_push(inner);
                 }
+                sent.stopped
+            };
+            match stopped {
+                None | Some(PushError::Full) => {}
+                Some(e) => return Err(SendFailure::from_push(channel, e)),
             }
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            if run.peek().is_some() {
+            if !run.is_empty() {
                 notified.await;
             }
         }

@@ -1,10 +1,10 @@
 //! The driver: one connection's I/O, polled inside its Peer's actor context.
 //!
 //! It moves bytes and time between the socket and the [`PeerCore`](switchyard_proto::PeerCore)
-//! and does nothing else: reads into an adaptive buffer and feeds `handle_read`,
-//! writes what `poll_transmit` hands out with vectored writes and reports
-//! `handle_written`, shuts the write half when `poll_shutdown` says so, and arms one
-//! timer at `poll_timeout`. After each pass the Peer drains the core's events. Reading
+//! and does nothing else: performs the reads its `Reader` asks for, the vectored
+//! writes and the write-half shutdown its `Writer` asks for (both in
+//! `switchyard_proto`, which make every choice), and arms one timer at
+//! `poll_timeout`. After each pass the Peer drains the core's events. Reading
 //! never waits for a service: flow control bounds what a remote may send.
 //!
 //! Reads and writes are polled in the same pass, so a blocked write never stops the
@@ -12,7 +12,7 @@
 //! driver gives its thread back once, so other connections on the arbiter get a turn.
 //! The socket is shared with the connection's senders, which write inline while the
 //! driver has nothing to write (see [`conn`](crate::conn)); one writer at a time, in
-//! order, through the shared transmit.
+//! order, through the shared `Writer`.
 
 use std::future::Future;
 use std::io::ErrorKind;
@@ -27,9 +27,10 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use switchyard_proto::connection::reader::{ReadTarget, Reader};
+use switchyard_proto::connection::writer::WriteStep;
 use switchyard_proto::secure::Session;
 
-use crate::conn::{write_now, SharedConn, Wrote};
+use crate::conn::{write_now, SharedConn};
 use crate::peer::Peer;
 
 /// Bytes moved in a row after which the driver lets the arbiter run other work and
@@ -44,7 +45,6 @@ pub(crate) struct Driver {
     batch: usize,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
-    shut: bool,
 }
 
 impl Driver {
@@ -60,7 +60,7 @@ impl Driver {
         let io = Arc::new(io);
         conn.set_io(io.clone());
         let opener = session.map(|s| {
-            conn.lock().sealer = Some(s.sealer);
+            conn.lock().writer.set_sealer(s.sealer);
             s.opener
         });
         Driver {
@@ -70,7 +70,6 @@ impl Driver {
             batch,
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             timer_at: None,
-            shut: false,
         }
     }
 
@@ -119,63 +118,36 @@ impl Driver {
         }
     }
 
-    /// Writes what the core hands out. `Some(bytes)` when something happened.
+    /// Writes what the core hands out (what and when is the
+    /// [`Writer`](switchyard_proto::connection::writer::Writer)'s choice).
+    /// `Some(bytes)` when something happened.
     fn write(&mut self, cx: &mut Context<'_>) -> Option<usize> {
-        if self.shut {
-            return None;
-        }
         let now = Instant::now();
-        let mut inner = self.conn.lock();
-        if inner.writing {
-            // A sender is writing inline; it wakes us if it leaves anything.
-            return None;
-        }
-        if inner.transmit.is_empty() {
-            let inner = &mut *inner;
-            if !inner.fill_transmit(now, self.batch) {
-                let shutdown = inner.core.poll_shutdown();
-                inner.writer_idle = !shutdown;
-                inner.shrink_if_idle();
-                if shutdown {
-                    self.shut = true;
-                    // A shutdown that fails changes nothing we would do: the linger
-                    // deadline ends the connection either way.
-                    let _ = socket2::SockRef::from(&*self.io).shutdown(std::net::Shutdown::Write);
-                    return Some(0);
-                }
-                return None;
+        let mut guard = self.conn.lock();
+        let inner = &mut *guard;
+        match inner.writer.poll(&mut inner.core, now, self.batch) {
+            WriteStep::Write => {}
+            WriteStep::Idle | WriteStep::Busy | WriteStep::Done => return None,
+            WriteStep::Shutdown => {
+                // A shutdown that fails changes nothing we would do: the linger
+                // deadline ends the connection either way.
+                let _ = socket2::SockRef::from(&*self.io).shutdown(std::net::Shutdown::Write);
+                return Some(0);
             }
         }
         match self.io.poll_write_ready(cx) {
             Poll::Pending => return None,
-            Poll::Ready(Err(e)) => {
-                self.shut = true;
-                inner.core.handle_io_error(now, &e.to_string());
-                return Some(0);
-            }
+            Poll::Ready(Err(e)) => return Some(inner.writer.fail(&mut inner.core, now, &e)),
             Poll::Ready(Ok(())) => {}
         }
-        inner.writing = true;
-        let mut t = std::mem::take(&mut inner.transmit);
-        drop(inner);
+        let mut t = inner.writer.take();
+        drop(guard);
         let wrote = write_now(&self.io, &mut t);
-        let mut inner = self.conn.lock();
-        inner.writing = false;
-        let done = t.is_empty();
-        inner.transmit = t;
-        match wrote {
-            Wrote::Bytes(n) => {
-                if done {
-                    inner.core.handle_written(Instant::now());
-                }
-                Some(n)
-            }
-            Wrote::Failed(e) => {
-                self.shut = true;
-                inner.core.handle_io_error(now, &e.to_string());
-                Some(0)
-            }
-        }
+        let mut guard = self.conn.lock();
+        let inner = &mut *guard;
+        inner
+            .writer
+            .complete(&mut inner.core, Instant::now(), t, wrote)
     }
 
     /// Fires the core's timer when due; re-arms it at the core's next deadline.

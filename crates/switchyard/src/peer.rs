@@ -7,7 +7,8 @@
 //!
 //! Delivery to a service uses `try_send`. When its mailbox is full, the one message
 //! (or batch) in hand waits on `send().await`, the rest go back to the core's queue for
-//! that channel, and the channel is marked paused; only that channel waits. Credit for
+//! that channel, and the core notes the hand-over, which pauses that channel; only it
+//! waits. Credit for
 //! a message goes back to the remote once the service's mailbox has accepted it.
 
 use std::collections::VecDeque;
@@ -18,6 +19,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use switchyard_proto::admission::{ConnId, Direction};
 use switchyard_proto::connection::handshake::Version;
+use switchyard_proto::connection::rtt_report::RttReport;
 use switchyard_proto::connection::services::ServiceSpec;
 use switchyard_proto::secure::{Role, Suite};
 use switchyard_proto::{ConnParams, DisconnectReason, Event, Message, NodeId, PeerCore};
@@ -101,8 +103,6 @@ pub struct Peer {
     securing: Option<SpawnHandle>,
     handle: Option<PeerHandle>,
     admitted: bool,
-    /// Channels whose service has a delivery in hand (its mailbox was full).
-    waiting: Vec<u8>,
     /// Why the connection ended, once it has.
     closed: Option<DisconnectReason>,
     guard: ClosedGuard,
@@ -111,21 +111,11 @@ pub struct Peer {
     rtt: RttReport,
 }
 
-/// Round-trip times not yet told to the Switch.
-#[derive(Default)]
-struct RttReport {
-    /// Samples the core had measured when last looked at.
-    seen: u64,
-    /// The lowest sample since the Switch last heard one.
-    lowest: Option<std::time::Duration>,
-    /// When the Switch last heard one.
-    sent_at: Option<Instant>,
-}
-
 impl Peer {
     pub(crate) fn new(init: PeerInit) -> Self {
         let limits = init.registry.core.limits();
         crate::socket::tune(&init.stream, limits, &init.remote_addr);
+        let rtt = RttReport::new(limits.ping_interval);
         let params = ConnParams {
             local: init.local,
             expected: init.expected,
@@ -151,11 +141,10 @@ impl Peer {
             securing: None,
             handle: None,
             admitted: false,
-            waiting: Vec::new(),
             closed: None,
             guard: init.guard,
             reply: init.reply,
-            rtt: RttReport::default(),
+            rtt,
         }
     }
 
@@ -252,36 +241,16 @@ impl Peer {
         }
     }
 
-    /// Tells the Switch the lowest round-trip time measured since it last heard one
-    /// (it protects low-latency peers from eviction), at most once per ping interval.
+    /// Tells the Switch the round-trip times the [`RttReport`] passes on (it protects
+    /// low-latency peers from eviction).
     fn report_rtt(&mut self) {
         if !self.admitted || self.closed.is_some() {
             return;
         }
-        let Some((rtt, samples)) = self.conn.lock().core.rtt_sample() else {
-            return;
-        };
-        if samples == self.rtt.seen {
-            return;
+        let sample = self.conn.lock().core.rtt_sample();
+        if let Some(rtt) = self.rtt.poll(Instant::now(), sample) {
+            self.switch.do_send(PeerRtt { conn: self.id, rtt });
         }
-        self.rtt.seen = samples;
-        let lowest = self.rtt.lowest.map_or(rtt, |l| l.min(rtt));
-        let now = Instant::now();
-        let interval = self.registry.core.limits().ping_interval;
-        if self
-            .rtt
-            .sent_at
-            .is_some_and(|at| now.saturating_duration_since(at) < interval)
-        {
-            self.rtt.lowest = Some(lowest);
-            return;
-        }
-        self.rtt.lowest = None;
-        self.rtt.sent_at = Some(now);
-        self.switch.do_send(PeerRtt {
-            conn: self.id,
-            rtt: lowest,
-        });
     }
 
     /// A service met its twin: once the peer is admitted, the service hears of it.
@@ -350,7 +319,7 @@ impl Peer {
     /// Hands `channel`'s waiting messages to its service, until the queue is empty or
     /// the service's mailbox is full.
     fn deliver(&mut self, channel: u8, ctx: &mut Context<Self>) {
-        if !self.admitted || self.waiting.contains(&channel) {
+        if !self.admitted || self.conn.lock().core.is_handing_over(channel) {
             return;
         }
         let (Some((config, sink)), Some(handle)) =
@@ -358,7 +327,7 @@ impl Peer {
         else {
             return;
         };
-        let batch = config.recv_capacity.clamp(1, 1024);
+        let batch = config.delivery_batch();
         let mut msgs: VecDeque<Message> = VecDeque::new();
         loop {
             {
@@ -399,10 +368,9 @@ impl Peer {
             let Some(pending) = pending else {
                 continue;
             };
-            // The mailbox is full: this channel waits for it, the others go on.
-            self.waiting.push(channel);
+            // The mailbox is full: this channel waits for it (the core knows it is
+            // handing over), the others go on.
             ctx.spawn(pending.into_actor(self).map(move |(), act, ctx| {
-                act.waiting.retain(|c| *c != channel);
                 act.conn
                     .lock()
                     .core
@@ -416,16 +384,10 @@ impl Peer {
     }
 
     fn on_closed(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
-        match &reason {
-            DisconnectReason::Shutdown
-            | DisconnectReason::Application(_)
-            | DisconnectReason::ByRemote(_)
-            | DisconnectReason::ConnectionClosed
-            | DisconnectReason::DuplicateConnection
-            | DisconnectReason::Evicted => {
-                log::info!("peer {} closed: {reason}", self.label());
-            }
-            _ => log::warn!("peer {} closed: {reason}", self.label()),
+        if reason.is_ordinary() {
+            log::info!("peer {} closed: {reason}", self.label());
+        } else {
+            log::warn!("peer {} closed: {reason}", self.label());
         }
         self.closed = Some(reason);
         // What arrived before the close still reaches its services (a goodbye after a
@@ -444,9 +406,7 @@ impl Peer {
         if self.closed.is_none() {
             return;
         }
-        let pending = self.admitted
-            && (!self.waiting.is_empty() || self.conn.lock().core.readable().next().is_some());
-        if !pending {
+        if !self.admitted || !self.conn.lock().core.has_undelivered() {
             ctx.stop();
         }
     }

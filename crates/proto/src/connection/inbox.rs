@@ -131,6 +131,16 @@ impl Inboxes {
             .map_or(0, |b| std::mem::replace(&mut b.waiting, cost))
     }
 
+    /// Whether a hand-over of `channel` waits for room in its service's mailbox.
+    pub(crate) fn is_waiting(&self, channel: u8) -> bool {
+        self.get(channel).is_some_and(|b| b.waiting > 0)
+    }
+
+    /// Whether a hand-over of any channel waits for room.
+    pub(crate) fn any_waiting(&self) -> bool {
+        self.index.iter().any(|(_, b)| b.waiting > 0)
+    }
+
     /// The service took what was handed out on `channel` but `keep` (in cost, still
     /// on its way): returns what it took.
     pub(crate) fn settle(&mut self, channel: u8, keep: u64) -> u64 {

@@ -42,11 +42,13 @@ pub mod keepalive;
 pub mod rate;
 pub mod reader;
 pub mod reassembly;
+pub mod rtt_report;
 pub mod scheduler;
 pub mod services;
 pub mod stall;
 pub mod timer;
 pub mod transmit;
+pub mod writer;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -244,6 +246,15 @@ enum Phase {
     Active,
     Closing(Closing),
     Closed,
+}
+
+/// What [`PeerCore::send_run`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSent {
+    /// Payloads queued, from the front of the run.
+    pub queued: usize,
+    /// Why it stopped before the end of the run (`None`: every payload is queued).
+    pub stopped: Option<PushError>,
 }
 
 /// One connection's protocol state (see the [module docs](self)).
@@ -792,6 +803,22 @@ impl PeerCore {
         self.credit_consumed(now, channel, taken);
     }
 
+    /// Whether a hand-over of `channel` waits for room in its service's mailbox
+    /// (reported with [`handle_delivered`](Self::handle_delivered), not yet taken with
+    /// [`handle_handover`](Self::handle_handover)): until it is taken, the runtime
+    /// hands that channel nothing more, so its messages stay in order.
+    #[must_use]
+    pub fn is_handing_over(&self, channel: u8) -> bool {
+        self.inbox.is_waiting(channel)
+    }
+
+    /// Whether a hand-over of any channel waits for room (see
+    /// [`is_handing_over`](Self::is_handing_over)).
+    #[must_use]
+    pub fn handing_over(&self) -> bool {
+        self.inbox.any_waiting()
+    }
+
     fn credit_consumed(&mut self, now: Instant, channel: u8, cost: u64) {
         if self.is_active() && cost > 0 {
             self.flow.on_consumed(now, channel, cost);
@@ -840,6 +867,31 @@ impl PeerCore {
     /// Queues a message on `channel`, or says why not (nothing is queued then).
     pub fn send(&mut self, channel: u8, payload: Bytes) -> Result<(), PushError> {
         self.push(channel, MsgKind::Plain, payload)
+    }
+
+    /// Queues payloads from the front of `run` on `channel`, in order, while they fit
+    /// (for a sender with many messages, under one lock). It stops at the first that
+    /// does not: `Full` leaves it at the front of `run` to go on with after
+    /// [`Event::Room`]; any other error is that payload's, and those before it stay
+    /// queued.
+    #[must_use = "a run may stop before its end"]
+    pub fn send_run(&mut self, channel: u8, run: &mut VecDeque<Bytes>) -> RunSent {
+        let mut sent = RunSent::default();
+        while let Some(len) = run.front().map(Bytes::len) {
+            if let Err(e) = self.check_send(channel, len) {
+                sent.stopped = Some(e);
+                break;
+            }
+            let Some(payload) = run.pop_front() else {
+                break;
+            };
+            if let Err(e) = self.send(channel, payload) {
+                sent.stopped = Some(e);
+                break;
+            }
+            sent.queued += 1;
+        }
+        sent
     }
 
     fn push(&mut self, channel: u8, kind: MsgKind, payload: Bytes) -> Result<(), PushError> {
@@ -1110,6 +1162,15 @@ impl PeerCore {
     /// Channels with messages waiting.
     pub fn readable(&self) -> impl Iterator<Item = u8> + '_ {
         self.inbox.readable()
+    }
+
+    /// Whether anything received is still on its way to a service: a channel is
+    /// readable or a hand-over waits for room. A runtime keeps a closed connection
+    /// (within its linger time) until this is false, so nothing that arrived before
+    /// the close is lost.
+    #[must_use]
+    pub fn has_undelivered(&self) -> bool {
+        self.handing_over() || self.inbox.readable().next().is_some()
     }
 
     /// The earliest deadline: call [`handle_timeout`](Self::handle_timeout) then.

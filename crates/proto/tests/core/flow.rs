@@ -487,6 +487,38 @@ fn a_full_queue_reports_room_to_whoever_found_it_full() {
     assert_eq!(p.b.got(BULK).len(), 4);
 }
 
+/// A run of messages is queued as far as it fits, in order; the rest waits at the
+/// front of the run for `Room`; an error stops the run at the payload it is about.
+#[test]
+fn a_run_is_queued_as_far_as_it_fits_and_goes_on_after_room() {
+    let limits = Config::default();
+    let small = |p| limits.channel(p).send_queue(4, 1 << 20);
+    let chans = vec![(BULK, small(1)), (OTHER, small(1)), (URGENT, small(100))];
+    let mut p = Pair::with_channels(&limits, chans.clone(), chans);
+    p.connect();
+    let msgs = numbered(6, 100);
+    let mut run: std::collections::VecDeque<Bytes> = msgs.iter().cloned().collect();
+    let sent = p.a.core.send_run(BULK, &mut run);
+    assert_eq!(sent.queued, 4);
+    assert_eq!(sent.stopped, Some(switchyard_proto::PushError::Full));
+    assert_eq!(run, msgs[4..].to_vec());
+    p.run_for(Duration::from_millis(1));
+    assert!(p.a.events.contains(&switchyard_proto::Event::Room(BULK)));
+    let sent = p.a.core.send_run(BULK, &mut run);
+    assert_eq!((sent.queued, sent.stopped), (2, None));
+    assert!(run.is_empty());
+    p.run_for(Duration::from_millis(1));
+    assert_eq!(p.b.payloads(BULK), msgs);
+    // A channel with no service up: nothing is queued, the run is left as it was.
+    let mut run: std::collections::VecDeque<Bytes> = msgs.iter().cloned().collect();
+    let sent = p.a.core.send_run(0x30, &mut run);
+    assert_eq!(sent.queued, 0);
+    assert!(sent
+        .stopped
+        .is_some_and(|e| e != switchyard_proto::PushError::Full));
+    assert_eq!(run.len(), msgs.len());
+}
+
 /// Runs one 64 KiB-message transfer of `total` bytes from A to B, with `a_limits`
 /// on A and `b_limits` on B; returns how long it took.
 fn paced_transfer(a_limits: &Config, b_limits: &Config, total: usize) -> Duration {
@@ -564,9 +596,13 @@ fn a_mailbox_hand_over_keeps_its_credit_until_taken() {
     assert_eq!(consumed(&s), 0);
     // Message 0 taken, 1 waits for room in the mailbox, 2 and 3 were not tried.
     let now = s.now;
+    assert!(!s.core.is_handing_over(BULK) && !s.core.handing_over());
     s.core
         .handle_delivered(now, BULK, batch[2..].iter().cloned(), batch[1].cost());
     assert_eq!(consumed(&s), batch[0].cost());
+    assert!(s.core.is_handing_over(BULK) && s.core.handing_over());
+    assert!(!s.core.is_handing_over(OTHER));
+    assert!(s.core.has_undelivered());
     // The unsent ones are back at the front, in order; taking them again does not
     // release the hand-over's credit.
     let again: Vec<_> = std::iter::from_fn(|| s.core.recv(BULK)).collect();
@@ -574,6 +610,9 @@ fn a_mailbox_hand_over_keeps_its_credit_until_taken() {
     assert_eq!(consumed(&s), batch[0].cost());
     s.core.handle_handover(now, BULK);
     assert_eq!(consumed(&s), batch[0].cost() + batch[1].cost());
+    assert!(!s.core.is_handing_over(BULK) && !s.core.handing_over());
+    // Messages 2 and 3 were taken again: nothing is left on its way.
+    assert!(!s.core.has_undelivered());
     s.core.handle_delivered(now, BULK, std::iter::empty(), 0);
     let all: u64 = batch.iter().map(|m| m.cost()).sum();
     assert_eq!(consumed(&s), all);

@@ -14,3 +14,4 @@ mod props;
 mod reader;
 mod requests;
 mod services;
+mod writer;
