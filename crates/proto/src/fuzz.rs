@@ -157,7 +157,7 @@ pub fn remote_handshake() -> Bytes {
 
 /// A core past a valid handshake, fed `data` as hostile bytes. The first byte picks
 /// the read size, the second whether the services consume and how the bytes are
-/// read: by the runtime's [`Reader`](crate::connection::reader::Reader) (payloads
+/// read: by the runtime's [`Reader`] (payloads
 /// straight into the buffers the core lends), by that reader after the bytes were
 /// sealed into Noise frames (as an encrypted connection reads them), or simply into
 /// a read buffer. Virtual time starts at `start` and advances 10 ms per read, so
