@@ -74,7 +74,11 @@ pub struct ManagerConfig {
     /// whose book holds only addresses of groups it already reaches dials none of
     /// them and asks for more addresses instead, so an attacker in a few groups gets
     /// at most this many outbound slots per group, whatever it gossips. Loopback and
-    /// private addresses (local testnets) are not capped.
+    /// private addresses (local testnets) are not capped, nor is a crawler. A network
+    /// of public addresses in fewer groups than `target_outbound` (a cluster in one
+    /// provider's /16, say) keeps each node below its target unless this is raised:
+    /// there, set it to `target_outbound`. Persistent peers dialed by the Switch count
+    /// toward their group.
     pub max_outbound_per_group: usize,
     /// How often one peer is asked at most (default 30 s: the PEX service's
     /// `ExchangeConfig::request_interval`).
@@ -325,9 +329,10 @@ impl Manager {
 
     /// Whether `addr`'s group already has its share of outbound peers and dials
     /// ([`max_outbound_per_group`](ManagerConfig::max_outbound_per_group); routable
-    /// addresses only).
+    /// addresses only, and not when crawling: a crawler's connections are brief and
+    /// choose nobody's view of the network).
     fn group_full(&self, addr: &NetAddr) -> bool {
-        if !crate::addr::is_routable(addr.addr.ip()) {
+        if self.cfg.crawl || !crate::addr::is_routable(addr.addr.ip()) {
             return false;
         }
         let group = addr.group();

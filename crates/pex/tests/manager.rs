@@ -355,3 +355,15 @@ fn loopback_addresses_are_not_capped_by_group() {
     // As many dials as `max_dialing` allows, all on 127.0.0.1.
     assert_eq!(dials(&drain(&mut m)).len(), 2);
 }
+
+#[test]
+fn a_crawler_is_not_capped_by_group() {
+    let t = t0();
+    let mut b = book(50, 1, t);
+    let mut cfg = config();
+    cfg.crawl = true;
+    let mut m = Manager::new(cfg, t);
+    m.handle_timeout(t, &mut b);
+    // `max_dialing` crawls at once, all in 20.1.0.0/16.
+    assert_eq!(dials(&drain(&mut m)).len(), 2);
+}

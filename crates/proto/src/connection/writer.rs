@@ -83,6 +83,10 @@ pub struct Writer {
     full: bool,
     /// The runtime's writer sleeps for lack of work: the next push must wake it.
     idle: bool,
+    /// The runtime's writer found an inline write under way and left: whatever it came
+    /// to write (a pong, credit, a goodbye the core queued meanwhile) is carried out
+    /// when that write completes.
+    missed: bool,
     /// The write half is shut or a write failed.
     done: bool,
 }
@@ -143,6 +147,7 @@ impl Writer {
             return WriteStep::Done;
         }
         if self.writing {
+            self.missed = true;
             return WriteStep::Busy;
         }
         if !self.transmit.is_empty() || self.fill(core, now, batch) {
@@ -233,7 +238,8 @@ impl Writer {
     /// Takes back what an inline write left of `t` (as [`complete`](Self::complete));
     /// returns whether the runtime's writer must wake to carry out what the write
     /// changed: bytes the socket did not take, more to send, a failure, an event, an
-    /// earlier deadline than `armed`.
+    /// earlier deadline than `armed`, or a pass of its own that found this write under
+    /// way (what it came to write, the core may have queued since).
     pub fn complete_inline(
         &mut self,
         core: &mut PeerCore,
@@ -246,7 +252,8 @@ impl Writer {
         let failed = result.is_err();
         self.complete(core, now, t, result);
         let more = std::mem::take(&mut self.full);
-        if left || more || failed {
+        let missed = std::mem::take(&mut self.missed);
+        if left || more || failed || missed {
             self.idle = false;
             return true;
         }

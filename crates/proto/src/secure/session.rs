@@ -206,28 +206,21 @@ impl Opener {
             return Ok(None);
         };
         let len = usize::from(u16::from_be_bytes([hi, lo]));
-        let Some(body) = input.get(2..2 + len) else {
+        // Decrypted where it lies, then copied out: `out` needs room for the
+        // plaintext only (a message's buffer lent for it has exactly that).
+        let Some(body) = input.get_mut(2..2 + len) else {
             return Ok(None);
         };
-        let start = out.len();
-        out.extend_from_slice(body);
-        input.advance(2 + len);
         let nonce = self.0.next_nonce()?;
-        match self
-            .0
-            .key
-            .open_in_place(nonce, Aad::empty(), &mut out[start..])
-        {
+        let opened = match self.0.key.open_in_place(nonce, Aad::empty(), body) {
             Ok(plain) => {
-                let n = plain.len();
-                out.truncate(start + n);
-                Ok(Some(n))
+                out.extend_from_slice(plain);
+                Ok(Some(plain.len()))
             }
-            Err(_) => {
-                out.truncate(start);
-                Err(SecureError::Decrypt)
-            }
-        }
+            Err(_) => Err(SecureError::Decrypt),
+        };
+        input.advance(2 + len);
+        opened
     }
 
     /// The bytes still needed to complete the frame at the front of `input` (0 when
@@ -251,6 +244,22 @@ mod tests {
     fn pair(suite: Suite) -> (Session, Session) {
         let (k1, k2) = ([7u8; 32], [9u8; 32]);
         (Session::new(suite, &k1, &k2), Session::new(suite, &k2, &k1))
+    }
+
+    #[test]
+    fn a_frame_opens_into_exactly_its_plaintext_room() {
+        let (mut a, mut b) = pair(Suite::AesGcm);
+        let mut wire = BytesMut::new();
+        a.sealer.seal_slice(&[9u8; 10_000], &mut wire).unwrap();
+        let mut out = BytesMut::with_capacity(10_000);
+        let at = out.as_ptr() as usize;
+        assert_eq!(
+            b.opener.open_frame(&mut wire, &mut out).unwrap(),
+            Some(10_000)
+        );
+        assert_eq!(out.capacity(), 10_000, "no reallocation");
+        assert_eq!(out.as_ptr() as usize, at);
+        assert!(out.iter().all(|b| *b == 9));
     }
 
     #[test]

@@ -13,7 +13,9 @@ use switchyard_proto::connection::reader::Reader;
 use switchyard_proto::connection::writer::{AfterPush, WriteStep, Writer};
 use switchyard_proto::connection::Transmit;
 use switchyard_proto::secure::{Session, Suite};
+use switchyard_proto::wire::codec::{Packet, PacketCodec};
 use switchyard_proto::{DisconnectReason, Event};
+use tokio_util::codec::{Decoder, Encoder};
 
 use crate::pair::*;
 
@@ -239,8 +241,6 @@ fn an_inline_write_the_socket_takes_whole_leaves_the_writer_asleep() {
     else {
         panic!("an inline write");
     };
-    // While it is out, nobody else writes, and another push wakes the writer.
-    assert_eq!(writer.poll(&mut p.a.core, now, BATCH), WriteStep::Busy);
     let n = t.len();
     let mut wire = socket_takes(&mut t, usize::MAX);
     let armed = p.a.core.poll_timeout();
@@ -248,6 +248,42 @@ fn an_inline_write_the_socket_takes_whole_leaves_the_writer_asleep() {
     assert!(writer.is_idle());
     p.b.core.handle_read(now, &mut wire);
     assert_eq!(p.b.core.recv(BULK).map(|m| m.payload), Some(pattern(10, 1)));
+}
+
+#[test]
+fn what_the_writer_came_for_during_an_inline_write_is_written_after_it() {
+    let mut p = connected();
+    let now = p.now;
+    let mut writer = idle_writer(&mut p);
+    p.a.core.send(BULK, pattern(10, 1)).expect("queued");
+    let armed = p.a.core.poll_timeout();
+    let AfterPush::Write(mut t) = writer.after_push(&mut p.a.core, now, BATCH, armed, || true)
+    else {
+        panic!("an inline write");
+    };
+    // Meanwhile the runtime reads a ping: the core owes a pong, and the runtime's
+    // writer, finding the inline write out, leaves.
+    let mut ping = BytesMut::new();
+    PacketCodec::new(1 << 20)
+        .encode(Packet::Ping(77), &mut ping)
+        .expect("encodable");
+    p.a.core.handle_read(now, &mut ping);
+    assert_eq!(writer.poll(&mut p.a.core, now, BATCH), WriteStep::Busy);
+    let n = t.len();
+    let _ = socket_takes(&mut t, usize::MAX);
+    let armed = p.a.core.poll_timeout();
+    // The socket took everything, yet the writer must wake: the pong waits.
+    assert!(writer.complete_inline(&mut p.a.core, now, t, Ok(n), armed));
+    assert!(!writer.is_idle());
+    assert_eq!(writer.poll(&mut p.a.core, now, BATCH), WriteStep::Write);
+    let mut t = writer.take();
+    let mut wire = t.take_all();
+    let mut codec = PacketCodec::new(1 << 20);
+    let mut packets = Vec::new();
+    while let Some(packet) = codec.decode(&mut wire).expect("decodable") {
+        packets.push(packet);
+    }
+    assert!(packets.contains(&Packet::Pong(77)), "{packets:?}");
 }
 
 #[test]
