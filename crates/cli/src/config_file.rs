@@ -37,6 +37,12 @@ unconditional_peers = []
 # behind sentries, say). `--private-peer-ids` on the command line adds more.
 private_peer_ids = []
 
+# With discovery on: most outbound peers in one group of public addresses (IPv4
+# /16, IPv6 /32), so an attacker in a few groups cannot take most outbound slots.
+# Loopback and private addresses are not capped. A network of public addresses
+# in fewer groups than limits.max_outbound should set it to limits.max_outbound.
+outbound_per_group = 1
+
 # Free text sent in the handshake.
 user_agent = "switchyard/0.1.0"
 

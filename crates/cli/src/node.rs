@@ -81,6 +81,7 @@ fn discovery_config(
         .listen
         .is_none_or(|a| switchyard_pex::addr::is_routable(a.ip()));
     cfg.manager.target_outbound = config.limits.max_outbound;
+    cfg.manager.max_outbound_per_group = config.outbound_per_group;
     cfg.persistent = config
         .persistent_peers
         .iter()
@@ -237,6 +238,14 @@ mod tests {
         let cfg = discovery_config(&opts, &config).unwrap();
         let private_id: switchyard::NodeId = private.parse().unwrap();
         assert!(cfg.private_ids.contains(&private_id));
+        assert_eq!(cfg.manager.max_outbound_per_group, 1, "the default");
+        let raised = config_file::parse(
+            "outbound_per_group = 10
+",
+        )
+        .unwrap();
+        let raised = discovery_config(&opts, &raised).unwrap();
+        assert_eq!(raised.manager.max_outbound_per_group, 10);
         let ids = actix::System::new().block_on(async {
             let (_service, handle) = discovery(&opts, &config).unwrap().unwrap();
             let ids: Vec<String> = handle

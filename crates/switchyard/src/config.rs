@@ -43,6 +43,13 @@ pub struct NodeConfig {
     /// The Switch itself connects to them like to any peer.
     #[serde(with = "node_ids")]
     pub private_peer_ids: Vec<NodeId>,
+    /// Peer discovery (`switchyard_pex`) keeps at most this many outbound peers in one
+    /// group of public addresses (IPv4 /16, IPv6 /32), so that an attacker holding a
+    /// few groups cannot take most of a node's outbound slots. Default 1, as Bitcoin
+    /// Core. A network of public addresses in fewer groups than `limits.max_outbound`
+    /// (a cluster in one provider's /16) should raise it to `limits.max_outbound`.
+    /// Loopback and private addresses are never capped.
+    pub outbound_per_group: usize,
     /// Free text sent in the handshake. Default `"switchyard/<version>"`.
     pub user_agent: String,
     /// Arbiter threads that run peers; 0 means one per CPU core. Default 0.
@@ -74,6 +81,7 @@ impl Default for NodeConfig {
             peers: Vec::new(),
             unconditional_peers: Vec::new(),
             private_peer_ids: Vec::new(),
+            outbound_per_group: 1,
             user_agent: format!("switchyard/{}", env!("CARGO_PKG_VERSION")),
             arbiters: 0,
             insecure_plaintext: false,
@@ -115,6 +123,12 @@ impl NodeConfig {
             return Err(ConfigError {
                 field: "user_agent",
                 problem: "must be at most 256 bytes".into(),
+            });
+        }
+        if self.outbound_per_group == 0 {
+            return Err(ConfigError {
+                field: "outbound_per_group",
+                problem: "must be at least 1".into(),
             });
         }
         if self.arbiters > MAX_ARBITERS {
@@ -198,6 +212,13 @@ fn limits_field(field: &'static str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outbound_per_group_must_allow_one() {
+        let mut c = NodeConfig::local();
+        c.outbound_per_group = 0;
+        assert_eq!(c.validate().unwrap_err().field, "outbound_per_group");
+    }
 
     #[test]
     fn local_and_default_configs_are_valid_and_encrypted() {
