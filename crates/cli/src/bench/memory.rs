@@ -109,7 +109,10 @@ pub async fn per_peer(opts: &BenchOptions) -> Result<Vec<Row>, String> {
     let base_per = base_after.saturating_sub(before) as f64 / count as f64;
 
     // Switchyard: one node, `count` light clients doing the real handshake.
-    let node = sy::node(Mode::Batched, sy::bench_config(), None, false).await?;
+    let mut config = sy::bench_config();
+    // The light clients never answer a goodbye: the node's shutdown waits this long.
+    config.limits.linger = Duration::from_millis(200);
+    let node = sy::node(Mode::Batched, config, None, false).await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let before = rss();
     // The Switch runs on this thread: wait for the clients off it.
@@ -139,8 +142,10 @@ pub async fn per_peer(opts: &BenchOptions) -> Result<Vec<Row>, String> {
         .map_err(|e| e.to_string())?
         .peers;
     let after = rss();
-    finish(child);
+    // The node goes first, closing each connection with a goodbye; clients that
+    // vanished first would each be a connection reset in the node's log.
     node.stop().await;
+    finish(child);
     let per = after.saturating_sub(before) as f64 / peers.max(1) as f64;
     Ok(vec![Row::new(
         "memory per idle peer",
