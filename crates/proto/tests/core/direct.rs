@@ -35,13 +35,6 @@ fn cut(message: &Bytes, cut: usize, kind: MsgKind) -> Vec<Packet> {
         .collect()
 }
 
-fn pattern(len: usize, seed: u8) -> Bytes {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect::<Vec<u8>>()
-        .into()
-}
-
 /// Over the link, large messages are read straight into place (all but the few
 /// bytes of each chunk that arrive with its header), arrive intact and in order,
 /// and a small urgent message sent meanwhile still gets through.

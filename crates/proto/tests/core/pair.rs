@@ -19,6 +19,7 @@ use switchyard_proto::config::{ChannelConfig, Config};
 use switchyard_proto::connection::handshake::{ServiceInfo, Version, PROTOCOL_VERSION};
 use switchyard_proto::connection::services::ServiceSpec;
 use switchyard_proto::connection::{ConnParams, CoreConfig, Event, Message, RecvBudget, Transmit};
+use switchyard_proto::secure::{Session, Suite};
 use switchyard_proto::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
 use switchyard_proto::wire::control::{self, ChannelGrant, Control, ServiceOffer};
 use switchyard_proto::{DisconnectReason, NodeId, PeerCore};
@@ -545,6 +546,13 @@ impl Pair {
         );
     }
 
+    /// A pair with the default limits, past its handshake with its services up.
+    pub fn connected() -> Pair {
+        let mut p = Pair::new(&Config::default());
+        p.connect();
+        p
+    }
+
     /// Runs until `who` has a `Closed` event; returns its reason.
     pub fn until_closed(&mut self, who: Who, limit: Duration) -> DisconnectReason {
         let done = self.run_until(limit, |p| p.side(who).closed().is_some());
@@ -847,4 +855,18 @@ pub fn control_packet(c: &Control) -> Packet {
         total: None,
         payload: control::encode(c),
     })
+}
+
+/// The two ends of one encrypted session with fixed keys (A's first).
+pub fn sessions(suite: Suite) -> (Session, Session) {
+    let (k1, k2) = ([7u8; 32], [9u8; 32]);
+    (Session::new(suite, &k1, &k2), Session::new(suite, &k2, &k1))
+}
+
+/// `len` bytes of a pattern that differs by `seed` and along its length.
+pub fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
 }

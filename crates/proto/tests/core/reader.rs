@@ -5,32 +5,12 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use switchyard_proto::config::Config;
 use switchyard_proto::connection::reader::Reader;
 use switchyard_proto::connection::Transmit;
-use switchyard_proto::secure::{Sealer, SecureError, Session, Suite};
+use switchyard_proto::secure::{Sealer, SecureError, Suite};
 use switchyard_proto::{DisconnectReason, PeerCore};
 
 use crate::pair::*;
-
-/// Two connected cores, and side B's reader (decrypting with `opener`).
-fn connected() -> Pair {
-    let mut p = Pair::new(&Config::default());
-    p.connect();
-    p
-}
-
-fn sessions(suite: Suite) -> (Session, Session) {
-    let (k1, k2) = ([7u8; 32], [9u8; 32]);
-    (Session::new(suite, &k1, &k2), Session::new(suite, &k2, &k1))
-}
-
-fn pattern(len: usize, seed: u8) -> Bytes {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
-        .collect::<Vec<u8>>()
-        .into()
-}
 
 /// Feeds `wire` to `core` through `reader` as a socket would hand it out: at most
 /// `read_size` bytes per read, no more than the reader asks for.
@@ -101,7 +81,7 @@ fn send_through_reader(
 #[test]
 fn plaintext_payloads_of_large_messages_are_read_straight_into_them() {
     for read_size in [1000, 16_411, 65_536, 100_003, 1 << 20] {
-        let mut p = connected();
+        let mut p = Pair::connected();
         let mut reader = Reader::new(None, BytesMut::new());
         let msgs = [pattern(1 << 20, 1), pattern(100, 2), pattern(300_001, 3)];
         let got = send_through_reader(&mut p, &mut reader, None, &msgs, read_size);
@@ -127,7 +107,7 @@ fn plaintext_payloads_of_large_messages_are_read_straight_into_them() {
 fn encrypted_payload_frames_are_decrypted_straight_into_their_messages() {
     for suite in [Suite::AesGcm, Suite::ChaChaPoly] {
         for read_size in [1, 777, 64 << 10, 1 << 20] {
-            let mut p = connected();
+            let mut p = Pair::connected();
             let (mut a, b) = sessions(suite);
             let mut reader = Reader::new(Some(b.opener), BytesMut::new());
             let mut msgs = vec![pattern(1 << 20, 4), pattern(10, 5), pattern(70_000, 6)];
@@ -152,7 +132,7 @@ fn encrypted_payload_frames_are_decrypted_straight_into_their_messages() {
 
 #[test]
 fn a_tampered_payload_frame_closes_with_a_decryption_error() {
-    let mut p = connected();
+    let mut p = Pair::connected();
     let (mut a, b) = sessions(Suite::AesGcm);
     let mut reader = Reader::new(Some(b.opener), BytesMut::new());
     p.a.core.send(BULK, pattern(200_000, 7)).expect("queued");
@@ -174,7 +154,7 @@ fn a_tampered_payload_frame_closes_with_a_decryption_error() {
 
 #[test]
 fn a_stream_ending_inside_a_frame_is_a_truncated_frame() {
-    let mut p = connected();
+    let mut p = Pair::connected();
     let (mut a, b) = sessions(Suite::ChaChaPoly);
     let mut reader = Reader::new(Some(b.opener), BytesMut::new());
     p.a.core.send(BULK, pattern(5000, 8)).expect("queued");

@@ -8,11 +8,10 @@ use std::cell::Cell;
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use switchyard_proto::config::Config;
 use switchyard_proto::connection::reader::Reader;
 use switchyard_proto::connection::writer::{AfterPush, WriteStep, Writer};
 use switchyard_proto::connection::Transmit;
-use switchyard_proto::secure::{Session, Suite};
+use switchyard_proto::secure::Suite;
 use switchyard_proto::wire::codec::{Packet, PacketCodec};
 use switchyard_proto::{DisconnectReason, Event};
 use tokio_util::codec::{Decoder, Encoder};
@@ -20,24 +19,6 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::pair::*;
 
 const BATCH: usize = 256 << 10;
-
-fn connected() -> Pair {
-    let mut p = Pair::new(&Config::default());
-    p.connect();
-    p
-}
-
-fn sessions(suite: Suite) -> (Session, Session) {
-    let (k1, k2) = ([7u8; 32], [9u8; 32]);
-    (Session::new(suite, &k1, &k2), Session::new(suite, &k2, &k1))
-}
-
-fn pattern(len: usize, seed: u8) -> Bytes {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect::<Vec<u8>>()
-        .into()
-}
 
 /// A socket that takes at most `most` bytes of `t`: what it took.
 fn socket_takes(t: &mut Transmit, most: usize) -> BytesMut {
@@ -108,7 +89,7 @@ fn send_through_writer(
 #[test]
 fn plaintext_reaches_the_remote_in_order_whatever_the_socket_takes() {
     for write_size in [1_000, 65_536, 300_007, 1 << 22] {
-        let mut p = connected();
+        let mut p = Pair::connected();
         let mut writer = Writer::new();
         let mut reader = Reader::new(None, BytesMut::new());
         let msgs = [pattern(1 << 20, 1), pattern(10, 2), pattern(70_001, 3)];
@@ -122,7 +103,7 @@ fn plaintext_reaches_the_remote_in_order_whatever_the_socket_takes() {
 fn sealed_frames_reach_the_remote_in_order_whatever_the_socket_takes() {
     for suite in [Suite::AesGcm, Suite::ChaChaPoly] {
         for write_size in [777, 65_536, 1 << 22] {
-            let mut p = connected();
+            let mut p = Pair::connected();
             let (a, b) = sessions(suite);
             let mut writer = Writer::new();
             writer.set_sealer(a.sealer);
@@ -137,7 +118,7 @@ fn sealed_frames_reach_the_remote_in_order_whatever_the_socket_takes() {
 
 #[test]
 fn the_core_hears_written_only_once_a_transmit_is_wholly_in_the_socket() {
-    let mut p = connected();
+    let mut p = Pair::connected();
     let now = p.now;
     let mut writer = Writer::new();
     assert_eq!(writer.poll(&mut p.a.core, now, BATCH), WriteStep::Idle);
@@ -164,7 +145,7 @@ fn the_core_hears_written_only_once_a_transmit_is_wholly_in_the_socket() {
 
 #[test]
 fn the_sealing_buffer_is_reused_and_given_back_when_idle() {
-    let mut p = connected();
+    let mut p = Pair::connected();
     let now = p.now;
     let (a, _) = sessions(Suite::ChaChaPoly);
     let mut writer = Writer::new();
@@ -206,7 +187,7 @@ fn idle_writer(p: &mut Pair) -> Writer {
 
 #[test]
 fn a_push_while_the_writer_is_awake_does_nothing_else() {
-    let mut p = connected();
+    let mut p = Pair::connected();
     let mut writer = Writer::new();
     p.a.core.send(BULK, pattern(10, 1)).expect("queued");
     let asked = Cell::new(false);
@@ -220,7 +201,7 @@ fn a_push_while_the_writer_is_awake_does_nothing_else() {
 
 #[test]
 fn a_push_the_runtime_does_not_let_write_inline_wakes_the_writer() {
-    let mut p = connected();
+    let mut p = Pair::connected();
     let mut writer = idle_writer(&mut p);
     p.a.core.send(BULK, pattern(10, 1)).expect("queued");
     let armed = p.a.core.poll_timeout();
@@ -232,7 +213,7 @@ fn a_push_the_runtime_does_not_let_write_inline_wakes_the_writer() {
 
 #[test]
 fn an_inline_write_the_socket_takes_whole_leaves_the_writer_asleep() {
-    let mut p = connected();
+    let mut p = Pair::connected();
     let now = p.now;
     let mut writer = idle_writer(&mut p);
     p.a.core.send(BULK, pattern(10, 1)).expect("queued");
@@ -252,7 +233,7 @@ fn an_inline_write_the_socket_takes_whole_leaves_the_writer_asleep() {
 
 #[test]
 fn what_the_writer_came_for_during_an_inline_write_is_written_after_it() {
-    let mut p = connected();
+    let mut p = Pair::connected();
     let now = p.now;
     let mut writer = idle_writer(&mut p);
     p.a.core.send(BULK, pattern(10, 1)).expect("queued");
@@ -288,7 +269,7 @@ fn what_the_writer_came_for_during_an_inline_write_is_written_after_it() {
 
 #[test]
 fn an_inline_write_wakes_the_writer_for_what_it_leaves() {
-    let mut p = connected();
+    let mut p = Pair::connected();
     let now = p.now;
     // The socket takes part of it.
     let mut writer = idle_writer(&mut p);
@@ -306,7 +287,7 @@ fn an_inline_write_wakes_the_writer_for_what_it_leaves() {
     assert_eq!(writer.poll(&mut p.a.core, now, BATCH), WriteStep::Write);
 
     // More than one batch was ready.
-    let mut p = connected();
+    let mut p = Pair::connected();
     let mut writer = idle_writer(&mut p);
     p.a.core.send(BULK, pattern(10_000, 2)).expect("queued");
     p.a.core.send(BULK, pattern(10_000, 3)).expect("queued");
@@ -324,7 +305,7 @@ fn an_inline_write_wakes_the_writer_for_what_it_leaves() {
 
 #[test]
 fn a_failed_inline_write_closes_the_connection_and_ends_writing() {
-    let mut p = connected();
+    let mut p = Pair::connected();
     let now = p.now;
     let mut writer = idle_writer(&mut p);
     p.a.core.send(BULK, pattern(10, 1)).expect("queued");
