@@ -19,7 +19,7 @@ use crate::connection::reader::Reader;
 use crate::connection::services::ServiceSpec;
 use crate::connection::{ConnParams, CoreConfig, Event, PeerCore, RecvBudget, Transmit};
 use crate::id::NodeId;
-use crate::wire::codec::{Msg, MsgKind, Packet, PacketCodec};
+use crate::wire::codec::{Batch, Msg, MsgKind, Packet, PacketCodec};
 use crate::wire::control::{self, ChannelGrant, Control, ServiceOffer, CONTROL_CHANNEL};
 
 /// Largest payload the packet harness accepts (small, so the fuzzer finds the limit).
@@ -372,6 +372,27 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             ],
         ),
         ("response", vec![msg(1, true, MsgKind::Response(3), b"r")]),
+        (
+            "batch",
+            vec![
+                msg(1, true, MsgKind::Plain, b"before"),
+                Packet::Batch(
+                    Batch::new(
+                        1,
+                        &[
+                            Bytes::from_static(b"a"),
+                            Bytes::new(),
+                            Bytes::from_static(&[7; 40]),
+                        ],
+                    )
+                    .unwrap_or_else(|_| unreachable!("a valid batch")),
+                ),
+                Packet::Batch(
+                    Batch::new(2, &[Bytes::from_static(b"x"), Bytes::from_static(b"y")])
+                        .unwrap_or_else(|_| unreachable!("a valid batch")),
+                ),
+            ],
+        ),
         (
             "credit",
             vec![

@@ -331,13 +331,8 @@ impl Peer {
         let mut msgs: VecDeque<Message> = VecDeque::new();
         loop {
             {
-                let mut inner = self.conn.lock();
-                while msgs.len() < batch {
-                    match inner.core.recv(channel) {
-                        Some(m) => msgs.push_back(m),
-                        None => break,
-                    }
-                }
+                let most = batch.saturating_sub(msgs.len());
+                self.conn.lock().core.recv_many(channel, most, &mut msgs);
             }
             if msgs.is_empty() {
                 return;

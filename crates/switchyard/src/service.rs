@@ -206,6 +206,7 @@ pub(crate) trait Sink: Send + Sync {
 
 /// Message channels carry plain messages only: a request there is the remote's
 /// error (requests go on request channels).
+#[inline]
 fn plain(channel: u8, m: &Complete) -> Result<(), DisconnectReason> {
     if m.kind == switchyard_proto::MsgKind::Plain {
         return Ok(());
@@ -303,10 +304,12 @@ impl<F: WireFormat> Sink for Batched<F> {
         while !msgs.is_empty() {
             let take = msgs.len().min(self.max_batch.max(1));
             let mut held = 0;
+            for m in msgs.range(..take) {
+                plain(channel, m)?;
+                held += m.cost();
+            }
             let mut batch = Vec::with_capacity(take);
             for m in msgs.drain(..take) {
-                plain(channel, &m)?;
-                held += m.cost();
                 batch.push(F::decode(channel, m.payload)?);
             }
             let item = ReceivedBatch {

@@ -39,7 +39,7 @@ pub struct ProtocolVersion {
 /// against the proven key, new close reasons; major 3: services negotiated on
 /// channel 0 (`ServiceConnect` and its answers carry each side's channel ids and
 /// initial credit); major 2 brought nonce'd keepalive and per-channel credit.
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 4, minor: 0 };
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 5, minor: 0 };
 
 /// A service a node runs (its twins on other nodes share the name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

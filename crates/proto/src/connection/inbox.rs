@@ -99,6 +99,42 @@ impl Inboxes {
         inbox.queue.len() == 1
     }
 
+    /// Queues messages of `channel`, in order; `true` when its queue was empty and
+    /// is not any more (the channel became readable).
+    pub(crate) fn push_many(&mut self, channel: u8, msgs: impl Iterator<Item = Message>) -> bool {
+        let Some(inbox) = self.get_mut(channel) else {
+            return false;
+        };
+        let was_empty = inbox.queue.is_empty();
+        if inbox.compacting {
+            inbox.queue.extend(msgs.map(|mut m| {
+                compact(&mut m);
+                m
+            }));
+        } else {
+            inbox.queue.extend(msgs);
+        }
+        was_empty && !inbox.queue.is_empty()
+    }
+
+    /// Moves up to `most` of `channel`'s next messages to `out`, handed to the
+    /// service as [`pop`](Self::pop) does; returns how many.
+    pub(crate) fn pop_many(
+        &mut self,
+        channel: u8,
+        most: usize,
+        out: &mut VecDeque<Message>,
+    ) -> usize {
+        let Some(inbox) = self.get_mut(channel) else {
+            return 0;
+        };
+        let n = most.min(inbox.queue.len());
+        let mut cost = 0;
+        out.extend(inbox.queue.drain(..n).inspect(|m| cost += m.cost()));
+        inbox.handed = inbox.handed.saturating_add(cost);
+        n
+    }
+
     /// Puts a message popped for the service back at the front of its queue.
     pub(crate) fn push_front(&mut self, channel: u8, mut msg: Message) {
         if let Some(inbox) = self.get_mut(channel) {

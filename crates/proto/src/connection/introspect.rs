@@ -104,16 +104,16 @@ impl IntrospectState {
     }
 
     /// A complete message of `len` payload bytes arrived on our `channel`.
-    pub(super) fn on_received(&mut self, channel: u8, len: usize) {
+    pub(super) fn on_received(&mut self, channel: u8, messages: u64, len: usize) {
         let t = &mut self.slot(channel).1;
-        t.messages += 1;
+        t.messages += messages;
         t.bytes += len as u64;
     }
 
-    /// A chunk of `len` payload bytes left on our `channel` (`eof`: its message's last).
-    pub(super) fn on_sent(&mut self, channel: u8, len: usize, eof: bool) {
+    /// `len` payload bytes left on our `channel`, finishing `messages` messages.
+    pub(super) fn on_sent(&mut self, channel: u8, messages: u64, len: usize) {
         let t = &mut self.slot(channel).2;
-        t.messages += u64::from(eof);
+        t.messages += messages;
         t.bytes += len as u64;
     }
 }

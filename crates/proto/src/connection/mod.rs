@@ -70,14 +70,16 @@ use self::introspect::IntrospectState;
 use self::keepalive::Keepalive;
 use self::rate::TokenBucket;
 use self::reassembly::Reassembler;
-use self::scheduler::{ChannelStats, Scheduler};
+use self::scheduler::{ChannelStats, Next, Scheduler};
 use self::services::{ServiceSpec, Services};
 use self::stall::{Admit, Answer, InboundRequests, StallTracker};
 use self::timer::{Timer, TimerTable};
 use crate::config::{ChannelConfig, Config, ConfigError};
 use crate::id::NodeId;
 use crate::reason::DisconnectReason;
-use crate::wire::codec::{CodecError, Msg, MsgKind, Packet, PacketCodec, MSG_HEADER_LEN_WITH_ID};
+use crate::wire::codec::{
+    Batch, CodecError, Msg, MsgKind, Packet, PacketCodec, MSG_HEADER_LEN_WITH_ID,
+};
 use crate::wire::control::{self, Control, CONTROL_CHANNEL, MAX_CONTROL_MESSAGE};
 
 /// Priority of channel 0 (handshake and daemon messages): above any user channel's
@@ -269,6 +271,8 @@ pub struct PeerCore {
     /// Handshake messages and the goodbye, written before anything else, in order.
     control_out: VecDeque<Packet>,
     sched: Scheduler,
+    /// The messages of the batch being written (kept for its allocation).
+    batch: Vec<Bytes>,
     /// Credit given back per channel in answer to `Reclaim`s, not yet written.
     releases: Vec<(u8, u64)>,
     /// Credit and `Reclaim` packets decided on a timeout, not yet written.
@@ -379,6 +383,7 @@ impl PeerCore {
             keepalive: None,
             control_out,
             sched,
+            batch: Vec::new(),
             releases: Vec::new(),
             flow_out: Vec::new(),
             flow,
@@ -876,22 +881,11 @@ impl PeerCore {
     /// queued.
     #[must_use = "a run may stop before its end"]
     pub fn send_run(&mut self, channel: u8, run: &mut VecDeque<Bytes>) -> RunSent {
-        let mut sent = RunSent::default();
-        while let Some(len) = run.front().map(Bytes::len) {
-            if let Err(e) = self.check_send(channel, len) {
-                sent.stopped = Some(e);
-                break;
-            }
-            let Some(payload) = run.pop_front() else {
-                break;
-            };
-            if let Err(e) = self.send(channel, payload) {
-                sent.stopped = Some(e);
-                break;
-            }
-            sent.queued += 1;
-        }
-        sent
+        let (queued, stopped) = match self.send_channel(channel) {
+            Ok(remote) => self.sched.push_run(remote, run),
+            Err(e) => (0, Some(e)),
+        };
+        RunSent { queued, stopped }
     }
 
     fn push(&mut self, channel: u8, kind: MsgKind, payload: Bytes) -> Result<(), PushError> {
@@ -1110,14 +1104,25 @@ impl PeerCore {
             }
         }
         while out.len() < limit {
-            let Some(chunk) = self.sched.poll_chunk() else {
-                break;
+            let chunk = match self.sched.poll_next(&mut self.batch) {
+                None => break,
+                Some(Next::Chunk(chunk)) => chunk,
+                Some(Next::Batch { channel, body_len }) => {
+                    if let Some(local) = self.services.local_of(channel) {
+                        let bytes = self.batch.iter().map(Bytes::len).sum();
+                        self.intro.on_sent(local, self.batch.len() as u64, bytes);
+                    }
+                    out.push_batch(channel, body_len, &self.batch);
+                    self.batch.clear();
+                    continue;
+                }
             };
             if let (true, MsgKind::Request(id)) = (chunk.eof, chunk.kind) {
                 self.in_flight.requests.push(id);
             }
             if let Some(local) = self.services.local_of(chunk.channel) {
-                self.intro.on_sent(local, chunk.payload.len(), chunk.eof);
+                self.intro
+                    .on_sent(local, u64::from(chunk.eof), chunk.payload.len());
             }
             out.push_chunk(chunk);
         }
@@ -1157,6 +1162,12 @@ impl PeerCore {
     /// or [`handle_delivered`](Self::handle_delivered) reports it taken.
     pub fn recv(&mut self, channel: u8) -> Option<Message> {
         self.inbox.pop(channel)
+    }
+
+    /// Moves up to `most` of `channel`'s next messages to the back of `out`, oldest
+    /// first, as [`recv`](Self::recv) would one by one; returns how many.
+    pub fn recv_many(&mut self, channel: u8, most: usize, out: &mut VecDeque<Message>) -> usize {
+        self.inbox.pop_many(channel, most, out)
     }
 
     /// Channels with messages waiting.
@@ -1405,6 +1416,7 @@ impl PeerCore {
             }
             Packet::Msg(m) if m.channel == CONTROL_CHANNEL => self.control_chunk(now, m),
             Packet::Msg(m) => self.data_chunk(now, m),
+            Packet::Batch(b) => self.data_batch(now, &b),
             Packet::Credit { channel, bytes } => {
                 user_channel(channel, "Credit")?;
                 self.sched.add_credit(channel, u64::from(bytes));
@@ -1465,11 +1477,39 @@ impl PeerCore {
         self.on_message(now, msg)
     }
 
+    /// Whole small messages in one packet: counted and queued as if each had come in
+    /// a `Msg` of its own.
+    fn data_batch(&mut self, now: Instant, b: &Batch) -> Result<(), DisconnectReason> {
+        let channel = b.channel();
+        if channel == CONTROL_CHANNEL {
+            return Err(DisconnectReason::ControlViolation(
+                "a Batch on channel 0".into(),
+            ));
+        }
+        let cost = b.payload_len() as u64 + b.count() as u64 * MESSAGE_COST;
+        self.flow.on_data(now, channel, cost)?;
+        self.reassembly.check_whole(channel, b.sizes())?;
+        self.intro
+            .on_received(channel, b.count() as u64, b.payload_len());
+        if self.services.dropping(channel) {
+            return Ok(());
+        }
+        let messages = b.messages().map(|payload| Message {
+            channel,
+            kind: MsgKind::Plain,
+            payload,
+        });
+        if self.inbox.push_many(channel, messages) {
+            self.events.push_back(Event::Readable(channel));
+        }
+        Ok(())
+    }
+
     /// A message is complete: it waits for its service, or answers a request of ours,
     /// or is a request refused at once.
     fn on_message(&mut self, now: Instant, msg: Message) -> Result<(), DisconnectReason> {
         let channel = msg.channel;
-        self.intro.on_received(channel, msg.payload.len());
+        self.intro.on_received(channel, 1, msg.payload.len());
         if self.services.dropping(channel) {
             // Its service is detached here and the remote has not answered yet.
             return Ok(());

@@ -170,6 +170,27 @@ impl Reassembler {
             .map_or((0, 0), |p| (p.len(), p.total))
     }
 
+    /// Checks whole messages of these sizes arriving on `channel` (a `Batch`): none
+    /// may come while a message of several chunks is being put together there, and
+    /// each must be within the channel's limit.
+    pub fn check_whole(
+        &self,
+        channel: u8,
+        sizes: impl IntoIterator<Item = usize>,
+    ) -> Result<(), DisconnectReason> {
+        let slot = self
+            .slot(channel)
+            .ok_or(DisconnectReason::UnknownChannel(channel))?;
+        if slot.partial.is_some() {
+            return Err(DisconnectReason::InconsistentChunks(channel));
+        }
+        let max = slot.limit;
+        match sizes.into_iter().find(|&size| size > max) {
+            Some(size) => Err(DisconnectReason::MessageTooLarge { channel, size, max }),
+            None => Ok(()),
+        }
+    }
+
     /// Room left in the partial message on `channel` (its declared size minus what it
     /// holds), or `None` when the channel has no partial message.
     #[must_use]

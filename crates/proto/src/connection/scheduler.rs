@@ -26,6 +26,14 @@
 //! credit for having waited and no penalty for its past. That is what bounds
 //! head-of-line blocking: a message on a newly busy channel waits for at most one
 //! chunk per other busy channel.
+//!
+//! **Batches.** When the chosen channel's next messages are small (below
+//! [`BATCHED_BELOW`] bytes each) and plain, [`Scheduler::poll_next`] hands out as many
+//! of them as fit one packet's payload and the credit, to go out as one `Batch`
+//! packet ([`codec`](crate::wire::codec)): one header, one choice and one credit
+//! check for the lot instead of per message. A batch counts like one chunk in the
+//! choice above (its payload is at most a full chunk's), so it holds an urgent message
+//! back no longer than a chunk does. A lone small message still goes as a `Msg`.
 
 use std::collections::VecDeque;
 
@@ -33,7 +41,12 @@ use bytes::{Bytes, BytesMut};
 
 use super::flow::MESSAGE_COST;
 use crate::config::ChannelConfig;
-use crate::wire::codec::{put_msg_header, MsgKind};
+use crate::wire::codec::{put_msg_header, MsgKind, BATCH_ENTRY_HEADER_LEN, BATCH_ENTRY_MAX};
+
+/// Plain messages shorter than this go out in `Batch` packets when several wait on
+/// their channel (see the [module docs](self)).
+pub const BATCHED_BELOW: usize = 4 << 10;
+const _: () = assert!(BATCHED_BELOW <= BATCH_ENTRY_MAX + 1);
 
 /// Counters are halved when one passes this many bytes.
 const DECAY_THRESHOLD: f64 = (64u64 << 20) as f64;
@@ -121,6 +134,22 @@ impl Chunk {
     }
 }
 
+/// What [`Scheduler::poll_next`] hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// One chunk of one message.
+    Chunk(Chunk),
+    /// Whole small plain messages of `channel`, in the caller's vector, to go out as
+    /// one `Batch` packet; `body_len` is the batch's length on the wire after its
+    /// header.
+    Batch {
+        /// The channel.
+        channel: u8,
+        /// Bytes of the batch's entries (size prefixes and payloads).
+        body_len: usize,
+    },
+}
+
 /// Counters of one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChannelStats {
@@ -177,6 +206,24 @@ impl Channel {
 
     fn can_send(&self, max_chunk: usize) -> bool {
         self.next_chunk(max_chunk).is_some()
+    }
+
+    /// Whether one more message of `len` bytes fits its limit and the queue's
+    /// budgets (an empty queue takes any message within the limit).
+    fn admits(&self, len: usize) -> Result<(), PushError> {
+        if len > self.cfg.max_message_size {
+            return Err(PushError::TooLarge {
+                size: len,
+                max: self.cfg.max_message_size,
+            });
+        }
+        if !self.queue.is_empty()
+            && (self.queue.len() + 1 > self.cfg.send_queue_messages
+                || self.queued_bytes + len > self.cfg.send_queue_bytes)
+        {
+            return Err(PushError::Full);
+        }
+        Ok(())
     }
 
     /// Whether the queue drained to its low-water mark (half its budget): a sender
@@ -328,21 +375,7 @@ impl Scheduler {
         if !c.accepted {
             return Err(PushError::NotAccepted(channel));
         }
-        if len > c.cfg.max_message_size {
-            return Err(PushError::TooLarge {
-                size: len,
-                max: c.cfg.max_message_size,
-            });
-        }
-        if c.queue.is_empty() {
-            return Ok(());
-        }
-        if c.queue.len() + 1 > c.cfg.send_queue_messages
-            || c.queued_bytes + len > c.cfg.send_queue_bytes
-        {
-            return Err(PushError::Full);
-        }
-        Ok(())
+        c.admits(len)
     }
 
     /// Notes that a sender found `channel` full and waits: the next drain that leaves
@@ -390,22 +423,68 @@ impl Scheduler {
         let i = self
             .slot(channel)
             .ok_or(PushError::UnknownChannel(channel))?;
-        let max_chunk = self.max_chunk;
         let len = payload.len();
         let Some(c) = self.channels.get_mut(i) else {
             return Err(PushError::UnknownChannel(channel));
         };
-        let could = c.can_send(max_chunk);
+        let was_empty = c.queue.is_empty();
         c.queue.push_back((kind, payload));
         c.queued_bytes += len;
         c.stats.queued_messages = c.queue.len();
         c.stats.queued_bytes = c.queued_bytes;
-        let can = c.can_send(max_chunk);
         self.queued_bytes += len;
-        if !could && can {
+        self.queued(i, was_empty);
+        Ok(())
+    }
+
+    /// Channel `i` got messages: when they are the first in its queue and it can
+    /// send them, it rejoins the choice (behind a message already queued, whether it
+    /// can send does not change).
+    fn queued(&mut self, i: usize, was_empty: bool) {
+        let max_chunk = self.max_chunk;
+        if was_empty && self.channels.get(i).is_some_and(|c| c.can_send(max_chunk)) {
             self.rejoin(i);
         }
-        Ok(())
+    }
+
+    /// Queues plain messages from the front of `run` on `channel`, in order, while
+    /// they fit (as [`push`](Self::push) would, one by one, but looking the channel up
+    /// once); returns how many, and why it stopped before the end of the run.
+    pub fn push_run(
+        &mut self,
+        channel: u8,
+        run: &mut VecDeque<Bytes>,
+    ) -> (usize, Option<PushError>) {
+        let Some(i) = self.slot(channel) else {
+            return (0, Some(PushError::UnknownChannel(channel)));
+        };
+        let Some(c) = self.channels.get_mut(i) else {
+            return (0, Some(PushError::UnknownChannel(channel)));
+        };
+        if !c.accepted {
+            return (0, Some(PushError::NotAccepted(channel)));
+        }
+        let was_empty = c.queue.is_empty();
+        let (mut count, mut bytes, mut stopped) = (0, 0, None);
+        while let Some(len) = run.front().map(Bytes::len) {
+            if let Err(e) = c.admits(len) {
+                c.full |= e == PushError::Full;
+                stopped = Some(e);
+                break;
+            }
+            let Some(payload) = run.pop_front() else {
+                break;
+            };
+            c.queue.push_back((MsgKind::Plain, payload));
+            count += 1;
+            bytes += len;
+        }
+        c.queued_bytes += bytes;
+        c.stats.queued_messages = c.queue.len();
+        c.stats.queued_bytes = c.queued_bytes;
+        self.queued_bytes += bytes;
+        self.queued(i, was_empty);
+        (count, stopped)
     }
 
     /// Whether every queue is empty.
@@ -479,9 +558,27 @@ impl Scheduler {
     }
 
     /// The next chunk to write, by priority among channels with data and credit;
-    /// `None` when no channel can send.
+    /// `None` when no channel can send. Never a batch (see [`poll_next`](Self::poll_next)).
     #[must_use]
     pub fn poll_chunk(&mut self) -> Option<Chunk> {
+        let i = self.pick()?;
+        self.take_chunk(i)
+    }
+
+    /// The next thing to write, by priority among channels with data and credit: a
+    /// batch of the chosen channel's next small messages when several wait (they are
+    /// moved into `batch`, which is cleared first), else one chunk. `None` when no
+    /// channel can send.
+    pub fn poll_next(&mut self, batch: &mut Vec<Bytes>) -> Option<Next> {
+        let i = self.pick()?;
+        if let Some(next) = self.take_batch(i, batch) {
+            return Some(next);
+        }
+        self.take_chunk(i).map(Next::Chunk)
+    }
+
+    /// The channel whose turn it is (see the module docs).
+    fn pick(&self) -> Option<usize> {
         let mut best: Option<usize> = None;
         for (i, c) in self.channels.iter().enumerate() {
             if !c.can_send(self.max_chunk) {
@@ -503,8 +600,79 @@ impl Scheduler {
                 }
             };
         }
+        best
+    }
+
+    /// Moves the run of small plain messages at the front of channel `i` into
+    /// `batch`, as many as one packet and the credit allow, when there are at least
+    /// two of them.
+    fn take_batch(&mut self, i: usize, batch: &mut Vec<Bytes>) -> Option<Next> {
         let max_chunk = self.max_chunk;
-        let c = self.channels.get_mut(best?)?;
+        let c = self.channels.get_mut(i)?;
+        if c.exempt || c.offset != 0 {
+            return None;
+        }
+        let (mut count, mut body, mut cost) = (0usize, 0usize, 0u64);
+        for (kind, msg) in &c.queue {
+            let entry = BATCH_ENTRY_HEADER_LEN + msg.len();
+            let msg_cost = msg.len() as u64 + MESSAGE_COST;
+            if *kind != MsgKind::Plain
+                || msg.len() >= BATCHED_BELOW
+                || body + entry > max_chunk
+                || cost + msg_cost > c.credit
+            {
+                break;
+            }
+            count += 1;
+            body += entry;
+            cost += msg_cost;
+        }
+        if count < 2 {
+            return None;
+        }
+        batch.clear();
+        batch.extend(c.queue.drain(..count).map(|(_, msg)| msg));
+        let len = body - BATCH_ENTRY_HEADER_LEN * count;
+        c.credit -= cost;
+        c.stats.credit = c.credit;
+        c.stats.sent_messages += count as u64;
+        let channel = c.id;
+        self.account(i, len);
+        Some(Next::Batch {
+            channel,
+            body_len: body,
+        })
+    }
+
+    /// Counts `len` payload bytes handed out from channel `i` (its queue already
+    /// popped): queue sizes, the choice's counters, room for waiting senders.
+    fn account(&mut self, i: usize, len: usize) {
+        let Some(c) = self.channels.get_mut(i) else {
+            return;
+        };
+        c.queued_bytes -= len;
+        c.stats.queued_bytes = c.queued_bytes;
+        c.stats.queued_messages = c.queue.len();
+        c.stats.sent_bytes += len as u64;
+        c.recent += len.max(1) as f64;
+        let decay = c.recent > DECAY_THRESHOLD;
+        let channel = c.id;
+        if c.full && c.drained() {
+            c.full = false;
+            self.room.push(channel);
+        }
+        self.queued_bytes -= len;
+        if decay {
+            for c in &mut self.channels {
+                c.recent /= 2.0;
+            }
+        }
+    }
+
+    /// One chunk of channel `i`'s front message.
+    fn take_chunk(&mut self, i: usize) -> Option<Chunk> {
+        let max_chunk = self.max_chunk;
+        let c = self.channels.get_mut(i)?;
         let (len, eof) = c.next_chunk(max_chunk)?;
         let start = c.offset;
         let (kind, payload, total) = if eof {
@@ -528,23 +696,8 @@ impl Scheduler {
             c.credit = c.credit.saturating_sub(cost);
             c.stats.credit = c.credit;
         }
-        c.queued_bytes -= len;
-        c.stats.queued_bytes = c.queued_bytes;
-        c.stats.queued_messages = c.queue.len();
-        c.stats.sent_bytes += len as u64;
-        c.recent += len.max(1) as f64;
-        let decay = c.recent > DECAY_THRESHOLD;
         let channel = c.id;
-        if c.full && c.drained() {
-            c.full = false;
-            self.room.push(channel);
-        }
-        self.queued_bytes -= len;
-        if decay {
-            for c in &mut self.channels {
-                c.recent /= 2.0;
-            }
-        }
+        self.account(i, len);
         Some(Chunk {
             channel,
             eof,
@@ -605,6 +758,110 @@ mod tests {
 
     fn sched(chunk: usize) -> Unlimited {
         Unlimited(Scheduler::new(chunk))
+    }
+
+    fn next(s: &mut Scheduler) -> (Option<Next>, Vec<Bytes>) {
+        let mut batch = Vec::new();
+        let n = s.poll_next(&mut batch);
+        (n, batch)
+    }
+
+    #[test]
+    fn a_run_of_small_plain_messages_goes_as_one_batch_within_a_chunk() {
+        let mut s = sched(1000);
+        s.add_channel(1, &cfg(1));
+        // A lone small message is a chunk of its own.
+        s.push(1, MsgKind::Plain, bytes(10)).unwrap();
+        assert!(
+            matches!(next(&mut s), (Some(Next::Chunk(c)), _) if c.eof && c.payload.len() == 10)
+        );
+        // 30 messages of 98 bytes: 10 fit 1000 bytes with their size prefixes.
+        for _ in 0..30 {
+            s.push(1, MsgKind::Plain, bytes(98)).unwrap();
+        }
+        for _ in 0..3 {
+            let (n, batch) = next(&mut s);
+            assert_eq!(
+                n,
+                Some(Next::Batch {
+                    channel: 1,
+                    body_len: 1000
+                })
+            );
+            assert_eq!(batch.len(), 10);
+        }
+        assert_eq!(next(&mut s).0, None);
+        let st = s.stats(1).unwrap();
+        assert_eq!(
+            (st.sent_messages, st.sent_bytes, st.queued_messages),
+            (31, 10 + 30 * 98, 0)
+        );
+    }
+
+    #[test]
+    fn a_batch_stops_at_a_request_a_large_message_and_the_credit() {
+        let mut s = Scheduler::new(10_000);
+        s.add_channel(1, &cfg(1));
+        // Credit for exactly three messages of 10 bytes.
+        s.add_credit(1, 3 * (10 + MESSAGE_COST));
+        for _ in 0..5 {
+            s.push(1, MsgKind::Plain, bytes(10)).unwrap();
+        }
+        let (n, batch) = next(&mut s);
+        assert_eq!(
+            n,
+            Some(Next::Batch {
+                channel: 1,
+                body_len: 3 * 12
+            })
+        );
+        assert_eq!(batch.len(), 3);
+        assert_eq!(s.stats(1).unwrap().credit, 0);
+        assert_eq!(next(&mut s).0, None, "no credit left");
+        s.add_credit(1, 1 << 20);
+        // Two small ones, then a request: the batch stops before it.
+        s.push(1, MsgKind::Request(7), bytes(10)).unwrap();
+        let (n, batch) = next(&mut s);
+        assert!(matches!(n, Some(Next::Batch { .. })));
+        assert_eq!(batch.len(), 2);
+        assert!(matches!(next(&mut s).0, Some(Next::Chunk(c)) if c.kind == MsgKind::Request(7)));
+        // Small, large, small: no batch (a batch needs two in a row).
+        s.push(1, MsgKind::Plain, bytes(10)).unwrap();
+        s.push(1, MsgKind::Plain, bytes(BATCHED_BELOW)).unwrap();
+        s.push(1, MsgKind::Plain, bytes(10)).unwrap();
+        for len in [10, BATCHED_BELOW, 10] {
+            assert!(matches!(next(&mut s).0, Some(Next::Chunk(c)) if c.payload.len() == len));
+        }
+    }
+
+    #[test]
+    fn the_control_channel_is_never_batched() {
+        let mut s = sched(1000);
+        s.add_control_channel(0, &cfg(1));
+        s.push(0, MsgKind::Plain, bytes(5)).unwrap();
+        s.push(0, MsgKind::Plain, bytes(5)).unwrap();
+        assert!(matches!(next(&mut s).0, Some(Next::Chunk(_))));
+        assert!(matches!(next(&mut s).0, Some(Next::Chunk(_))));
+    }
+
+    #[test]
+    fn push_run_queues_until_the_budget_and_marks_the_channel_full() {
+        let mut s = sched(100);
+        s.add_channel(1, &cfg(1).send_queue(3, 1000).max_message_size(50));
+        let mut run: VecDeque<Bytes> = (0..5).map(|_| bytes(10)).collect();
+        assert_eq!(s.push_run(1, &mut run), (3, Some(PushError::Full)));
+        assert_eq!(run.len(), 2, "what did not fit stays in the run");
+        while s.poll_chunk().is_some() {}
+        assert_eq!(s.poll_room(), Some(1), "the waiting sender hears of room");
+        let mut run: VecDeque<Bytes> = [bytes(10), bytes(51)].into_iter().collect();
+        assert_eq!(
+            s.push_run(1, &mut run),
+            (1, Some(PushError::TooLarge { size: 51, max: 50 }))
+        );
+        assert_eq!(
+            s.push_run(9, &mut run),
+            (0, Some(PushError::UnknownChannel(9)))
+        );
     }
 
     #[test]
@@ -892,14 +1149,25 @@ mod tests {
             let mut got: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
             let mut partial: Vec<Vec<u8>> = vec![Vec::new(); 4];
             let mut counter = 0u8;
-            let take = |s: &mut Scheduler, got: &mut Vec<Vec<Vec<u8>>>, partial: &mut Vec<Vec<u8>>| {
-                if let Some(c) = s.poll_chunk() {
-                    assert!(c.payload.len() <= chunk);
-                    let p = &mut partial[usize::from(c.channel)];
-                    p.extend_from_slice(&c.payload);
-                    if c.eof {
-                        got[usize::from(c.channel)].push(std::mem::take(p));
+            let mut batch = Vec::new();
+            let mut take = |s: &mut Scheduler, got: &mut Vec<Vec<Vec<u8>>>, partial: &mut Vec<Vec<u8>>| {
+                match s.poll_next(&mut batch) {
+                    Some(Next::Chunk(c)) => {
+                        assert!(c.payload.len() <= chunk);
+                        let p = &mut partial[usize::from(c.channel)];
+                        p.extend_from_slice(&c.payload);
+                        if c.eof {
+                            got[usize::from(c.channel)].push(std::mem::take(p));
+                        }
                     }
+                    Some(Next::Batch { channel, body_len }) => {
+                        assert!(body_len <= chunk && batch.len() >= 2);
+                        assert!(partial[usize::from(channel)].is_empty(), "a batch inside a message");
+                        let size: usize = batch.iter().map(|m| m.len() + BATCH_ENTRY_HEADER_LEN).sum();
+                        assert_eq!(size, body_len);
+                        got[usize::from(channel)].extend(batch.drain(..).map(|m| m.to_vec()));
+                    }
+                    None => {}
                 }
             };
             for (ch, len, poll) in ops {

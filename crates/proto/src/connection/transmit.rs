@@ -11,7 +11,9 @@ use std::io::IoSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::scheduler::Chunk;
-use crate::wire::codec::{put_small_packet, Packet};
+use crate::wire::codec::{
+    put_batch_entry, put_batch_header, put_small_packet, Packet, BATCH_HEADER_LEN,
+};
 
 /// Payloads at least this long are written from where they were queued instead of
 /// being copied into the transmit buffer.
@@ -62,6 +64,18 @@ impl Transmit {
         chunk.encode_header(&mut self.buf);
         self.seal();
         self.parts.push_back(chunk.payload);
+    }
+
+    /// Appends a `Batch` of small messages of `channel` whose entries take
+    /// `body_len` bytes (all copied: each message is small).
+    pub(crate) fn push_batch(&mut self, channel: u8, body_len: usize, messages: &[Bytes]) {
+        let size = BATCH_HEADER_LEN + body_len;
+        self.len += size;
+        self.buf.reserve(size);
+        put_batch_header(&mut self.buf, channel, body_len);
+        for m in messages {
+            put_batch_entry(&mut self.buf, m);
+        }
     }
 
     /// Appends bytes made elsewhere (the encrypted frames of a secure connection).

@@ -84,6 +84,17 @@
 //!     0x05, 0x10, 0, 0, 1, 0,
 //!     0x06, 0x10, 0, 0, 0, 0,
 //! ]);
+//!
+//! use switchyard_proto::wire::codec::Batch;
+//! let batch = Batch::new(0x10, &[Bytes::from_static(b"hi"), Bytes::new(), Bytes::from_static(b"abc")]).unwrap();
+//! let mut out = BytesMut::new();
+//! codec.encode(Packet::Batch(batch), &mut out).unwrap();
+//! assert_eq!(&out[..], &[
+//!     0x07, 0x10, 0, 0, 0, 11,
+//!     0, 2, b'h', b'i',
+//!     0, 0,
+//!     0, 3, b'a', b'b', b'c',
+//! ]);
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -102,6 +113,8 @@ pub const TYPE_CREDIT: u8 = 0x04;
 pub const TYPE_RECLAIM: u8 = 0x05;
 /// Type byte of a `Release` packet.
 pub const TYPE_RELEASE: u8 = 0x06;
+/// Type byte of a `Batch` packet.
+pub const TYPE_BATCH: u8 = 0x07;
 
 /// Flag: this chunk is the last of its message.
 pub const FLAG_EOF: u8 = 0x01;
@@ -126,6 +139,12 @@ pub const CREDIT_LEN: usize = 1 + 1 + 4;
 pub const MSG_HEADER_LEN: usize = 1 + 1 + 1 + 4;
 /// Bytes of a `Msg` header with a request id.
 pub const MSG_HEADER_LEN_WITH_ID: usize = MSG_HEADER_LEN + 4;
+/// Bytes of a `Batch` header: type, channel, length.
+pub const BATCH_HEADER_LEN: usize = 1 + 1 + 4;
+/// Bytes before each message in a `Batch`: its size.
+pub const BATCH_ENTRY_HEADER_LEN: usize = 2;
+/// Largest message a `Batch` entry can hold.
+pub const BATCH_ENTRY_MAX: usize = u16::MAX as usize;
 
 /// Whether a message is plain, a request, or the response to one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -186,6 +205,125 @@ impl Msg {
     }
 }
 
+/// Several whole plain messages of one channel, in one `Batch` packet (see the
+/// [module docs](self)). Decoding checks that its entries fill it exactly, so
+/// [`messages`](Batch::messages) cannot fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    channel: u8,
+    count: usize,
+    /// The entries as on the wire (a slice of the read buffer: no copy).
+    body: Bytes,
+}
+
+impl Batch {
+    /// A batch of `messages` on `channel` (copied into one buffer), or why they cannot
+    /// make one: none, or one larger than [`BATCH_ENTRY_MAX`].
+    pub fn new(channel: u8, messages: &[Bytes]) -> Result<Self, CodecError> {
+        let mut body = BytesMut::new();
+        for m in messages {
+            let size =
+                u16::try_from(m.len()).map_err(|_| CodecError::BatchEntryTooLarge(m.len()))?;
+            body.put_u16(size);
+            body.extend_from_slice(m);
+        }
+        Self::parse(channel, body.freeze())
+    }
+
+    /// Checks that `body` is one entry or more, exactly.
+    fn parse(channel: u8, body: Bytes) -> Result<Self, CodecError> {
+        if body.is_empty() {
+            return Err(CodecError::EmptyBatch);
+        }
+        let mut at = 0;
+        let mut count = 0;
+        while at < body.len() {
+            let size = read_u16(&body, at).map_or(usize::MAX, usize::from);
+            let end = at
+                .saturating_add(BATCH_ENTRY_HEADER_LEN)
+                .saturating_add(size);
+            if end > body.len() {
+                return Err(CodecError::BatchOverrun {
+                    at,
+                    length: body.len(),
+                });
+            }
+            at = end;
+            count += 1;
+        }
+        Ok(Batch {
+            channel,
+            count,
+            body,
+        })
+    }
+
+    /// The channel.
+    #[must_use]
+    pub fn channel(&self) -> u8 {
+        self.channel
+    }
+
+    /// How many messages it holds (at least one).
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Bytes of payload over all its messages (without their size prefixes).
+    #[must_use]
+    pub fn payload_len(&self) -> usize {
+        self.body.len() - BATCH_ENTRY_HEADER_LEN * self.count
+    }
+
+    /// Bytes after the header on the wire.
+    #[must_use]
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// The sizes of its messages, in order (without slicing them out).
+    pub fn sizes(&self) -> impl Iterator<Item = usize> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let size = usize::from(read_u16(&self.body, at)?);
+            at += BATCH_ENTRY_HEADER_LEN + size;
+            Some(size)
+        })
+    }
+
+    /// Its messages, in order (each a slice of the same buffer).
+    #[must_use]
+    pub fn messages(&self) -> BatchMessages<'_> {
+        BatchMessages {
+            body: &self.body,
+            at: 0,
+        }
+    }
+}
+
+/// The messages of a [`Batch`], in order.
+#[derive(Debug)]
+pub struct BatchMessages<'a> {
+    body: &'a Bytes,
+    at: usize,
+}
+
+impl Iterator for BatchMessages<'_> {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        let size = usize::from(read_u16(self.body, self.at)?);
+        let start = self.at + BATCH_ENTRY_HEADER_LEN;
+        let end = start + size;
+        if end > self.body.len() {
+            return None;
+        }
+        self.at = end;
+        Some(self.body.slice(start..end))
+    }
+}
+
 /// A packet on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
@@ -196,6 +334,8 @@ pub enum Packet {
     Pong(u64),
     /// A chunk of a message.
     Msg(Msg),
+    /// Several whole small messages of one channel.
+    Batch(Batch),
     /// The receiver of `channel` lets the sender send `bytes` more on it.
     Credit {
         /// Channel the credit is for (never 0).
@@ -231,6 +371,7 @@ impl Packet {
             Packet::Ping(_) => "Ping",
             Packet::Pong(_) => "Pong",
             Packet::Msg(_) => "Msg",
+            Packet::Batch(_) => "Batch",
             Packet::Credit { .. } => "Credit",
             Packet::Reclaim { .. } => "Reclaim",
             Packet::Release { .. } => "Release",
@@ -243,6 +384,7 @@ impl Packet {
         match self {
             Packet::Ping(_) | Packet::Pong(_) => KEEPALIVE_LEN,
             Packet::Msg(m) => m.header_len() + m.payload.len(),
+            Packet::Batch(b) => BATCH_HEADER_LEN + b.body.len(),
             Packet::Credit { .. } | Packet::Reclaim { .. } | Packet::Release { .. } => CREDIT_LEN,
         }
     }
@@ -293,6 +435,20 @@ pub enum CodecError {
         /// Whether the chunk was the last of its message.
         eof: bool,
     },
+    /// A `Batch` with no message in it.
+    #[error("batch of no message")]
+    EmptyBatch,
+    /// A `Batch` entry's size runs past the end of the packet.
+    #[error("batch entry at byte {at} runs past the batch's {length} bytes")]
+    BatchOverrun {
+        /// Where the entry starts in the batch.
+        at: usize,
+        /// The batch's length.
+        length: usize,
+    },
+    /// A message too large for a `Batch` entry (only when encoding).
+    #[error("a message of {0} bytes does not fit a batch entry")]
+    BatchEntryTooLarge(usize),
     /// A `Credit` (type 0x04) or `Reclaim` (type 0x05) of zero bytes.
     #[error("credit packet of type {0:#04x} for zero bytes")]
     ZeroCredit(u8),
@@ -356,8 +512,23 @@ pub fn put_msg_header(
     dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
 }
 
-/// Writes every packet but `Msg` (which has a payload to place): the fixed-size ones.
-/// Returns `false` for a `Msg`, writing nothing.
+/// Writes the header of a `Batch` whose entries take `body_len` bytes. The caller
+/// appends the entries with [`put_batch_entry`]. Does not check the length limit.
+pub fn put_batch_header(dst: &mut BytesMut, channel: u8, body_len: usize) {
+    dst.put_u8(TYPE_BATCH);
+    dst.put_u8(channel);
+    // Batches are bounded by max_packet_payload, which config keeps far below 4 GiB.
+    dst.put_u32(u32::try_from(body_len).unwrap_or(u32::MAX));
+}
+
+/// Appends one `Batch` entry (the caller keeps `payload` within [`BATCH_ENTRY_MAX`]).
+pub fn put_batch_entry(dst: &mut BytesMut, payload: &[u8]) {
+    dst.put_u16(u16::try_from(payload.len()).unwrap_or(u16::MAX));
+    dst.extend_from_slice(payload);
+}
+
+/// Writes every packet but `Msg` (which has a payload to place): the fixed-size ones,
+/// and a `Batch` (copied). Returns `false` for a `Msg`, writing nothing.
 pub fn put_small_packet(dst: &mut BytesMut, packet: &Packet) -> bool {
     match *packet {
         Packet::Ping(nonce) => {
@@ -371,6 +542,10 @@ pub fn put_small_packet(dst: &mut BytesMut, packet: &Packet) -> bool {
         Packet::Credit { channel, bytes } => put_credit(dst, TYPE_CREDIT, channel, bytes),
         Packet::Reclaim { channel, bytes } => put_credit(dst, TYPE_RECLAIM, channel, bytes),
         Packet::Release { channel, bytes } => put_credit(dst, TYPE_RELEASE, channel, bytes),
+        Packet::Batch(ref b) => {
+            put_batch_header(dst, b.channel, b.body.len());
+            dst.extend_from_slice(&b.body);
+        }
         Packet::Msg(_) => return false,
     }
     true
@@ -403,6 +578,12 @@ impl Encoder<Packet> for PacketCodec {
                 put_msg_header(dst, m.channel, m.eof, m.kind, m.total, len);
                 dst.extend_from_slice(&m.payload);
             }
+            Packet::Batch(b) if b.body.len() > self.max_packet_payload => {
+                return Err(CodecError::Oversized {
+                    len: b.body.len(),
+                    max: self.max_packet_payload,
+                });
+            }
             Packet::Credit { bytes: 0, .. } => return Err(CodecError::ZeroCredit(TYPE_CREDIT)),
             Packet::Reclaim { bytes: 0, .. } => return Err(CodecError::ZeroCredit(TYPE_RECLAIM)),
             other => {
@@ -434,6 +615,7 @@ impl Decoder for PacketCodec {
                 }))
             }
             TYPE_MSG => self.decode_msg(src),
+            TYPE_BATCH => self.decode_batch(src),
             TYPE_CREDIT | TYPE_RECLAIM | TYPE_RELEASE => {
                 let (Some(&channel), Some(bytes)) = (src.get(1), read_u32(src, 2)) else {
                     return Ok(None);
@@ -480,6 +662,11 @@ fn read_u32(src: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(bytes))
 }
 
+fn read_u16(src: &[u8], at: usize) -> Option<u16> {
+    let bytes: [u8; 2] = src.get(at..at + 2)?.try_into().ok()?;
+    Some(u16::from_be_bytes(bytes))
+}
+
 fn read_u64(src: &[u8], at: usize) -> Option<u64> {
     let bytes: [u8; 8] = src.get(at..at + 8)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
@@ -513,6 +700,7 @@ impl PacketCodec {
         match *src.first()? {
             TYPE_PING | TYPE_PONG => Some(KEEPALIVE_LEN),
             TYPE_CREDIT | TYPE_RECLAIM | TYPE_RELEASE => Some(CREDIT_LEN),
+            TYPE_BATCH => Some(BATCH_HEADER_LEN + read_u32(src, 2)? as usize),
             _ => {
                 let (_, header) = Self::msg_header(src).ok()??;
                 Some(header + read_u32(src, header - 4)? as usize)
@@ -569,6 +757,31 @@ impl PacketCodec {
             header,
             len,
         }))
+    }
+
+    fn decode_batch(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
+        let (Some(&channel), Some(len)) = (src.get(1), read_u32(src, 2)) else {
+            return Ok(None);
+        };
+        let len = len as usize;
+        if len > self.max_packet_payload {
+            return Err(CodecError::Oversized {
+                len,
+                max: self.max_packet_payload,
+            });
+        }
+        if len == 0 {
+            return Err(CodecError::EmptyBatch);
+        }
+        let size = BATCH_HEADER_LEN + len;
+        if src.len() < size {
+            // Bounded: `len` was checked against the limit.
+            src.reserve(size - src.len());
+            return Ok(None);
+        }
+        let mut frame = src.split_to(size);
+        frame.advance(BATCH_HEADER_LEN);
+        Batch::parse(channel, frame.freeze()).map(|b| Some(Packet::Batch(b)))
     }
 
     fn decode_msg(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
@@ -734,11 +947,76 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_round_trips_and_its_messages_are_slices_of_one_buffer() {
+        let msgs: Vec<Bytes> = (0..50u8)
+            .map(|i| Bytes::from(vec![i; usize::from(i) * 3]))
+            .collect();
+        let batch = Batch::new(9, &msgs).unwrap();
+        assert_eq!(batch.count(), 50);
+        assert_eq!(
+            batch.payload_len(),
+            msgs.iter().map(Bytes::len).sum::<usize>()
+        );
+        let mut wire = encode(Packet::Batch(batch.clone()));
+        assert_eq!(wire.len(), Packet::Batch(batch).encoded_len());
+        // Byte by byte: nothing until the last byte, then the batch.
+        let mut codec = PacketCodec::new(1 << 20);
+        let mut feed = BytesMut::new();
+        let whole = wire.split();
+        for (i, byte) in whole.iter().enumerate() {
+            feed.extend_from_slice(&[*byte]);
+            let got = codec.decode(&mut feed).unwrap();
+            if i + 1 < whole.len() {
+                assert_eq!(got, None);
+                continue;
+            }
+            let Some(Packet::Batch(b)) = got else {
+                panic!("{got:?}")
+            };
+            assert_eq!(b.channel(), 9);
+            let out: Vec<Bytes> = b.messages().collect();
+            assert_eq!(out, msgs);
+            assert_eq!(
+                b.sizes().collect::<Vec<_>>(),
+                msgs.iter().map(Bytes::len).collect::<Vec<_>>()
+            );
+        }
+        assert!(feed.is_empty());
+        assert_eq!(
+            Batch::new(1, &[]),
+            Err(CodecError::EmptyBatch),
+            "a batch holds a message at least"
+        );
+        assert_eq!(
+            Batch::new(1, &[Bytes::from(vec![0; 70_000])]),
+            Err(CodecError::BatchEntryTooLarge(70_000))
+        );
+    }
+
+    #[test]
     fn each_bad_input_has_its_own_error() {
         let mut c = PacketCodec::new(100);
         let dec = |c: &mut PacketCodec, b: &[u8]| c.decode(&mut BytesMut::from(b));
         assert_eq!(dec(&mut c, &[0x00]), Err(CodecError::UnknownType(0)));
-        assert_eq!(dec(&mut c, &[0x07]), Err(CodecError::UnknownType(7)));
+        assert_eq!(dec(&mut c, &[0x08]), Err(CodecError::UnknownType(8)));
+        assert_eq!(
+            dec(&mut c, &[0x07, 1, 0, 0, 0, 0]),
+            Err(CodecError::EmptyBatch)
+        );
+        assert_eq!(
+            dec(&mut c, &[0x07, 1, 0, 0, 0, 101]),
+            Err(CodecError::Oversized { len: 101, max: 100 })
+        );
+        assert_eq!(
+            dec(&mut c, &[0x07, 1, 0, 0, 0, 5, 0, 1, b'a', 0, 2, b'b']),
+            Err(CodecError::BatchOverrun { at: 3, length: 5 }),
+            "the second entry claims 2 bytes where 1 is left"
+        );
+        assert_eq!(
+            dec(&mut c, &[0x07, 1, 0, 0, 0, 1, 0]),
+            Err(CodecError::BatchOverrun { at: 0, length: 1 }),
+            "half a size prefix"
+        );
         assert_eq!(
             dec(&mut c, &[0x04, 1, 0, 0, 0, 0]),
             Err(CodecError::ZeroCredit(TYPE_CREDIT))

@@ -2,6 +2,7 @@
 //! time) and with `Solo` (one core, the test playing its remote byte by byte). No
 //! sockets, no sleeps, no actix: each test runs in milliseconds.
 
+mod batch;
 mod close;
 mod direct;
 mod flow;
