@@ -298,6 +298,7 @@ impl Batch {
         BatchMessages {
             body: &self.body,
             at: 0,
+            left: self.count,
         }
     }
 }
@@ -307,6 +308,7 @@ impl Batch {
 pub struct BatchMessages<'a> {
     body: &'a Bytes,
     at: usize,
+    left: usize,
 }
 
 impl Iterator for BatchMessages<'_> {
@@ -320,9 +322,16 @@ impl Iterator for BatchMessages<'_> {
             return None;
         }
         self.at = end;
+        self.left = self.left.saturating_sub(1);
         Some(self.body.slice(start..end))
     }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
 }
+
+impl ExactSizeIterator for BatchMessages<'_> {}
 
 /// A packet on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
