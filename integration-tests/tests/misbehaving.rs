@@ -189,6 +189,29 @@ async fn misbehaving_peers_are_closed_with_their_reason_and_honest_peers_keep_go
         "{closed:?}"
     );
 
+    // Batches: one whose entry runs past its end, and one on channel 0.
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.handshake(NET).await;
+    raw.write(&[0x07, 1, 0, 0, 0, 4, 0, 1, b'a', 0]).await;
+    assert_eq!(
+        raw.closed(WAIT, true).await,
+        Closed::Goodbye(DisconnectReason::Codec(CodecError::BatchOverrun {
+            at: 3,
+            length: 4
+        }))
+    );
+    let mut raw = RawPeer::connect(node.addr).await;
+    raw.handshake(NET).await;
+    raw.write(&[0x07, 0, 0, 0, 0, 3, 0, 1, b'a']).await;
+    let closed = raw.closed(WAIT, true).await;
+    assert!(
+        matches!(
+            closed,
+            Closed::Goodbye(DisconnectReason::ControlViolation(_))
+        ),
+        "{closed:?}"
+    );
+
     // A ping flood, then a flood of pongs that answer nothing.
     for packet in [Packet::Ping as fn(u64) -> Packet, Packet::Pong] {
         let mut raw = RawPeer::connect(node.addr).await;
