@@ -39,6 +39,7 @@ pub mod handshake;
 mod inbox;
 pub mod introspect;
 pub mod keepalive;
+pub mod lifecycle;
 pub mod rate;
 pub mod reader;
 pub mod reassembly;
