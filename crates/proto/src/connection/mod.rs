@@ -37,6 +37,7 @@
 pub mod flow;
 pub mod handshake;
 mod inbox;
+pub mod inline;
 pub mod introspect;
 pub mod keepalive;
 pub mod lifecycle;
