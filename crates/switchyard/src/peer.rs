@@ -19,73 +19,18 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::BytesMut;
 use switchyard_proto::admission::{ConnId, Direction};
-use switchyard_proto::connection::handshake::Version;
 use switchyard_proto::connection::lifecycle::{Admission, CloseStep, Lifecycle, Outcome, Step};
-use switchyard_proto::connection::services::ServiceSpec;
 use switchyard_proto::secure::{Role, Secured, Suite};
-use switchyard_proto::{ConnParams, DisconnectReason, Message, NodeId, PeerCore};
-use tokio::sync::oneshot;
+use switchyard_proto::{ConnParams, DisconnectReason, Message, PeerCore};
 
 use crate::conn::{Conn, SharedConn};
 use crate::driver::Driver;
 use crate::handle::{PeerHandle, PeerShared};
+use crate::msg::{AdmitReply, Attach, Close, ClosedGuard, Detach, PeerInit};
 use crate::registry::Registry;
 use crate::secure::Transport;
 use crate::service::Delivery;
 use crate::switch::{PeerClosed, PeerRtt, Register, Switch};
-
-/// The answer a dialer waits for: the admitted peer, or why the connection closed.
-pub(crate) type AdmitReply = oneshot::Sender<Result<PeerHandle, DisconnectReason>>;
-
-/// Tells the Switch that a connection is gone if its Peer never reports it: the
-/// Peer failed to start (its arbiter stopped, or a panic in `Peer::new`) or its actor
-/// was dropped without `stopped` running. Without it the connection's admission slot
-/// and table entry would stay forever.
-pub(crate) struct ClosedGuard {
-    switch: Addr<Switch>,
-    conn: ConnId,
-    armed: bool,
-}
-
-impl ClosedGuard {
-    pub(crate) fn new(switch: Addr<Switch>, conn: ConnId) -> Self {
-        ClosedGuard {
-            switch,
-            conn,
-            armed: true,
-        }
-    }
-}
-
-impl Drop for ClosedGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            self.switch.do_send(PeerClosed {
-                conn: self.conn,
-                reason: DisconnectReason::Io("connection task ended abnormally".into()),
-            });
-        }
-    }
-}
-
-/// Everything the Switch hands a new Peer.
-pub(crate) struct PeerInit {
-    pub(crate) guard: ClosedGuard,
-    pub(crate) conn: ConnId,
-    pub(crate) direction: Direction,
-    pub(crate) stream: std::net::TcpStream,
-    pub(crate) remote_addr: SocketAddr,
-    pub(crate) expected: Option<NodeId>,
-    pub(crate) local: Version,
-    pub(crate) secret: [u8; 16],
-    /// How the connection is secured before the core speaks.
-    pub(crate) transport: Arc<Transport>,
-    /// The services attached when the Switch made this connection.
-    pub(crate) services: Vec<Arc<ServiceSpec>>,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) switch: Addr<Switch>,
-    pub(crate) reply: Option<AdmitReply>,
-}
 
 /// One connection (see the [module docs](self)).
 pub struct Peer {
@@ -468,16 +413,8 @@ impl Actor for Peer {
             conn: self.id,
             reason,
         });
-        self.guard.armed = false;
+        self.guard.disarm();
     }
-}
-
-/// Close this connection (from the Switch, or a service through its handle).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Close {
-    pub(crate) reason: DisconnectReason,
-    pub(crate) flush: bool,
 }
 
 impl Handler<Close> for Peer {
@@ -497,11 +434,6 @@ impl Handler<Close> for Peer {
     }
 }
 
-/// Attach a service to this connection (from the Switch).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Attach(pub(crate) Arc<ServiceSpec>);
-
 impl Handler<Attach> for Peer {
     type Result = ();
 
@@ -513,11 +445,6 @@ impl Handler<Attach> for Peer {
         self.conn.wake_driver();
     }
 }
-
-/// Detach a service from this connection (from the Switch).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Detach(pub(crate) String);
 
 impl Handler<Detach> for Peer {
     type Result = ();
