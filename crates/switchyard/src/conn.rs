@@ -58,8 +58,6 @@ pub(crate) struct Inner {
     pub(crate) core: PeerCore,
     /// The send side: what waits to be written, who writes it, the sealer.
     pub(crate) writer: Writer,
-    /// The deadline the driver's timer is armed for.
-    pub(crate) armed: Option<Instant>,
     /// Callers waiting for the answers to our requests, by request id.
     pub(crate) answers: HashMap<u32, oneshot::Sender<Outcome>>,
 }
@@ -103,7 +101,6 @@ impl Conn {
             inner: Mutex::new(Inner {
                 core,
                 writer: Writer::new(),
-                armed: None,
                 answers: HashMap::new(),
             }),
             io: OnceLock::new(),
@@ -159,11 +156,10 @@ impl Conn {
         let now = Instant::now();
         let io = self.io.get();
         let inner = &mut *guard;
-        let armed = inner.armed;
         let may_inline = || io.is_some() && take_inline_turn(now);
         let step = inner
             .writer
-            .after_push(&mut inner.core, now, INLINE_BATCH, armed, may_inline);
+            .after_push(&mut inner.core, now, INLINE_BATCH, may_inline);
         let wake = match step {
             AfterPush::Nothing => false,
             AfterPush::Wake => true,
@@ -174,10 +170,9 @@ impl Conn {
                 let wrote = io.map_or(Ok(0), |io| write_now(io, &mut t));
                 let mut guard = self.lock();
                 let inner = &mut *guard;
-                let armed = inner.armed;
                 inner
                     .writer
-                    .complete_inline(&mut inner.core, Instant::now(), t, wrote, armed)
+                    .complete_inline(&mut inner.core, Instant::now(), t, wrote)
             }
         };
         if wake {

@@ -152,7 +152,7 @@ impl Driver {
         let next = {
             let mut inner = self.conn.lock();
             let next = inner.core.poll_timeout();
-            inner.armed = next;
+            inner.writer.set_armed(next);
             next
         };
         if next != self.timer_at {
