@@ -109,10 +109,12 @@ impl Peer {
     /// dropped).
     pub(crate) fn on_core_events(&mut self, ctx: &mut Context<Self>) -> bool {
         let mut over = false;
+        // (Read before the lock; the lifecycle times only its reports to the Switch.)
+        let now = Instant::now();
         loop {
             let mut inner = self.conn.lock();
             let Some(event) = inner.core.poll_event() else {
-                let after = self.life.after_events(Instant::now(), &inner.core);
+                let after = self.life.after_events(now, &inner.core);
                 drop(inner);
                 if after.reply {
                     self.reply_up();
