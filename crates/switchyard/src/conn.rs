@@ -4,17 +4,10 @@
 //!
 //! Queuing a message is a lock and a push into the core's scheduler; the driver is
 //! woken only when it sleeps for lack of work, so small messages cost no actix message
-//! each. When the connection's writer is idle, a send writes its message itself, from
-//! the sending thread, instead of waking the driver's thread to do it: one thread
-//! hand-off less on the path of an urgent message, which matters when the machine is
-//! busy. One thread writes inline at most once every [`INLINE_GAP`], whatever the
-//! connection: a service answering a request now and then writes its answer itself,
-//! while a burst of sends, or a loop sending to many peers, only queues and lets the
-//! connections' drivers gather its messages into large writes on their own threads
-//! (a syscall per small message from one thread would make that thread the
-//! bottleneck: a broadcast to 16 peers ran at 1/20 of its rate). Senders that find a
-//! channel's queue full wait on that channel's `Notify`, which the driver signals when
-//! the core reports room (or the connection closes).
+//! each. When the connection's writer is idle, a send may write its message itself,
+//! from the sending thread (the [`Writer`] and this thread's [`InlineTurn`] decide).
+//! Senders that find a channel's queue full wait on that channel's `Notify`, which the
+//! driver signals when the core reports room (or the connection closes).
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+use switchyard_proto::connection::inline::InlineTurn;
 use switchyard_proto::connection::writer::{AfterPush, Writer};
 use switchyard_proto::connection::Refusal;
 use switchyard_proto::DisconnectReason;
@@ -35,23 +29,17 @@ use tokio::sync::{oneshot, Notify};
 use crate::error::SendFailure;
 use crate::request::Outcome;
 
-/// Shortest time between two inline writes (see the [module docs](self)).
-pub(crate) const INLINE_GAP: Duration = Duration::from_micros(50);
-
 thread_local! {
-    /// When this thread last wrote inline.
-    static LAST_INLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// This thread's turn to write inline.
+    static INLINE: Cell<InlineTurn> = const { Cell::new(InlineTurn::new()) };
 }
 
 /// Whether this thread may write inline now; if so, counts the write.
 fn take_inline_turn(now: Instant) -> bool {
-    LAST_INLINE.with(|last| {
-        let free = last
-            .get()
-            .is_none_or(|t| now.saturating_duration_since(t) >= INLINE_GAP);
-        if free {
-            last.set(Some(now));
-        }
+    INLINE.with(|cell| {
+        let mut turn = cell.get();
+        let free = turn.take(now);
+        cell.set(turn);
         free
     })
 }
@@ -70,8 +58,6 @@ pub(crate) struct Inner {
     pub(crate) core: PeerCore,
     /// The send side: what waits to be written, who writes it, the sealer.
     pub(crate) writer: Writer,
-    /// The deadline the driver's timer is armed for.
-    pub(crate) armed: Option<Instant>,
     /// Callers waiting for the answers to our requests, by request id.
     pub(crate) answers: HashMap<u32, oneshot::Sender<Outcome>>,
 }
@@ -115,7 +101,6 @@ impl Conn {
             inner: Mutex::new(Inner {
                 core,
                 writer: Writer::new(),
-                armed: None,
                 answers: HashMap::new(),
             }),
             io: OnceLock::new(),
@@ -171,11 +156,10 @@ impl Conn {
         let now = Instant::now();
         let io = self.io.get();
         let inner = &mut *guard;
-        let armed = inner.armed;
         let may_inline = || io.is_some() && take_inline_turn(now);
         let step = inner
             .writer
-            .after_push(&mut inner.core, now, INLINE_BATCH, armed, may_inline);
+            .after_push(&mut inner.core, now, INLINE_BATCH, may_inline);
         let wake = match step {
             AfterPush::Nothing => false,
             AfterPush::Wake => true,
@@ -186,10 +170,9 @@ impl Conn {
                 let wrote = io.map_or(Ok(0), |io| write_now(io, &mut t));
                 let mut guard = self.lock();
                 let inner = &mut *guard;
-                let armed = inner.armed;
                 inner
                     .writer
-                    .complete_inline(&mut inner.core, Instant::now(), t, wrote, armed)
+                    .complete_inline(&mut inner.core, Instant::now(), t, wrote)
             }
         };
         if wake {

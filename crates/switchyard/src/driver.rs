@@ -26,7 +26,7 @@ use bytes::{BufMut, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use switchyard_proto::connection::reader::{ReadTarget, Reader};
+use switchyard_proto::connection::reader::Reader;
 use switchyard_proto::connection::writer::WriteStep;
 use switchyard_proto::secure::Session;
 
@@ -93,11 +93,8 @@ impl Driver {
                     return None;
                 }
                 Poll::Ready(Err(e)) => {
-                    let target = ReadTarget::Buffer { limit: None };
                     let mut inner = self.conn.lock();
-                    return self
-                        .reader
-                        .complete(&mut inner.core, Instant::now(), target, Err(e));
+                    return Some(self.reader.fail(&mut inner.core, Instant::now(), &e));
                 }
                 Poll::Ready(Ok(())) => {}
             }
@@ -155,7 +152,7 @@ impl Driver {
         let next = {
             let mut inner = self.conn.lock();
             let next = inner.core.poll_timeout();
-            inner.armed = next;
+            inner.writer.set_armed(next);
             next
         };
         if next != self.timer_at {

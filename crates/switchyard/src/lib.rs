@@ -70,6 +70,7 @@ pub mod handle;
 pub mod identity;
 pub mod introspect;
 mod metrics;
+mod msg;
 mod peer;
 mod pool;
 mod registry;

@@ -1,91 +1,36 @@
 //! The Peer actor: one connection. A thin shell around its
-//! [`PeerCore`](switchyard_proto::PeerCore): the [`Driver`] moves bytes and time, and
-//! this actor carries out the core's events — ask the Switch to admit the peer when
-//! the handshake completes, tell a service `PeerUp` when its twin accepted it (once
-//! admitted) and `PeerDown` when it goes, hand readable messages to their services,
-//! wake senders waiting for room, stop when the connection is over.
+//! [`PeerCore`](switchyard_proto::PeerCore) and its
+//! [`Lifecycle`](switchyard_proto::connection::lifecycle::Lifecycle): the [`Driver`]
+//! moves bytes and time, the lifecycle turns the core's events and the Switch's
+//! answers into steps (when to register, what may reach a service, when to answer the
+//! dialer, when to stop), and this actor carries them out.
 //!
 //! Delivery to a service uses `try_send`. When its mailbox is full, the one message
 //! (or batch) in hand waits on `send().await`, the rest go back to the core's queue for
 //! that channel, and the core notes the hand-over, which pauses that channel; only it
-//! waits. Credit for
-//! a message goes back to the remote once the service's mailbox has accepted it.
+//! waits. Credit for a message goes back to the remote once the service's mailbox has
+//! accepted it.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bytes::BytesMut;
 use switchyard_proto::admission::{ConnId, Direction};
-use switchyard_proto::connection::handshake::Version;
-use switchyard_proto::connection::rtt_report::RttReport;
-use switchyard_proto::connection::services::ServiceSpec;
-use switchyard_proto::secure::{Role, Suite};
-use switchyard_proto::{ConnParams, DisconnectReason, Event, Message, NodeId, PeerCore};
-use tokio::sync::oneshot;
+use switchyard_proto::connection::lifecycle::{Admission, CloseStep, Lifecycle, Outcome, Step};
+use switchyard_proto::secure::{Role, Secured, Suite};
+use switchyard_proto::{ConnParams, DisconnectReason, Message, PeerCore};
 
 use crate::conn::{Conn, SharedConn};
 use crate::driver::Driver;
 use crate::handle::{PeerHandle, PeerShared};
+use crate::msg::{AdmitReply, Attach, Close, ClosedGuard, Detach, PeerInit};
 use crate::registry::Registry;
-use crate::request::Outcome;
 use crate::secure::Transport;
 use crate::service::Delivery;
 use crate::switch::{PeerClosed, PeerRtt, Register, Switch};
-
-/// The answer a dialer waits for: the admitted peer, or why the connection closed.
-pub(crate) type AdmitReply = oneshot::Sender<Result<PeerHandle, DisconnectReason>>;
-
-/// Tells the Switch that a connection is gone if its Peer never reports it: the
-/// Peer failed to start (its arbiter stopped, or a panic in `Peer::new`) or its actor
-/// was dropped without `stopped` running. Without it the connection's admission slot
-/// and table entry would stay forever.
-pub(crate) struct ClosedGuard {
-    switch: Addr<Switch>,
-    conn: ConnId,
-    armed: bool,
-}
-
-impl ClosedGuard {
-    pub(crate) fn new(switch: Addr<Switch>, conn: ConnId) -> Self {
-        ClosedGuard {
-            switch,
-            conn,
-            armed: true,
-        }
-    }
-}
-
-impl Drop for ClosedGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            self.switch.do_send(PeerClosed {
-                conn: self.conn,
-                reason: DisconnectReason::Io("connection task ended abnormally".into()),
-            });
-        }
-    }
-}
-
-/// Everything the Switch hands a new Peer.
-pub(crate) struct PeerInit {
-    pub(crate) guard: ClosedGuard,
-    pub(crate) conn: ConnId,
-    pub(crate) direction: Direction,
-    pub(crate) stream: std::net::TcpStream,
-    pub(crate) remote_addr: SocketAddr,
-    pub(crate) expected: Option<NodeId>,
-    pub(crate) local: Version,
-    pub(crate) secret: [u8; 16],
-    /// How the connection is secured before the core speaks.
-    pub(crate) transport: Arc<Transport>,
-    /// The services attached when the Switch made this connection.
-    pub(crate) services: Vec<Arc<ServiceSpec>>,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) switch: Addr<Switch>,
-    pub(crate) reply: Option<AdmitReply>,
-}
 
 /// One connection (see the [module docs](self)).
 pub struct Peer {
@@ -102,20 +47,19 @@ pub struct Peer {
     /// The transport handshake under way (before the core speaks).
     securing: Option<SpawnHandle>,
     handle: Option<PeerHandle>,
+    /// What the node said of this connection, and what may reach its services.
+    life: Lifecycle,
+    /// The lifecycle's admission, as [`deliver`](Self::deliver) reads it.
     admitted: bool,
-    /// Why the connection ended, once it has.
-    closed: Option<DisconnectReason>,
     guard: ClosedGuard,
     reply: Option<AdmitReply>,
-    /// Round-trip times on their way to the Switch.
-    rtt: RttReport,
 }
 
 impl Peer {
     pub(crate) fn new(init: PeerInit) -> Self {
         let limits = init.registry.core.limits();
         crate::socket::tune(&init.stream, limits, &init.remote_addr);
-        let rtt = RttReport::new(limits.ping_interval);
+        let life = Lifecycle::new(limits, init.reply.is_some());
         let params = ConnParams {
             local: init.local,
             expected: init.expected,
@@ -140,11 +84,10 @@ impl Peer {
             suite: None,
             securing: None,
             handle: None,
+            life,
             admitted: false,
-            closed: None,
             guard: init.guard,
             reply: init.reply,
-            rtt,
         }
     }
 
@@ -161,111 +104,94 @@ impl Peer {
         self.conn.wake_driver();
     }
 
-    /// Carries out the core's events; `true` once the connection is over (the driver
-    /// then ends and the socket is dropped).
+    /// Carries out the core's events, as the [`Lifecycle`] turns them into steps;
+    /// `true` once the connection is over (the driver then ends and the socket is
+    /// dropped).
     pub(crate) fn on_core_events(&mut self, ctx: &mut Context<Self>) -> bool {
         let mut over = false;
+        // (Read before the lock; the lifecycle times only its reports to the Switch.)
+        let now = Instant::now();
         loop {
-            let Some(event) = self.conn.lock().core.poll_event() else {
-                self.maybe_reply();
-                self.report_rtt();
+            let mut inner = self.conn.lock();
+            let Some(event) = inner.core.poll_event() else {
+                let after = self.life.after_events(now, &inner.core);
+                drop(inner);
+                if after.reply {
+                    self.reply_up();
+                }
+                if let Some(rtt) = after.rtt {
+                    self.switch.do_send(PeerRtt { conn: self.id, rtt });
+                }
                 return over;
             };
+            drop(inner);
             log::trace!("peer {}: {event:?}", self.label());
-            match event {
-                Event::Connected => self.on_connected(ctx),
-                Event::Readable(channel) => self.deliver(channel, ctx),
-                Event::Room(channel) => self.conn.room_freed(channel),
-                Event::ServiceUp(name) => self.service_up(&name),
-                Event::ServiceDown { service, reason } => {
+            match self.life.handle_event(event) {
+                Step::Nothing => {}
+                Step::Register => self.register(ctx),
+                Step::Deliver(channel) => self.deliver(channel, ctx),
+                Step::Room(channel) => self.conn.room_freed(channel),
+                Step::ServiceUp(name) => self.service_up(&name),
+                Step::ServiceDown { service, reason } => {
                     if let Some(h) = &self.handle {
                         h.service_down(Some(&service), &reason);
                     }
                 }
-                Event::ServiceRefused {
+                Step::ServiceRefused {
                     service,
                     reason,
                     by_remote,
                 } => log::info!(
-                    "peer {}: service {service} {}: {reason}",
+                    "peer {}: service {service} refused{}: {reason}",
                     self.label(),
-                    if by_remote {
-                        "refused by the peer"
-                    } else {
-                        "refused"
-                    }
+                    if by_remote { " by the peer" } else { "" }
                 ),
-                Event::RequestStalled {
+                Step::Answer {
                     channel,
                     request_id,
+                    outcome,
                 } => {
-                    log::debug!(
-                        "peer {}: request {request_id} on {channel:#04x} stalled",
-                        self.label()
-                    );
-                    self.conn.answer(request_id, Outcome::Stalled);
+                    if outcome == Outcome::Stalled {
+                        log::debug!(
+                            "peer {}: request {request_id} on {channel:#04x} stalled",
+                            self.label()
+                        );
+                    }
+                    self.conn.answer(request_id, outcome);
                 }
-                Event::Response {
-                    request_id,
-                    payload,
-                    ..
-                } => self.conn.answer(request_id, Outcome::Response(payload)),
-                Event::RequestRejected {
-                    request_id,
-                    refusal,
-                    ..
-                } => self.conn.answer(request_id, Outcome::Refused(refusal)),
-                Event::IntrospectRequested => {
+                Step::Introspect => {
                     crate::introspect::answer_remote(self.switch.clone(), self.conn.clone());
                 }
-                Event::Introspection(answer) => self.conn.introspection_answered(*answer),
-                Event::Closed(reason) => {
+                Step::Introspection(answer) => self.conn.introspection_answered(*answer),
+                Step::Closed { reason, linger } => {
                     over = true;
-                    self.conn.fail_answers(&reason);
-                    self.on_closed(reason, ctx);
+                    self.on_closed(reason, linger, ctx);
                 }
-                other => log::debug!("peer {}: {other:?}", self.label()),
             }
         }
     }
 
-    /// Answers the dialer once the peer is admitted and the services offered when the
-    /// connection came up are answered: every service both nodes run is up then, so
-    /// the dialer can send on it at once.
-    fn maybe_reply(&mut self) {
-        if !self.admitted || self.reply.is_none() || self.conn.lock().core.offers_pending() {
-            return;
-        }
+    /// Answers the dialer: the peer is up.
+    fn reply_up(&mut self) {
         if let (Some(reply), Some(handle)) = (self.reply.take(), self.handle.clone()) {
             let _ = reply.send(Ok(handle));
         }
     }
 
-    /// Tells the Switch the round-trip times the [`RttReport`] passes on (it protects
-    /// low-latency peers from eviction).
-    fn report_rtt(&mut self) {
-        if !self.admitted || self.closed.is_some() {
-            return;
-        }
-        let sample = self.conn.lock().core.rtt_sample();
-        if let Some(rtt) = self.rtt.poll(Instant::now(), sample) {
-            self.switch.do_send(PeerRtt { conn: self.id, rtt });
-        }
-    }
-
-    /// A service met its twin: once the peer is admitted, the service hears of it.
-    fn service_up(&mut self, name: &str) {
-        if !self.admitted || self.closed.is_some() {
-            return;
-        }
+    /// Tells the service called `name` that the peer is up for it.
+    fn service_up(&self, name: &str) {
         if let (Some(handle), Some(slot)) = (&self.handle, self.registry.service(name)) {
             handle.service_up(slot);
         }
     }
 
     /// The handshake completed: ask the Switch to admit the peer.
-    fn on_connected(&mut self, ctx: &mut Context<Self>) {
-        let Some(version) = self.conn.lock().core.remote().cloned() else {
+    fn register(&mut self, ctx: &mut Context<Self>) {
+        let (version, rtt) = {
+            let inner = self.conn.lock();
+            (inner.core.remote().cloned(), inner.core.handshake_time())
+        };
+        let Some(version) = version else {
             return;
         };
         let handle = PeerHandle::new(PeerShared {
@@ -281,39 +207,38 @@ impl Peer {
             switch: self.switch.clone(),
         });
         self.handle = Some(handle.clone());
-        let rtt = self.conn.lock().core.handshake_time();
-        let register = self.switch.send(Register {
-            conn: self.id,
-            handle: handle.clone(),
-            rtt,
-        });
-        ctx.spawn(register.into_actor(self).map(move |res, act, ctx| {
-            let res = res.unwrap_or(Err(DisconnectReason::Shutdown));
-            match res {
-                Ok(()) if act.closed.is_none() => {
-                    act.admitted = true;
-                    log::debug!("peer {} admitted ({:?})", act.label(), act.direction);
-                    act.maybe_reply();
-                    let up: Vec<String> = act
-                        .conn
-                        .lock()
-                        .core
-                        .services_up()
-                        .map(String::from)
-                        .collect();
-                    for name in up {
-                        act.service_up(&name);
-                    }
-                    let readable: Vec<u8> = act.conn.lock().core.readable().collect();
-                    for channel in readable {
-                        act.deliver(channel, ctx);
-                    }
-                }
-                Ok(()) => {}
-                Err(reason) => act.close(reason, false),
-            }
-            act.maybe_stop(ctx);
+        let conn = self.id;
+        let register = self.switch.send(Register { conn, handle, rtt });
+        ctx.spawn(register.into_actor(self).map(|answer, act, ctx| {
+            act.admission(answer.unwrap_or(Err(DisconnectReason::Shutdown)), ctx);
         }));
+    }
+
+    /// The Switch answered whether the peer may stay.
+    fn admission(&mut self, answer: Result<(), DisconnectReason>, ctx: &mut Context<Self>) {
+        let admission = self.life.handle_admission(answer, &self.conn.lock().core);
+        match admission {
+            Admission::Admitted {
+                reply,
+                services,
+                readable,
+            } => {
+                self.admitted = true;
+                log::debug!("peer {} admitted ({:?})", self.label(), self.direction);
+                if reply {
+                    self.reply_up();
+                }
+                for name in services {
+                    self.service_up(&name);
+                }
+                for channel in readable {
+                    self.deliver(channel, ctx);
+                }
+            }
+            Admission::Refused(reason) => self.close(reason, false),
+            Admission::Late => {}
+        }
+        self.maybe_stop(ctx);
     }
 
     /// Hands `channel`'s waiting messages to its service, until the queue is empty or
@@ -378,31 +303,62 @@ impl Peer {
         }
     }
 
-    fn on_closed(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+    /// The connection is over: callers waiting for answers learn why, and what
+    /// arrived before the close still reaches its services (a goodbye after a flush
+    /// must not lose what preceded it), within `linger`.
+    fn on_closed(&mut self, reason: DisconnectReason, linger: Duration, ctx: &mut Context<Self>) {
         if reason.is_ordinary() {
             log::info!("peer {} closed: {reason}", self.label());
         } else {
             log::warn!("peer {} closed: {reason}", self.label());
         }
-        self.closed = Some(reason);
-        // What arrived before the close still reaches its services (a goodbye after a
-        // flush must not lose what preceded it), within the linger time.
+        self.conn.fail_answers(&reason);
         let readable: Vec<u8> = self.conn.lock().core.readable().collect();
         for channel in readable {
             self.deliver(channel, ctx);
         }
-        let linger = self.registry.core.limits().linger;
         ctx.run_later(linger, |_, ctx| ctx.stop());
         self.maybe_stop(ctx);
     }
 
-    /// Stops once the connection is over and nothing is left to deliver.
+    /// Stops once the [`Lifecycle`] says the connection is over and nothing is left
+    /// to deliver.
     fn maybe_stop(&mut self, ctx: &mut Context<Self>) {
-        if self.closed.is_none() {
-            return;
-        }
-        if !self.admitted || !self.conn.lock().core.has_undelivered() {
+        if self
+            .life
+            .may_stop(|| self.conn.lock().core.has_undelivered())
+        {
             ctx.stop();
+        }
+    }
+
+    /// The transport's handshake ended: on success the driver takes the socket and the
+    /// core speaks, through the session it made.
+    fn secured(
+        &mut self,
+        io: tokio::net::TcpStream,
+        result: Result<(Secured, BytesMut), DisconnectReason>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.securing = None;
+        match result {
+            Ok((secured, rest)) => {
+                let now = Instant::now();
+                self.life
+                    .handle_secured(now, &mut self.conn.lock().core, &secured);
+                self.suite = secured.session.as_ref().map(|s| s.suite);
+                let batch = self.registry.core.limits().write_batch_bytes;
+                let driver = Driver::new(self.conn.clone(), io, batch, secured.session, rest);
+                ctx.spawn(driver);
+            }
+            Err(reason) => {
+                log::debug!(
+                    "peer {}: transport handshake failed: {reason}",
+                    self.label()
+                );
+                self.life.handle_failed(reason);
+                ctx.stop();
+            }
         }
     }
 }
@@ -417,53 +373,26 @@ impl Actor for Peer {
         let mut io = match tokio::net::TcpStream::from_std(stream) {
             Ok(io) => io,
             Err(e) => {
-                self.closed = Some(DisconnectReason::Io(e.to_string()));
+                self.life.handle_failed(DisconnectReason::Io(e.to_string()));
                 ctx.stop();
                 return;
             }
         };
-        // The transport's handshake first, within the connection's one deadline;
-        // then the core speaks, through the session it made.
-        let role = match self.direction {
-            Direction::Outbound => Role::Initiator,
-            Direction::Inbound => Role::Responder,
-        };
-        let hs = self.transport.start(role);
+        // The transport's handshake first, within the connection's one deadline.
+        let hs = self.transport.start(Role::from(self.direction));
         let deadline = self.conn.lock().core.handshake_deadline();
         let secure = async move {
             let result = crate::secure::handshake(&mut io, hs, deadline).await;
             (io, result)
         };
-        let handle = ctx.spawn(secure.into_actor(self).map(|(io, result), act, ctx| {
-            act.securing = None;
-            match result {
-                Ok((secured, rest)) => {
-                    if let Some(remote) = secured.remote {
-                        act.conn
-                            .lock()
-                            .core
-                            .handle_authenticated(Instant::now(), remote.node_id);
-                    }
-                    act.suite = secured.session.as_ref().map(|s| s.suite);
-                    let batch = act.registry.core.limits().write_batch_bytes;
-                    let driver = Driver::new(act.conn.clone(), io, batch, secured.session, rest);
-                    ctx.spawn(driver);
-                }
-                Err(reason) => {
-                    log::debug!("peer {}: transport handshake failed: {reason}", act.label());
-                    act.closed = Some(reason);
-                    ctx.stop();
-                }
-            }
-        }));
-        self.securing = Some(handle);
+        let securing = secure
+            .into_actor(self)
+            .map(|(io, result), act, ctx| act.secured(io, result, ctx));
+        self.securing = Some(ctx.spawn(securing));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        let reason = self
-            .closed
-            .take()
-            .unwrap_or(DisconnectReason::ConnectionClosed);
+        let reason = self.life.finish();
         {
             // Senders must see the connection closed from now on.
             let mut inner = self.conn.lock();
@@ -481,44 +410,26 @@ impl Actor for Peer {
             conn: self.id,
             reason,
         });
-        self.guard.armed = false;
+        self.guard.disarm();
     }
-}
-
-/// Close this connection (from the Switch, or a service through its handle).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Close {
-    pub(crate) reason: DisconnectReason,
-    pub(crate) flush: bool,
 }
 
 impl Handler<Close> for Peer {
     type Result = ();
 
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
-        if let Some(securing) = self.securing.take() {
-            // Nothing was said yet: the socket just closes.
-            ctx.cancel_future(securing);
-            self.closed = Some(msg.reason);
-            ctx.stop();
-            return;
-        }
-        if self.closed.is_some() {
-            // Over already; a Switch that gives up waiting stops the delivery too.
-            if !msg.flush {
+        match self.life.handle_close(msg.reason, msg.flush) {
+            CloseStep::Core { reason, flush } => self.close(reason, flush),
+            CloseStep::Stop => {
+                if let Some(securing) = self.securing.take() {
+                    ctx.cancel_future(securing);
+                }
                 ctx.stop();
             }
-            return;
+            CloseStep::Nothing => {}
         }
-        self.close(msg.reason, msg.flush);
     }
 }
-
-/// Attach a service to this connection (from the Switch).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Attach(pub(crate) Arc<ServiceSpec>);
 
 impl Handler<Attach> for Peer {
     type Result = ();
@@ -531,11 +442,6 @@ impl Handler<Attach> for Peer {
         self.conn.wake_driver();
     }
 }
-
-/// Detach a service from this connection (from the Switch).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Detach(pub(crate) String);
 
 impl Handler<Detach> for Peer {
     type Result = ();

@@ -65,7 +65,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchyard_proto::connection::Refusal;
@@ -144,13 +143,7 @@ pub enum RequestError {
 }
 
 /// How a request of ours ended, as the Peer learns it from the core.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    Response(Bytes),
-    Refused(Refusal),
-    Stalled,
-    Closed(DisconnectReason),
-}
+pub(crate) use switchyard_proto::connection::lifecycle::Outcome;
 
 /// A request from a peer, with the [`Responder`] that answers it.
 pub struct ReceivedRequest<Req, Resp> {

@@ -47,8 +47,8 @@ use crate::handle::PeerHandle;
 use crate::identity::NodeKey;
 use crate::introspect::{self, Introspect, IntrospectFailure, IntrospectPeer, Introspection};
 use crate::metrics::{Metrics, Scrape};
-use crate::peer::{Attach, Detach};
-use crate::peer::{Close, ClosedGuard, Peer, PeerInit};
+use crate::msg::{Attach, Close, ClosedGuard, Detach, PeerInit};
+use crate::peer::Peer;
 use crate::pool::ArbiterPool;
 use crate::registry::Registry;
 use crate::service::Service;
@@ -195,7 +195,7 @@ struct NewConn {
     direction: Direction,
     remote_addr: SocketAddr,
     expected: Option<NodeId>,
-    reply: Option<crate::peer::AdmitReply>,
+    reply: Option<crate::msg::AdmitReply>,
 }
 
 struct PeerEntry {

@@ -37,8 +37,10 @@
 pub mod flow;
 pub mod handshake;
 mod inbox;
+pub mod inline;
 pub mod introspect;
 pub mod keepalive;
+pub mod lifecycle;
 pub mod rate;
 pub mod reader;
 pub mod reassembly;

@@ -196,6 +196,14 @@ impl Reader {
         }
     }
 
+    /// The socket failed before a read (its readiness reported an error): nothing
+    /// more is read, and the connection is over. Returns 0 (bytes read).
+    pub fn fail(&mut self, core: &mut PeerCore, now: Instant, e: &io::Error) -> usize {
+        self.done = true;
+        core.handle_io_error(now, &e.to_string());
+        0
+    }
+
     /// Feeds the core what a read into `target` did: the bytes read (`Some(0)` once
     /// the stream ended or failed, which the core has then been told).
     pub fn complete(
@@ -209,9 +217,7 @@ impl Reader {
             Ok(n) => n,
             Err(e) => {
                 self.abandon(core, now, target);
-                self.done = true;
-                core.handle_io_error(now, &e.to_string());
-                return Some(0);
+                return Some(self.fail(core, now, &e));
             }
         };
         match target {

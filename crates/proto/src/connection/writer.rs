@@ -24,7 +24,8 @@
 //!   ([`Writer::after_push`]); else the runtime wakes its writer. After an inline
 //!   write, the runtime's writer is woken only if there is work for it: bytes the
 //!   socket did not take, more than one batch, an event, or a deadline earlier than
-//!   the one its timer is armed for ([`Writer::complete_inline`]).
+//!   the one its timer is armed for ([`Writer::complete_inline`]; the runtime says
+//!   when it re-arms it, [`Writer::set_armed`]).
 
 use std::io;
 use std::time::Instant;
@@ -89,6 +90,8 @@ pub struct Writer {
     missed: bool,
     /// The write half is shut or a write failed.
     done: bool,
+    /// The deadline the runtime's timer is armed for.
+    armed: Option<Instant>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -113,6 +116,13 @@ impl Writer {
     /// Encrypts everything handed out from now on with `sealer`.
     pub fn set_sealer(&mut self, sealer: Sealer) {
         self.sealer = Some(sealer);
+    }
+
+    /// The runtime armed its one timer for `at` (the core's
+    /// [`poll_timeout`](PeerCore::poll_timeout)): a deadline the core sets earlier than
+    /// that needs the runtime's writer awake.
+    pub fn set_armed(&mut self, at: Option<Instant>) {
+        self.armed = at;
     }
 
     /// Bytes waiting to be written (not counting bytes out with a writer).
@@ -204,14 +214,12 @@ impl Writer {
 
     /// A sender queued a message: whether it writes inline (at most about `batch`
     /// bytes), wakes the runtime's writer, or does nothing. `may_inline` is the
-    /// runtime's say (it is asked only when the writer sleeps with nothing pending);
-    /// `armed` is the deadline the runtime's timer is armed for.
+    /// runtime's say (it is asked only when the writer sleeps with nothing pending).
     pub fn after_push(
         &mut self,
         core: &mut PeerCore,
         now: Instant,
         batch: usize,
-        armed: Option<Instant>,
         may_inline: impl FnOnce() -> bool,
     ) -> AfterPush {
         if !self.idle {
@@ -222,7 +230,7 @@ impl Writer {
             return AfterPush::Wake;
         }
         if !self.fill(core, now, batch) {
-            return if self.needs_writer(core, armed) {
+            return if self.needs_writer(core) {
                 AfterPush::Wake
             } else {
                 AfterPush::Nothing
@@ -238,7 +246,7 @@ impl Writer {
     /// Takes back what an inline write left of `t` (as [`complete`](Self::complete));
     /// returns whether the runtime's writer must wake to carry out what the write
     /// changed: bytes the socket did not take, more to send, a failure, an event, an
-    /// earlier deadline than `armed`, or a pass of its own that found this write under
+    /// earlier deadline than the armed one, or a pass of its own that found this write under
     /// way (what it came to write, the core may have queued since).
     pub fn complete_inline(
         &mut self,
@@ -246,7 +254,6 @@ impl Writer {
         now: Instant,
         t: Transmit,
         result: io::Result<usize>,
-        armed: Option<Instant>,
     ) -> bool {
         let left = !t.is_empty();
         let failed = result.is_err();
@@ -257,12 +264,13 @@ impl Writer {
             self.idle = false;
             return true;
         }
-        self.needs_writer(core, armed)
+        self.needs_writer(core)
     }
 
     /// Whether the sleeping writer must wake: the core has events for the runtime or
-    /// a deadline before `armed`.
-    fn needs_writer(&mut self, core: &PeerCore, armed: Option<Instant>) -> bool {
+    /// a deadline before the one the runtime's timer is armed for.
+    fn needs_writer(&mut self, core: &PeerCore) -> bool {
+        let armed = self.armed;
         let wake = core.has_events()
             || core
                 .poll_timeout()

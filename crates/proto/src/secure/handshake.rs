@@ -17,6 +17,7 @@ use tokio_util::codec::Decoder;
 use super::{
     Mode, Preamble, SecureError, Session, Suite, Suites, PREAMBLE_LEN, PROOF_CONTEXT, PROOF_LEN,
 };
+use crate::switch::Direction;
 use crate::wire::codec::{Packet, PacketCodec};
 use crate::wire::control::{self, Control};
 use crate::{DisconnectReason, NodeId};
@@ -34,6 +35,16 @@ pub enum Role {
     Initiator,
     /// We accepted.
     Responder,
+}
+
+impl From<Direction> for Role {
+    /// The side that dialed initiates the handshake.
+    fn from(direction: Direction) -> Self {
+        match direction {
+            Direction::Outbound => Role::Initiator,
+            Direction::Inbound => Role::Responder,
+        }
+    }
 }
 
 /// A node's keys for the handshake: its ed25519 identity, its Noise static key and
@@ -443,6 +454,12 @@ mod tests {
 
     fn node(role: Role, mode: Mode, suites: Suites, n: u8) -> SecureHandshake {
         SecureHandshake::new(role, mode, suites, identity(n), [n; 32])
+    }
+
+    #[test]
+    fn the_dialer_initiates() {
+        assert_eq!(Role::from(Direction::Outbound), Role::Initiator);
+        assert_eq!(Role::from(Direction::Inbound), Role::Responder);
     }
 
     /// Moves bytes both ways until neither side has anything to say; `tamper` may

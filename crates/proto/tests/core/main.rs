@@ -9,6 +9,7 @@ mod flow;
 mod handshake;
 mod introspect;
 mod keepalive;
+mod lifecycle;
 mod malformed;
 mod pair;
 mod props;

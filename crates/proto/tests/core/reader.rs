@@ -175,3 +175,22 @@ fn a_stream_ending_inside_a_frame_is_a_truncated_frame() {
         Some(&DisconnectReason::Secure(SecureError::TruncatedFrame))
     );
 }
+
+#[test]
+fn a_socket_that_fails_before_a_read_ends_reading_and_the_connection() {
+    let mut p = Pair::connected();
+    let mut reader = Reader::new(None, BytesMut::new());
+    let now = p.now;
+    let e = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+    assert_eq!(reader.fail(&mut p.b.core, now, &e), 0);
+    assert!(reader.is_done());
+    assert!(p.b.core.is_closed());
+    let closed = std::iter::from_fn(|| p.b.core.poll_event()).find_map(|e| match e {
+        switchyard_proto::Event::Closed(reason) => Some(reason),
+        _ => None,
+    });
+    assert!(
+        matches!(closed, Some(DisconnectReason::Io(_))),
+        "{closed:?}"
+    );
+}

@@ -191,7 +191,7 @@ fn a_push_while_the_writer_is_awake_does_nothing_else() {
     let mut writer = Writer::new();
     p.a.core.send(BULK, pattern(10, 1)).expect("queued");
     let asked = Cell::new(false);
-    let step = writer.after_push(&mut p.a.core, p.now, BATCH, None, || {
+    let step = writer.after_push(&mut p.a.core, p.now, BATCH, || {
         asked.set(true);
         true
     });
@@ -204,8 +204,8 @@ fn a_push_the_runtime_does_not_let_write_inline_wakes_the_writer() {
     let mut p = Pair::connected();
     let mut writer = idle_writer(&mut p);
     p.a.core.send(BULK, pattern(10, 1)).expect("queued");
-    let armed = p.a.core.poll_timeout();
-    let step = writer.after_push(&mut p.a.core, p.now, BATCH, armed, || false);
+    writer.set_armed(p.a.core.poll_timeout());
+    let step = writer.after_push(&mut p.a.core, p.now, BATCH, || false);
     assert!(matches!(step, AfterPush::Wake));
     assert!(!writer.is_idle());
     assert_eq!(writer.poll(&mut p.a.core, p.now, BATCH), WriteStep::Write);
@@ -217,18 +217,35 @@ fn an_inline_write_the_socket_takes_whole_leaves_the_writer_asleep() {
     let now = p.now;
     let mut writer = idle_writer(&mut p);
     p.a.core.send(BULK, pattern(10, 1)).expect("queued");
-    let armed = p.a.core.poll_timeout();
-    let AfterPush::Write(mut t) = writer.after_push(&mut p.a.core, now, BATCH, armed, || true)
-    else {
+    writer.set_armed(p.a.core.poll_timeout());
+    let AfterPush::Write(mut t) = writer.after_push(&mut p.a.core, now, BATCH, || true) else {
         panic!("an inline write");
     };
     let n = t.len();
     let mut wire = socket_takes(&mut t, usize::MAX);
-    let armed = p.a.core.poll_timeout();
-    assert!(!writer.complete_inline(&mut p.a.core, now, t, Ok(n), armed));
+    writer.set_armed(p.a.core.poll_timeout());
+    assert!(!writer.complete_inline(&mut p.a.core, now, t, Ok(n)));
     assert!(writer.is_idle());
     p.b.core.handle_read(now, &mut wire);
     assert_eq!(p.b.core.recv(BULK).map(|m| m.payload), Some(pattern(10, 1)));
+}
+
+#[test]
+fn an_inline_write_wakes_the_writer_for_a_deadline_before_its_timer() {
+    let mut p = Pair::connected();
+    let now = p.now;
+    let mut writer = idle_writer(&mut p);
+    p.a.core.send(BULK, pattern(10, 1)).expect("queued");
+    let AfterPush::Write(mut t) = writer.after_push(&mut p.a.core, now, BATCH, || true) else {
+        panic!("an inline write");
+    };
+    let n = t.len();
+    let _ = socket_takes(&mut t, usize::MAX);
+    // The runtime's timer is armed for later than the core's next deadline.
+    let deadline = p.a.core.poll_timeout().expect("a keepalive deadline");
+    writer.set_armed(Some(deadline + std::time::Duration::from_secs(1)));
+    assert!(writer.complete_inline(&mut p.a.core, now, t, Ok(n)));
+    assert!(!writer.is_idle());
 }
 
 #[test]
@@ -237,9 +254,8 @@ fn what_the_writer_came_for_during_an_inline_write_is_written_after_it() {
     let now = p.now;
     let mut writer = idle_writer(&mut p);
     p.a.core.send(BULK, pattern(10, 1)).expect("queued");
-    let armed = p.a.core.poll_timeout();
-    let AfterPush::Write(mut t) = writer.after_push(&mut p.a.core, now, BATCH, armed, || true)
-    else {
+    writer.set_armed(p.a.core.poll_timeout());
+    let AfterPush::Write(mut t) = writer.after_push(&mut p.a.core, now, BATCH, || true) else {
         panic!("an inline write");
     };
     // Meanwhile the runtime reads a ping: the core owes a pong, and the runtime's
@@ -252,9 +268,9 @@ fn what_the_writer_came_for_during_an_inline_write_is_written_after_it() {
     assert_eq!(writer.poll(&mut p.a.core, now, BATCH), WriteStep::Busy);
     let n = t.len();
     let _ = socket_takes(&mut t, usize::MAX);
-    let armed = p.a.core.poll_timeout();
+    writer.set_armed(p.a.core.poll_timeout());
     // The socket took everything, yet the writer must wake: the pong waits.
-    assert!(writer.complete_inline(&mut p.a.core, now, t, Ok(n), armed));
+    assert!(writer.complete_inline(&mut p.a.core, now, t, Ok(n)));
     assert!(!writer.is_idle());
     assert_eq!(writer.poll(&mut p.a.core, now, BATCH), WriteStep::Write);
     let mut t = writer.take();
@@ -274,14 +290,13 @@ fn an_inline_write_wakes_the_writer_for_what_it_leaves() {
     // The socket takes part of it.
     let mut writer = idle_writer(&mut p);
     p.a.core.send(BULK, pattern(10, 1)).expect("queued");
-    let armed = p.a.core.poll_timeout();
-    let AfterPush::Write(mut t) = writer.after_push(&mut p.a.core, now, BATCH, armed, || true)
-    else {
+    writer.set_armed(p.a.core.poll_timeout());
+    let AfterPush::Write(mut t) = writer.after_push(&mut p.a.core, now, BATCH, || true) else {
         panic!("an inline write");
     };
     let len = t.len();
     socket_takes(&mut t, 3);
-    assert!(writer.complete_inline(&mut p.a.core, now, t, Ok(3), armed));
+    assert!(writer.complete_inline(&mut p.a.core, now, t, Ok(3)));
     assert!(!writer.is_idle());
     assert_eq!(writer.pending(), len - 3);
     assert_eq!(writer.poll(&mut p.a.core, now, BATCH), WriteStep::Write);
@@ -292,14 +307,13 @@ fn an_inline_write_wakes_the_writer_for_what_it_leaves() {
     p.a.core.send(BULK, pattern(10_000, 2)).expect("queued");
     p.a.core.send(BULK, pattern(10_000, 3)).expect("queued");
     let batch = 1_000;
-    let AfterPush::Write(mut t) = writer.after_push(&mut p.a.core, now, batch, armed, || true)
-    else {
+    let AfterPush::Write(mut t) = writer.after_push(&mut p.a.core, now, batch, || true) else {
         panic!("an inline write");
     };
     assert!(t.len() >= batch);
     let n = t.len();
     socket_takes(&mut t, usize::MAX);
-    assert!(writer.complete_inline(&mut p.a.core, now, t, Ok(n), armed));
+    assert!(writer.complete_inline(&mut p.a.core, now, t, Ok(n)));
     assert!(!writer.is_idle());
 }
 
@@ -309,12 +323,12 @@ fn a_failed_inline_write_closes_the_connection_and_ends_writing() {
     let now = p.now;
     let mut writer = idle_writer(&mut p);
     p.a.core.send(BULK, pattern(10, 1)).expect("queued");
-    let armed = p.a.core.poll_timeout();
-    let AfterPush::Write(t) = writer.after_push(&mut p.a.core, now, BATCH, armed, || true) else {
+    writer.set_armed(p.a.core.poll_timeout());
+    let AfterPush::Write(t) = writer.after_push(&mut p.a.core, now, BATCH, || true) else {
         panic!("an inline write");
     };
     let failed = Err(io::ErrorKind::BrokenPipe.into());
-    assert!(writer.complete_inline(&mut p.a.core, now, t, failed, armed));
+    assert!(writer.complete_inline(&mut p.a.core, now, t, failed));
     assert!(writer.is_done());
     let closed = std::iter::from_fn(|| p.a.core.poll_event()).find_map(|e| match e {
         Event::Closed(reason) => Some(reason),

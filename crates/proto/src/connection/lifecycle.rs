@@ -1,0 +1,645 @@
+//! [`Lifecycle`]: what the runtime may do with one connection at each stage of its
+//! life, around its [`PeerCore`]. The core knows the wire; the lifecycle knows what
+//! the node around it has said: whether the transport is secured yet, whether the
+//! node admitted the peer, whether a dialer still waits for its answer, and when the
+//! runtime may let the connection go.
+//!
+//! ```text
+//! Securing ──secured──▶ Handshake ──Connected──▶ Registering ──admitted──▶ Admitted
+//!    │                      │                         │                       │
+//!    └──fails: stop now     └───────────── Closed (the core's event) ◀────────┘
+//!                                  linger, then stop (at once when nothing waits)
+//! ```
+//!
+//! The choices it makes are these.
+//!
+//! * **Nothing reaches a service before the node admitted the peer.** A service that
+//!   met its twin, or a channel with messages waiting, is announced
+//!   ([`Step::ServiceUp`]) or delivered ([`Step::Deliver`]) only once admitted; the
+//!   admission itself replays what came up and what arrived meanwhile
+//!   ([`Admission::Admitted`]). Once the connection is closed, no service hears of
+//!   it coming up any more.
+//! * **The dialer is answered once**, when the peer is admitted and the services
+//!   offered when the connection came up are answered: every service both nodes run
+//!   is up then, so the dialer can send on it at once ([`AfterEvents::reply`]).
+//! * **Round-trip times** reach the node through an [`RttReport`], only while the
+//!   peer is admitted and open.
+//! * **A close request** ([`Lifecycle::handle_close`]) before the transport is secured
+//!   stops at once (nothing was said yet); on an open connection it goes to the core,
+//!   which tells the remote why; once closed, a close without flush (a node that
+//!   gives up waiting) stops the delivery of what is left.
+//! * **What arrived before the close** is still delivered, within the linger time
+//!   ([`Step::Closed`]); the runtime stops once nothing is left
+//!   ([`Lifecycle::may_stop`]), or, if the peer was never admitted, at once.
+//! * **The last word**: the reason the connection ended, or
+//!   [`DisconnectReason::ConnectionClosed`] if nothing said ([`Lifecycle::finish`]).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::rtt_report::RttReport;
+use super::stall::Refusal;
+use super::{Event, PeerCore};
+use crate::config::Config;
+use crate::introspect::Introspection;
+use crate::reason::DisconnectReason;
+use crate::secure::Secured;
+use crate::wire::control::RejectReason;
+
+/// How a request of ours ended, for its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The remote answered with this payload.
+    Response(Bytes),
+    /// The remote refused it (it will not answer).
+    Refused(Refusal),
+    /// No answer came within its timeout.
+    Stalled,
+    /// The connection ended before the answer.
+    Closed(DisconnectReason),
+}
+
+/// Where a connection is in its life (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The transport's handshake is under way; the core has not spoken.
+    Securing,
+    /// The core's handshake (`Version` / `Verack`) is under way.
+    Handshake,
+    /// The handshake completed; the node has not answered whether the peer may stay.
+    Registering,
+    /// The node admitted the peer.
+    Admitted,
+}
+
+/// What the runtime carries out for one event of the core (from
+/// [`Lifecycle::handle_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing (the event is held back until the peer is admitted, or moot).
+    Nothing,
+    /// Ask the node to admit the peer: the handshake completed
+    /// ([`PeerCore::remote`] has the remote's `Version`). Its answer goes to
+    /// [`Lifecycle::handle_admission`].
+    Register,
+    /// Hand the channel's waiting messages to its service.
+    Deliver(u8),
+    /// Wake the senders waiting for room on the channel.
+    Room(u8),
+    /// Tell the service called so that the peer is up for it.
+    ServiceUp(String),
+    /// Tell the service called `service` that the peer is down for it.
+    ServiceDown {
+        /// The service.
+        service: String,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// An offer of a service was refused (worth a line in the log).
+    ServiceRefused {
+        /// The service.
+        service: String,
+        /// Why.
+        reason: RejectReason,
+        /// The remote refused our offer (else we refused its).
+        by_remote: bool,
+    },
+    /// Tell the caller of our request `request_id` how it ended.
+    Answer {
+        /// Channel of the request.
+        channel: u8,
+        /// Its id.
+        request_id: u32,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// The remote asks for our node's introspection: fetch it and hand it to
+    /// [`PeerCore::answer_introspection`].
+    Introspect,
+    /// The remote's answer to our introspection request.
+    Introspection(Box<Introspection>),
+    /// The connection is over: every caller waiting for an answer learns `reason`;
+    /// what was received before is still delivered, and the runtime stops after
+    /// `linger` at the latest (earlier once [`Lifecycle::may_stop`] says so).
+    Closed {
+        /// Why the connection ended.
+        reason: DisconnectReason,
+        /// The longest the runtime keeps delivering what is left.
+        linger: Duration,
+    },
+}
+
+/// What the runtime does with the node's answer to its registration (from
+/// [`Lifecycle::handle_admission`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The peer stays. Answer the dialer if `reply`, tell each service in `services`
+    /// that the peer is up, deliver each channel in `readable`, in this order.
+    Admitted {
+        /// Answer the waiting dialer now.
+        reply: bool,
+        /// Services that met their twins before the admission.
+        services: Vec<String>,
+        /// Channels whose messages arrived before the admission.
+        readable: Vec<u8>,
+    },
+    /// The node refused the peer: close the connection with this reason (through the
+    /// core, which tells the remote why).
+    Refused(DisconnectReason),
+    /// The connection closed while the node decided: nothing to do.
+    Late,
+}
+
+/// What the runtime does with a request to close (from [`Lifecycle::handle_close`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseStep {
+    /// Close through the core ([`PeerCore::close`]) with these arguments.
+    Core {
+        /// Why.
+        reason: DisconnectReason,
+        /// Write what is queued first.
+        flush: bool,
+    },
+    /// Stop now (nothing was said on the connection yet, or it is over and the
+    /// caller gives up on what is left to deliver).
+    Stop,
+    /// Nothing: the connection is over and what is left is still being delivered.
+    Nothing,
+}
+
+/// What the runtime does once it has drained the core's events (from
+/// [`Lifecycle::after_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AfterEvents {
+    /// Answer the waiting dialer now: the peer is up.
+    pub reply: bool,
+    /// Pass this round-trip time on to the node.
+    pub rtt: Option<Duration>,
+}
+
+/// One connection's life as the runtime sees it (see the [module docs](self)).
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    stage: Stage,
+    /// Why the connection ended, once it has.
+    closed: Option<DisconnectReason>,
+    /// A dialer waits for the answer.
+    dialer: bool,
+    /// How long what is left is still delivered after the close.
+    linger: Duration,
+    /// Round-trip times on their way to the node.
+    rtt: RttReport,
+}
+
+impl Lifecycle {
+    /// A connection whose transport is being secured, with `limits`' linger time and
+    /// ping interval (round-trip times are reported at most once per interval); a
+    /// dialer waits for the answer if `dialer`.
+    #[must_use]
+    pub fn new(limits: &Config, dialer: bool) -> Self {
+        Lifecycle {
+            stage: Stage::Securing,
+            closed: None,
+            dialer,
+            linger: limits.linger,
+            rtt: RttReport::new(limits.ping_interval),
+        }
+    }
+
+    /// Where the connection is.
+    #[must_use]
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Whether the node admitted the peer.
+    #[must_use]
+    pub fn is_admitted(&self) -> bool {
+        self.stage == Stage::Admitted
+    }
+
+    /// Why the connection ended, once it has.
+    #[must_use]
+    pub fn closed(&self) -> Option<&DisconnectReason> {
+        self.closed.as_ref()
+    }
+
+    /// The transport is secured (`secured` is what its handshake proved and agreed):
+    /// the core speaks from now on, knowing the remote's proven identity.
+    pub fn handle_secured(&mut self, now: Instant, core: &mut PeerCore, secured: &Secured) {
+        if let Some(remote) = &secured.remote {
+            core.handle_authenticated(now, remote.node_id);
+        }
+        if self.stage == Stage::Securing {
+            self.stage = Stage::Handshake;
+        }
+    }
+
+    /// The connection failed before its core spoke (the socket was unusable, the
+    /// transport's handshake failed): it is over with `reason`, and the runtime stops
+    /// now.
+    pub fn handle_failed(&mut self, reason: DisconnectReason) {
+        self.closed.get_or_insert(reason);
+    }
+
+    /// What to do for one event of the core.
+    pub fn handle_event(&mut self, event: Event) -> Step {
+        match event {
+            Event::Connected => {
+                self.stage = Stage::Registering;
+                Step::Register
+            }
+            Event::Readable(channel) if self.is_admitted() => Step::Deliver(channel),
+            Event::Readable(_) => Step::Nothing,
+            Event::Room(channel) => Step::Room(channel),
+            Event::ServiceUp(name) if self.may_announce() => Step::ServiceUp(name),
+            Event::ServiceUp(_) => Step::Nothing,
+            Event::ServiceDown { service, reason } => Step::ServiceDown { service, reason },
+            Event::ServiceRefused {
+                service,
+                reason,
+                by_remote,
+            } => Step::ServiceRefused {
+                service,
+                reason,
+                by_remote,
+            },
+            Event::RequestStalled {
+                channel,
+                request_id,
+            } => Step::Answer {
+                channel,
+                request_id,
+                outcome: Outcome::Stalled,
+            },
+            Event::Response {
+                channel,
+                request_id,
+                payload,
+            } => Step::Answer {
+                channel,
+                request_id,
+                outcome: Outcome::Response(payload),
+            },
+            Event::RequestRejected {
+                channel,
+                request_id,
+                refusal,
+            } => Step::Answer {
+                channel,
+                request_id,
+                outcome: Outcome::Refused(refusal),
+            },
+            Event::IntrospectRequested => Step::Introspect,
+            Event::Introspection(answer) => Step::Introspection(answer),
+            Event::Closed(reason) => {
+                self.closed = Some(reason.clone());
+                Step::Closed {
+                    reason,
+                    linger: self.linger,
+                }
+            }
+        }
+    }
+
+    /// The node's answer to the registration ([`Step::Register`]): `Ok` when the peer
+    /// may stay, else why not. `core` tells what came up and arrived meanwhile.
+    pub fn handle_admission(
+        &mut self,
+        answer: Result<(), DisconnectReason>,
+        core: &PeerCore,
+    ) -> Admission {
+        match answer {
+            Err(reason) => Admission::Refused(reason),
+            Ok(()) if self.closed.is_some() => Admission::Late,
+            Ok(()) => {
+                self.stage = Stage::Admitted;
+                Admission::Admitted {
+                    reply: self.take_reply(core),
+                    services: core.services_up().map(String::from).collect(),
+                    readable: core.readable().collect(),
+                }
+            }
+        }
+    }
+
+    /// What to do once the core's events are drained, at `now`.
+    pub fn after_events(&mut self, now: Instant, core: &PeerCore) -> AfterEvents {
+        let rtt = if self.may_announce() {
+            self.rtt.poll(now, core.rtt_sample())
+        } else {
+            None
+        };
+        AfterEvents {
+            reply: self.take_reply(core),
+            rtt,
+        }
+    }
+
+    /// What to do with a request to close the connection for `reason` (writing what
+    /// is queued first if `flush`).
+    pub fn handle_close(&mut self, reason: DisconnectReason, flush: bool) -> CloseStep {
+        if self.stage == Stage::Securing && self.closed.is_none() {
+            self.closed = Some(reason);
+            return CloseStep::Stop;
+        }
+        match (&self.closed, flush) {
+            (None, _) => CloseStep::Core { reason, flush },
+            (Some(_), false) => CloseStep::Stop,
+            (Some(_), true) => CloseStep::Nothing,
+        }
+    }
+
+    /// Whether the runtime may stop now: the connection is over and nothing received
+    /// is left for a service (asked of `undelivered`, as
+    /// [`PeerCore::has_undelivered`] says, only when it matters), or the peer was
+    /// never admitted (nothing of it goes to a service then).
+    pub fn may_stop(&self, undelivered: impl FnOnce() -> bool) -> bool {
+        self.closed.is_some() && (!self.is_admitted() || !undelivered())
+    }
+
+    /// The runtime stops: the reason the connection ended
+    /// ([`DisconnectReason::ConnectionClosed`] if nothing said).
+    pub fn finish(&mut self) -> DisconnectReason {
+        self.closed
+            .take()
+            .unwrap_or(DisconnectReason::ConnectionClosed)
+    }
+
+    /// Services may hear of the peer: admitted and not closed.
+    fn may_announce(&self) -> bool {
+        self.is_admitted() && self.closed.is_none()
+    }
+
+    /// Whether to answer the dialer now (once): admitted, and the offers made when
+    /// the connection came up answered.
+    fn take_reply(&mut self, core: &PeerCore) -> bool {
+        let reply = self.dialer && self.is_admitted() && !core.offers_pending();
+        if reply {
+            self.dialer = false;
+        }
+        reply
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::connection::handshake::{Version, PROTOCOL_VERSION};
+    use crate::connection::{ConnParams, CoreConfig, RecvBudget};
+    use crate::id::NodeId;
+
+    #[allow(clippy::disallowed_methods)]
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    /// A core that has not spoken yet: no service up, nothing readable, no offer
+    /// pending, no round trip measured.
+    fn core(now: Instant) -> PeerCore {
+        let local = Version {
+            protocol: PROTOCOL_VERSION,
+            network: "unit".into(),
+            node_id: NodeId([1; 20]),
+            listen_addr: None,
+            services: Vec::new(),
+            user_agent: "unit".into(),
+            nonce: 1,
+        };
+        let params = ConnParams {
+            local,
+            expected: None,
+            secret: [1; 16],
+            services: Vec::new(),
+        };
+        let config = Arc::new(CoreConfig::new(Config::default()).expect("valid config"));
+        PeerCore::new(now, config, params, Arc::new(RecvBudget::new(1 << 20)))
+    }
+
+    fn plain() -> Secured {
+        Secured {
+            remote: None,
+            session: None,
+        }
+    }
+
+    /// A lifecycle admitted by the node (the dialer answered already).
+    fn admitted(now: Instant, core: &mut PeerCore) -> Lifecycle {
+        let mut life = Lifecycle::new(&Config::default(), true);
+        life.handle_secured(now, core, &plain());
+        assert_eq!(life.handle_event(Event::Connected), Step::Register);
+        let admission = life.handle_admission(Ok(()), core);
+        assert!(matches!(admission, Admission::Admitted { reply: true, .. }));
+        life
+    }
+
+    fn shutdown() -> DisconnectReason {
+        DisconnectReason::Shutdown
+    }
+
+    #[test]
+    fn the_stages_follow_the_transport_the_handshake_and_the_node() {
+        let now = t0();
+        let mut core = core(now);
+        let mut life = Lifecycle::new(&Config::default(), true);
+        assert_eq!(life.stage(), Stage::Securing);
+        life.handle_secured(now, &mut core, &plain());
+        assert_eq!(life.stage(), Stage::Handshake);
+        assert_eq!(life.handle_event(Event::Connected), Step::Register);
+        assert_eq!(life.stage(), Stage::Registering);
+        assert!(!life.is_admitted());
+        assert_eq!(
+            life.handle_admission(Ok(()), &core),
+            Admission::Admitted {
+                reply: true,
+                services: Vec::new(),
+                readable: Vec::new(),
+            }
+        );
+        assert!(life.is_admitted());
+        // The dialer is answered once.
+        assert!(!life.after_events(now, &core).reply);
+    }
+
+    #[test]
+    fn nothing_reaches_a_service_before_the_node_admitted_the_peer() {
+        let now = t0();
+        let mut core = core(now);
+        let mut life = Lifecycle::new(&Config::default(), false);
+        life.handle_secured(now, &mut core, &plain());
+        let _ = life.handle_event(Event::Connected);
+        assert_eq!(life.handle_event(Event::Readable(3)), Step::Nothing);
+        assert_eq!(
+            life.handle_event(Event::ServiceUp("chat".into())),
+            Step::Nothing
+        );
+        // Room and a service going down concern senders and services that heard of
+        // the peer: they pass whatever the stage.
+        assert_eq!(life.handle_event(Event::Room(3)), Step::Room(3));
+        let down = Event::ServiceDown {
+            service: "chat".into(),
+            reason: DisconnectReason::ServiceDetached,
+        };
+        assert!(matches!(life.handle_event(down), Step::ServiceDown { .. }));
+
+        let _ = life.handle_admission(Ok(()), &core);
+        assert_eq!(life.handle_event(Event::Readable(3)), Step::Deliver(3));
+        assert_eq!(
+            life.handle_event(Event::ServiceUp("chat".into())),
+            Step::ServiceUp("chat".into())
+        );
+    }
+
+    #[test]
+    fn after_the_close_no_service_comes_up_but_what_arrived_is_delivered() {
+        let now = t0();
+        let mut core = core(now);
+        let mut life = admitted(now, &mut core);
+        assert_eq!(
+            life.handle_event(Event::Closed(shutdown())),
+            Step::Closed {
+                reason: shutdown(),
+                linger: Config::default().linger,
+            }
+        );
+        assert_eq!(life.closed(), Some(&shutdown()));
+        assert_eq!(
+            life.handle_event(Event::ServiceUp("chat".into())),
+            Step::Nothing
+        );
+        assert_eq!(life.handle_event(Event::Readable(3)), Step::Deliver(3));
+    }
+
+    #[test]
+    fn the_answers_to_our_requests_go_to_their_callers() {
+        let mut life = Lifecycle::new(&Config::default(), false);
+        let answer = |request_id, outcome| Step::Answer {
+            channel: 7,
+            request_id,
+            outcome,
+        };
+        assert_eq!(
+            life.handle_event(Event::RequestStalled {
+                channel: 7,
+                request_id: 1
+            }),
+            answer(1, Outcome::Stalled)
+        );
+        assert_eq!(
+            life.handle_event(Event::Response {
+                channel: 7,
+                request_id: 2,
+                payload: Bytes::from_static(b"ok"),
+            }),
+            answer(2, Outcome::Response(Bytes::from_static(b"ok")))
+        );
+        assert_eq!(
+            life.handle_event(Event::RequestRejected {
+                channel: 7,
+                request_id: 3,
+                refusal: Refusal::Busy,
+            }),
+            answer(3, Outcome::Refused(Refusal::Busy))
+        );
+    }
+
+    #[test]
+    fn a_close_before_the_transport_is_secured_stops_at_once() {
+        let mut life = Lifecycle::new(&Config::default(), true);
+        assert_eq!(life.handle_close(shutdown(), true), CloseStep::Stop);
+        assert!(life.may_stop(|| unreachable!("never admitted")));
+        assert_eq!(life.finish(), shutdown());
+    }
+
+    #[test]
+    fn a_close_of_an_open_connection_goes_to_the_core() {
+        let now = t0();
+        let mut core = core(now);
+        let mut life = Lifecycle::new(&Config::default(), false);
+        life.handle_secured(now, &mut core, &plain());
+        let reason = DisconnectReason::Application("bye".into());
+        assert_eq!(
+            life.handle_close(reason.clone(), true),
+            CloseStep::Core {
+                reason,
+                flush: true
+            }
+        );
+        // Only the core's Closed event ends it.
+        assert!(!life.may_stop(|| false));
+    }
+
+    #[test]
+    fn once_closed_only_a_close_without_flush_stops_the_delivery() {
+        let now = t0();
+        let mut core = core(now);
+        let mut life = admitted(now, &mut core);
+        let _ = life.handle_event(Event::Closed(shutdown()));
+        assert_eq!(life.handle_close(shutdown(), true), CloseStep::Nothing);
+        assert_eq!(life.handle_close(shutdown(), false), CloseStep::Stop);
+    }
+
+    #[test]
+    fn a_transport_that_fails_ends_the_connection_with_its_reason() {
+        let mut life = Lifecycle::new(&Config::default(), true);
+        let reason = DisconnectReason::Io("reset".into());
+        life.handle_failed(reason.clone());
+        assert!(life.may_stop(|| unreachable!("never admitted")));
+        // A Switch that closes it meanwhile does not change the reason.
+        assert_eq!(life.handle_close(shutdown(), true), CloseStep::Nothing);
+        assert_eq!(life.finish(), reason);
+    }
+
+    #[test]
+    fn a_refusal_closes_and_an_admission_after_the_close_is_late() {
+        let now = t0();
+        let core = core(now);
+        let mut life = Lifecycle::new(&Config::default(), true);
+        let _ = life.handle_event(Event::Connected);
+        assert_eq!(
+            life.handle_admission(Err(DisconnectReason::Evicted), &core),
+            Admission::Refused(DisconnectReason::Evicted)
+        );
+        let _ = life.handle_event(Event::Closed(DisconnectReason::Evicted));
+        assert_eq!(life.handle_admission(Ok(()), &core), Admission::Late);
+        assert!(!life.is_admitted());
+        // Never admitted: nothing of it is delivered, it stops at once.
+        assert!(life.may_stop(|| unreachable!("never admitted")));
+        assert!(!life.after_events(now, &core).reply);
+    }
+
+    #[test]
+    fn an_admitted_peer_stops_once_nothing_is_left_to_deliver() {
+        let now = t0();
+        let mut core = core(now);
+        let mut life = admitted(now, &mut core);
+        assert!(!life.may_stop(|| false), "open");
+        let _ = life.handle_event(Event::Closed(shutdown()));
+        assert!(!life.may_stop(|| true));
+        assert!(life.may_stop(|| false));
+        assert_eq!(life.finish(), shutdown());
+    }
+
+    #[test]
+    fn a_connection_that_ends_without_a_word_ends_as_closed() {
+        let mut life = Lifecycle::new(&Config::default(), false);
+        assert_eq!(life.finish(), DisconnectReason::ConnectionClosed);
+    }
+
+    #[test]
+    fn an_inbound_connection_has_nobody_to_answer() {
+        let now = t0();
+        let mut core = core(now);
+        let mut life = Lifecycle::new(&Config::default(), false);
+        life.handle_secured(now, &mut core, &plain());
+        let _ = life.handle_event(Event::Connected);
+        assert!(matches!(
+            life.handle_admission(Ok(()), &core),
+            Admission::Admitted { reply: false, .. }
+        ));
+        assert_eq!(life.after_events(now, &core), AfterEvents::default());
+    }
+}

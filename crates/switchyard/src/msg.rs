@@ -1,0 +1,95 @@
+//! The messages a Peer actor receives (from the Switch, or a service through its
+//! handle), and what the Switch hands a new Peer. They live apart from the actor, so
+//! the modules that send them need not reach into `peer`, and `peer` holds only the
+//! actor.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use switchyard_proto::admission::{ConnId, Direction};
+use switchyard_proto::connection::handshake::Version;
+use switchyard_proto::connection::services::ServiceSpec;
+use switchyard_proto::{DisconnectReason, NodeId};
+use tokio::sync::oneshot;
+
+use crate::handle::PeerHandle;
+use crate::registry::Registry;
+use crate::secure::Transport;
+use crate::switch::{PeerClosed, Switch};
+
+/// The answer a dialer waits for: the admitted peer, or why the connection closed.
+pub(crate) type AdmitReply = oneshot::Sender<Result<PeerHandle, DisconnectReason>>;
+
+/// Tells the Switch that a connection is gone if its Peer never reports it: the
+/// Peer failed to start (its arbiter stopped, or a panic in `Peer::new`) or its actor
+/// was dropped without `stopped` running. Without it the connection's admission slot
+/// and table entry would stay forever.
+pub(crate) struct ClosedGuard {
+    switch: Addr<Switch>,
+    conn: ConnId,
+    armed: bool,
+}
+
+impl ClosedGuard {
+    pub(crate) fn new(switch: Addr<Switch>, conn: ConnId) -> Self {
+        ClosedGuard {
+            switch,
+            conn,
+            armed: true,
+        }
+    }
+
+    /// The Peer reported the connection gone itself.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ClosedGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.switch.do_send(PeerClosed {
+                conn: self.conn,
+                reason: DisconnectReason::Io("connection task ended abnormally".into()),
+            });
+        }
+    }
+}
+
+/// Everything the Switch hands a new Peer.
+pub(crate) struct PeerInit {
+    pub(crate) guard: ClosedGuard,
+    pub(crate) conn: ConnId,
+    pub(crate) direction: Direction,
+    pub(crate) stream: std::net::TcpStream,
+    pub(crate) remote_addr: SocketAddr,
+    pub(crate) expected: Option<NodeId>,
+    pub(crate) local: Version,
+    pub(crate) secret: [u8; 16],
+    /// How the connection is secured before the core speaks.
+    pub(crate) transport: Arc<Transport>,
+    /// The services attached when the Switch made this connection.
+    pub(crate) services: Vec<Arc<ServiceSpec>>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) switch: Addr<Switch>,
+    pub(crate) reply: Option<AdmitReply>,
+}
+
+/// Close this connection (from the Switch, or a service through its handle).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Close {
+    pub(crate) reason: DisconnectReason,
+    pub(crate) flush: bool,
+}
+
+/// Attach a service to this connection (from the Switch).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Attach(pub(crate) Arc<ServiceSpec>);
+
+/// Detach a service from this connection (from the Switch).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Detach(pub(crate) String);
