@@ -8,6 +8,10 @@
 //! queued while the pause lasts). Then the memory a stalled channel holds is its
 //! messages' bytes, which its window bounds, not the read buffers they came in. A
 //! consumer that is only briefly behind (a full mailbox for a moment) costs no copy.
+//!
+//! The messages of a `Batch` packet wait as one entry, the batch's bytes, and are
+//! cut out one by one as the service takes them: queuing a batch of a thousand small
+//! messages is one push, not a thousand.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -17,11 +21,30 @@ use bytes::Bytes;
 /// How long a channel's consumer stays paused before its queue is compacted.
 pub const COMPACT_AFTER: Duration = Duration::from_millis(20);
 
+use super::flow::MESSAGE_COST;
 use super::reassembly::Message;
+use crate::wire::codec::{batch_entry, Batch, MsgKind};
+
+/// What waits in a queue: one message, or what is left of a batch.
+#[derive(Debug)]
+enum Entry {
+    One(Message),
+    /// Whole plain messages as a `Batch` carries them: `left` entries from byte `at`
+    /// of `body`.
+    Run {
+        body: Bytes,
+        at: usize,
+        left: usize,
+    },
+}
 
 #[derive(Debug)]
 struct Inbox {
-    queue: VecDeque<Message>,
+    channel: u8,
+    queue: VecDeque<Entry>,
+    /// Messages waiting, and their payload bytes.
+    messages: usize,
+    bytes: usize,
     /// Cost of the messages popped for the service and not yet reported taken.
     handed: u64,
     /// Of `handed`, the cost of a hand-over waiting for room in the service's mailbox.
@@ -32,46 +55,89 @@ struct Inbox {
     compacting: bool,
 }
 
+impl Inbox {
+    fn push_back(&mut self, mut entry: Entry) {
+        if self.compacting {
+            compact(&mut entry);
+        }
+        self.queue.push_back(entry);
+    }
+
+    /// The next message, counted as handed to the service.
+    fn pop(&mut self) -> Option<Message> {
+        let msg = match self.queue.front_mut()? {
+            Entry::One(_) => match self.queue.pop_front() {
+                Some(Entry::One(m)) => m,
+                _ => return None,
+            },
+            Entry::Run { body, at, left } => {
+                let next = batch_entry(body, *at);
+                *left -= 1;
+                let done = *left == 0 || next.is_none();
+                if let Some((_, end)) = &next {
+                    *at = *end;
+                }
+                if done {
+                    self.queue.pop_front();
+                }
+                Message {
+                    channel: self.channel,
+                    kind: MsgKind::Plain,
+                    payload: next?.0,
+                }
+            }
+        };
+        self.messages -= 1;
+        self.bytes -= msg.payload.len();
+        self.handed = self.handed.saturating_add(msg.cost());
+        Some(msg)
+    }
+}
+
 /// The per-channel queues of one connection.
 #[derive(Debug, Default)]
 pub(crate) struct Inboxes {
-    index: Vec<(u8, Inbox)>,
+    index: Vec<Inbox>,
 }
 
-fn compact(msg: &mut Message) {
-    if !msg.payload.is_empty() && !msg.payload.is_unique() {
-        msg.payload = Bytes::copy_from_slice(&msg.payload);
+fn compact(entry: &mut Entry) {
+    match entry {
+        Entry::One(msg) => {
+            if !msg.payload.is_empty() && !msg.payload.is_unique() {
+                msg.payload = Bytes::copy_from_slice(&msg.payload);
+            }
+        }
+        Entry::Run { body, at, .. } => {
+            if *at > 0 || !body.is_unique() {
+                *body = Bytes::copy_from_slice(body.get(*at..).unwrap_or_default());
+                *at = 0;
+            }
+        }
     }
 }
 
 impl Inboxes {
     pub(crate) fn add_channel(&mut self, channel: u8) {
         if self.get(channel).is_none() {
-            self.index.push((
+            self.index.push(Inbox {
                 channel,
-                Inbox {
-                    queue: VecDeque::new(),
-                    handed: 0,
-                    waiting: 0,
-                    paused_since: None,
-                    compacting: false,
-                },
-            ));
+                queue: VecDeque::new(),
+                messages: 0,
+                bytes: 0,
+                handed: 0,
+                waiting: 0,
+                paused_since: None,
+                compacting: false,
+            });
         }
     }
 
     fn get(&self, channel: u8) -> Option<&Inbox> {
-        self.index
-            .iter()
-            .find(|(c, _)| *c == channel)
-            .map(|(_, b)| b)
+        self.index.iter().find(|b| b.channel == channel)
     }
 
     fn get_mut(&mut self, channel: u8) -> Option<&mut Inbox> {
-        self.index
-            .iter_mut()
-            .find(|(c, _)| *c == channel)
-            .map(|(_, b)| b)
+        self.index.iter_mut().find(|b| b.channel == channel)
     }
 
     /// Drops what waits on `channel` (its service went away); returns the dropped
@@ -80,41 +146,41 @@ impl Inboxes {
         let Some(inbox) = self.get_mut(channel) else {
             return 0;
         };
-        let cost = inbox.queue.iter().map(Message::cost).sum();
+        let cost = inbox.bytes as u64 + inbox.messages as u64 * MESSAGE_COST;
         inbox.queue.clear();
+        inbox.messages = 0;
+        inbox.bytes = 0;
         inbox.paused_since = None;
         inbox.compacting = false;
         cost
     }
 
     /// Queues a message; `true` when its queue was empty (the channel became readable).
-    pub(crate) fn push(&mut self, mut msg: Message) -> bool {
+    pub(crate) fn push(&mut self, msg: Message) -> bool {
         let Some(inbox) = self.get_mut(msg.channel) else {
             return false;
         };
-        if inbox.compacting {
-            compact(&mut msg);
-        }
-        inbox.queue.push_back(msg);
-        inbox.queue.len() == 1
+        inbox.messages += 1;
+        inbox.bytes += msg.payload.len();
+        inbox.push_back(Entry::One(msg));
+        inbox.messages == 1
     }
 
-    /// Queues messages of `channel`, in order; `true` when its queue was empty and
-    /// is not any more (the channel became readable).
-    pub(crate) fn push_many(&mut self, channel: u8, msgs: impl Iterator<Item = Message>) -> bool {
-        let Some(inbox) = self.get_mut(channel) else {
+    /// Queues the messages of a batch, in order; `true` when its channel's queue was
+    /// empty (the channel became readable).
+    pub(crate) fn push_batch(&mut self, batch: &Batch) -> bool {
+        let Some(inbox) = self.get_mut(batch.channel()) else {
             return false;
         };
-        let was_empty = inbox.queue.is_empty();
-        if inbox.compacting {
-            inbox.queue.extend(msgs.map(|mut m| {
-                compact(&mut m);
-                m
-            }));
-        } else {
-            inbox.queue.extend(msgs);
-        }
-        was_empty && !inbox.queue.is_empty()
+        let was_empty = inbox.messages == 0;
+        inbox.messages += batch.count();
+        inbox.bytes += batch.payload_len();
+        inbox.push_back(Entry::Run {
+            body: batch.body().clone(),
+            at: 0,
+            left: batch.count(),
+        });
+        was_empty
     }
 
     /// Moves up to `most` of `channel`'s next messages to `out`, handed to the
@@ -128,31 +194,35 @@ impl Inboxes {
         let Some(inbox) = self.get_mut(channel) else {
             return 0;
         };
-        let n = most.min(inbox.queue.len());
-        let mut cost = 0;
-        out.extend(inbox.queue.drain(..n).inspect(|m| cost += m.cost()));
-        inbox.handed = inbox.handed.saturating_add(cost);
+        let n = most.min(inbox.messages);
+        out.reserve(n);
+        for _ in 0..n {
+            match inbox.pop() {
+                Some(m) => out.push_back(m),
+                None => return out.len(),
+            }
+        }
         n
     }
 
     /// Puts a message popped for the service back at the front of its queue.
-    pub(crate) fn push_front(&mut self, channel: u8, mut msg: Message) {
+    pub(crate) fn push_front(&mut self, channel: u8, msg: Message) {
         if let Some(inbox) = self.get_mut(channel) {
             inbox.handed = inbox.handed.saturating_sub(msg.cost());
+            inbox.messages += 1;
+            inbox.bytes += msg.payload.len();
+            let mut entry = Entry::One(msg);
             if inbox.compacting {
-                compact(&mut msg);
+                compact(&mut entry);
             }
-            inbox.queue.push_front(msg);
+            inbox.queue.push_front(entry);
         }
     }
 
     /// The next message of `channel`, handed to its service (counted until reported
     /// with [`settle`](Self::settle)).
     pub(crate) fn pop(&mut self, channel: u8) -> Option<Message> {
-        let inbox = self.get_mut(channel)?;
-        let msg = inbox.queue.pop_front()?;
-        inbox.handed = inbox.handed.saturating_add(msg.cost());
-        Some(msg)
+        self.get_mut(channel)?.pop()
     }
 
     /// Cost handed out on `channel` and not yet reported taken.
@@ -174,7 +244,7 @@ impl Inboxes {
 
     /// Whether a hand-over of any channel waits for room.
     pub(crate) fn any_waiting(&self) -> bool {
-        self.index.iter().any(|(_, b)| b.waiting > 0)
+        self.index.iter().any(|b| b.waiting > 0)
     }
 
     /// The service took what was handed out on `channel` but `keep` (in cost, still
@@ -189,16 +259,12 @@ impl Inboxes {
     }
 
     pub(crate) fn len(&self, channel: u8) -> usize {
-        self.get(channel).map_or(0, |b| b.queue.len())
+        self.get(channel).map_or(0, |b| b.messages)
     }
 
     /// Payload bytes queued on all channels.
     pub(crate) fn bytes(&self) -> usize {
-        self.index
-            .iter()
-            .flat_map(|(_, b)| b.queue.iter())
-            .map(|m| m.payload.len())
-            .sum()
+        self.index.iter().map(|b| b.bytes).sum()
     }
 
     /// Pauses or resumes a channel's consumer.
@@ -217,14 +283,14 @@ impl Inboxes {
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.index
             .iter()
-            .filter_map(|(_, b)| b.paused_since)
+            .filter_map(|b| b.paused_since)
             .min()
             .map(|t| t + COMPACT_AFTER)
     }
 
     /// Compacts the queues paused for [`COMPACT_AFTER`] by `now`.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        for (_, inbox) in &mut self.index {
+        for inbox in &mut self.index {
             if inbox.paused_since.is_some_and(|t| t + COMPACT_AFTER <= now) {
                 inbox.paused_since = None;
                 inbox.compacting = true;
@@ -237,15 +303,14 @@ impl Inboxes {
     pub(crate) fn readable(&self) -> impl Iterator<Item = u8> + '_ {
         self.index
             .iter()
-            .filter(|(_, b)| !b.queue.is_empty())
-            .map(|(c, _)| *c)
+            .filter(|b| b.messages > 0)
+            .map(|b| b.channel)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::codec::MsgKind;
     use bytes::BytesMut;
 
     fn msg(channel: u8, payload: Bytes) -> Message {
@@ -254,6 +319,53 @@ mod tests {
             kind: MsgKind::Plain,
             payload,
         }
+    }
+
+    #[test]
+    fn a_batch_waits_as_one_entry_and_comes_out_message_by_message() {
+        let msgs: Vec<Bytes> = (0..5u8)
+            .map(|i| Bytes::from(vec![i; usize::from(i)]))
+            .collect();
+        let batch = Batch::new(1, &msgs).unwrap();
+        let mut boxes = Inboxes::default();
+        boxes.add_channel(1);
+        assert!(boxes.push(msg(1, Bytes::from_static(b"one"))));
+        assert!(!boxes.push_batch(&batch), "already readable");
+        assert_eq!(boxes.len(1), 6);
+        assert_eq!(boxes.bytes(), 3 + 10);
+        assert_eq!(boxes.pop(1).unwrap().payload, Bytes::from_static(b"one"));
+        let first = boxes.pop(1).unwrap();
+        assert_eq!(first.payload, msgs[0]);
+        // Handed back (a full mailbox), it comes out first again.
+        boxes.push_front(1, first);
+        let mut out = VecDeque::new();
+        assert_eq!(boxes.pop_many(1, 3, &mut out), 3);
+        assert_eq!(
+            out.iter().map(|m| m.payload.clone()).collect::<Vec<_>>(),
+            msgs[..3].to_vec()
+        );
+        assert_eq!(
+            boxes.handed(1),
+            4 * MESSAGE_COST + 3 + 3,
+            "\"one\", then 0, 1 and 2"
+        );
+        // Compacted while paused: what is left is copied out of the batch's buffer.
+        #[allow(clippy::disallowed_methods)]
+        let t = Instant::now();
+        boxes.set_paused(t, 1, true);
+        boxes.handle_timeout(t + COMPACT_AFTER);
+        assert_eq!(boxes.len(1), 2);
+        let rest: Vec<Bytes> = std::iter::from_fn(|| boxes.pop(1).map(|m| m.payload)).collect();
+        assert_eq!(rest, msgs[3..].to_vec());
+        let body = batch.body().as_ptr_range();
+        assert!(
+            !body.contains(&rest[0].as_ptr()),
+            "copied out of the batch's buffer"
+        );
+        assert_eq!(boxes.readable().count(), 0);
+        assert!(boxes.push_batch(&batch));
+        assert_eq!(boxes.clear(1), 10 + 5 * MESSAGE_COST, "cleared at its cost");
+        assert_eq!((boxes.len(1), boxes.bytes()), (0, 0));
     }
 
     #[test]

@@ -273,8 +273,6 @@ pub struct PeerCore {
     /// Handshake messages and the goodbye, written before anything else, in order.
     control_out: VecDeque<Packet>,
     sched: Scheduler,
-    /// The messages of the batch being written (kept for its allocation).
-    batch: Vec<Bytes>,
     /// Credit given back per channel in answer to `Reclaim`s, not yet written.
     releases: Vec<(u8, u64)>,
     /// Credit and `Reclaim` packets decided on a timeout, not yet written.
@@ -385,7 +383,6 @@ impl PeerCore {
             keepalive: None,
             control_out,
             sched,
-            batch: Vec::new(),
             releases: Vec::new(),
             flow_out: Vec::new(),
             flow,
@@ -1106,16 +1103,18 @@ impl PeerCore {
             }
         }
         while out.len() < limit {
-            let chunk = match self.sched.poll_next(&mut self.batch) {
+            let sched = &mut self.sched;
+            let chunk = match out.push_with(|buf| sched.poll_next(buf)) {
                 None => break,
                 Some(Next::Chunk(chunk)) => chunk,
-                Some(Next::Batch { channel, body_len }) => {
+                Some(Next::Batch {
+                    channel,
+                    messages,
+                    bytes,
+                }) => {
                     if let Some(local) = self.services.local_of(channel) {
-                        let bytes = self.batch.iter().map(Bytes::len).sum();
-                        self.intro.on_sent(local, self.batch.len() as u64, bytes);
+                        self.intro.on_sent(local, messages as u64, bytes);
                     }
-                    out.push_batch(channel, body_len, &self.batch);
-                    self.batch.clear();
                     continue;
                 }
             };
@@ -1496,12 +1495,7 @@ impl PeerCore {
         if self.services.dropping(channel) {
             return Ok(());
         }
-        let messages = b.messages().map(|payload| Message {
-            channel,
-            kind: MsgKind::Plain,
-            payload,
-        });
-        if self.inbox.push_many(channel, messages) {
+        if self.inbox.push_batch(b) {
             self.events.push_back(Event::Readable(channel));
         }
         Ok(())

@@ -41,7 +41,10 @@ use bytes::{Bytes, BytesMut};
 
 use super::flow::MESSAGE_COST;
 use crate::config::ChannelConfig;
-use crate::wire::codec::{put_msg_header, MsgKind, BATCH_ENTRY_HEADER_LEN, BATCH_ENTRY_MAX};
+use crate::wire::codec::{
+    put_batch_entry, put_batch_header, put_msg_header, MsgKind, BATCH_ENTRY_HEADER_LEN,
+    BATCH_ENTRY_MAX, BATCH_HEADER_LEN,
+};
 
 /// Plain messages shorter than this go out in `Batch` packets when several wait on
 /// their channel (see the [module docs](self)).
@@ -139,14 +142,15 @@ impl Chunk {
 pub enum Next {
     /// One chunk of one message.
     Chunk(Chunk),
-    /// Whole small plain messages of `channel`, in the caller's vector, to go out as
-    /// one `Batch` packet; `body_len` is the batch's length on the wire after its
-    /// header.
+    /// Whole small plain messages of `channel`, written as one `Batch` packet to the
+    /// end of the caller's buffer.
     Batch {
         /// The channel.
         channel: u8,
-        /// Bytes of the batch's entries (size prefixes and payloads).
-        body_len: usize,
+        /// How many messages.
+        messages: usize,
+        /// Payload bytes over all of them.
+        bytes: usize,
     },
 }
 
@@ -566,10 +570,10 @@ impl Scheduler {
     }
 
     /// The next thing to write, by priority among channels with data and credit: a
-    /// batch of the chosen channel's next small messages when several wait (they are
-    /// moved into `batch`, which is cleared first), else one chunk. `None` when no
-    /// channel can send.
-    pub fn poll_next(&mut self, batch: &mut Vec<Bytes>) -> Option<Next> {
+    /// batch of the chosen channel's next small messages when several wait (written
+    /// as a `Batch` packet to the end of `batch`, their bytes copied: each is small),
+    /// else one chunk. `None` when no channel can send.
+    pub fn poll_next(&mut self, batch: &mut BytesMut) -> Option<Next> {
         let i = self.pick()?;
         if let Some(next) = self.take_batch(i, batch) {
             return Some(next);
@@ -603,10 +607,10 @@ impl Scheduler {
         best
     }
 
-    /// Moves the run of small plain messages at the front of channel `i` into
-    /// `batch`, as many as one packet and the credit allow, when there are at least
-    /// two of them.
-    fn take_batch(&mut self, i: usize, batch: &mut Vec<Bytes>) -> Option<Next> {
+    /// Writes the run of small plain messages at the front of channel `i` as a
+    /// `Batch` to `out`, as many as one packet and the credit allow, when there are at
+    /// least two of them.
+    fn take_batch(&mut self, i: usize, out: &mut BytesMut) -> Option<Next> {
         let max_chunk = self.max_chunk;
         let c = self.channels.get_mut(i)?;
         if c.exempt || c.offset != 0 {
@@ -630,17 +634,21 @@ impl Scheduler {
         if count < 2 {
             return None;
         }
-        batch.clear();
-        batch.extend(c.queue.drain(..count).map(|(_, msg)| msg));
+        let channel = c.id;
+        out.reserve(BATCH_HEADER_LEN + body);
+        put_batch_header(out, channel, body);
+        for (_, msg) in c.queue.drain(..count) {
+            put_batch_entry(out, &msg);
+        }
         let len = body - BATCH_ENTRY_HEADER_LEN * count;
         c.credit -= cost;
         c.stats.credit = c.credit;
         c.stats.sent_messages += count as u64;
-        let channel = c.id;
         self.account(i, len);
         Some(Next::Batch {
             channel,
-            body_len: body,
+            messages: count,
+            bytes: len,
         })
     }
 
@@ -760,10 +768,21 @@ mod tests {
         Unlimited(Scheduler::new(chunk))
     }
 
+    /// The next thing out, and the messages of a batch (decoded from what was
+    /// written).
     fn next(s: &mut Scheduler) -> (Option<Next>, Vec<Bytes>) {
-        let mut batch = Vec::new();
-        let n = s.poll_next(&mut batch);
-        (n, batch)
+        let mut out = BytesMut::new();
+        let n = s.poll_next(&mut out);
+        (n, batch_messages(&mut out))
+    }
+
+    fn batch_messages(out: &mut BytesMut) -> Vec<Bytes> {
+        use tokio_util::codec::Decoder;
+        match crate::wire::codec::PacketCodec::new(1 << 20).decode(out) {
+            Ok(Some(crate::wire::codec::Packet::Batch(b))) => b.messages().collect(),
+            Ok(None) => Vec::new(),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -785,10 +804,11 @@ mod tests {
                 n,
                 Some(Next::Batch {
                     channel: 1,
-                    body_len: 1000
+                    messages: 10,
+                    bytes: 980
                 })
             );
-            assert_eq!(batch.len(), 10);
+            assert_eq!(batch, vec![bytes(98); 10]);
         }
         assert_eq!(next(&mut s).0, None);
         let st = s.stats(1).unwrap();
@@ -812,7 +832,8 @@ mod tests {
             n,
             Some(Next::Batch {
                 channel: 1,
-                body_len: 3 * 12
+                messages: 3,
+                bytes: 30
             })
         );
         assert_eq!(batch.len(), 3);
@@ -1149,9 +1170,9 @@ mod tests {
             let mut got: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
             let mut partial: Vec<Vec<u8>> = vec![Vec::new(); 4];
             let mut counter = 0u8;
-            let mut batch = Vec::new();
-            let mut take = |s: &mut Scheduler, got: &mut Vec<Vec<Vec<u8>>>, partial: &mut Vec<Vec<u8>>| {
-                match s.poll_next(&mut batch) {
+            let take = |s: &mut Scheduler, got: &mut Vec<Vec<Vec<u8>>>, partial: &mut Vec<Vec<u8>>| {
+                let mut out = BytesMut::new();
+                match s.poll_next(&mut out) {
                     Some(Next::Chunk(c)) => {
                         assert!(c.payload.len() <= chunk);
                         let p = &mut partial[usize::from(c.channel)];
@@ -1160,12 +1181,13 @@ mod tests {
                             got[usize::from(c.channel)].push(std::mem::take(p));
                         }
                     }
-                    Some(Next::Batch { channel, body_len }) => {
-                        assert!(body_len <= chunk && batch.len() >= 2);
+                    Some(Next::Batch { channel, messages, bytes }) => {
+                        let body_len = out.len() - BATCH_HEADER_LEN;
+                        let batch = batch_messages(&mut out);
+                        assert!(body_len <= chunk && messages >= 2 && batch.len() == messages);
                         assert!(partial[usize::from(channel)].is_empty(), "a batch inside a message");
-                        let size: usize = batch.iter().map(|m| m.len() + BATCH_ENTRY_HEADER_LEN).sum();
-                        assert_eq!(size, body_len);
-                        got[usize::from(channel)].extend(batch.drain(..).map(|m| m.to_vec()));
+                        assert_eq!(batch.iter().map(Bytes::len).sum::<usize>(), bytes);
+                        got[usize::from(channel)].extend(batch.into_iter().map(|m| m.to_vec()));
                     }
                     None => {}
                 }

@@ -11,9 +11,7 @@ use std::io::IoSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::scheduler::Chunk;
-use crate::wire::codec::{
-    put_batch_entry, put_batch_header, put_small_packet, Packet, BATCH_HEADER_LEN,
-};
+use crate::wire::codec::{put_small_packet, Packet};
 
 /// Payloads at least this long are written from where they were queued instead of
 /// being copied into the transmit buffer.
@@ -66,16 +64,13 @@ impl Transmit {
         self.parts.push_back(chunk.payload);
     }
 
-    /// Appends a `Batch` of small messages of `channel` whose entries take
-    /// `body_len` bytes (all copied: each message is small).
-    pub(crate) fn push_batch(&mut self, channel: u8, body_len: usize, messages: &[Bytes]) {
-        let size = BATCH_HEADER_LEN + body_len;
-        self.len += size;
-        self.buf.reserve(size);
-        put_batch_header(&mut self.buf, channel, body_len);
-        for m in messages {
-            put_batch_entry(&mut self.buf, m);
-        }
+    /// Appends what `f` writes to the copied bytes (packets made whole elsewhere,
+    /// such as the scheduler's batches).
+    pub(crate) fn push_with<R>(&mut self, f: impl FnOnce(&mut BytesMut) -> R) -> R {
+        let before = self.buf.len();
+        let r = f(&mut self.buf);
+        self.len += self.buf.len() - before;
+        r
     }
 
     /// Appends bytes made elsewhere (the encrypted frames of a secure connection).

@@ -292,6 +292,12 @@ impl Batch {
         })
     }
 
+    /// Its entries as on the wire (sizes and payloads), without the header.
+    #[must_use]
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
     /// Its messages, in order (each a slice of the same buffer).
     #[must_use]
     pub fn messages(&self) -> BatchMessages<'_> {
@@ -301,6 +307,19 @@ impl Batch {
             left: self.count,
         }
     }
+}
+
+/// The message of the batch entry at byte `at` of a batch's `body`, and where the next
+/// entry starts; `None` past the end (or where the entry would run past it).
+#[must_use]
+pub fn batch_entry(body: &Bytes, at: usize) -> Option<(Bytes, usize)> {
+    let size = usize::from(read_u16(body, at)?);
+    let start = at + BATCH_ENTRY_HEADER_LEN;
+    let end = start + size;
+    if end > body.len() {
+        return None;
+    }
+    Some((body.slice(start..end), end))
 }
 
 /// The messages of a [`Batch`], in order.
@@ -315,15 +334,10 @@ impl Iterator for BatchMessages<'_> {
     type Item = Bytes;
 
     fn next(&mut self) -> Option<Bytes> {
-        let size = usize::from(read_u16(self.body, self.at)?);
-        let start = self.at + BATCH_ENTRY_HEADER_LEN;
-        let end = start + size;
-        if end > self.body.len() {
-            return None;
-        }
+        let (payload, end) = batch_entry(self.body, self.at)?;
         self.at = end;
         self.left = self.left.saturating_sub(1);
-        Some(self.body.slice(start..end))
+        Some(payload)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -788,9 +802,12 @@ impl PacketCodec {
             src.reserve(size - src.len());
             return Ok(None);
         }
-        let mut frame = src.split_to(size);
-        frame.advance(BATCH_HEADER_LEN);
-        Batch::parse(channel, frame.freeze()).map(|b| Some(Packet::Batch(b)))
+        // The messages get a buffer of their own, not slices of the read buffer: the
+        // service frees them on another thread, and a count shared with the reader's
+        // buffer would bounce between the two cores once per message.
+        let body = Bytes::copy_from_slice(src.get(BATCH_HEADER_LEN..size).unwrap_or_default());
+        src.advance(size);
+        Batch::parse(channel, body).map(|b| Some(Packet::Batch(b)))
     }
 
     fn decode_msg(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
