@@ -13,10 +13,11 @@ const URGENT: u8 = 2;
 #[actix::test]
 async fn high_priority_overtakes_a_bulk_backlog() {
     init_logs();
-    // 1 GiB of bulk (one shared 1 MiB buffer, so the sender's memory stays small):
-    // enough that the backlog lasts well beyond the 5 ms polls of `wait_for`, even on
-    // a busy machine (256 MiB could drain between two polls).
-    const BULK_MSGS: usize = 1024;
+    // 512 MiB of bulk (one shared 1 MiB buffer, so the sender's memory stays small),
+    // sent at most at 256 MB/s: the backlog lasts two seconds whatever the machine,
+    // well beyond the 5 ms polls of `wait_for` (on a busy machine, a backlog sent at
+    // full speed could drain between two polls of a starved test thread).
+    const BULK_MSGS: usize = 512;
     let chans = [
         (
             BULK,
@@ -27,7 +28,9 @@ async fn high_priority_overtakes_a_bulk_backlog() {
         ),
         (URGENT, ChannelConfig::new(100), Mode::Raw),
     ];
-    let a = start_node(test_config(), &chans).await;
+    let mut config = test_config();
+    config.limits.send_rate = Some(256_000_000);
+    let a = start_node(config, &chans).await;
     let b = start_node(test_config(), &chans).await;
     let to_b = a.switch.send(Dial(b.peer_addr())).await.unwrap().unwrap();
     let mb = Bytes::from(vec![0x42u8; 1 << 20]);

@@ -253,16 +253,33 @@ impl Peer {
             return;
         };
         let batch = config.delivery_batch();
+        let fast = sink.payloads();
         let mut msgs: VecDeque<Message> = VecDeque::new();
         loop {
-            {
-                let most = batch.saturating_sub(msgs.len());
-                self.conn.lock().core.recv_many(channel, most, &mut msgs);
+            // Batched sinks take plain payloads straight from the core; anything
+            // else (and a request where plain messages belong) goes message by
+            // message.
+            let mut payloads = Vec::new();
+            let mut held = 0;
+            if fast.is_some() {
+                payloads.reserve(batch);
+                held = self
+                    .conn
+                    .lock()
+                    .core
+                    .recv_payloads(channel, batch, &mut payloads);
             }
-            if msgs.is_empty() {
-                return;
-            }
-            let delivery = sink.deliver(&handle, &mut msgs);
+            let delivery = match fast.filter(|_| !payloads.is_empty()) {
+                Some(fast) => fast.deliver_payloads(&handle, payloads, held),
+                None => {
+                    let most = batch.saturating_sub(msgs.len());
+                    self.conn.lock().core.recv_many(channel, most, &mut msgs);
+                    if msgs.is_empty() {
+                        return;
+                    }
+                    sink.deliver(&handle, &mut msgs)
+                }
+            };
             let now = Instant::now();
             let mut inner = self.conn.lock();
             let pending = match delivery {

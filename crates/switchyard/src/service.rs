@@ -159,6 +159,14 @@ pub(crate) trait WireFormat: Send + Sync + 'static {
     type Item: Send + 'static;
     fn decode(channel: u8, payload: Bytes) -> Result<Self::Item, DisconnectReason>;
 
+    /// Decodes payloads in order, all or none.
+    fn decode_all(channel: u8, payloads: Vec<Bytes>) -> Result<Vec<Self::Item>, DisconnectReason> {
+        payloads
+            .into_iter()
+            .map(|p| Self::decode(channel, p))
+            .collect()
+    }
+
     /// Makes an item that waits in hand own its memory (a raw slice of the read
     /// buffer would keep the whole buffer alive while the service is slow).
     fn compact(_item: &mut Self::Item) {}
@@ -185,6 +193,10 @@ impl WireFormat for Raw {
         Ok(payload)
     }
 
+    fn decode_all(_: u8, payloads: Vec<Bytes>) -> Result<Vec<Bytes>, DisconnectReason> {
+        Ok(payloads)
+    }
+
     fn compact(item: &mut Bytes) {
         if !item.is_unique() {
             *item = Bytes::copy_from_slice(item);
@@ -201,6 +213,25 @@ pub(crate) trait Sink: Send + Sync {
         &self,
         peer: &PeerHandle,
         msgs: &mut VecDeque<Complete>,
+    ) -> Result<Delivery, DisconnectReason>;
+
+    /// The sink's side that takes plain payloads straight from the core, in batches
+    /// (see [`PayloadSink`]); `None` for sinks that deliver message by message.
+    fn payloads(&self) -> Option<&dyn PayloadSink> {
+        None
+    }
+}
+
+/// A sink that takes the payloads of plain messages as they are, in batches: the
+/// core hands them over without making a message of each first.
+pub(crate) trait PayloadSink {
+    /// Decodes `payloads` (at most a batch, costing `held` credit) and hands them to
+    /// the service as one batch. `Err`: one was undecodable (the peer is closed).
+    fn deliver_payloads(
+        &self,
+        peer: &PeerHandle,
+        payloads: Vec<Bytes>,
+        held: u64,
     ) -> Result<Delivery, DisconnectReason>;
 }
 
@@ -324,6 +355,38 @@ impl<F: WireFormat> Sink for Batched<F> {
             }
         }
         Ok(Delivery::Done)
+    }
+
+    fn payloads(&self) -> Option<&dyn PayloadSink> {
+        Some(self)
+    }
+}
+
+impl<F: WireFormat> PayloadSink for Batched<F> {
+    fn deliver_payloads(
+        &self,
+        peer: &PeerHandle,
+        payloads: Vec<Bytes>,
+        held: u64,
+    ) -> Result<Delivery, DisconnectReason> {
+        let channel = self.channel;
+        let count = payloads.len();
+        let msgs = F::decode_all(channel, payloads)?;
+        let item = ReceivedBatch {
+            peer: peer.clone(),
+            channel,
+            msgs,
+        };
+        match offer(&self.to, item, |i| i.msgs.iter_mut().for_each(F::compact)) {
+            Offered::Taken => Ok(Delivery::Done),
+            Offered::Full(pending) => Ok(Delivery::Full { held, pending }),
+            Offered::Stopped => {
+                log::warn!(
+                    "service of channel {channel:#04x} is stopped; dropping {count} messages"
+                );
+                Ok(Delivery::Done)
+            }
+        }
     }
 }
 

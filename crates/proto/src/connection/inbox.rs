@@ -205,6 +205,53 @@ impl Inboxes {
         n
     }
 
+    /// Moves the payloads of up to `most` of `channel`'s next messages to `out`, as
+    /// long as they are plain messages (it stops before a request or an answer),
+    /// handed to the service as [`pop`](Self::pop) does; returns their cost.
+    pub(crate) fn pop_payloads(&mut self, channel: u8, most: usize, out: &mut Vec<Bytes>) -> u64 {
+        let Some(inbox) = self.get_mut(channel) else {
+            return 0;
+        };
+        let (mut count, mut bytes) = (0usize, 0usize);
+        while count < most {
+            match inbox.queue.front_mut() {
+                Some(Entry::One(m)) if m.kind == MsgKind::Plain => {
+                    if let Some(Entry::One(m)) = inbox.queue.pop_front() {
+                        bytes += m.payload.len();
+                        count += 1;
+                        out.push(m.payload);
+                    }
+                }
+                Some(Entry::Run { body, at, left }) => {
+                    let take = (*left).min(most - count);
+                    let mut broken = false;
+                    for _ in 0..take {
+                        // Always there: a `Batch` was checked whole when decoded.
+                        let Some((payload, end)) = batch_entry(body, *at) else {
+                            broken = true;
+                            break;
+                        };
+                        *at = end;
+                        *left -= 1;
+                        bytes += payload.len();
+                        count += 1;
+                        out.push(payload);
+                    }
+                    if *left == 0 || broken {
+                        inbox.messages -= *left;
+                        inbox.queue.pop_front();
+                    }
+                }
+                _ => break,
+            }
+        }
+        inbox.messages -= count;
+        inbox.bytes -= bytes;
+        let cost = bytes as u64 + count as u64 * MESSAGE_COST;
+        inbox.handed = inbox.handed.saturating_add(cost);
+        cost
+    }
+
     /// Puts a message popped for the service back at the front of its queue.
     pub(crate) fn push_front(&mut self, channel: u8, msg: Message) {
         if let Some(inbox) = self.get_mut(channel) {
@@ -311,6 +358,7 @@ impl Inboxes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::codec::MsgKind;
     use bytes::BytesMut;
 
     fn msg(channel: u8, payload: Bytes) -> Message {
@@ -366,6 +414,41 @@ mod tests {
         assert!(boxes.push_batch(&batch));
         assert_eq!(boxes.clear(1), 10 + 5 * MESSAGE_COST, "cleared at its cost");
         assert_eq!((boxes.len(1), boxes.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn payloads_come_out_of_runs_and_single_messages_until_a_request() {
+        let msgs: Vec<Bytes> = (1..=4u8).map(|i| Bytes::from(vec![i; 2])).collect();
+        let batch = Batch::new(1, &msgs).unwrap();
+        let mut boxes = Inboxes::default();
+        boxes.add_channel(1);
+        boxes.push(msg(1, Bytes::from_static(b"a")));
+        boxes.push_batch(&batch);
+        boxes.push(Message {
+            channel: 1,
+            kind: MsgKind::Request(9),
+            payload: Bytes::from_static(b"req"),
+        });
+        boxes.push_batch(&batch);
+        let mut out = Vec::new();
+        // Three: "a" and the batch's first two.
+        assert_eq!(boxes.pop_payloads(1, 3, &mut out), 3 * MESSAGE_COST + 1 + 4);
+        assert_eq!(
+            out,
+            [Bytes::from_static(b"a"), msgs[0].clone(), msgs[1].clone()]
+        );
+        out.clear();
+        // The rest of the batch, then the request stops it.
+        assert_eq!(boxes.pop_payloads(1, 100, &mut out), 2 * MESSAGE_COST + 4);
+        assert_eq!(out, msgs[2..].to_vec());
+        out.clear();
+        assert_eq!(boxes.pop_payloads(1, 100, &mut out), 0);
+        assert!(out.is_empty());
+        assert_eq!(boxes.pop(1).unwrap().kind, MsgKind::Request(9));
+        assert_eq!(boxes.pop_payloads(1, 100, &mut out), 4 * MESSAGE_COST + 8);
+        assert_eq!(out, msgs);
+        assert_eq!((boxes.len(1), boxes.bytes()), (0, 0));
+        assert_eq!(boxes.handed(1), 10 * MESSAGE_COST + 1 + 3 + 16);
     }
 
     #[test]

@@ -1171,6 +1171,15 @@ impl PeerCore {
         self.inbox.pop_many(channel, most, out)
     }
 
+    /// Moves the payloads of up to `most` of `channel`'s next messages to `out`, as
+    /// [`recv`](Self::recv) would one by one, as long as they are plain messages (it
+    /// stops before a request or an answer, which [`recv`](Self::recv) hands out);
+    /// returns their cost, for [`handle_delivered`](Self::handle_delivered) to report
+    /// what of it still waits for room.
+    pub fn recv_payloads(&mut self, channel: u8, most: usize, out: &mut Vec<Bytes>) -> u64 {
+        self.inbox.pop_payloads(channel, most, out)
+    }
+
     /// Channels with messages waiting.
     pub fn readable(&self) -> impl Iterator<Item = u8> + '_ {
         self.inbox.readable()
