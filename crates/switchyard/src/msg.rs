@@ -76,6 +76,16 @@ pub(crate) struct PeerInit {
     pub(crate) reply: Option<AdmitReply>,
 }
 
+/// From a Peer whose transport proved the remote's key, before its core speaks: may
+/// this node id go on? (`Err`: the reason to refuse it with, a ban say.) Awaited, one
+/// per connection: the Peer's core says nothing until the answer.
+#[derive(Message)]
+#[rtype(result = "Result<(), DisconnectReason>")]
+pub(crate) struct Authenticated {
+    pub(crate) conn: ConnId,
+    pub(crate) node: NodeId,
+}
+
 /// Close this connection (from the Switch, or a service through its handle).
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -47,7 +47,7 @@ use crate::handle::PeerHandle;
 use crate::identity::NodeKey;
 use crate::introspect::{self, Introspect, IntrospectFailure, IntrospectPeer, Introspection};
 use crate::metrics::{Metrics, Scrape};
-use crate::msg::{Attach, Close, ClosedGuard, Detach, PeerInit};
+use crate::msg::{Attach, Authenticated, Close, ClosedGuard, Detach, PeerInit};
 use crate::peer::Peer;
 use crate::pool::ArbiterPool;
 use crate::registry::Registry;
@@ -975,6 +975,21 @@ impl Switch {
                 flush: false,
             });
         }
+    }
+}
+
+impl Handler<Authenticated> for Switch {
+    type Result = Result<(), DisconnectReason>;
+
+    fn handle(&mut self, msg: Authenticated, ctx: &mut Self::Context) -> Self::Result {
+        let answer = self
+            .core
+            .handle_authenticated(Instant::now(), msg.conn, msg.node);
+        if let Err(reason) = &answer {
+            log::debug!("refusing node {} after the transport: {reason}", msg.node);
+        }
+        self.drive(ctx);
+        answer
     }
 }
 
