@@ -29,11 +29,14 @@ use switchyard_proto::{ConnParams, DisconnectReason, Message, PeerCore};
 use crate::conn::{Conn, SharedConn};
 use crate::driver::Driver;
 use crate::handle::{PeerHandle, PeerShared};
-use crate::msg::{AdmitReply, Attach, Authenticated, Close, ClosedGuard, Detach, PeerInit};
+use crate::msg::{
+    AdmitReply, Attach, Authenticated, Close, ClosedGuard, Detach, PeerClosed, PeerInit, PeerRtt,
+    Register,
+};
 use crate::registry::Registry;
 use crate::secure::Transport;
 use crate::service::Delivery;
-use crate::switch::{PeerClosed, PeerRtt, Register, Switch};
+use crate::switch::Switch;
 
 /// One connection (see the [module docs](self)).
 pub struct Peer {
