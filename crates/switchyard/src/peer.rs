@@ -433,13 +433,7 @@ impl Actor for Peer {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         let reason = self.life.finish();
-        {
-            // Senders must see the connection closed from now on.
-            let mut inner = self.conn.lock();
-            inner.core.close(Instant::now(), reason.clone(), false);
-        }
-        self.conn.room_freed_all();
-        self.conn.fail_answers(&reason);
+        self.conn.shut(&reason);
         if let Some(handle) = &self.handle {
             handle.service_down(None, &reason);
         }
