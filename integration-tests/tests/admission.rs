@@ -1,13 +1,25 @@
 //! Admission over real sockets: a slowloris cannot keep an honest peer out, a peer
-//! reported past the ban threshold is banned until the ban expires, a persistent
-//! peer is exempt from `max_outbound`, and a new inbound peer evicts one when inbound
-//! slots are full.
+//! reported past the ban threshold is banned until the ban expires, a banned node id
+//! is refused right after the transport's handshake proves it (before any `Version`),
+//! a persistent peer is exempt from `max_outbound`, and a new inbound peer evicts one
+//! when inbound slots are full.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use switchyard::{ChannelConfig, Dial, DialError, DisconnectReason, Severity, Shutdown};
+use bytes::BytesMut;
+use switchyard::proto::secure::Role;
+use switchyard::proto::wire::codec::{Packet, PacketCodec};
+use switchyard::proto::wire::control::{self, Control, CONTROL_CHANNEL};
+use switchyard::secure::Transport;
+use switchyard::{
+    ChannelConfig, Dial, DialError, DisconnectReason, NodeId, NodeKey, PeerAddr, Report, Severity,
+    Shutdown,
+};
 use switchyard_integration_tests::*;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -99,20 +111,18 @@ async fn a_peer_reported_past_the_threshold_is_banned_until_the_ban_expires() {
         "{:?}",
         bad.log.lock().events
     );
-    // Its reconnect is refused with `Banned`: at once, or (when its side finished
-    // the handshake first) right after.
+    // Its reconnect is refused with `Banned` as soon as Noise proved its key: its
+    // handshake never completes.
     let ups = |l: &Log| l.events.iter().filter(|e| **e == Event::Up(bad.id)).count();
     let banned_by_node = DisconnectReason::ByRemote(Box::new(DisconnectReason::Banned));
-    match bad.switch.send(Dial(node.peer_addr())).await.unwrap() {
-        Err(e) => assert_eq!(e, DialError::Closed(banned_by_node.clone())),
-        Ok(_) => assert!(
-            bad.log
-                .wait_for(WAIT, |l| l
-                    .events
-                    .contains(&Event::Down(node.id, banned_by_node.clone())))
-                .await
-        ),
-    }
+    assert_eq!(
+        bad.switch
+            .send(Dial(node.peer_addr()))
+            .await
+            .unwrap()
+            .unwrap_err(),
+        DialError::Closed(banned_by_node)
+    );
     // The node does not dial it either.
     let out = node.switch.send(Dial(bad.peer_addr())).await.unwrap();
     assert_eq!(
@@ -132,6 +142,122 @@ async fn a_peer_reported_past_the_threshold_is_banned_until_the_ban_expires() {
     assert!(reported.elapsed() >= ban, "admitted before the ban ended");
     node.switch.send(Shutdown).await.unwrap();
     bad.switch.send(Shutdown).await.unwrap();
+}
+
+/// Bans `id` at `node` (a severe report on a node it is not connected to bans the id
+/// alone, not the loopback address).
+async fn ban(node: &Node, id: NodeId) {
+    node.switch
+        .send(Report {
+            node: id,
+            severity: Severity::Severe,
+            reason: "banned by the test".into(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Completes the Noise handshake with `addr` as `key`, sends nothing, and returns
+/// the control messages the node sent until it closed the connection.
+async fn controls_after_noise(addr: std::net::SocketAddr, key: &NodeKey) -> Vec<Control> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let transport = Transport::new(key, false, None);
+    let (secured, mut sealed) = switchyard::secure::handshake(
+        &mut stream,
+        transport.start(Role::Initiator),
+        Instant::now() + WAIT,
+    )
+    .await
+    .expect("the Noise handshake completes");
+    let mut opener = secured.session.expect("encrypted").opener;
+    let mut codec = PacketCodec::new(1 << 20);
+    let mut plain = BytesMut::new();
+    let mut controls = Vec::new();
+    loop {
+        opener
+            .open(&mut sealed, &mut plain)
+            .expect("frames decrypt");
+        while let Some(packet) = codec.decode(&mut plain).expect("packets decode") {
+            if let Packet::Msg(m) = packet {
+                if m.channel == CONTROL_CHANNEL {
+                    controls.push(control::decode(&m.payload).expect("control decodes"));
+                }
+            }
+        }
+        sealed.reserve(16 << 10);
+        match tokio::time::timeout(WAIT, stream.read_buf(&mut sealed)).await {
+            Ok(Ok(0) | Err(_)) => return controls,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the node did not close the connection; it said {controls:?}"),
+        }
+    }
+}
+
+/// The id is known once Noise proved the remote's key, and a banned one is refused
+/// right then: the banned side reads a goodbye saying `Banned` and never the node's
+/// `Version` (before, the node sent its `Version` and refused only after the remote's
+/// `Version`/`Verack`, so a remote that said nothing was held until the handshake
+/// timeout). An honest peer is admitted meanwhile.
+#[actix::test]
+async fn a_banned_id_is_refused_right_after_noise_before_any_version() {
+    init_logs();
+    let node = start_node(test_config(), &chans()).await;
+    let key = NodeKey::generate();
+    ban(&node, key.node_id()).await;
+
+    let t0 = Instant::now();
+    let said = controls_after_noise(node.addr, &key).await;
+    assert_eq!(said, vec![Control::Goodbye(DisconnectReason::Banned)]);
+    assert!(
+        t0.elapsed() < test_config().limits.handshake_timeout,
+        "refused only at the handshake timeout: {:?}",
+        t0.elapsed()
+    );
+
+    // Another id gets in.
+    let honest = start_node(test_config(), &chans()).await;
+    connect(&honest, &node).await;
+    for n in [node, honest] {
+        n.switch.send(Shutdown).await.unwrap();
+    }
+}
+
+/// A banned node that dials is refused with `Banned` after Noise, every time, and no
+/// service of the node hears of it; the node's own dial of the banned node's bare
+/// address (no id to check before connecting) is refused the same way.
+#[actix::test]
+async fn a_banned_node_is_refused_after_noise_either_way() {
+    init_logs();
+    let node = start_node(test_config(), &chans()).await;
+    let bad = start_node(test_config(), &chans()).await;
+    ban(&node, bad.id).await;
+
+    let refused = bad.switch.send(Dial(node.peer_addr())).await.unwrap();
+    assert_eq!(
+        refused.unwrap_err(),
+        DialError::Closed(DisconnectReason::ByRemote(Box::new(
+            DisconnectReason::Banned
+        )))
+    );
+    let bare = PeerAddr::new(None, bad.addr);
+    let refused = node.switch.send(Dial(bare)).await.unwrap();
+    assert_eq!(
+        refused.unwrap_err(),
+        DialError::Closed(DisconnectReason::Banned)
+    );
+    assert!(
+        node.log.lock().events.is_empty(),
+        "{:?}",
+        node.log.lock().events
+    );
+    assert!(
+        bad.log.lock().events.is_empty(),
+        "{:?}",
+        bad.log.lock().events
+    );
+    for n in [node, bad] {
+        n.switch.send(Shutdown).await.unwrap();
+    }
 }
 
 #[actix::test]

@@ -11,7 +11,6 @@
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
-use std::io::IoSlice;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use switchyard_proto::connection::inline::InlineTurn;
 use switchyard_proto::connection::writer::{AfterPush, Writer};
 use switchyard_proto::connection::Refusal;
 use switchyard_proto::DisconnectReason;
-use switchyard_proto::{PeerCore, PushError, Transmit};
+use switchyard_proto::{PeerCore, PushError};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
@@ -50,9 +49,6 @@ const ROOMS: usize = 8;
 /// Most bytes one inline write takes from the core.
 const INLINE_BATCH: usize = 64 << 10;
 
-/// Most slices handed to one vectored write.
-pub(crate) const MAX_IOVECS: usize = 64;
-
 /// The core and what the driver and the senders agree on about it.
 pub(crate) struct Inner {
     pub(crate) core: PeerCore,
@@ -74,25 +70,6 @@ pub(crate) struct Conn {
     rooms: [Notify; ROOMS],
     /// Callers waiting for the remote's introspection answers.
     pub(crate) introspect: crate::introspect::Waiters,
-}
-
-/// Writes as much of `t` as the socket takes now, without waiting: the bytes written.
-pub(crate) fn write_now(io: &TcpStream, t: &mut Transmit) -> std::io::Result<usize> {
-    let mut total = 0;
-    while !t.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let count = t.io_slices(&mut slices);
-        match io.try_write_vectored(&slices[..count]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                t.advance(n);
-                total += n;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(total)
 }
 
 impl Conn {
@@ -139,7 +116,7 @@ impl Conn {
     }
 
     /// Wakes every waiting sender (the connection is over).
-    pub(crate) fn room_freed_all(&self) {
+    fn room_freed_all(&self) {
         for n in &self.rooms {
             n.notify_waiters();
         }
@@ -167,7 +144,7 @@ impl Conn {
                 drop(guard);
                 // (Inline only with a socket: without one nothing is written, and the
                 // bytes go back to the driver.)
-                let wrote = io.map_or(Ok(0), |io| write_now(io, &mut t));
+                let wrote = io.map_or(Ok(0), |io| crate::socket::write_now(io, &mut t));
                 let mut guard = self.lock();
                 let inner = &mut *guard;
                 inner
@@ -330,6 +307,17 @@ impl Conn {
         inner.core.refuse_request(channel, id, refusal);
         self.after_push(inner);
         self.wake_driver();
+    }
+
+    /// The Peer stopped, for `reason`: senders see the connection closed from now on,
+    /// the ones waiting for room wake to find it so, and callers waiting for answers
+    /// learn why.
+    pub(crate) fn shut(&self, reason: &DisconnectReason) {
+        self.lock()
+            .core
+            .close(Instant::now(), reason.clone(), false);
+        self.room_freed_all();
+        self.fail_answers(reason);
     }
 
     /// Closes the connection (the driver carries it out).

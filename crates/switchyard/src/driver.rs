@@ -30,7 +30,7 @@ use switchyard_proto::connection::reader::Reader;
 use switchyard_proto::connection::writer::WriteStep;
 use switchyard_proto::secure::Session;
 
-use crate::conn::{write_now, SharedConn};
+use crate::conn::SharedConn;
 use crate::peer::Peer;
 
 /// Bytes moved in a row after which the driver lets the arbiter run other work and
@@ -139,7 +139,7 @@ impl Driver {
         }
         let mut t = inner.writer.take();
         drop(guard);
-        let wrote = write_now(&self.io, &mut t);
+        let wrote = crate::socket::write_now(&self.io, &mut t);
         let mut guard = self.conn.lock();
         let inner = &mut *guard;
         inner

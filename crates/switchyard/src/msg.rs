@@ -1,10 +1,12 @@
-//! The messages a Peer actor receives (from the Switch, or a service through its
-//! handle), and what the Switch hands a new Peer. They live apart from the actor, so
-//! the modules that send them need not reach into `peer`, and `peer` holds only the
-//! actor.
+//! The messages between the runtime's actors: what a Peer tells the Switch (the id
+//! its transport proved, its registration, round-trip times, its end), what a Peer
+//! receives (from the Switch, or a service through its handle), and what the Switch
+//! hands a new Peer. They live apart from both actors, so neither module reaches
+//! into the other for them, and `peer` and `switch` hold only their actors.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use switchyard_proto::admission::{ConnId, Direction};
@@ -16,7 +18,7 @@ use tokio::sync::oneshot;
 use crate::handle::PeerHandle;
 use crate::registry::Registry;
 use crate::secure::Transport;
-use crate::switch::{PeerClosed, Switch};
+use crate::switch::Switch;
 
 /// The answer a dialer waits for: the admitted peer, or why the connection closed.
 pub(crate) type AdmitReply = oneshot::Sender<Result<PeerHandle, DisconnectReason>>;
@@ -74,6 +76,43 @@ pub(crate) struct PeerInit {
     pub(crate) registry: Arc<Registry>,
     pub(crate) switch: Addr<Switch>,
     pub(crate) reply: Option<AdmitReply>,
+}
+
+/// From a Peer whose handshake completed: may it stay?
+#[derive(Message)]
+#[rtype(result = "Result<(), DisconnectReason>")]
+pub(crate) struct Register {
+    pub(crate) conn: ConnId,
+    pub(crate) handle: PeerHandle,
+    /// The handshake's round-trip time, the first one known (for eviction).
+    pub(crate) rtt: Option<Duration>,
+}
+
+/// From a Peer: a new round-trip time was measured (sent at most once per ping
+/// interval, so its volume is ours to decide, not the remote's).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PeerRtt {
+    pub(crate) conn: ConnId,
+    pub(crate) rtt: Duration,
+}
+
+/// From a Peer that stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PeerClosed {
+    pub(crate) conn: ConnId,
+    pub(crate) reason: DisconnectReason,
+}
+
+/// From a Peer whose transport proved the remote's key, before its core speaks: may
+/// this node id go on? (`Err`: the reason to refuse it with, a ban say.) Awaited, one
+/// per connection: the Peer's core says nothing until the answer.
+#[derive(Message)]
+#[rtype(result = "Result<(), DisconnectReason>")]
+pub(crate) struct Authenticated {
+    pub(crate) conn: ConnId,
+    pub(crate) node: NodeId,
 }
 
 /// Close this connection (from the Switch, or a service through its handle).

@@ -2,8 +2,9 @@
 //! [`PeerCore`](switchyard_proto::PeerCore) and its
 //! [`Lifecycle`](switchyard_proto::connection::lifecycle::Lifecycle): the [`Driver`]
 //! moves bytes and time, the lifecycle turns the core's events and the Switch's
-//! answers into steps (when to register, what may reach a service, when to answer the
-//! dialer, when to stop), and this actor carries them out.
+//! answers into steps (when the Switch vets the id the transport proved, when to
+//! register, what may reach a service, when to answer the dialer, when to stop), and
+//! this actor carries them out.
 //!
 //! Delivery to a service uses `try_send`. When its mailbox is full, the one message
 //! (or batch) in hand waits on `send().await`, the rest go back to the core's queue for
@@ -19,18 +20,23 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::BytesMut;
 use switchyard_proto::admission::{ConnId, Direction};
-use switchyard_proto::connection::lifecycle::{Admission, CloseStep, Lifecycle, Outcome, Step};
-use switchyard_proto::secure::{Role, Secured, Suite};
+use switchyard_proto::connection::lifecycle::{
+    Admission, AfterSecured, CloseStep, Lifecycle, Outcome, Step,
+};
+use switchyard_proto::secure::{Role, Secured, Session, Suite};
 use switchyard_proto::{ConnParams, DisconnectReason, Message, PeerCore};
 
 use crate::conn::{Conn, SharedConn};
 use crate::driver::Driver;
 use crate::handle::{PeerHandle, PeerShared};
-use crate::msg::{AdmitReply, Attach, Close, ClosedGuard, Detach, PeerInit};
+use crate::msg::{
+    AdmitReply, Attach, Authenticated, Close, ClosedGuard, Detach, PeerClosed, PeerInit, PeerRtt,
+    Register,
+};
 use crate::registry::Registry;
 use crate::secure::Transport;
 use crate::service::Delivery;
-use crate::switch::{PeerClosed, PeerRtt, Register, Switch};
+use crate::switch::Switch;
 
 /// One connection (see the [module docs](self)).
 pub struct Peer {
@@ -349,8 +355,9 @@ impl Peer {
         }
     }
 
-    /// The transport's handshake ended: on success the driver takes the socket and the
-    /// core speaks, through the session it made.
+    /// The transport's handshake ended: on success the core learns whom it proved,
+    /// the Switch vets that id when there is one, and then the driver takes the
+    /// socket and the core speaks, through the session it made.
     fn secured(
         &mut self,
         io: tokio::net::TcpStream,
@@ -361,12 +368,33 @@ impl Peer {
         match result {
             Ok((secured, rest)) => {
                 let now = Instant::now();
-                self.life
+                let next = self
+                    .life
                     .handle_secured(now, &mut self.conn.lock().core, &secured);
                 self.suite = secured.session.as_ref().map(|s| s.suite);
-                let batch = self.registry.core.limits().write_batch_bytes;
-                let driver = Driver::new(self.conn.clone(), io, batch, secured.session, rest);
-                ctx.spawn(driver);
+                let session = secured.session;
+                match next {
+                    AfterSecured::Speak => self.speak(io, session, rest, ctx),
+                    AfterSecured::Vet(node) => {
+                        let ask = self.switch.send(Authenticated {
+                            conn: self.id,
+                            node,
+                        });
+                        let vetted = ask.into_actor(self).map(move |answer, act, ctx| {
+                            act.securing = None;
+                            let answer = answer.unwrap_or(Err(DisconnectReason::Shutdown));
+                            let speak = act.life.handle_vetted(
+                                Instant::now(),
+                                answer,
+                                &mut act.conn.lock().core,
+                            );
+                            if speak {
+                                act.speak(io, session, rest, ctx);
+                            }
+                        });
+                        self.securing = Some(ctx.spawn(vetted));
+                    }
+                }
             }
             Err(reason) => {
                 log::debug!(
@@ -377,6 +405,18 @@ impl Peer {
                 ctx.stop();
             }
         }
+    }
+
+    /// The core speaks: the driver takes the socket.
+    fn speak(
+        &mut self,
+        io: tokio::net::TcpStream,
+        session: Option<Session>,
+        rest: BytesMut,
+        ctx: &mut Context<Self>,
+    ) {
+        let batch = self.registry.core.limits().write_batch_bytes;
+        ctx.spawn(Driver::new(self.conn.clone(), io, batch, session, rest));
     }
 }
 
@@ -410,13 +450,7 @@ impl Actor for Peer {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         let reason = self.life.finish();
-        {
-            // Senders must see the connection closed from now on.
-            let mut inner = self.conn.lock();
-            inner.core.close(Instant::now(), reason.clone(), false);
-        }
-        self.conn.room_freed_all();
-        self.conn.fail_answers(&reason);
+        self.conn.shut(&reason);
         if let Some(handle) = &self.handle {
             handle.service_down(None, &reason);
         }

@@ -1,10 +1,15 @@
-//! Socket options of peer connections: no Nagle delay, the optional fixed kernel
-//! buffers, and `TCP_NOTSENT_LOWAT`, which keeps little unsent data in the kernel so
-//! that the connection's scheduler, not the kernel, decides what goes next.
+//! Peer sockets: their options (no Nagle delay, the optional fixed kernel buffers,
+//! and `TCP_NOTSENT_LOWAT`, which keeps little unsent data in the kernel so that the
+//! connection's scheduler, not the kernel, decides what goes next), and the one
+//! non-blocking vectored write that the driver and inline senders share.
 
+use std::io::IoSlice;
 use std::net::TcpStream;
 
-use switchyard_proto::Config;
+use switchyard_proto::{Config, Transmit};
+
+/// Most slices handed to one vectored write.
+const MAX_IOVECS: usize = 64;
 
 /// Applies the limits' socket options to a peer's stream. A failure only costs
 /// latency or throughput, so it is logged (at debug) and the connection goes on.
@@ -28,6 +33,25 @@ pub(crate) fn tune(stream: &TcpStream, limits: &Config, label: &dyn std::fmt::Di
             log::debug!("{label}: cannot set TCP_NOTSENT_LOWAT: {e}");
         }
     }
+}
+
+/// Writes as much of `t` as the socket takes now, without waiting: the bytes written.
+pub(crate) fn write_now(io: &tokio::net::TcpStream, t: &mut Transmit) -> std::io::Result<usize> {
+    let mut total = 0;
+    while !t.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let count = t.io_slices(&mut slices);
+        match io.try_write_vectored(&slices[..count]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                t.advance(n);
+                total += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -47,7 +47,9 @@ use crate::handle::PeerHandle;
 use crate::identity::NodeKey;
 use crate::introspect::{self, Introspect, IntrospectFailure, IntrospectPeer, Introspection};
 use crate::metrics::{Metrics, Scrape};
-use crate::msg::{Attach, Close, ClosedGuard, Detach, PeerInit};
+use crate::msg::{
+    Attach, Authenticated, Close, ClosedGuard, Detach, PeerClosed, PeerInit, PeerRtt, Register,
+};
 use crate::peer::Peer;
 use crate::pool::ArbiterPool;
 use crate::registry::Registry;
@@ -978,23 +980,19 @@ impl Switch {
     }
 }
 
-/// From a Peer whose handshake completed: may it stay?
-#[derive(Message)]
-#[rtype(result = "Result<(), DisconnectReason>")]
-pub(crate) struct Register {
-    pub(crate) conn: ConnId,
-    pub(crate) handle: PeerHandle,
-    /// The handshake's round-trip time, the first one known (for eviction).
-    pub(crate) rtt: Option<Duration>,
-}
+impl Handler<Authenticated> for Switch {
+    type Result = Result<(), DisconnectReason>;
 
-/// From a Peer: a new round-trip time was measured (sent at most once per ping
-/// interval, so its volume is ours to decide, not the remote's).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct PeerRtt {
-    pub(crate) conn: ConnId,
-    pub(crate) rtt: Duration,
+    fn handle(&mut self, msg: Authenticated, ctx: &mut Self::Context) -> Self::Result {
+        let answer = self
+            .core
+            .handle_authenticated(Instant::now(), msg.conn, msg.node);
+        if let Err(reason) = &answer {
+            log::debug!("refusing node {} after the transport: {reason}", msg.node);
+        }
+        self.drive(ctx);
+        answer
+    }
 }
 
 impl Handler<PeerRtt> for Switch {
@@ -1054,14 +1052,6 @@ impl Handler<Register> for Switch {
         self.drive(ctx);
         result
     }
-}
-
-/// From a Peer that stopped.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct PeerClosed {
-    pub(crate) conn: ConnId,
-    pub(crate) reason: DisconnectReason,
 }
 
 impl Handler<PeerClosed> for Switch {

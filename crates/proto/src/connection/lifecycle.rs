@@ -5,14 +5,20 @@
 //! runtime may let the connection go.
 //!
 //! ```text
-//! Securing ──secured──▶ Handshake ──Connected──▶ Registering ──admitted──▶ Admitted
-//!    │                      │                         │                       │
-//!    └──fails: stop now     └───────────── Closed (the core's event) ◀────────┘
-//!                                  linger, then stop (at once when nothing waits)
+//! Securing ──secured──▶ Vetting ──vetted──▶ Handshake ──Connected──▶ Registering ──admitted──▶ Admitted
+//!    │      (id proven)    │    (or refused)    │                         │                       │
+//!    │                     │                    └───────────── Closed (the core's event) ◀────────┘
+//!    └──fails, or closed: stop now                     linger, then stop (at once when nothing waits)
+//!       (Securing ──secured, no id proven──▶ Handshake)
 //! ```
 //!
 //! The choices it makes are these.
 //!
+//! * **The node vets a proven id before the core speaks.** Once the transport proved
+//!   the remote's key ([`Secured::remote`]), the runtime asks the node whether that
+//!   node id may go on ([`AfterSecured::Vet`]); the core's `Version` waits for the
+//!   answer ([`Lifecycle::handle_vetted`]). A refused remote (a banned id) reads only
+//!   a goodbye saying why ([`PeerCore::refuse`]), no `Version` of ours.
 //! * **Nothing reaches a service before the node admitted the peer.** A service that
 //!   met its twin, or a channel with messages waiting, is announced
 //!   ([`Step::ServiceUp`]) or delivered ([`Step::Deliver`]) only once admitted; the
@@ -24,8 +30,9 @@
 //!   is up then, so the dialer can send on it at once ([`AfterEvents::reply`]).
 //! * **Round-trip times** reach the node through an [`RttReport`], only while the
 //!   peer is admitted and open.
-//! * **A close request** ([`Lifecycle::handle_close`]) before the transport is secured
-//!   stops at once (nothing was said yet); on an open connection it goes to the core,
+//! * **A close request** ([`Lifecycle::handle_close`]) before the core speaks (the
+//!   transport is being secured, or the node vets the remote) stops at once (nothing
+//!   was said yet); on an open connection it goes to the core,
 //!   which tells the remote why; once closed, a close without flush (a node that
 //!   gives up waiting) stops the delivery of what is left.
 //! * **What arrived before the close** is still delivered, within the linger time
@@ -42,6 +49,7 @@ use super::rtt_report::RttReport;
 use super::stall::Refusal;
 use super::{Event, PeerCore};
 use crate::config::Config;
+use crate::id::NodeId;
 use crate::introspect::Introspection;
 use crate::reason::DisconnectReason;
 use crate::secure::Secured;
@@ -65,12 +73,27 @@ pub enum Outcome {
 pub enum Stage {
     /// The transport's handshake is under way; the core has not spoken.
     Securing,
+    /// The transport proved the remote's id; the node decides whether it may go on
+    /// (the core has not spoken).
+    Vetting,
     /// The core's handshake (`Version` / `Verack`) is under way.
     Handshake,
     /// The handshake completed; the node has not answered whether the peer may stay.
     Registering,
     /// The node admitted the peer.
     Admitted,
+}
+
+/// What the runtime does once the transport is secured (from
+/// [`Lifecycle::handle_secured`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum AfterSecured {
+    /// Let the core speak now: start moving its bytes.
+    Speak,
+    /// Ask the node whether this proven node id may go on, and hand its answer to
+    /// [`Lifecycle::handle_vetted`]; the core speaks only then.
+    Vet(NodeId),
 }
 
 /// What the runtime carries out for one event of the core (from
@@ -226,14 +249,53 @@ impl Lifecycle {
     }
 
     /// The transport is secured (`secured` is what its handshake proved and agreed):
-    /// the core speaks from now on, knowing the remote's proven identity.
-    pub fn handle_secured(&mut self, now: Instant, core: &mut PeerCore, secured: &Secured) {
-        if let Some(remote) = &secured.remote {
-            core.handle_authenticated(now, remote.node_id);
+    /// the core learns the remote's proven identity. When one was proven (and the
+    /// core did not refuse it already, a dial answered by another key), the node
+    /// vets it before the core speaks; else the core speaks now.
+    pub fn handle_secured(
+        &mut self,
+        now: Instant,
+        core: &mut PeerCore,
+        secured: &Secured,
+    ) -> AfterSecured {
+        let proven = secured.remote.as_ref().map(|remote| remote.node_id);
+        if let Some(id) = proven {
+            core.handle_authenticated(now, id);
         }
-        if self.stage == Stage::Securing {
-            self.stage = Stage::Handshake;
+        if self.stage != Stage::Securing {
+            return AfterSecured::Speak;
         }
+        match proven {
+            Some(id) if !core.is_closing() && !core.is_closed() => {
+                self.stage = Stage::Vetting;
+                AfterSecured::Vet(id)
+            }
+            _ => {
+                self.stage = Stage::Handshake;
+                AfterSecured::Speak
+            }
+        }
+    }
+
+    /// The node's answer to [`AfterSecured::Vet`]: `Ok` when the remote may go on,
+    /// else why not (the core then refuses it: the remote reads only a goodbye with
+    /// the reason). Returns whether the core speaks now (the runtime starts moving
+    /// its bytes); `false` when the connection was closed meanwhile, or was not
+    /// being vetted.
+    pub fn handle_vetted(
+        &mut self,
+        now: Instant,
+        answer: Result<(), DisconnectReason>,
+        core: &mut PeerCore,
+    ) -> bool {
+        if self.stage != Stage::Vetting || self.closed.is_some() {
+            return false;
+        }
+        self.stage = Stage::Handshake;
+        if let Err(reason) = answer {
+            core.refuse(now, reason);
+        }
+        true
     }
 
     /// The connection failed before its core spoke (the socket was unusable, the
@@ -340,7 +402,7 @@ impl Lifecycle {
     /// What to do with a request to close the connection for `reason` (writing what
     /// is queued first if `flush`).
     pub fn handle_close(&mut self, reason: DisconnectReason, flush: bool) -> CloseStep {
-        if self.stage == Stage::Securing && self.closed.is_none() {
+        if matches!(self.stage, Stage::Securing | Stage::Vetting) && self.closed.is_none() {
             self.closed = Some(reason);
             return CloseStep::Stop;
         }
@@ -429,7 +491,10 @@ mod tests {
     /// A lifecycle admitted by the node (the dialer answered already).
     fn admitted(now: Instant, core: &mut PeerCore) -> Lifecycle {
         let mut life = Lifecycle::new(&Config::default(), true);
-        life.handle_secured(now, core, &plain());
+        assert_eq!(
+            life.handle_secured(now, core, &plain()),
+            AfterSecured::Speak
+        );
         assert_eq!(life.handle_event(Event::Connected), Step::Register);
         let admission = life.handle_admission(Ok(()), core);
         assert!(matches!(admission, Admission::Admitted { reply: true, .. }));
@@ -446,7 +511,10 @@ mod tests {
         let mut core = core(now);
         let mut life = Lifecycle::new(&Config::default(), true);
         assert_eq!(life.stage(), Stage::Securing);
-        life.handle_secured(now, &mut core, &plain());
+        assert_eq!(
+            life.handle_secured(now, &mut core, &plain()),
+            AfterSecured::Speak
+        );
         assert_eq!(life.stage(), Stage::Handshake);
         assert_eq!(life.handle_event(Event::Connected), Step::Register);
         assert_eq!(life.stage(), Stage::Registering);
@@ -469,7 +537,10 @@ mod tests {
         let now = t0();
         let mut core = core(now);
         let mut life = Lifecycle::new(&Config::default(), false);
-        life.handle_secured(now, &mut core, &plain());
+        assert_eq!(
+            life.handle_secured(now, &mut core, &plain()),
+            AfterSecured::Speak
+        );
         let _ = life.handle_event(Event::Connected);
         assert_eq!(life.handle_event(Event::Readable(3)), Step::Nothing);
         assert_eq!(
@@ -559,7 +630,10 @@ mod tests {
         let now = t0();
         let mut core = core(now);
         let mut life = Lifecycle::new(&Config::default(), false);
-        life.handle_secured(now, &mut core, &plain());
+        assert_eq!(
+            life.handle_secured(now, &mut core, &plain()),
+            AfterSecured::Speak
+        );
         let reason = DisconnectReason::Application("bye".into());
         assert_eq!(
             life.handle_close(reason.clone(), true),
@@ -634,7 +708,10 @@ mod tests {
         let now = t0();
         let mut core = core(now);
         let mut life = Lifecycle::new(&Config::default(), false);
-        life.handle_secured(now, &mut core, &plain());
+        assert_eq!(
+            life.handle_secured(now, &mut core, &plain()),
+            AfterSecured::Speak
+        );
         let _ = life.handle_event(Event::Connected);
         assert!(matches!(
             life.handle_admission(Ok(()), &core),

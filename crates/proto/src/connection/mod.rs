@@ -981,6 +981,18 @@ impl PeerCore {
         self.request_ended(channel);
     }
 
+    /// Refuses the remote before the handshake said anything (the node will not have
+    /// it, as soon as the transport proved who it is): closes like
+    /// [`close`](Self::close) without flush, and while none of our bytes have been
+    /// handed out yet, our queued `Version` is dropped, so the remote reads only the
+    /// `Goodbye` with `reason`.
+    pub fn refuse(&mut self, now: Instant, reason: DisconnectReason) {
+        if matches!(self.phase, Phase::Handshake(_)) && self.bytes_written == 0 {
+            self.control_out.clear();
+        }
+        self.close(now, reason, false);
+    }
+
     /// Closes the connection with `reason`. With `flush`, what is queued is written
     /// first (within the credit the remote gives and the `linger` deadline); then a
     /// `Goodbye` tells the remote why, the write half is shut, and the core waits for

@@ -14,7 +14,8 @@ use crate::id::NodeId;
 /// What a ban applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BanKey {
-    /// A node id (checked at dial time and once the handshake names the remote).
+    /// A node id (checked at dial time, once the transport's handshake proves the
+    /// remote's key, and once the handshake names the remote).
     Node(NodeId),
     /// An IP address (checked when a connection opens, before any work is spent).
     Ip(IpAddr),

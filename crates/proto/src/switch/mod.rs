@@ -37,8 +37,12 @@
 //! * **Dial**: shutting down; this node; a banned node id; already connected. When
 //!   the TCP connection opens: banned IP; `max_outbound` (persistent and unconditional
 //!   peers are exempt).
-//! * **Handshake** (the remote's authenticated node id is known): banned
-//!   id; the duplicate tie-break (**the connection dialed by the lower node id
+//! * **Authenticated** (the transport's handshake proved the remote's key, before the
+//!   core's handshake says a word, so a refused remote never sees our `Version`):
+//!   shutting down; a banned node id. In plaintext no id is proven, and the ban is
+//!   checked at the handshake only.
+//! * **Handshake** (the remote's node id is known, and checked against its proven key):
+//!   banned id (again: a ban may have come meanwhile); the duplicate tie-break (**the connection dialed by the lower node id
 //!   survives**; if one node dialed both, the first admitted stays); `max_inbound`
 //!   for an inbound peer that is neither persistent nor unconditional (exempt peers
 //!   take no slot). When inbound slots are full and `evict_inbound` is on, the new
@@ -448,6 +452,31 @@ impl<B: BanList> SwitchCore<B> {
                     p.state = DialState::Disabled;
                 }
             }
+        }
+    }
+
+    /// The transport's handshake of `conn` proved that the remote holds the key of
+    /// `node`; the core's handshake has not spoken yet. `Ok`: go on with it. `Err`:
+    /// close it with the reason (a banned id, or shutdown), telling the remote why
+    /// before anything else. Unknown connections are refused with
+    /// [`DisconnectReason::Shutdown`], as at the handshake.
+    pub fn handle_authenticated(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        node: NodeId,
+    ) -> Result<(), DisconnectReason> {
+        self.tick(now);
+        let Some(mine) = self.conns.get(&conn) else {
+            return Err(DisconnectReason::Shutdown);
+        };
+        if self.shutdown.is_some() {
+            Err(DisconnectReason::Shutdown)
+        } else if mine.closing || self.bans.banned_until(&BanKey::Node(node), now).is_some() {
+            // A handshaking connection is closing only because its IP was banned.
+            Err(DisconnectReason::Banned)
+        } else {
+            Ok(())
         }
     }
 

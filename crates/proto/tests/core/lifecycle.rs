@@ -1,15 +1,19 @@
 //! The runtime's [`Lifecycle`] around a real core: what came up and arrived before the
 //! node admitted the peer is replayed on admission, the dialer waits for the offers
 //! of the connection's start, round-trip times pass only while admitted, and a closed
-//! connection is kept until what it received is delivered.
+//! connection is kept until what it received is delivered; a proven id is vetted
+//! before the core speaks, and a refused one hears only the goodbye.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use switchyard_proto::config::Config;
-use switchyard_proto::connection::lifecycle::{Admission, Lifecycle, Step};
-use switchyard_proto::secure::Secured;
-use switchyard_proto::{DisconnectReason, Event};
+use switchyard_proto::connection::lifecycle::{
+    Admission, AfterSecured, CloseStep, Lifecycle, Stage, Step,
+};
+use switchyard_proto::secure::{RemoteIdentity, Secured};
+use switchyard_proto::wire::control::Control;
+use switchyard_proto::{DisconnectReason, Event, NodeId};
 
 use crate::pair::*;
 
@@ -21,7 +25,11 @@ fn follow(p: &mut Pair, life: &mut Lifecycle) -> Vec<Step> {
         remote: None,
         session: None,
     };
-    life.handle_secured(now, &mut p.b.core, &plain);
+    // In plaintext no id is proven: nothing to vet, the core speaks.
+    assert_eq!(
+        life.handle_secured(now, &mut p.b.core, &plain),
+        AfterSecured::Speak
+    );
     std::mem::take(&mut p.b.events)
         .into_iter()
         .map(|e| life.handle_event(e))
@@ -122,4 +130,114 @@ fn a_closed_connection_is_kept_until_what_it_received_is_delivered() {
     let msg = p.b.core.recv(BULK).expect("still readable after the close");
     assert_eq!(msg.payload, Bytes::from_static(b"last words"));
     assert!(life.may_stop(|| p.b.core.has_undelivered()));
+}
+
+/// What the transport's handshake proved: the remote holds `id`'s key.
+fn proven(id: NodeId) -> Secured {
+    Secured {
+        remote: Some(RemoteIdentity {
+            node_id: id,
+            public_key: [7; 32],
+        }),
+        session: None,
+    }
+}
+
+#[test]
+fn a_proven_id_is_vetted_before_the_core_speaks() {
+    let mut solo = Solo::new(&Config::default());
+    let mut life = Lifecycle::new(&Config::default(), false);
+    let now = solo.now;
+    let remote = version(2).node_id;
+    assert_eq!(
+        life.handle_secured(now, &mut solo.core, &proven(remote)),
+        AfterSecured::Vet(remote)
+    );
+    assert_eq!(life.stage(), Stage::Vetting);
+    assert!(life.handle_vetted(now, Ok(()), &mut solo.core));
+    assert_eq!(life.stage(), Stage::Handshake);
+    solo.drain();
+    assert!(
+        matches!(solo.controls().as_slice(), [Control::Version(v)] if v.node_id == version(1).node_id),
+        "{:?}",
+        solo.controls()
+    );
+    // Asked once: a second answer changes nothing.
+    assert!(!life.handle_vetted(now, Err(DisconnectReason::Banned), &mut solo.core));
+    assert!(!solo.core.is_closing());
+}
+
+#[test]
+fn a_refused_id_hears_only_the_goodbye_and_never_our_version() {
+    let mut solo = Solo::new(&Config::default());
+    let mut life = Lifecycle::new(&Config::default(), false);
+    let now = solo.now;
+    let _ = life.handle_secured(now, &mut solo.core, &proven(version(2).node_id));
+    assert!(life.handle_vetted(now, Err(DisconnectReason::Banned), &mut solo.core));
+    solo.drain();
+    assert_eq!(
+        solo.controls(),
+        vec![Control::Goodbye(DisconnectReason::Banned)]
+    );
+    // Goodbye written, write half shut: over, without waiting for the remote.
+    assert!(solo.core.is_closed());
+    let steps: Vec<Step> = std::mem::take(&mut solo.events)
+        .into_iter()
+        .map(|e| life.handle_event(e))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![Step::Closed {
+            reason: DisconnectReason::Banned,
+            linger: Config::default().linger,
+        }]
+    );
+    assert!(life.may_stop(|| unreachable!("never admitted")));
+    assert_eq!(life.finish(), DisconnectReason::Banned);
+}
+
+#[test]
+fn the_refused_remote_closes_with_the_reason_and_no_version_of_ours() {
+    let mut p = Pair::new(&Config::default());
+    let now = p.now;
+    p.b.core.refuse(now, DisconnectReason::Banned);
+    assert_eq!(
+        p.until_closed(Who::A, Duration::from_secs(1)),
+        DisconnectReason::ByRemote(Box::new(DisconnectReason::Banned))
+    );
+    assert!(p.a.core.remote().is_none(), "A never completed a handshake");
+    assert!(!p.a.connected());
+}
+
+#[test]
+fn a_close_while_the_node_vets_stops_at_once_and_the_core_never_speaks() {
+    let mut solo = Solo::new(&Config::default());
+    let mut life = Lifecycle::new(&Config::default(), false);
+    let now = solo.now;
+    let _ = life.handle_secured(now, &mut solo.core, &proven(version(2).node_id));
+    assert_eq!(
+        life.handle_close(DisconnectReason::Shutdown, true),
+        CloseStep::Stop
+    );
+    assert!(!life.handle_vetted(now, Ok(()), &mut solo.core), "too late");
+    assert!(life.may_stop(|| unreachable!("never admitted")));
+    assert_eq!(life.finish(), DisconnectReason::Shutdown);
+}
+
+#[test]
+fn a_dial_answered_by_another_key_is_not_vetted_the_core_refuses_it_itself() {
+    let limits = Config::default();
+    let now = t0();
+    let mut params = params(1, vec![test_service(channels())]);
+    params.expected = Some(NodeId([0xaa; 20]));
+    let budget = std::sync::Arc::new(switchyard_proto::RecvBudget::new(1 << 20));
+    let core = core_with(now, &limits, params, budget);
+    let mut solo = Solo::with_core(now, core);
+    let mut life = Lifecycle::new(&limits, true);
+    assert_eq!(
+        life.handle_secured(now, &mut solo.core, &proven(NodeId([0xbb; 20]))),
+        AfterSecured::Speak
+    );
+    assert_eq!(life.stage(), Stage::Handshake);
+    assert!(solo.core.is_closing());
 }

@@ -1,4 +1,5 @@
-//! Random sequences of accepts, dials, handshakes (random and duplicate ids), closes,
+//! Random sequences of accepts, dials, proven ids vetted before the handshake,
+//! handshakes (random and duplicate ids), closes,
 //! round-trip times, evictions, reports, timeouts and shutdown: no slot leaks, every
 //! count matches the connections alive, inbound slots are over `max_inbound` only by
 //! connections being closed, bans expire, and persistent peers are always on their way
@@ -28,6 +29,11 @@ enum Op {
         host: u8,
     },
     DialFail,
+    /// The transport proved the remote's id; the core vets it before the handshake.
+    Authenticate {
+        pick: usize,
+        who: u8,
+    },
     Handshake {
         pick: usize,
         who: u8,
@@ -58,6 +64,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u8..3, 0u8..3).prop_map(|(net, host)| Op::Accept { net, host }),
         3 => (0u8..3, 0u8..3).prop_map(|(net, host)| Op::Connect { net, host }),
         1 => Just(Op::DialFail),
+        2 => (any::<usize>(), 0u8..8).prop_map(|(pick, who)| Op::Authenticate { pick, who }),
         4 => (any::<usize>(), 0u8..8).prop_map(|(pick, who)| Op::Handshake { pick, who }),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(pick, misbehave)| Op::Close { pick, misbehave }),
         2 => Just(Op::CloseAsked),
@@ -173,6 +180,25 @@ fn run(ops: Vec<Op>) -> Result<usize, TestCaseError> {
             Op::DialFail => {
                 if let Some(p) = m.pending_dials.pop_front() {
                     core.handle_dial_failed(now, p, Retry::Later);
+                }
+            }
+            Op::Authenticate { pick, who: w } => {
+                if let Some(conn) = nth(&m, pick) {
+                    let banned = core.is_banned(now, &BanKey::Node(who(w)));
+                    match core.handle_authenticated(now, conn, who(w)) {
+                        Ok(()) => prop_assert!(!banned && !m.shut, "a banned id went on"),
+                        Err(reason) => {
+                            prop_assert!(
+                                (reason == DisconnectReason::Banned
+                                    && (banned || m.closing.contains_key(&conn)))
+                                    || (reason == DisconnectReason::Shutdown && m.shut),
+                                "refused {conn} with {reason:?}"
+                            );
+                            m.alive.remove(&conn);
+                            m.closing.remove(&conn);
+                            core.handle_closed(now, conn, reason);
+                        }
+                    }
                 }
             }
             Op::Handshake { pick, who: w } => {

@@ -309,6 +309,88 @@ fn a_peer_reported_past_the_threshold_is_banned_until_expiry() {
     assert_eq!(c.handle_handshake(later, 4, id(1)), Decision::Admit);
 }
 
+/// A banned id is refused as soon as the transport proves it, in either direction,
+/// before the handshake: the remote never sees our `Version`.
+#[test]
+fn a_banned_id_is_refused_once_the_transport_proves_it() {
+    let now = t0();
+    let mut c = core(Config {
+        ban_duration: Duration::from_secs(60),
+        ..Config::default()
+    });
+    c.handle_report(now, id(1), Severity::Severe, "hostile");
+    let _ = drain(&mut c);
+    assert!(c.is_banned(now, &BanKey::Node(id(1))));
+    // Inbound: the IP is not banned (the id was reported without a connection).
+    c.handle_accept(now, 1, ip(1, 1)).unwrap();
+    assert_eq!(
+        c.handle_authenticated(now, 1, id(1)),
+        Err(DisconnectReason::Banned)
+    );
+    // Outbound to an address that named no id: known only now.
+    c.handle_connected(now, 2, ip(1, 2), None, None).unwrap();
+    assert_eq!(
+        c.handle_authenticated(now, 2, id(1)),
+        Err(DisconnectReason::Banned)
+    );
+    // Another id goes on to its handshake, and is admitted.
+    c.handle_accept(now, 3, ip(1, 3)).unwrap();
+    assert_eq!(c.handle_authenticated(now, 3, id(3)), Ok(()));
+    assert_eq!(c.handle_handshake(now, 3, id(3)), Decision::Admit);
+    // The refused ones close as banned: no points, slots freed.
+    c.handle_closed(now, 1, DisconnectReason::Banned);
+    c.handle_closed(now, 2, DisconnectReason::Banned);
+    assert!(c.bans().score(&BanKey::Ip(ip(1, 1)), now).is_none());
+    assert_eq!(
+        c.counts(),
+        Counts {
+            handshakes: 0,
+            inbound: 1,
+            outbound: 0,
+            exempt: 0
+        }
+    );
+    // Once the ban ends, the id goes on.
+    let later = now + Duration::from_secs(61);
+    c.handle_timeout(later);
+    c.handle_accept(later, 4, ip(1, 1)).unwrap();
+    assert_eq!(c.handle_authenticated(later, 4, id(1)), Ok(()));
+}
+
+/// A connection whose IP was banned during its transport's handshake, an unknown
+/// connection, and any connection once shutdown began are refused too.
+#[test]
+fn authentication_of_a_closing_or_unknown_connection_is_refused() {
+    let now = t0();
+    let mut c = core(Config::default());
+    c.handle_accept(now, 1, ip(3, 1)).unwrap();
+    assert_eq!(c.handle_handshake(now, 1, id(3)), Decision::Admit);
+    c.handle_accept(now, 2, ip(3, 1)).unwrap();
+    c.handle_accept(now, 3, ip(4, 1)).unwrap();
+    // The admitted peer is banned, and with it its IP: the connection from that IP
+    // still in its transport's handshake is closing, whatever id it proves.
+    c.handle_report(now, id(3), Severity::Severe, "hostile");
+    assert!(drain(&mut c).contains(&Action::Close {
+        conn: 2,
+        reason: DisconnectReason::Misbehavior("hostile".into())
+    }));
+    assert_eq!(
+        c.handle_authenticated(now, 2, id(2)),
+        Err(DisconnectReason::Banned)
+    );
+    assert_eq!(c.handle_authenticated(now, 3, id(4)), Ok(()));
+    assert_eq!(
+        c.handle_authenticated(now, 9, id(9)),
+        Err(DisconnectReason::Shutdown),
+        "unknown"
+    );
+    c.shutdown(now, Duration::from_secs(1));
+    assert_eq!(
+        c.handle_authenticated(now, 3, id(4)),
+        Err(DisconnectReason::Shutdown)
+    );
+}
+
 #[test]
 fn scores_live_in_the_ban_list_so_points_from_before_a_restart_count() {
     let now = t0();
