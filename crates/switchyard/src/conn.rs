@@ -115,11 +115,26 @@ impl Conn {
         self.room(channel).notify_waiters();
     }
 
-    /// Wakes every waiting sender (the connection is over).
-    fn room_freed_all(&self) {
-        for n in &self.rooms {
-            n.notify_waiters();
+    /// Waits for room on `channel` until `attempt` answers (`Some`). The wait is
+    /// registered before each attempt, so room freed in between is not missed.
+    async fn with_room<T>(&self, channel: u8, mut attempt: impl FnMut() -> Option<T>) -> T {
+        let room = self.room(channel);
+        loop {
+            let mut notified = pin!(room.notified());
+            notified.as_mut().enable();
+            if let Some(answer) = attempt() {
+                return answer;
+            }
+            notified.await;
         }
+    }
+
+    /// Runs `f` on the core at the present instant, then wakes the driver to carry
+    /// out what it queued.
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut PeerCore, Instant) -> R) -> R {
+        let result = f(&mut self.lock().core, Instant::now());
+        self.wake_driver();
+        result
     }
 
     /// After queuing under `inner`: writes inline when the writer is idle and this
@@ -157,18 +172,22 @@ impl Conn {
         }
     }
 
-    /// Queues a message under the lock, then writes it or wakes the driver.
-    fn push_locked(&self, channel: u8, payload: Bytes) -> Result<(), PushError> {
+    /// Queues what `queue` queues on `channel` under the lock, then writes it or
+    /// wakes the driver; fails at once with what `queue` says.
+    fn queue<T>(
+        &self,
+        channel: u8,
+        queue: impl FnOnce(&mut Inner) -> Result<T, PushError>,
+    ) -> Result<T, SendFailure> {
         let mut inner = self.lock();
-        inner.core.send(channel, payload)?;
+        let queued = queue(&mut inner).map_err(|e| SendFailure::from_push(channel, e))?;
         self.after_push(inner);
-        Ok(())
+        Ok(queued)
     }
 
     /// Queues a message, or says why not, at once.
     pub(crate) fn try_push(&self, channel: u8, payload: Bytes) -> Result<(), SendFailure> {
-        self.push_locked(channel, payload)
-            .map_err(|e| SendFailure::from_push(channel, e))
+        self.queue(channel, |inner| inner.core.send(channel, payload))
     }
 
     /// Queues a message, waiting for room in the channel's queue.
@@ -181,18 +200,11 @@ impl Conn {
             Err(PushError::Full) => {}
             Err(e) => return Err(SendFailure::from_push(channel, e)),
         }
-        let room = self.room(channel);
-        loop {
-            let mut notified = pin!(room.notified());
-            notified.as_mut().enable();
-            // Registered before trying again, so a drain in between is not missed.
-            match self.push_locked(channel, payload.clone()) {
-                Ok(()) => return Ok(()),
-                Err(PushError::Full) => {}
-                Err(e) => return Err(SendFailure::from_push(channel, e)),
-            }
-            notified.await;
-        }
+        self.with_room(channel, || match self.try_push(channel, payload.clone()) {
+            Err(SendFailure::Full(_)) => None,
+            pushed => Some(pushed),
+        })
+        .await
     }
 
     /// Queues every payload of `run` in order, waiting for room whenever the channel is
@@ -200,11 +212,11 @@ impl Conn {
     /// write or wake-up. No caller code runs under the lock. On error, the payloads
     /// before the failing one stay queued.
     pub(crate) async fn push_all(&self, channel: u8, run: Vec<Bytes>) -> Result<(), SendFailure> {
-        let room = self.room(channel);
         let mut run = VecDeque::from(run);
-        while !run.is_empty() {
-            let mut notified = pin!(room.notified());
-            notified.as_mut().enable();
+        if run.is_empty() {
+            return Ok(());
+        }
+        self.with_room(channel, || {
             let stopped = {
                 let mut inner = self.lock();
                 let sent = inner.core.send_run(channel, &mut run);
@@ -214,14 +226,12 @@ impl Conn {
                 sent.stopped
             };
             match stopped {
-                None | Some(PushError::Full) => {}
-                Some(e) => return Err(SendFailure::from_push(channel, e)),
+                None | Some(PushError::Full) if !run.is_empty() => None,
+                None | Some(PushError::Full) => Some(Ok(())),
+                Some(e) => Some(Err(SendFailure::from_push(channel, e))),
             }
-            if !run.is_empty() {
-                notified.await;
-            }
-        }
-        Ok(())
+        })
+        .await
     }
 
     /// Queues a request now, or fails (`Full` when no request slot or queue room is
@@ -232,15 +242,12 @@ impl Conn {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<(u32, oneshot::Receiver<Outcome>), SendFailure> {
-        let mut inner = self.lock();
-        let id = inner
-            .core
-            .send_request(channel, payload, timeout)
-            .map_err(|e| SendFailure::from_push(channel, e))?;
-        let (tx, rx) = oneshot::channel();
-        inner.answers.insert(id, tx);
-        self.after_push(inner);
-        Ok((id, rx))
+        self.queue(channel, |inner| {
+            let id = inner.core.send_request(channel, payload, timeout)?;
+            let (tx, rx) = oneshot::channel();
+            inner.answers.insert(id, tx);
+            Ok((id, rx))
+        })
     }
 
     /// Queues a request, waiting for a request slot and queue room.
@@ -250,16 +257,13 @@ impl Conn {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<(u32, oneshot::Receiver<Outcome>), SendFailure> {
-        let room = self.room(channel);
-        loop {
-            let mut notified = pin!(room.notified());
-            notified.as_mut().enable();
-            // Registered before trying, so an answer in between is not missed.
+        self.with_room(channel, || {
             match self.try_request(channel, payload.clone(), timeout) {
-                Err(SendFailure::Full(_)) => notified.await,
-                other => return other,
+                Err(SendFailure::Full(_)) => None,
+                requested => Some(requested),
             }
-        }
+        })
+        .await
     }
 
     /// Tells the caller of request `id` how it ended.
@@ -292,13 +296,9 @@ impl Conn {
 
     /// Queues the response to the remote's request `id` on `channel`.
     pub(crate) fn respond(&self, channel: u8, id: u32, payload: Bytes) -> Result<(), SendFailure> {
-        let mut inner = self.lock();
-        inner
-            .core
-            .send_response(channel, id, payload)
-            .map_err(|e| SendFailure::from_push(channel, e))?;
-        self.after_push(inner);
-        Ok(())
+        self.queue(channel, |inner| {
+            inner.core.send_response(channel, id, payload)
+        })
     }
 
     /// Refuses the remote's request `id` on `channel`.
@@ -316,19 +316,16 @@ impl Conn {
         self.lock()
             .core
             .close(Instant::now(), reason.clone(), false);
-        self.room_freed_all();
+        for room in &self.rooms {
+            room.notify_waiters();
+        }
         self.fail_answers(reason);
     }
 
-    /// Closes the connection (the driver carries it out).
-    pub(crate) fn close(&self, reason: DisconnectReason) {
-        self.lock().core.close(Instant::now(), reason, false);
-        self.wake_driver();
-    }
-
-    /// Whether sends fail now because the connection is closing or closed.
-    pub(crate) fn is_closing(&self) -> bool {
-        self.lock().core.is_closing()
+    /// Closes the connection for `reason` through the core, which tells the remote
+    /// why (after writing what is queued if `flush`); the driver carries it out.
+    pub(crate) fn close(&self, reason: DisconnectReason, flush: bool) {
+        self.update(|core, now| core.close(now, reason, flush));
     }
 }
 

@@ -104,12 +104,6 @@ impl Peer {
         }
     }
 
-    /// Closes the connection through the core (which tells the remote why).
-    fn close(&mut self, reason: DisconnectReason, flush: bool) {
-        self.conn.lock().core.close(Instant::now(), reason, flush);
-        self.conn.wake_driver();
-    }
-
     /// Carries out the core's events, as the [`Lifecycle`] turns them into steps;
     /// `true` once the connection is over (the driver then ends and the socket is
     /// dropped).
@@ -241,7 +235,7 @@ impl Peer {
                     self.deliver(channel, ctx);
                 }
             }
-            Admission::Refused(reason) => self.close(reason, false),
+            Admission::Refused(reason) => self.conn.close(reason, false),
             Admission::Late => {}
         }
         self.maybe_stop(ctx);
@@ -470,7 +464,7 @@ impl Handler<Close> for Peer {
 
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
         match self.life.handle_close(msg.reason, msg.flush) {
-            CloseStep::Core { reason, flush } => self.close(reason, flush),
+            CloseStep::Core { reason, flush } => self.conn.close(reason, flush),
             CloseStep::Stop => {
                 if let Some(securing) = self.securing.take() {
                     ctx.cancel_future(securing);
@@ -487,10 +481,9 @@ impl Handler<Attach> for Peer {
 
     fn handle(&mut self, msg: Attach, _: &mut Self::Context) {
         let name = msg.0.name.clone();
-        if let Err(e) = self.conn.lock().core.attach(Instant::now(), msg.0) {
+        if let Err(e) = self.conn.update(|core, now| core.attach(now, msg.0)) {
             log::warn!("peer {}: cannot attach {name}: {e}", self.label());
         }
-        self.conn.wake_driver();
     }
 }
 
@@ -498,7 +491,6 @@ impl Handler<Detach> for Peer {
     type Result = ();
 
     fn handle(&mut self, msg: Detach, _: &mut Self::Context) {
-        self.conn.lock().core.detach(Instant::now(), &msg.0);
-        self.conn.wake_driver();
+        self.conn.update(|core, now| core.detach(now, &msg.0));
     }
 }
