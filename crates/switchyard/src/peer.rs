@@ -24,7 +24,7 @@ use switchyard_proto::connection::lifecycle::{
     Admission, AfterSecured, CloseStep, Lifecycle, Outcome, Step,
 };
 use switchyard_proto::secure::{Role, Secured, Suite};
-use switchyard_proto::{ConnParams, DisconnectReason, Message, PeerCore};
+use switchyard_proto::{DisconnectReason, Message, PeerCore};
 
 use crate::conn::{Conn, SharedConn};
 use crate::driver::Driver;
@@ -64,16 +64,10 @@ impl Peer {
         let limits = init.registry.core.limits();
         crate::socket::tune(&init.stream, limits, &init.remote_addr);
         let life = Lifecycle::new(limits, init.reply.is_some());
-        let params = ConnParams {
-            local: init.local,
-            expected: init.expected,
-            secret: init.secret,
-            services: init.services,
-        };
         let core = PeerCore::new(
             Instant::now(),
             init.registry.core.clone(),
-            params,
+            init.params,
             init.registry.budget.clone(),
         );
         Peer {
