@@ -331,3 +331,119 @@ impl Conn {
 
 /// A shared connection.
 pub(crate) type SharedConn = Arc<Conn>;
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    use futures_util::task::{noop_waker_ref, waker, ArcWake};
+    use switchyard_proto::connection::handshake::{Version, PROTOCOL_VERSION};
+    use switchyard_proto::{Config, ConnParams, CoreConfig, NodeId, RecvBudget};
+
+    use super::*;
+
+    /// A connection whose core has not spoken, and no driver yet.
+    fn conn() -> Conn {
+        let local = Version {
+            protocol: PROTOCOL_VERSION,
+            network: "unit".into(),
+            node_id: NodeId([1; 20]),
+            listen_addr: None,
+            services: Vec::new(),
+            user_agent: "unit".into(),
+            nonce: 1,
+        };
+        let params = ConnParams {
+            local,
+            expected: None,
+            secret: [1; 16],
+            services: Vec::new(),
+        };
+        let config = Arc::new(CoreConfig::new(Config::default()).expect("valid config"));
+        let budget = Arc::new(RecvBudget::new(1 << 20));
+        Conn::new(PeerCore::new(Instant::now(), config, params, budget))
+    }
+
+    /// Counts the driver's wake-ups.
+    struct Wakes(AtomicUsize);
+
+    impl ArcWake for Wakes {
+        fn wake_by_ref(this: &Arc<Self>) {
+            this.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn driver(conn: &Conn) -> Arc<Wakes> {
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        conn.register_driver(&waker(wakes.clone()));
+        wakes
+    }
+
+    #[test]
+    fn a_wait_for_room_tries_again_once_room_is_freed() {
+        let conn = conn();
+        let mut tries = 0;
+        let mut wait = pin!(conn.with_room(3, || {
+            tries += 1;
+            (tries == 2).then_some(tries)
+        }));
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        assert!(wait.as_mut().poll(&mut cx).is_pending(), "no room yet");
+        conn.room_freed(3);
+        assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(2));
+    }
+
+    #[test]
+    fn room_freed_between_the_registration_and_a_try_is_not_missed() {
+        let conn = conn();
+        let mut tries = 0;
+        let mut wait = pin!(conn.with_room(3, || {
+            tries += 1;
+            if tries == 1 {
+                // The driver drains the queue just after this try saw it full.
+                conn.room_freed(3);
+                return None;
+            }
+            Some(tries)
+        }));
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(2));
+    }
+
+    #[test]
+    fn an_update_and_a_close_wake_the_driver() {
+        let conn = conn();
+        let wakes = driver(&conn);
+        assert!(!conn.update(|core, _| core.is_closing()));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        // (A wake-up is spent; the driver registers again on each poll.)
+        let wakes = driver(&conn);
+        conn.close(DisconnectReason::Shutdown, false);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(conn.lock().core.is_closing());
+    }
+
+    #[test]
+    fn a_send_refused_at_once_neither_queues_nor_wakes() {
+        let conn = conn();
+        let wakes = driver(&conn);
+        let payload = Bytes::from_static(b"hi");
+        assert!(conn.try_push(9, payload.clone()).is_err());
+        let requested = conn.try_request(9, payload.clone(), Duration::from_secs(1));
+        assert!(requested.is_err());
+        assert!(conn.respond(9, 1, payload).is_err());
+        assert!(conn.lock().answers.is_empty(), "no caller waits");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn sends_after_the_close_fail_as_closed() {
+        let conn = conn();
+        conn.shut(&DisconnectReason::Shutdown);
+        let failure = conn.try_push(9, Bytes::from_static(b"hi"));
+        assert!(matches!(failure, Err(SendFailure::Closed)), "{failure:?}");
+    }
+}
