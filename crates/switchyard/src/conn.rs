@@ -115,11 +115,26 @@ impl Conn {
         self.room(channel).notify_waiters();
     }
 
-    /// Wakes every waiting sender (the connection is over).
-    fn room_freed_all(&self) {
-        for n in &self.rooms {
-            n.notify_waiters();
+    /// Waits for room on `channel` until `attempt` answers (`Some`). The wait is
+    /// registered before each attempt, so room freed in between is not missed.
+    async fn with_room<T>(&self, channel: u8, mut attempt: impl FnMut() -> Option<T>) -> T {
+        let room = self.room(channel);
+        loop {
+            let mut notified = pin!(room.notified());
+            notified.as_mut().enable();
+            if let Some(answer) = attempt() {
+                return answer;
+            }
+            notified.await;
         }
+    }
+
+    /// Runs `f` on the core at the present instant, then wakes the driver to carry
+    /// out what it queued.
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut PeerCore, Instant) -> R) -> R {
+        let result = f(&mut self.lock().core, Instant::now());
+        self.wake_driver();
+        result
     }
 
     /// After queuing under `inner`: writes inline when the writer is idle and this
@@ -157,18 +172,22 @@ impl Conn {
         }
     }
 
-    /// Queues a message under the lock, then writes it or wakes the driver.
-    fn push_locked(&self, channel: u8, payload: Bytes) -> Result<(), PushError> {
+    /// Queues what `queue` queues on `channel` under the lock, then writes it or
+    /// wakes the driver; fails at once with what `queue` says.
+    fn queue<T>(
+        &self,
+        channel: u8,
+        queue: impl FnOnce(&mut Inner) -> Result<T, PushError>,
+    ) -> Result<T, SendFailure> {
         let mut inner = self.lock();
-        inner.core.send(channel, payload)?;
+        let queued = queue(&mut inner).map_err(|e| SendFailure::from_push(channel, e))?;
         self.after_push(inner);
-        Ok(())
+        Ok(queued)
     }
 
     /// Queues a message, or says why not, at once.
     pub(crate) fn try_push(&self, channel: u8, payload: Bytes) -> Result<(), SendFailure> {
-        self.push_locked(channel, payload)
-            .map_err(|e| SendFailure::from_push(channel, e))
+        self.queue(channel, |inner| inner.core.send(channel, payload))
     }
 
     /// Queues a message, waiting for room in the channel's queue.
@@ -181,18 +200,11 @@ impl Conn {
             Err(PushError::Full) => {}
             Err(e) => return Err(SendFailure::from_push(channel, e)),
         }
-        let room = self.room(channel);
-        loop {
-            let mut notified = pin!(room.notified());
-            notified.as_mut().enable();
-            // Registered before trying again, so a drain in between is not missed.
-            match self.push_locked(channel, payload.clone()) {
-                Ok(()) => return Ok(()),
-                Err(PushError::Full) => {}
-                Err(e) => return Err(SendFailure::from_push(channel, e)),
-            }
-            notified.await;
-        }
+        self.with_room(channel, || match self.try_push(channel, payload.clone()) {
+            Err(SendFailure::Full(_)) => None,
+            pushed => Some(pushed),
+        })
+        .await
     }
 
     /// Queues every payload of `run` in order, waiting for room whenever the channel is
@@ -200,11 +212,11 @@ impl Conn {
     /// write or wake-up. No caller code runs under the lock. On error, the payloads
     /// before the failing one stay queued.
     pub(crate) async fn push_all(&self, channel: u8, run: Vec<Bytes>) -> Result<(), SendFailure> {
-        let room = self.room(channel);
         let mut run = VecDeque::from(run);
-        while !run.is_empty() {
-            let mut notified = pin!(room.notified());
-            notified.as_mut().enable();
+        if run.is_empty() {
+            return Ok(());
+        }
+        self.with_room(channel, || {
             let stopped = {
                 let mut inner = self.lock();
                 let sent = inner.core.send_run(channel, &mut run);
@@ -214,14 +226,12 @@ impl Conn {
                 sent.stopped
             };
             match stopped {
-                None | Some(PushError::Full) => {}
-                Some(e) => return Err(SendFailure::from_push(channel, e)),
+                None | Some(PushError::Full) if !run.is_empty() => None,
+                None | Some(PushError::Full) => Some(Ok(())),
+                Some(e) => Some(Err(SendFailure::from_push(channel, e))),
             }
-            if !run.is_empty() {
-                notified.await;
-            }
-        }
-        Ok(())
+        })
+        .await
     }
 
     /// Queues a request now, or fails (`Full` when no request slot or queue room is
@@ -232,15 +242,12 @@ impl Conn {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<(u32, oneshot::Receiver<Outcome>), SendFailure> {
-        let mut inner = self.lock();
-        let id = inner
-            .core
-            .send_request(channel, payload, timeout)
-            .map_err(|e| SendFailure::from_push(channel, e))?;
-        let (tx, rx) = oneshot::channel();
-        inner.answers.insert(id, tx);
-        self.after_push(inner);
-        Ok((id, rx))
+        self.queue(channel, |inner| {
+            let id = inner.core.send_request(channel, payload, timeout)?;
+            let (tx, rx) = oneshot::channel();
+            inner.answers.insert(id, tx);
+            Ok((id, rx))
+        })
     }
 
     /// Queues a request, waiting for a request slot and queue room.
@@ -250,16 +257,13 @@ impl Conn {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<(u32, oneshot::Receiver<Outcome>), SendFailure> {
-        let room = self.room(channel);
-        loop {
-            let mut notified = pin!(room.notified());
-            notified.as_mut().enable();
-            // Registered before trying, so an answer in between is not missed.
+        self.with_room(channel, || {
             match self.try_request(channel, payload.clone(), timeout) {
-                Err(SendFailure::Full(_)) => notified.await,
-                other => return other,
+                Err(SendFailure::Full(_)) => None,
+                requested => Some(requested),
             }
-        }
+        })
+        .await
     }
 
     /// Tells the caller of request `id` how it ended.
@@ -292,13 +296,9 @@ impl Conn {
 
     /// Queues the response to the remote's request `id` on `channel`.
     pub(crate) fn respond(&self, channel: u8, id: u32, payload: Bytes) -> Result<(), SendFailure> {
-        let mut inner = self.lock();
-        inner
-            .core
-            .send_response(channel, id, payload)
-            .map_err(|e| SendFailure::from_push(channel, e))?;
-        self.after_push(inner);
-        Ok(())
+        self.queue(channel, |inner| {
+            inner.core.send_response(channel, id, payload)
+        })
     }
 
     /// Refuses the remote's request `id` on `channel`.
@@ -316,21 +316,134 @@ impl Conn {
         self.lock()
             .core
             .close(Instant::now(), reason.clone(), false);
-        self.room_freed_all();
+        for room in &self.rooms {
+            room.notify_waiters();
+        }
         self.fail_answers(reason);
     }
 
-    /// Closes the connection (the driver carries it out).
-    pub(crate) fn close(&self, reason: DisconnectReason) {
-        self.lock().core.close(Instant::now(), reason, false);
-        self.wake_driver();
-    }
-
-    /// Whether sends fail now because the connection is closing or closed.
-    pub(crate) fn is_closing(&self) -> bool {
-        self.lock().core.is_closing()
+    /// Closes the connection for `reason` through the core, which tells the remote
+    /// why (after writing what is queued if `flush`); the driver carries it out.
+    pub(crate) fn close(&self, reason: DisconnectReason, flush: bool) {
+        self.update(|core, now| core.close(now, reason, flush));
     }
 }
 
 /// A shared connection.
 pub(crate) type SharedConn = Arc<Conn>;
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    use futures_util::task::{noop_waker_ref, waker, ArcWake};
+    use switchyard_proto::connection::handshake::{Version, PROTOCOL_VERSION};
+    use switchyard_proto::{Config, ConnParams, CoreConfig, NodeId, RecvBudget};
+
+    use super::*;
+
+    /// A connection whose core has not spoken, and no driver yet.
+    fn conn() -> Conn {
+        let local = Version {
+            protocol: PROTOCOL_VERSION,
+            network: "unit".into(),
+            node_id: NodeId([1; 20]),
+            listen_addr: None,
+            services: Vec::new(),
+            user_agent: "unit".into(),
+            nonce: 1,
+        };
+        let params = ConnParams {
+            local,
+            expected: None,
+            secret: [1; 16],
+            services: Vec::new(),
+        };
+        let config = Arc::new(CoreConfig::new(Config::default()).expect("valid config"));
+        let budget = Arc::new(RecvBudget::new(1 << 20));
+        Conn::new(PeerCore::new(Instant::now(), config, params, budget))
+    }
+
+    /// Counts the driver's wake-ups.
+    struct Wakes(AtomicUsize);
+
+    impl ArcWake for Wakes {
+        fn wake_by_ref(this: &Arc<Self>) {
+            this.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn driver(conn: &Conn) -> Arc<Wakes> {
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        conn.register_driver(&waker(wakes.clone()));
+        wakes
+    }
+
+    #[test]
+    fn a_wait_for_room_tries_again_once_room_is_freed() {
+        let conn = conn();
+        let mut tries = 0;
+        let mut wait = pin!(conn.with_room(3, || {
+            tries += 1;
+            (tries == 2).then_some(tries)
+        }));
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        assert!(wait.as_mut().poll(&mut cx).is_pending(), "no room yet");
+        conn.room_freed(3);
+        assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(2));
+    }
+
+    #[test]
+    fn room_freed_between_the_registration_and_a_try_is_not_missed() {
+        let conn = conn();
+        let mut tries = 0;
+        let mut wait = pin!(conn.with_room(3, || {
+            tries += 1;
+            if tries == 1 {
+                // The driver drains the queue just after this try saw it full.
+                conn.room_freed(3);
+                return None;
+            }
+            Some(tries)
+        }));
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(2));
+    }
+
+    #[test]
+    fn an_update_and_a_close_wake_the_driver() {
+        let conn = conn();
+        let wakes = driver(&conn);
+        assert!(!conn.update(|core, _| core.is_closing()));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        // (A wake-up is spent; the driver registers again on each poll.)
+        let wakes = driver(&conn);
+        conn.close(DisconnectReason::Shutdown, false);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(conn.lock().core.is_closing());
+    }
+
+    #[test]
+    fn a_send_refused_at_once_neither_queues_nor_wakes() {
+        let conn = conn();
+        let wakes = driver(&conn);
+        let payload = Bytes::from_static(b"hi");
+        assert!(conn.try_push(9, payload.clone()).is_err());
+        let requested = conn.try_request(9, payload.clone(), Duration::from_secs(1));
+        assert!(requested.is_err());
+        assert!(conn.respond(9, 1, payload).is_err());
+        assert!(conn.lock().answers.is_empty(), "no caller waits");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn sends_after_the_close_fail_as_closed() {
+        let conn = conn();
+        conn.shut(&DisconnectReason::Shutdown);
+        let failure = conn.try_push(9, Bytes::from_static(b"hi"));
+        assert!(matches!(failure, Err(SendFailure::Closed)), "{failure:?}");
+    }
+}

@@ -53,16 +53,18 @@ impl Driver {
     pub(crate) fn new(
         conn: SharedConn,
         io: TcpStream,
-        batch: usize,
         session: Option<Session>,
         rest: BytesMut,
     ) -> Self {
         let io = Arc::new(io);
         conn.set_io(io.clone());
+        let mut inner = conn.lock();
+        let batch = inner.core.limits().write_batch_bytes;
         let opener = session.map(|s| {
-            conn.lock().writer.set_sealer(s.sealer);
+            inner.writer.set_sealer(s.sealer);
             s.opener
         });
+        drop(inner);
         Driver {
             conn,
             io,

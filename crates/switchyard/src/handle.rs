@@ -228,7 +228,7 @@ impl PeerHandle {
     /// Whether the connection is closed or closing (sends fail with `Closed`).
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.inner.conn.is_closing()
+        self.inner.conn.lock().core.is_closing()
     }
 
     /// Queue, credit and window of one channel of this connection (both directions).

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use switchyard_proto::admission::{ConnId, Direction};
-use switchyard_proto::connection::handshake::Version;
 use switchyard_proto::connection::services::ServiceSpec;
-use switchyard_proto::{DisconnectReason, NodeId};
+use switchyard_proto::{ConnParams, DisconnectReason, NodeId};
 use tokio::sync::oneshot;
 
 use crate::handle::PeerHandle;
@@ -66,13 +65,11 @@ pub(crate) struct PeerInit {
     pub(crate) direction: Direction,
     pub(crate) stream: std::net::TcpStream,
     pub(crate) remote_addr: SocketAddr,
-    pub(crate) expected: Option<NodeId>,
-    pub(crate) local: Version,
-    pub(crate) secret: [u8; 16],
+    /// What the connection's core starts from (with the services attached when the
+    /// Switch made this connection).
+    pub(crate) params: ConnParams,
     /// How the connection is secured before the core speaks.
     pub(crate) transport: Arc<Transport>,
-    /// The services attached when the Switch made this connection.
-    pub(crate) services: Vec<Arc<ServiceSpec>>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) switch: Addr<Switch>,
     pub(crate) reply: Option<AdmitReply>,

@@ -23,8 +23,8 @@ use switchyard_proto::admission::{ConnId, Direction};
 use switchyard_proto::connection::lifecycle::{
     Admission, AfterSecured, CloseStep, Lifecycle, Outcome, Step,
 };
-use switchyard_proto::secure::{Role, Secured, Session, Suite};
-use switchyard_proto::{ConnParams, DisconnectReason, Message, PeerCore};
+use switchyard_proto::secure::{Role, Secured, Suite};
+use switchyard_proto::{DisconnectReason, Message, PeerCore};
 
 use crate::conn::{Conn, SharedConn};
 use crate::driver::Driver;
@@ -55,8 +55,6 @@ pub struct Peer {
     handle: Option<PeerHandle>,
     /// What the node said of this connection, and what may reach its services.
     life: Lifecycle,
-    /// The lifecycle's admission, as [`deliver`](Self::deliver) reads it.
-    admitted: bool,
     guard: ClosedGuard,
     reply: Option<AdmitReply>,
 }
@@ -66,16 +64,10 @@ impl Peer {
         let limits = init.registry.core.limits();
         crate::socket::tune(&init.stream, limits, &init.remote_addr);
         let life = Lifecycle::new(limits, init.reply.is_some());
-        let params = ConnParams {
-            local: init.local,
-            expected: init.expected,
-            secret: init.secret,
-            services: init.services,
-        };
         let core = PeerCore::new(
             Instant::now(),
             init.registry.core.clone(),
-            params,
+            init.params,
             init.registry.budget.clone(),
         );
         Peer {
@@ -91,7 +83,6 @@ impl Peer {
             securing: None,
             handle: None,
             life,
-            admitted: false,
             guard: init.guard,
             reply: init.reply,
         }
@@ -104,17 +95,10 @@ impl Peer {
         }
     }
 
-    /// Closes the connection through the core (which tells the remote why).
-    fn close(&mut self, reason: DisconnectReason, flush: bool) {
-        self.conn.lock().core.close(Instant::now(), reason, flush);
-        self.conn.wake_driver();
-    }
-
     /// Carries out the core's events, as the [`Lifecycle`] turns them into steps;
     /// `true` once the connection is over (the driver then ends and the socket is
     /// dropped).
     pub(crate) fn on_core_events(&mut self, ctx: &mut Context<Self>) -> bool {
-        let mut over = false;
         // (Read before the lock; the lifecycle times only its reports to the Switch.)
         let now = Instant::now();
         loop {
@@ -128,52 +112,55 @@ impl Peer {
                 if let Some(rtt) = after.rtt {
                     self.switch.do_send(PeerRtt { conn: self.id, rtt });
                 }
-                return over;
+                return self.life.closed().is_some();
             };
             drop(inner);
             log::trace!("peer {}: {event:?}", self.label());
-            match self.life.handle_event(event) {
-                Step::Nothing => {}
-                Step::Register => self.register(ctx),
-                Step::Deliver(channel) => self.deliver(channel, ctx),
-                Step::Room(channel) => self.conn.room_freed(channel),
-                Step::ServiceUp(name) => self.service_up(&name),
-                Step::ServiceDown { service, reason } => {
-                    if let Some(h) = &self.handle {
-                        h.service_down(Some(&service), &reason);
-                    }
-                }
-                Step::ServiceRefused {
-                    service,
-                    reason,
-                    by_remote,
-                } => log::info!(
-                    "peer {}: service {service} refused{}: {reason}",
-                    self.label(),
-                    if by_remote { " by the peer" } else { "" }
-                ),
-                Step::Answer {
-                    channel,
-                    request_id,
-                    outcome,
-                } => {
-                    if outcome == Outcome::Stalled {
-                        log::debug!(
-                            "peer {}: request {request_id} on {channel:#04x} stalled",
-                            self.label()
-                        );
-                    }
-                    self.conn.answer(request_id, outcome);
-                }
-                Step::Introspect => {
-                    crate::introspect::answer_remote(self.switch.clone(), self.conn.clone());
-                }
-                Step::Introspection(answer) => self.conn.introspection_answered(*answer),
-                Step::Closed { reason, linger } => {
-                    over = true;
-                    self.on_closed(reason, linger, ctx);
+            let step = self.life.handle_event(event);
+            self.carry_out(step, ctx);
+        }
+    }
+
+    /// Carries out one step of the [`Lifecycle`].
+    fn carry_out(&mut self, step: Step, ctx: &mut Context<Self>) {
+        match step {
+            Step::Nothing => {}
+            Step::Register => self.register(ctx),
+            Step::Deliver(channel) => self.deliver(channel, ctx),
+            Step::Room(channel) => self.conn.room_freed(channel),
+            Step::ServiceUp(name) => self.service_up(&name),
+            Step::ServiceDown { service, reason } => {
+                if let Some(h) = &self.handle {
+                    h.service_down(Some(&service), &reason);
                 }
             }
+            Step::ServiceRefused {
+                service,
+                reason,
+                by_remote,
+            } => log::info!(
+                "peer {}: service {service} refused{}: {reason}",
+                self.label(),
+                if by_remote { " by the peer" } else { "" }
+            ),
+            Step::Answer {
+                channel,
+                request_id,
+                outcome,
+            } => {
+                if outcome == Outcome::Stalled {
+                    log::debug!(
+                        "peer {}: request {request_id} on {channel:#04x} stalled",
+                        self.label()
+                    );
+                }
+                self.conn.answer(request_id, outcome);
+            }
+            Step::Introspect => {
+                crate::introspect::answer_remote(self.switch.clone(), self.conn.clone());
+            }
+            Step::Introspection(answer) => self.conn.introspection_answered(*answer),
+            Step::Closed { reason, linger } => self.on_closed(reason, linger, ctx),
         }
     }
 
@@ -229,7 +216,6 @@ impl Peer {
                 services,
                 readable,
             } => {
-                self.admitted = true;
                 log::debug!("peer {} admitted ({:?})", self.label(), self.direction);
                 if reply {
                     self.reply_up();
@@ -241,7 +227,7 @@ impl Peer {
                     self.deliver(channel, ctx);
                 }
             }
-            Admission::Refused(reason) => self.close(reason, false),
+            Admission::Refused(reason) => self.conn.close(reason, false),
             Admission::Late => {}
         }
         self.maybe_stop(ctx);
@@ -250,7 +236,7 @@ impl Peer {
     /// Hands `channel`'s waiting messages to its service, until the queue is empty or
     /// the service's mailbox is full.
     fn deliver(&mut self, channel: u8, ctx: &mut Context<Self>) {
-        if !self.admitted || self.conn.lock().core.is_handing_over(channel) {
+        if !self.life.is_admitted() || self.conn.lock().core.is_handing_over(channel) {
             return;
         }
         let (Some((config, sink)), Some(handle)) =
@@ -326,9 +312,7 @@ impl Peer {
         }
     }
 
-    /// The connection is over: callers waiting for answers learn why, and what
-    /// arrived before the close still reaches its services (a goodbye after a flush
-    /// must not lose what preceded it), within `linger`.
+    /// Carries out [`Step::Closed`].
     fn on_closed(&mut self, reason: DisconnectReason, linger: Duration, ctx: &mut Context<Self>) {
         if reason.is_ordinary() {
             log::info!("peer {} closed: {reason}", self.label());
@@ -344,8 +328,7 @@ impl Peer {
         self.maybe_stop(ctx);
     }
 
-    /// Stops once the [`Lifecycle`] says the connection is over and nothing is left
-    /// to deliver.
+    /// Stops once [`Lifecycle::may_stop`] says so.
     fn maybe_stop(&mut self, ctx: &mut Context<Self>) {
         if self
             .life
@@ -355,9 +338,9 @@ impl Peer {
         }
     }
 
-    /// The transport's handshake ended: on success the core learns whom it proved,
-    /// the Switch vets that id when there is one, and then the driver takes the
-    /// socket and the core speaks, through the session it made.
+    /// The transport's handshake ended: carries out
+    /// [`Lifecycle::handle_secured`], and once the core speaks the [`Driver`] takes
+    /// the socket.
     fn secured(
         &mut self,
         io: tokio::net::TcpStream,
@@ -365,37 +348,8 @@ impl Peer {
         ctx: &mut Context<Self>,
     ) {
         self.securing = None;
-        match result {
-            Ok((secured, rest)) => {
-                let now = Instant::now();
-                let next = self
-                    .life
-                    .handle_secured(now, &mut self.conn.lock().core, &secured);
-                self.suite = secured.session.as_ref().map(|s| s.suite);
-                let session = secured.session;
-                match next {
-                    AfterSecured::Speak => self.speak(io, session, rest, ctx),
-                    AfterSecured::Vet(node) => {
-                        let ask = self.switch.send(Authenticated {
-                            conn: self.id,
-                            node,
-                        });
-                        let vetted = ask.into_actor(self).map(move |answer, act, ctx| {
-                            act.securing = None;
-                            let answer = answer.unwrap_or(Err(DisconnectReason::Shutdown));
-                            let speak = act.life.handle_vetted(
-                                Instant::now(),
-                                answer,
-                                &mut act.conn.lock().core,
-                            );
-                            if speak {
-                                act.speak(io, session, rest, ctx);
-                            }
-                        });
-                        self.securing = Some(ctx.spawn(vetted));
-                    }
-                }
-            }
+        let (secured, rest) = match result {
+            Ok(done) => done,
             Err(reason) => {
                 log::debug!(
                     "peer {}: transport handshake failed: {reason}",
@@ -403,20 +357,35 @@ impl Peer {
                 );
                 self.life.handle_failed(reason);
                 ctx.stop();
+                return;
             }
-        }
-    }
-
-    /// The core speaks: the driver takes the socket.
-    fn speak(
-        &mut self,
-        io: tokio::net::TcpStream,
-        session: Option<Session>,
-        rest: BytesMut,
-        ctx: &mut Context<Self>,
-    ) {
-        let batch = self.registry.core.limits().write_batch_bytes;
-        ctx.spawn(Driver::new(self.conn.clone(), io, batch, session, rest));
+        };
+        let now = Instant::now();
+        let next = self
+            .life
+            .handle_secured(now, &mut self.conn.lock().core, &secured);
+        self.suite = secured.session.as_ref().map(|s| s.suite);
+        let session = secured.session;
+        let AfterSecured::Vet(node) = next else {
+            ctx.spawn(Driver::new(self.conn.clone(), io, session, rest));
+            return;
+        };
+        let ask = self.switch.send(Authenticated {
+            conn: self.id,
+            node,
+        });
+        let vetted = ask.into_actor(self).map(move |answer, act, ctx| {
+            act.securing = None;
+            let answer = answer.unwrap_or(Err(DisconnectReason::Shutdown));
+            let now = Instant::now();
+            if act
+                .life
+                .handle_vetted(now, answer, &mut act.conn.lock().core)
+            {
+                ctx.spawn(Driver::new(act.conn.clone(), io, session, rest));
+            }
+        });
+        self.securing = Some(ctx.spawn(vetted));
     }
 }
 
@@ -470,7 +439,7 @@ impl Handler<Close> for Peer {
 
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
         match self.life.handle_close(msg.reason, msg.flush) {
-            CloseStep::Core { reason, flush } => self.close(reason, flush),
+            CloseStep::Core { reason, flush } => self.conn.close(reason, flush),
             CloseStep::Stop => {
                 if let Some(securing) = self.securing.take() {
                     ctx.cancel_future(securing);
@@ -487,10 +456,9 @@ impl Handler<Attach> for Peer {
 
     fn handle(&mut self, msg: Attach, _: &mut Self::Context) {
         let name = msg.0.name.clone();
-        if let Err(e) = self.conn.lock().core.attach(Instant::now(), msg.0) {
+        if let Err(e) = self.conn.update(|core, now| core.attach(now, msg.0)) {
             log::warn!("peer {}: cannot attach {name}: {e}", self.label());
         }
-        self.conn.wake_driver();
     }
 }
 
@@ -498,7 +466,6 @@ impl Handler<Detach> for Peer {
     type Result = ();
 
     fn handle(&mut self, msg: Detach, _: &mut Self::Context) {
-        self.conn.lock().core.detach(Instant::now(), &msg.0);
-        self.conn.wake_driver();
+        self.conn.update(|core, now| core.detach(now, &msg.0));
     }
 }

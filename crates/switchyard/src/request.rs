@@ -247,10 +247,13 @@ impl<Resp: DeserializeOwned> Future for PendingResponse<Resp> {
             Ok(Outcome::Response(payload)) => rmp_serde::from_slice(&payload).map_err(|e| {
                 // The decoder may quote what the remote sent: escaped and bounded.
                 let error = switchyard_proto::text::clean(&e.to_string());
-                this.guard.conn.close(DisconnectReason::Undecodable {
-                    channel: this.guard.channel,
-                    error: error.clone(),
-                });
+                this.guard.conn.close(
+                    DisconnectReason::Undecodable {
+                        channel: this.guard.channel,
+                        error: error.clone(),
+                    },
+                    false,
+                );
                 RequestError::Undecodable(error)
             }),
             Ok(Outcome::Refused(r)) => Err(RequestError::Refused(r)),

@@ -32,7 +32,7 @@ use switchyard_proto::switch::{
     Refusal, Retry, Severity, SwitchConfig, SwitchCore,
 };
 use switchyard_proto::text::RemoteText;
-use switchyard_proto::{DisconnectReason, NodeId};
+use switchyard_proto::{ConnParams, DisconnectReason, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -373,11 +373,13 @@ impl Switch {
             direction,
             stream,
             remote_addr,
-            expected,
-            local: self.local_version(),
-            secret: self.rng.gen(),
+            params: ConnParams {
+                local: self.local_version(),
+                expected,
+                secret: self.rng.gen(),
+                services: self.registry.specs(),
+            },
             transport: self.transport.clone(),
-            services: self.registry.specs(),
             registry: self.registry.clone(),
             switch: ctx.address(),
             reply,
