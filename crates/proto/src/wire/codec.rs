@@ -505,6 +505,17 @@ impl PacketCodec {
     pub fn max_packet_payload(&self) -> usize {
         self.max_packet_payload
     }
+
+    /// `Oversized` when a payload of `len` bytes is above the limit.
+    fn within_limit(&self, len: usize) -> Result<(), CodecError> {
+        if len > self.max_packet_payload {
+            return Err(CodecError::Oversized {
+                len,
+                max: self.max_packet_payload,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Writes the header of a `Msg` chunk whose payload is `len` bytes. The caller appends
@@ -584,28 +595,20 @@ impl Encoder<Packet> for PacketCodec {
     type Error = CodecError;
 
     fn encode(&mut self, item: Packet, dst: &mut BytesMut) -> Result<(), CodecError> {
+        if let Packet::Batch(b) = &item {
+            self.within_limit(b.body.len())?;
+        }
         dst.reserve(item.encoded_len());
         match item {
             Packet::Msg(m) => {
                 let len = m.payload.len();
-                if len > self.max_packet_payload {
-                    return Err(CodecError::Oversized {
-                        len,
-                        max: self.max_packet_payload,
-                    });
-                }
+                self.within_limit(len)?;
                 if len == 0 && !m.eof {
                     return Err(CodecError::EmptyChunk);
                 }
                 check_total(m.total, len, m.eof)?;
                 put_msg_header(dst, m.channel, m.eof, m.kind, m.total, len);
                 dst.extend_from_slice(&m.payload);
-            }
-            Packet::Batch(b) if b.body.len() > self.max_packet_payload => {
-                return Err(CodecError::Oversized {
-                    len: b.body.len(),
-                    max: self.max_packet_payload,
-                });
             }
             Packet::Credit { bytes: 0, .. } => return Err(CodecError::ZeroCredit(TYPE_CREDIT)),
             Packet::Reclaim { bytes: 0, .. } => return Err(CodecError::ZeroCredit(TYPE_RECLAIM)),
@@ -745,12 +748,7 @@ impl PacketCodec {
             return Ok(None);
         };
         let len = len as usize;
-        if len > self.max_packet_payload {
-            return Err(CodecError::Oversized {
-                len,
-                max: self.max_packet_payload,
-            });
-        }
+        self.within_limit(len)?;
         let eof = flags & FLAG_EOF != 0;
         if len == 0 && !eof {
             return Err(CodecError::EmptyChunk);
@@ -787,12 +785,7 @@ impl PacketCodec {
             return Ok(None);
         };
         let len = len as usize;
-        if len > self.max_packet_payload {
-            return Err(CodecError::Oversized {
-                len,
-                max: self.max_packet_payload,
-            });
-        }
+        self.within_limit(len)?;
         if len == 0 {
             return Err(CodecError::EmptyBatch);
         }
