@@ -70,9 +70,14 @@
 //! what a connection measured, so a receiver whose CPU is the bottleneck but turns
 //! windows over within a few round trips still sees them grow.) A message larger
 //! than the window gets through too: when its declared size does not fit the window
-//! and nothing complete is waiting for the service, the window grows to fit it, and
-//! no further (a message that fits needs nothing more: the credit of the bytes before
-//! it comes back as the service takes them). Growth beyond the
+//! and nothing complete is waiting for the service, the window grows to fit two
+//! messages of that size (within `max_recv_window`; one, at least), and no further.
+//! Room for one alone would make a stream of such messages stop and wait: the next
+//! could not start before the service took this one and its credit came back, and
+//! the link would idle for that round trip at every message (on loopback with 1 MiB
+//! messages, the sender waited once per message). With two, the next streams in
+//! while the service takes this one. (A message that fits needs nothing more: the
+//! credit of the bytes before it comes back as the service takes them.) Growth beyond the
 //! initial window is leased from the node-wide [`RecvBudget`], a doubling at a time or
 //! whatever is left (a message must be able to complete however tight the budget).
 //! When the budget is empty, the channel waits (retrying every [`GROW_RETRY`]);
@@ -229,8 +234,8 @@ pub struct WindowConfig {
     pub initial: u64,
     /// Largest window autotuning may reach.
     pub max: u64,
-    /// Largest window a partial message can need: the cost of the channel's largest
-    /// message (growth for a partial stops there).
+    /// Largest window one partial message needs by itself: the cost of the channel's
+    /// largest message (growth for a partial always reaches this far, whatever `max`).
     pub need_max: u64,
 }
 
@@ -564,7 +569,14 @@ impl RecvFlow {
             // module docs).
             let mut grew = false;
             let exhausted = unused <= (w.window / 8).max(self.packet);
-            let need = held_partial.held > 0 && held_partial.whole > w.window && complete == 0;
+            // Room for the partial message and the next of its size (see the module
+            // docs), and for this one whatever the bound.
+            let fits = held_partial
+                .whole
+                .saturating_mul(2)
+                .min(w.max)
+                .max(held_partial.whole.min(w.need_max));
+            let need = held_partial.held > 0 && fits > w.window && complete == 0;
             let mut turned_over = w.consumed.saturating_sub(w.consumed_at_growth) >= w.window;
             let mut trial = None;
             if turned_over && !need {
@@ -599,7 +611,6 @@ impl RecvFlow {
                 loop {
                     let mut most = w.max.min(w.window.saturating_mul(2)) - w.window;
                     if need {
-                        let fits = held_partial.whole.min(w.need_max);
                         most = most.min(fits.saturating_sub(w.window));
                     }
                     // A partial message waiting to complete takes any amount; speed
@@ -984,7 +995,74 @@ mod tests {
     }
 
     #[test]
-    fn a_message_that_fits_gets_the_rest_of_its_credit_without_growth() {
+    fn a_large_message_makes_room_for_the_next_of_its_size_too() {
+        let t = t0();
+        let budget = Arc::new(RecvBudget::new(100_000));
+        let cfg = [WindowConfig {
+            channel: 1,
+            initial: 1000,
+            max: 20_000,
+            need_max: 20_000,
+        }];
+        let mut f = RecvFlow::new(t, 100, &cfg, budget, IDLE, None);
+        f.initial_grants(&mut |_| {});
+        // A message of 3000 starts and uses all the credit.
+        f.on_data(t, 1, 1000).unwrap();
+        let held = PartialCost {
+            held: 1000,
+            whole: 3000,
+        };
+        // As the sender uses its credit, the window doubles towards two messages.
+        let mut partial = 1000;
+        f.poll_grants(t, |_| held, &mut |_| {});
+        while partial < 3000 {
+            let w = f.stats(1).unwrap();
+            let more = (w.granted - w.received).min(3000 - partial);
+            f.on_data(t, 1, more).unwrap();
+            partial += more;
+            let held = PartialCost {
+                held: partial,
+                whole: 3000,
+            };
+            f.poll_grants(t, |_| held, &mut |_| {});
+        }
+        // The service takes it; the next message of 3000 starts.
+        f.on_consumed(t, 1, 3000);
+        f.on_data(t, 1, 1000).unwrap();
+        let next = PartialCost {
+            held: 1000,
+            whole: 3000,
+        };
+        f.poll_grants(t, |_| next, &mut |_| {});
+        let w = f.stats(1).unwrap();
+        assert_eq!(w.window, 6000, "two messages of its size, and no more");
+        // The sender can finish the next message without waiting for the service
+        // to take the first.
+        assert!(w.granted - w.received >= 2000);
+        // Bounded by the largest window: here room for one and a half.
+        let budget = Arc::new(RecvBudget::new(100_000));
+        let cfg = [WindowConfig {
+            max: 4500,
+            need_max: 3032,
+            ..cfg[0]
+        }];
+        let mut g = RecvFlow::new(t, 100, &cfg, budget, IDLE, None);
+        g.initial_grants(&mut |_| {});
+        for _ in 0..4 {
+            let w = g.stats(1).unwrap();
+            g.on_data(t, 1, w.granted - w.received).unwrap();
+            let w = g.stats(1).unwrap();
+            let held = PartialCost {
+                held: w.received,
+                whole: 3000,
+            };
+            g.poll_grants(t, |_| held, &mut |_| {});
+        }
+        assert_eq!(g.stats(1).unwrap().window, 4500);
+    }
+
+    #[test]
+    fn a_message_of_the_whole_window_gets_the_rest_of_its_credit_and_room_for_the_next() {
         let t = t0();
         let (mut f, _) = flow(t, 100_000);
         f.initial_grants(&mut |_| {});
@@ -1009,11 +1087,11 @@ mod tests {
             out,
             vec![Packet::Credit {
                 channel: 1,
-                bytes: small as u32
+                bytes: (small + window) as u32
             }],
-            "the rest of the message's credit comes at once"
+            "the rest of the message's credit comes at once, and room for the next"
         );
-        assert_eq!(f.stats(1).unwrap().window, window, "it fits: no growth");
+        assert_eq!(f.stats(1).unwrap().window, 2 * window);
     }
 
     #[test]
