@@ -80,6 +80,9 @@ write_batch_bytes = 262144
 # channels together; it must hold one message of the largest size on every
 # channel at once (the sum of the channels' max_message_size, plus 64 KiB).
 max_reassembly_bytes = 16777216
+# Freed buffers of large received messages the node keeps for the next ones, all
+# connections together (bulk channels then reuse memory); 0 = none.
+recycle_bytes = 8388608
 # Flow control, per channel: how many bytes a peer may send on a channel before
 # the service has taken them. Windows start at recv_window (at least one full
 # packet), grow while the service keeps up and the link is fast, up to

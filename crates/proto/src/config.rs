@@ -51,6 +51,11 @@ pub struct Config {
     /// `max_message_size`, plus 64 KiB for channel 0), which a node checks at start:
     /// then a peer within its credit never exceeds it. Default 16 MiB.
     pub max_reassembly_bytes: usize,
+    /// Most bytes of freed message buffers the node keeps to put the next large
+    /// messages together in (see [`recycle`](crate::connection::recycle)): a bulk
+    /// channel then reuses memory instead of faulting in fresh pages per message. One
+    /// pool for all connections; 0 keeps none. Default 8 MiB.
+    pub recycle_bytes: usize,
     /// Default send queue of a channel, in messages. Default 1024.
     pub send_queue_messages: usize,
     /// Default send queue of a channel, in bytes. Default 4 MiB.
@@ -193,6 +198,7 @@ impl Default for Config {
             max_packet_payload: 64 << 10,
             max_message_size: 4 << 20,
             max_reassembly_bytes: 16 << 20,
+            recycle_bytes: 8 << 20,
             send_queue_messages: 1024,
             send_queue_bytes: 4 << 20,
             recv_capacity: 256,

@@ -19,6 +19,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::recycle::BufferPool;
+
 use crate::reason::DisconnectReason;
 use crate::wire::codec::{Msg, MsgKind};
 
@@ -47,6 +49,8 @@ struct Partial {
     kind: MsgKind,
     /// The declared size.
     total: usize,
+    /// What it counts against the budget: its buffer's capacity.
+    charged: usize,
     buf: BytesMut,
     /// While the buffer is lent out for a read straight into it
     /// ([`lend`](Reassembler::lend)): its length when it left.
@@ -75,6 +79,8 @@ pub struct Reassembler {
     budget: usize,
     /// Bytes allocated for partial messages now (their buffers' capacities).
     allocated: usize,
+    /// Where buffers of large messages come from and go back to.
+    pool: BufferPool,
 }
 
 const NONE: u8 = u8::MAX;
@@ -102,7 +108,16 @@ impl Reassembler {
             slots: Vec::new(),
             budget,
             allocated: 0,
+            pool: BufferPool::default(),
         }
+    }
+
+    /// Takes the buffers of messages of several chunks from `pool`, and freezes them
+    /// so that they go back to it once dropped.
+    #[must_use]
+    pub fn recycling(mut self, pool: BufferPool) -> Self {
+        self.pool = pool;
+        self
     }
 
     /// Bytes allocated for partial messages now.
@@ -248,11 +263,11 @@ impl Reassembler {
     fn complete(&mut self, channel: u8) -> Option<Message> {
         let i = usize::from(self.index[usize::from(channel)]);
         let done = self.slots.get_mut(i)?.partial.take()?;
-        self.allocated = self.allocated.saturating_sub(done.total);
+        self.allocated = self.allocated.saturating_sub(done.charged);
         Some(Message {
             channel,
             kind: done.kind,
-            payload: done.buf.freeze(),
+            payload: self.pool.freeze(done.buf),
         })
     }
 
@@ -278,7 +293,7 @@ impl Reassembler {
     pub fn discard(&mut self, channel: u8) {
         let i = usize::from(self.index[usize::from(channel)]);
         if let Some(done) = self.slots.get_mut(i).and_then(|s| s.partial.take()) {
-            self.allocated = self.allocated.saturating_sub(done.total);
+            self.allocated = self.allocated.saturating_sub(done.charged);
         }
     }
 
@@ -333,15 +348,19 @@ impl Reassembler {
                     max: self.budget,
                 });
             }
-            let mut buf = BytesMut::with_capacity(total);
+            // A kept buffer may be a little larger than asked (see `recycle`), never
+            // beyond the budget.
+            let mut buf = self.pool.take(total, headroom);
             buf.extend_from_slice(&chunk.payload);
+            let charged = buf.capacity().max(total);
             slot.partial = Some(Partial {
                 kind: chunk.kind,
                 total,
+                charged,
                 buf,
                 lent: None,
             });
-            self.allocated += total;
+            self.allocated += charged;
             return Ok(None);
         };
         let size = partial.buf.len().saturating_add(chunk.payload.len());
@@ -402,6 +421,32 @@ mod tests {
             .unwrap();
         assert_eq!(m.payload.as_ptr(), ptr);
         assert_eq!(r.allocated(), 0);
+    }
+
+    #[test]
+    fn a_large_message_buffer_is_used_again_once_its_service_drops_it() {
+        let pool = BufferPool::new(4 << 20);
+        let mut r = Reassembler::with_budget(4 << 20).recycling(pool.clone());
+        r.add_channel(1, 1 << 20);
+        let half = vec![3u8; 512 << 10];
+        let total = 1 << 20;
+        let message = |r: &mut Reassembler| {
+            assert_eq!(r.push(first(1, total, &half)), Ok(None));
+            r.push(next(1, true, &half)).unwrap().unwrap()
+        };
+        let m = message(&mut r);
+        assert_eq!(m.payload.len(), 1 << 20);
+        assert!(m.payload.iter().all(|&b| b == 3));
+        let addr = m.payload.as_ptr();
+        assert_eq!(pool.held_buffers(), 0);
+        // The service drops it (on its own thread, say): the buffer is kept...
+        std::thread::spawn(move || drop(m)).join().expect("thread");
+        assert_eq!(pool.held_bytes(), 1 << 20);
+        // ...and the next message of its size is put together in it.
+        let again = message(&mut r);
+        assert_eq!(again.payload.as_ptr(), addr);
+        assert_eq!(r.allocated(), 0);
+        assert_eq!(pool.held_buffers(), 0);
     }
 
     #[test]
