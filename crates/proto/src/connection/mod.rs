@@ -44,6 +44,7 @@ pub mod lifecycle;
 pub mod rate;
 pub mod reader;
 pub mod reassembly;
+pub mod recycle;
 pub mod rtt_report;
 pub mod scheduler;
 pub mod services;
@@ -72,6 +73,7 @@ use self::introspect::IntrospectState;
 use self::keepalive::Keepalive;
 use self::rate::TokenBucket;
 use self::reassembly::Reassembler;
+use self::recycle::BufferPool;
 use self::scheduler::{ChannelStats, Next, Scheduler};
 use self::services::{ServiceSpec, Services};
 use self::stall::{Admit, Answer, InboundRequests, StallTracker};
@@ -88,12 +90,13 @@ use crate::wire::control::{self, Control, CONTROL_CHANNEL, MAX_CONTROL_MESSAGE};
 /// usual values, so control traffic is never stuck behind bulk data.
 pub const CONTROL_PRIORITY: u16 = 1000;
 
-/// What every connection of a node shares: its limits. Built (and validated) once,
-/// then handed to each core behind an `Arc`.
+/// What every connection of a node shares: its limits and the pool of freed message
+/// buffers. Built (and validated) once, then handed to each core behind an `Arc`.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
     limits: Config,
     control: ChannelConfig,
+    recycle: BufferPool,
 }
 
 impl CoreConfig {
@@ -112,7 +115,12 @@ impl CoreConfig {
             inbound_requests: 1,
             close_on_stall: true,
         };
-        Ok(CoreConfig { limits, control })
+        let recycle = BufferPool::new(limits.recycle_bytes);
+        Ok(CoreConfig {
+            limits,
+            control,
+            recycle,
+        })
     }
 
     /// The connection limits.
@@ -312,6 +320,10 @@ pub struct PeerCore {
 /// message when the runtime asks ([`PeerCore::take_read_buffer`]).
 pub const DIRECT_READ_MIN: usize = 4 << 10;
 
+/// Whole messages of at least this many bytes read whole get a buffer of their own
+/// rather than a slice of the read buffer (see [`PeerCore::handle_read`]).
+pub const COPY_OUT_MIN: usize = 4 << 10;
+
 /// The largest `Msg` header: type, channel, flags, request id, total, length.
 pub const MAX_MSG_HEADER: usize = MSG_HEADER_LEN_WITH_ID + 4;
 
@@ -356,7 +368,8 @@ impl PeerCore {
         let limits = &config.limits;
         let mut sched = Scheduler::new(limits.max_packet_payload);
         sched.add_control_channel(CONTROL_CHANNEL, &config.control);
-        let mut reassembly = Reassembler::with_budget(limits.max_reassembly_bytes);
+        let mut reassembly =
+            Reassembler::with_budget(limits.max_reassembly_bytes).recycling(config.recycle.clone());
         reassembly.add_channel(CONTROL_CHANNEL, MAX_CONTROL_MESSAGE);
         let flow = RecvFlow::new(
             now,
@@ -498,7 +511,10 @@ impl PeerCore {
 
     /// Bytes were read into `buf`: every complete packet is taken from its front and
     /// handled; an incomplete one stays for the next read. Payloads of whole messages
-    /// are slices of `buf` (no copy).
+    /// under [`COPY_OUT_MIN`] bytes are slices of `buf` (no copy); larger ones are
+    /// copied into buffers of their own, so that `buf` can be read into again at once
+    /// (a slice would keep all of it from being reused until the service dropped the
+    /// message); payloads taken in pieces go straight into their message's buffer.
     ///
     /// A chunk of a message of several chunks whose header has arrived but not its
     /// payload is taken in pieces as the payload arrives, each appended to its message
@@ -523,11 +539,12 @@ impl PeerCore {
                 continue;
             }
             match self.codec.decode(buf) {
-                Ok(Some(packet)) => {
+                Ok(Some(mut packet)) => {
                     // A message's chunk read whole: large chunks may have stopped
                     // coming (keepalive and credit packets say nothing of it).
-                    if let Packet::Msg(_) = packet {
+                    if let Packet::Msg(msg) = &mut packet {
                         self.read_direct = false;
+                        self.copy_out(msg);
                     }
                     self.handle_packet(now, packet);
                 }
@@ -548,6 +565,23 @@ impl PeerCore {
         }
         self.bytes_read += (before - buf.len()) as u64;
         self.refresh_timers();
+    }
+
+    /// Gives the payload of a whole message read whole a buffer of its own when it is
+    /// [`COPY_OUT_MIN`] bytes or more (from the node's pool, see
+    /// [`recycle`](self::recycle)). As a slice of the read buffer, it would keep the
+    /// whole buffer from being read into again until its service dropped it, and
+    /// under bulk traffic every read would then take fresh memory, paging it in at
+    /// one fault per page: copying it out of a buffer the CPU just wrote is cheaper
+    /// (on loopback, 64 KiB messages moved 1.4 times faster).
+    fn copy_out(&self, msg: &mut Msg) {
+        if !msg.eof || msg.total.is_some() || msg.payload.len() < COPY_OUT_MIN {
+            return;
+        }
+        let pool = &self.config.recycle;
+        let mut own = pool.take(msg.payload.len(), usize::MAX);
+        own.extend_from_slice(&msg.payload);
+        msg.payload = pool.freeze(own);
     }
 
     /// With a `Msg` header at the front of `buf` whose payload has not all arrived,
@@ -633,6 +667,13 @@ impl PeerCore {
             self.fail(now, reason);
         }
         self.refresh_timers();
+    }
+
+    /// The whole size of the packet at the front of `buf` once its header is there
+    /// (see [`PacketCodec::frame_len`]): the room a read buffer needs for it.
+    #[must_use]
+    pub fn frame_len(&self, buf: &[u8]) -> Option<usize> {
+        self.codec.frame_len(buf)
     }
 
     /// The most bytes the next read into the read buffer should take, when a larger

@@ -37,8 +37,9 @@ use crate::secure::{Opener, SecureError};
 pub const MIN_READ: usize = 2 * 1024;
 /// Largest read into the read buffer.
 pub const MAX_READ: usize = 256 * 1024;
-/// Earlier read buffers kept for reuse while their slices are with the services.
-const SPARE_BUFFERS: usize = 4;
+/// Earlier read buffers kept for reuse while their slices are with the services
+/// (4 MiB of 256 KiB reads, on a connection busy enough to read that much at once).
+const SPARE_BUFFERS: usize = 16;
 
 /// Where the next read from the socket goes (from [`Reader::target`]).
 #[derive(Debug)]
@@ -166,8 +167,13 @@ impl Reader {
         } else {
             None
         };
-        if self.rbuf.capacity() - self.rbuf.len() < self.next_read / 2 {
-            self.grow(self.next_read);
+        // Room for the rest of the packet at the front, and for a read of the usual size.
+        let short = core
+            .frame_len(&self.rbuf)
+            .map_or(0, |n| n.saturating_sub(self.rbuf.len()));
+        let room = self.rbuf.capacity() - self.rbuf.len();
+        if room < short || room < self.next_read / 2 {
+            self.grow(short.max(self.next_read));
         }
         ReadTarget::Buffer { limit }
     }
@@ -316,25 +322,33 @@ impl Reader {
         Ok(())
     }
 
-    /// Makes room for the next read: in place if every slice handed out from the
+    /// Makes room for `want` more bytes: in place if every slice handed out from the
     /// buffer is gone, else in a spare buffer that is free again, else in a new one.
+    /// (This is the only place the read buffer grows: the codec makes no room.)
     fn grow(&mut self, want: usize) {
         if self.rbuf.try_reclaim(want) {
             return;
         }
         let keep = self.next_read == MAX_READ;
-        let fresh = match self.spares.iter_mut().position(|s| s.try_reclaim(want)) {
-            Some(i) => self.spares.swap_remove(i),
-            None => BytesMut::with_capacity(want),
-        };
         // The start of a packet not complete yet moves over (at most one packet).
+        let need = self.rbuf.len() + want;
+        // The oldest spares first: their slices are the likeliest to be gone.
+        let fresh = match self.spares.iter_mut().position(|s| s.try_reclaim(need)) {
+            Some(i) => self.spares.remove(i),
+            None => BytesMut::with_capacity(need),
+        };
         let mut old = std::mem::replace(&mut self.rbuf, fresh);
         self.rbuf.extend_from_slice(&old);
-        if keep && self.spares.len() < SPARE_BUFFERS {
+        if keep {
+            // Kept while its slices are with the services, so that its memory comes
+            // back here rather than to the allocator, which would hand the next
+            // buffer out as fresh pages to fault in.
             old.clear();
+            if self.spares.len() == SPARE_BUFFERS {
+                self.spares.remove(0);
+            }
             self.spares.push(old);
-        }
-        if !keep {
+        } else {
             self.spares.clear();
         }
     }

@@ -721,6 +721,27 @@ impl PacketCodec {
         Ok(Some((flags, header)))
     }
 
+    /// The whole size of the packet at the start of `src` (header and payload), once
+    /// its header has arrived: what a read buffer must hold for it to decode. Decoding
+    /// takes nothing out of `src` until then, and makes no room in it either: the
+    /// reader does, knowing which of its buffers are free. `None` before the header is
+    /// complete, or when its length is above the limit (which decoding reports).
+    #[must_use]
+    pub fn frame_len(&self, src: &[u8]) -> Option<usize> {
+        let payload = match *src.first()? {
+            TYPE_BATCH => read_u32(src, 2)? as usize,
+            TYPE_MSG => {
+                let (_, header) = Self::msg_header(src).ok()??;
+                read_u32(src, header - 4)? as usize
+            }
+            _ => 0,
+        };
+        if payload > self.max_packet_payload {
+            return None;
+        }
+        self.needed(src)
+    }
+
     /// Total bytes the packet at the start of `src` needs, when the header tells.
     fn needed(&self, src: &[u8]) -> Option<usize> {
         match *src.first()? {
@@ -791,8 +812,7 @@ impl PacketCodec {
         }
         let size = BATCH_HEADER_LEN + len;
         if src.len() < size {
-            // Bounded: `len` was checked against the limit.
-            src.reserve(size - src.len());
+            // The caller makes room for the rest (see `frame_len`).
             return Ok(None);
         }
         // The messages get a buffer of their own, not slices of the read buffer: the
@@ -811,8 +831,7 @@ impl PacketCodec {
         };
         let size = head.header + head.len;
         if src.len() < size {
-            // Bounded: `len` was checked against the limit.
-            src.reserve(size - src.len());
+            // The caller makes room for the rest (see `frame_len`).
             return Ok(None);
         }
         let mut frame = src.split_to(size);
@@ -952,6 +971,33 @@ mod tests {
             ]
         );
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn frame_len_tells_the_room_a_packet_needs_and_decoding_makes_none() {
+        let codec = PacketCodec::new(100);
+        let mut wire = BytesMut::new();
+        let msg = Packet::Msg(Msg {
+            channel: 1,
+            eof: true,
+            kind: MsgKind::Plain,
+            total: None,
+            payload: Bytes::from_static(&[9; 60]),
+        });
+        PacketCodec::new(100).encode(msg, &mut wire).unwrap();
+        let whole = wire.len();
+        assert_eq!(codec.frame_len(&wire), Some(whole));
+        assert_eq!(codec.frame_len(&wire[..MSG_HEADER_LEN]), Some(whole));
+        assert_eq!(codec.frame_len(&wire[..MSG_HEADER_LEN - 1]), None);
+        assert_eq!(codec.frame_len(&[TYPE_PING]), Some(KEEPALIVE_LEN));
+        assert_eq!(codec.frame_len(&[]), None);
+        // A length above the limit: decoding reports it, no room is asked for.
+        assert_eq!(codec.frame_len(&[3u8, 1, 1, 0, 0, 0, 101]), None);
+        // An incomplete packet stays as it is, its buffer untouched.
+        let mut part = BytesMut::from(&wire[..whole - 1]);
+        let cap_before = part.capacity();
+        assert_eq!(PacketCodec::new(100).decode(&mut part), Ok(None));
+        assert_eq!((part.len(), part.capacity()), (whole - 1, cap_before));
     }
 
     #[test]

@@ -200,3 +200,44 @@ fn a_message_fed_a_byte_at_a_time_arrives_whole() {
         "the message arrived intact"
     );
 }
+
+/// The read buffer after `payload` arrived in it as one whole `Msg` packet on BULK,
+/// with the message taken from the core and still held (as its service would).
+fn read_whole(s: &mut Solo, payload: &[u8]) -> (bytes::BytesMut, Bytes) {
+    use tokio_util::codec::Encoder;
+    let mut buf = bytes::BytesMut::with_capacity(256 << 10);
+    let packet = chunk(true, MsgKind::Plain, None, Bytes::copy_from_slice(payload));
+    switchyard_proto::wire::codec::PacketCodec::new(64 << 10)
+        .encode(packet, &mut buf)
+        .expect("encodable");
+    s.core.handle_read(s.now, &mut buf);
+    assert!(buf.is_empty(), "the packet was taken");
+    let msg = s.core.recv(BULK).expect("the message");
+    assert_eq!(&msg.payload[..], payload);
+    (buf, msg.payload)
+}
+
+#[test]
+fn whole_messages_of_4_kib_and_up_leave_the_read_buffer_free() {
+    use switchyard_proto::connection::COPY_OUT_MIN;
+    let mut s = Solo::new(&Config::default());
+    s.handshake(65_536);
+    s.consuming = false;
+    // A small message is a slice of the read buffer: while it is held, the buffer
+    // cannot be read into again in place.
+    let (mut buf, small) = read_whole(&mut s, &[1u8; 100]);
+    assert!(!buf.try_reclaim(256 << 10));
+    drop(small);
+    assert!(buf.try_reclaim(256 << 10));
+    // One of COPY_OUT_MIN bytes or more has a buffer of its own: the read buffer is
+    // free at once, while the message is still held.
+    for size in [COPY_OUT_MIN, 64 << 10] {
+        let (mut buf, large) = read_whole(&mut s, &vec![7u8; size]);
+        assert!(
+            buf.try_reclaim(256 << 10),
+            "{size} bytes pin the read buffer"
+        );
+        assert_eq!(large.len(), size);
+    }
+    assert_eq!(s.reason(), None);
+}

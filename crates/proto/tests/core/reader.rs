@@ -24,7 +24,11 @@ fn feed(
     while !wire.is_empty() && !reader.is_done() {
         let mut target = reader.target(core);
         let (buf, most) = reader.buffer(&mut target);
-        let take = most.min(read_size).min(wire.len());
+        // As a socket read: no more than the room the reader made (a read never grows
+        // the buffer), and the reader always makes some.
+        let room = buf.capacity() - buf.len();
+        assert!(room > 0, "no room made for a read");
+        let take = most.min(read_size).min(wire.len()).min(room);
         buf.extend_from_slice(&wire.split_to(take));
         reader.complete(core, now, target, Ok(take));
     }
