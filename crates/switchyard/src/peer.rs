@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::BytesMut;
 use switchyard_proto::admission::{ConnId, Direction};
+use switchyard_proto::connection::delivery::{AfterHandout, Handout};
 use switchyard_proto::connection::lifecycle::{
     Admission, AfterSecured, CloseStep, Lifecycle, Outcome, Step,
 };
 use switchyard_proto::secure::{Role, Secured, Suite};
-use switchyard_proto::{DisconnectReason, Message, PeerCore};
+use switchyard_proto::{DisconnectReason, PeerCore};
 
 use crate::conn::{Conn, SharedConn};
 use crate::driver::Driver;
@@ -35,7 +36,6 @@ use crate::msg::{
 };
 use crate::registry::Registry;
 use crate::secure::Transport;
-use crate::service::Delivery;
 use crate::switch::Switch;
 
 /// One connection (see the [module docs](self)).
@@ -234,82 +234,49 @@ impl Peer {
     }
 
     /// Hands `channel`'s waiting messages to its service, until the queue is empty or
-    /// the service's mailbox is full.
+    /// the service's mailbox is full (the core chooses each handout, see
+    /// [`delivery`](switchyard_proto::connection::delivery)).
     fn deliver(&mut self, channel: u8, ctx: &mut Context<Self>) {
-        if !self.life.is_admitted() || self.conn.lock().core.is_handing_over(channel) {
-            return;
-        }
         let (Some((config, sink)), Some(handle)) =
             (self.registry.channel(channel), self.handle.clone())
         else {
             return;
         };
-        let batch = config.delivery_batch();
-        let fast = sink.payloads();
-        let mut msgs: VecDeque<Message> = VecDeque::new();
-        loop {
-            // Batched sinks take plain payloads straight from the core; anything
-            // else (and a request where plain messages belong) goes message by
-            // message.
-            let mut payloads = Vec::new();
-            let mut held = 0;
-            if fast.is_some() {
-                payloads.reserve(batch);
-                held = self
-                    .conn
-                    .lock()
-                    .core
-                    .recv_payloads(channel, batch, &mut payloads);
-            }
-            let delivery = match fast.filter(|_| !payloads.is_empty()) {
-                Some(fast) => fast.deliver_payloads(&handle, payloads, held),
-                None => {
-                    let most = batch.saturating_sub(msgs.len());
-                    self.conn.lock().core.recv_many(channel, most, &mut msgs);
-                    if msgs.is_empty() {
-                        return;
-                    }
-                    sink.deliver(&handle, &mut msgs)
-                }
-            };
-            let now = Instant::now();
-            let mut inner = self.conn.lock();
-            let pending = match delivery {
-                Err(reason) => {
-                    inner.core.close(now, reason, false);
-                    drop(inner);
-                    self.conn.wake_driver();
-                    return;
-                }
-                Ok(Delivery::Done) => {
-                    inner.core.handle_delivered(now, channel, msgs.drain(..), 0);
-                    None
-                }
-                Ok(Delivery::Full { held, pending }) => {
-                    inner
-                        .core
-                        .handle_delivered(now, channel, msgs.drain(..), held);
-                    Some(pending)
-                }
-            };
-            drop(inner);
-            self.conn.wake_driver();
-            let Some(pending) = pending else {
-                continue;
-            };
-            // The mailbox is full: this channel waits for it (the core knows it is
-            // handing over), the others go on.
-            ctx.spawn(pending.into_actor(self).map(move |(), act, ctx| {
-                act.conn
-                    .lock()
-                    .core
-                    .handle_handover(Instant::now(), channel);
-                act.conn.wake_driver();
-                act.deliver(channel, ctx);
-                act.maybe_stop(ctx);
-            }));
+        if !self.life.is_admitted() {
             return;
         }
+        let mut msgs = VecDeque::new();
+        let pending = loop {
+            // (The guard goes with this statement: the sink decodes outside the lock.)
+            let handout = self.conn.lock().core.handout(
+                channel,
+                config.delivery_batch(),
+                sink.payloads(),
+                &mut msgs,
+            );
+            let delivered = match handout {
+                Handout::Nothing => return,
+                Handout::Payloads { to, payloads, cost } => {
+                    to.deliver_payloads(&handle, payloads, cost)
+                }
+                Handout::Messages => sink.deliver(&handle, &mut msgs),
+            };
+            match self
+                .conn
+                .update(|core, now| core.handle_handout(now, channel, &mut msgs, delivered))
+            {
+                AfterHandout::More => {}
+                AfterHandout::Stop => return,
+                AfterHandout::Wait(pending) => break pending,
+            }
+        };
+        // The mailbox is full: this channel waits for it, the others go on.
+        ctx.spawn(pending.into_actor(self).map(move |(), act, ctx| {
+            act.conn
+                .update(|core, now| core.handle_handover(now, channel));
+            act.deliver(channel, ctx);
+            act.maybe_stop(ctx);
+        }));
     }
 
     /// Carries out [`Step::Closed`].

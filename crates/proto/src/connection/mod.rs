@@ -34,6 +34,7 @@
 //! before the connection closed stay readable with `recv` after `Closed`, so nothing
 //! that arrived before a goodbye is lost.
 
+pub mod delivery;
 pub mod flow;
 pub mod handshake;
 mod inbox;

@@ -4,6 +4,7 @@
 
 mod batch;
 mod close;
+mod delivery;
 mod direct;
 mod flow;
 mod handshake;
