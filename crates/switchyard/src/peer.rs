@@ -21,9 +21,7 @@ use actix::prelude::*;
 use bytes::BytesMut;
 use switchyard_proto::admission::{ConnId, Direction};
 use switchyard_proto::connection::delivery::{AfterHandout, Handout};
-use switchyard_proto::connection::lifecycle::{
-    Admission, AfterSecured, CloseStep, Lifecycle, Outcome, Step,
-};
+use switchyard_proto::connection::lifecycle::{AfterSecured, CloseStep, Lifecycle, Outcome, Step};
 use switchyard_proto::secure::{Role, Secured, Suite};
 use switchyard_proto::{DisconnectReason, PeerCore};
 
@@ -95,28 +93,19 @@ impl Peer {
         }
     }
 
-    /// Carries out the core's events, as the [`Lifecycle`] turns them into steps;
-    /// `true` once the connection is over (the driver then ends and the socket is
+    /// Carries out the steps of the [`Lifecycle`], which turns the core's events into
+    /// them; `true` once the connection is over (the driver then ends and the socket is
     /// dropped).
     pub(crate) fn on_core_events(&mut self, ctx: &mut Context<Self>) -> bool {
         // (Read before the lock; the lifecycle times only its reports to the Switch.)
         let now = Instant::now();
         loop {
-            let mut inner = self.conn.lock();
-            let Some(event) = inner.core.poll_event() else {
-                let after = self.life.after_events(now, &inner.core);
-                drop(inner);
-                if after.reply {
-                    self.reply_up();
-                }
-                if let Some(rtt) = after.rtt {
-                    self.switch.do_send(PeerRtt { conn: self.id, rtt });
-                }
+            // (The guard goes with this statement: no step is carried out under it.)
+            let step = self.life.poll_step(now, &mut self.conn.lock().core);
+            let Some(step) = step else {
                 return self.life.closed().is_some();
             };
-            drop(inner);
-            log::trace!("peer {}: {event:?}", self.label());
-            let step = self.life.handle_event(event);
+            log::trace!("peer {}: {step:?}", self.label());
             self.carry_out(step, ctx);
         }
     }
@@ -128,7 +117,11 @@ impl Peer {
             Step::Register => self.register(ctx),
             Step::Deliver(channel) => self.deliver(channel, ctx),
             Step::Room(channel) => self.conn.room_freed(channel),
-            Step::ServiceUp(name) => self.service_up(&name),
+            Step::ServiceUp(name) => {
+                if let (Some(handle), Some(slot)) = (&self.handle, self.registry.service(&name)) {
+                    handle.service_up(slot);
+                }
+            }
             Step::ServiceDown { service, reason } => {
                 if let Some(h) = &self.handle {
                     h.service_down(Some(&service), &reason);
@@ -160,21 +153,13 @@ impl Peer {
                 crate::introspect::answer_remote(self.switch.clone(), self.conn.clone());
             }
             Step::Introspection(answer) => self.conn.introspection_answered(*answer),
+            Step::Reply => {
+                if let (Some(reply), Some(handle)) = (self.reply.take(), self.handle.clone()) {
+                    let _ = reply.send(Ok(handle));
+                }
+            }
+            Step::Rtt(rtt) => self.switch.do_send(PeerRtt { conn: self.id, rtt }),
             Step::Closed { reason, linger } => self.on_closed(reason, linger, ctx),
-        }
-    }
-
-    /// Answers the dialer: the peer is up.
-    fn reply_up(&mut self) {
-        if let (Some(reply), Some(handle)) = (self.reply.take(), self.handle.clone()) {
-            let _ = reply.send(Ok(handle));
-        }
-    }
-
-    /// Tells the service called `name` that the peer is up for it.
-    fn service_up(&self, name: &str) {
-        if let (Some(handle), Some(slot)) = (&self.handle, self.registry.service(name)) {
-            handle.service_up(slot);
         }
     }
 
@@ -207,29 +192,16 @@ impl Peer {
         }));
     }
 
-    /// The Switch answered whether the peer may stay.
+    /// The Switch answered whether the peer may stay: the [`Lifecycle`] replays what
+    /// waited for the admission (or the core closes), carried out at once.
     fn admission(&mut self, answer: Result<(), DisconnectReason>, ctx: &mut Context<Self>) {
-        let admission = self.life.handle_admission(answer, &self.conn.lock().core);
-        match admission {
-            Admission::Admitted {
-                reply,
-                services,
-                readable,
-            } => {
-                log::debug!("peer {} admitted ({:?})", self.label(), self.direction);
-                if reply {
-                    self.reply_up();
-                }
-                for name in services {
-                    self.service_up(&name);
-                }
-                for channel in readable {
-                    self.deliver(channel, ctx);
-                }
-            }
-            Admission::Refused(reason) => self.conn.close(reason, false),
-            Admission::Late => {}
+        if self
+            .conn
+            .update(|core, now| self.life.handle_admission(now, answer, core))
+        {
+            log::debug!("peer {} admitted ({:?})", self.label(), self.direction);
         }
+        self.on_core_events(ctx);
         self.maybe_stop(ctx);
     }
 

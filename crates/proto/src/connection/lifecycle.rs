@@ -12,7 +12,9 @@
 //!       (Securing ──secured, no id proven──▶ Handshake)
 //! ```
 //!
-//! The choices it makes are these.
+//! The runtime carries out its [`Step`]s, drained with [`Lifecycle::poll_step`],
+//! which turns the core's events into steps as it goes. The choices it makes are
+//! these.
 //!
 //! * **The node vets a proven id before the core speaks.** Once the transport proved
 //!   the remote's key ([`Secured::remote`]), the runtime asks the node whether that
@@ -23,13 +25,13 @@
 //!   met its twin, or a channel with messages waiting, is announced
 //!   ([`Step::ServiceUp`]) or delivered ([`Step::Deliver`]) only once admitted; the
 //!   admission itself replays what came up and what arrived meanwhile
-//!   ([`Admission::Admitted`]). Once the connection is closed, no service hears of
-//!   it coming up any more.
+//!   ([`Lifecycle::handle_admission`]). Once the connection is closed, no service
+//!   hears of it coming up any more.
 //! * **The dialer is answered once**, when the peer is admitted and the services
 //!   offered when the connection came up are answered: every service both nodes run
-//!   is up then, so the dialer can send on it at once ([`AfterEvents::reply`]).
+//!   is up then, so the dialer can send on it at once ([`Step::Reply`]).
 //! * **Round-trip times** reach the node through an [`RttReport`], only while the
-//!   peer is admitted and open.
+//!   peer is admitted and open ([`Step::Rtt`]).
 //! * **A close request** ([`Lifecycle::handle_close`]) before the core speaks (the
 //!   transport is being secured, or the node vets the remote) stops at once (nothing
 //!   was said yet); on an open connection it goes to the core,
@@ -41,6 +43,7 @@
 //! * **The last word**: the reason the connection ended, or
 //!   [`DisconnectReason::ConnectionClosed`] if nothing said ([`Lifecycle::finish`]).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -96,8 +99,8 @@ pub enum AfterSecured {
     Vet(NodeId),
 }
 
-/// What the runtime carries out for one event of the core (from
-/// [`Lifecycle::handle_event`]).
+/// What the runtime carries out next (from [`Lifecycle::poll_step`], which turns the
+/// core's events into steps with [`Lifecycle::handle_event`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Nothing (the event is held back until the peer is admitted, or moot).
@@ -142,6 +145,10 @@ pub enum Step {
     Introspect,
     /// The remote's answer to our introspection request.
     Introspection(Box<Introspection>),
+    /// Answer the waiting dialer: the peer is up.
+    Reply,
+    /// Pass this round-trip time on to the node.
+    Rtt(Duration),
     /// The connection is over: every caller waiting for an answer learns `reason`;
     /// what was received before is still delivered, and the runtime stops after
     /// `linger` at the latest (earlier once [`Lifecycle::may_stop`] says so).
@@ -151,27 +158,6 @@ pub enum Step {
         /// The longest the runtime keeps delivering what is left.
         linger: Duration,
     },
-}
-
-/// What the runtime does with the node's answer to its registration (from
-/// [`Lifecycle::handle_admission`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission {
-    /// The peer stays. Answer the dialer if `reply`, tell each service in `services`
-    /// that the peer is up, deliver each channel in `readable`, in this order.
-    Admitted {
-        /// Answer the waiting dialer now.
-        reply: bool,
-        /// Services that met their twins before the admission.
-        services: Vec<String>,
-        /// Channels whose messages arrived before the admission.
-        readable: Vec<u8>,
-    },
-    /// The node refused the peer: close the connection with this reason (through the
-    /// core, which tells the remote why).
-    Refused(DisconnectReason),
-    /// The connection closed while the node decided: nothing to do.
-    Late,
 }
 
 /// What the runtime does with a request to close (from [`Lifecycle::handle_close`]).
@@ -191,16 +177,6 @@ pub enum CloseStep {
     Nothing,
 }
 
-/// What the runtime does once it has drained the core's events (from
-/// [`Lifecycle::after_events`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AfterEvents {
-    /// Answer the waiting dialer now: the peer is up.
-    pub reply: bool,
-    /// Pass this round-trip time on to the node.
-    pub rtt: Option<Duration>,
-}
-
 /// One connection's life as the runtime sees it (see the [module docs](self)).
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
@@ -213,6 +189,8 @@ pub struct Lifecycle {
     linger: Duration,
     /// Round-trip times on their way to the node.
     rtt: RttReport,
+    /// Steps an admission left for [`poll_step`](Self::poll_step).
+    steps: VecDeque<Step>,
 }
 
 impl Lifecycle {
@@ -227,6 +205,7 @@ impl Lifecycle {
             dialer,
             linger: limits.linger,
             rtt: RttReport::new(limits.ping_interval),
+            steps: VecDeque::new(),
         }
     }
 
@@ -365,38 +344,61 @@ impl Lifecycle {
         }
     }
 
-    /// The node's answer to the registration ([`Step::Register`]): `Ok` when the peer
-    /// may stay, else why not. `core` tells what came up and arrived meanwhile.
+    /// The node's answer to the registration ([`Step::Register`]) at `now`: `Ok` when
+    /// the peer may stay, else why not (the core then closes the connection with that
+    /// reason, which tells the remote). An admission replays through
+    /// [`poll_step`](Self::poll_step) what came up and arrived meanwhile, in this
+    /// order: the dialer's answer, a [`Step::ServiceUp`] per service that met its
+    /// twin, a [`Step::Deliver`] per channel with messages waiting. Returns whether
+    /// the peer was admitted now (not when the connection closed while the node
+    /// decided).
     pub fn handle_admission(
         &mut self,
+        now: Instant,
         answer: Result<(), DisconnectReason>,
-        core: &PeerCore,
-    ) -> Admission {
+        core: &mut PeerCore,
+    ) -> bool {
         match answer {
-            Err(reason) => Admission::Refused(reason),
-            Ok(()) if self.closed.is_some() => Admission::Late,
+            Err(reason) => {
+                core.close(now, reason, false);
+                false
+            }
+            Ok(()) if self.closed.is_some() => false,
             Ok(()) => {
                 self.stage = Stage::Admitted;
-                Admission::Admitted {
-                    reply: self.take_reply(core),
-                    services: core.services_up().map(String::from).collect(),
-                    readable: core.readable().collect(),
+                if self.take_reply(core) {
+                    self.steps.push_back(Step::Reply);
                 }
+                let services = core.services_up().map(|s| Step::ServiceUp(s.into()));
+                self.steps.extend(services);
+                self.steps.extend(core.readable().map(Step::Deliver));
+                true
             }
         }
     }
 
-    /// What to do once the core's events are drained, at `now`.
-    pub fn after_events(&mut self, now: Instant, core: &PeerCore) -> AfterEvents {
-        let rtt = if self.may_announce() {
-            self.rtt.poll(now, core.rtt_sample())
-        } else {
-            None
-        };
-        AfterEvents {
-            reply: self.take_reply(core),
-            rtt,
+    /// The next step to carry out at `now`: what an admission left first, then one
+    /// per event of the core (as [`handle_event`](Self::handle_event) turns it, events
+    /// that need nothing skipped), then, once the core has no event left, the
+    /// dialer's answer ([`Step::Reply`]) and a round-trip time for the node
+    /// ([`Step::Rtt`]). `None` once nothing is left (until the next input).
+    pub fn poll_step(&mut self, now: Instant, core: &mut PeerCore) -> Option<Step> {
+        if let Some(step) = self.steps.pop_front() {
+            return Some(step);
         }
+        while let Some(event) = core.poll_event() {
+            match self.handle_event(event) {
+                Step::Nothing => {}
+                step => return Some(step),
+            }
+        }
+        if self.take_reply(core) {
+            return Some(Step::Reply);
+        }
+        if !self.may_announce() {
+            return None;
+        }
+        self.rtt.poll(now, core.rtt_sample()).map(Step::Rtt)
     }
 
     /// What to do with a request to close the connection for `reason` (writing what
@@ -488,6 +490,11 @@ mod tests {
         }
     }
 
+    /// Every step left at `now`.
+    fn steps(life: &mut Lifecycle, now: Instant, core: &mut PeerCore) -> Vec<Step> {
+        std::iter::from_fn(|| life.poll_step(now, core)).collect()
+    }
+
     /// A lifecycle admitted by the node (the dialer answered already).
     fn admitted(now: Instant, core: &mut PeerCore) -> Lifecycle {
         let mut life = Lifecycle::new(&Config::default(), true);
@@ -496,8 +503,8 @@ mod tests {
             AfterSecured::Speak
         );
         assert_eq!(life.handle_event(Event::Connected), Step::Register);
-        let admission = life.handle_admission(Ok(()), core);
-        assert!(matches!(admission, Admission::Admitted { reply: true, .. }));
+        assert!(life.handle_admission(now, Ok(()), core));
+        assert_eq!(steps(&mut life, now, core), [Step::Reply]);
         life
     }
 
@@ -519,17 +526,11 @@ mod tests {
         assert_eq!(life.handle_event(Event::Connected), Step::Register);
         assert_eq!(life.stage(), Stage::Registering);
         assert!(!life.is_admitted());
-        assert_eq!(
-            life.handle_admission(Ok(()), &core),
-            Admission::Admitted {
-                reply: true,
-                services: Vec::new(),
-                readable: Vec::new(),
-            }
-        );
+        assert!(life.handle_admission(now, Ok(()), &mut core));
         assert!(life.is_admitted());
+        assert_eq!(steps(&mut life, now, &mut core), [Step::Reply]);
         // The dialer is answered once.
-        assert!(!life.after_events(now, &core).reply);
+        assert_eq!(steps(&mut life, now, &mut core), []);
     }
 
     #[test]
@@ -556,7 +557,7 @@ mod tests {
         };
         assert!(matches!(life.handle_event(down), Step::ServiceDown { .. }));
 
-        let _ = life.handle_admission(Ok(()), &core);
+        assert!(life.handle_admission(now, Ok(()), &mut core));
         assert_eq!(life.handle_event(Event::Readable(3)), Step::Deliver(3));
         assert_eq!(
             life.handle_event(Event::ServiceUp("chat".into())),
@@ -670,19 +671,18 @@ mod tests {
     #[test]
     fn a_refusal_closes_and_an_admission_after_the_close_is_late() {
         let now = t0();
-        let core = core(now);
+        let mut core = core(now);
         let mut life = Lifecycle::new(&Config::default(), true);
         let _ = life.handle_event(Event::Connected);
-        assert_eq!(
-            life.handle_admission(Err(DisconnectReason::Evicted), &core),
-            Admission::Refused(DisconnectReason::Evicted)
-        );
-        let _ = life.handle_event(Event::Closed(DisconnectReason::Evicted));
-        assert_eq!(life.handle_admission(Ok(()), &core), Admission::Late);
+        let evicted = DisconnectReason::Evicted;
+        assert!(!life.handle_admission(now, Err(evicted.clone()), &mut core));
+        assert_eq!(core.close_reason(), Some(&evicted), "the core closes");
+        let _ = life.handle_event(Event::Closed(evicted));
+        assert!(!life.handle_admission(now, Ok(()), &mut core), "late");
         assert!(!life.is_admitted());
         // Never admitted: nothing of it is delivered, it stops at once.
         assert!(life.may_stop(|| unreachable!("never admitted")));
-        assert!(!life.after_events(now, &core).reply);
+        assert!(!steps(&mut life, now, &mut core).contains(&Step::Reply));
     }
 
     #[test]
@@ -713,10 +713,7 @@ mod tests {
             AfterSecured::Speak
         );
         let _ = life.handle_event(Event::Connected);
-        assert!(matches!(
-            life.handle_admission(Ok(()), &core),
-            Admission::Admitted { reply: false, .. }
-        ));
-        assert_eq!(life.after_events(now, &core), AfterEvents::default());
+        assert!(life.handle_admission(now, Ok(()), &mut core));
+        assert_eq!(steps(&mut life, now, &mut core), []);
     }
 }
