@@ -9,13 +9,13 @@
 //!
 //! Reads and writes are polled in the same pass, so a blocked write never stops the
 //! reader (and the credit and pongs it brings). After a streak of bytes in a row the
-//! driver gives its thread back once, so other connections on the arbiter get a turn.
+//! driver gives its thread back once, so other connections on the arbiter get a turn
+//! (the `Drive` decides, with when to re-arm the timer).
 //! The socket is shared with the connection's senders, which write inline while the
 //! driver has nothing to write (see [`conn`](crate::conn)); one writer at a time, in
 //! order, through the shared `Writer`.
 
 use std::future::Future;
-use std::io::ErrorKind;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,16 +26,13 @@ use bytes::{BufMut, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use switchyard_proto::connection::drive::{AfterPass, Drive};
 use switchyard_proto::connection::reader::Reader;
 use switchyard_proto::connection::writer::WriteStep;
 use switchyard_proto::secure::Session;
 
 use crate::conn::SharedConn;
 use crate::peer::Peer;
-
-/// Bytes moved in a row after which the driver lets the arbiter run other work and
-/// poll its sockets (at a few GB/s, every ~100 µs).
-const STREAK_LIMIT: usize = 256 << 10;
 
 pub(crate) struct Driver {
     conn: SharedConn,
@@ -44,7 +41,8 @@ pub(crate) struct Driver {
     reader: Reader,
     batch: usize,
     timer: Pin<Box<Sleep>>,
-    timer_at: Option<Instant>,
+    /// When to re-arm the timer, when to give the thread back.
+    drive: Drive,
 }
 
 impl Driver {
@@ -71,7 +69,7 @@ impl Driver {
             reader: Reader::new(opener, rest),
             batch,
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
-            timer_at: None,
+            drive: Drive::new(),
         }
     }
 
@@ -103,16 +101,10 @@ impl Driver {
             let mut target = self.reader.target(&mut self.conn.lock().core);
             let (buf, most) = self.reader.buffer(&mut target);
             let result = self.io.try_read_buf(&mut buf.limit(most));
-            let mut inner = self.conn.lock();
-            match result {
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.reader.abandon(&mut inner.core, Instant::now(), target);
-                }
-                r => {
-                    return self
-                        .reader
-                        .complete(&mut inner.core, Instant::now(), target, r)
-                }
+            let core = &mut self.conn.lock().core;
+            let read = self.reader.complete(core, Instant::now(), target, result);
+            if read.is_some() {
+                return read;
             }
         }
     }
@@ -149,26 +141,22 @@ impl Driver {
             .complete(&mut inner.core, Instant::now(), t, wrote)
     }
 
-    /// Fires the core's timer when due; re-arms it at the core's next deadline.
+    /// Fires the core's timer when due; re-arms it at the core's next deadline (when
+    /// is the [`Drive`]'s choice).
     fn timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let next = {
-            let mut inner = self.conn.lock();
-            let next = inner.core.poll_timeout();
-            inner.writer.set_armed(next);
-            next
+        let rearm = {
+            let mut guard = self.conn.lock();
+            let inner = &mut *guard;
+            self.drive.arm(&inner.core, &mut inner.writer)
         };
-        if next != self.timer_at {
-            self.timer_at = next;
-            if let Some(at) = next {
-                self.timer.as_mut().reset(at.into());
-            }
+        if let Some(at) = rearm {
+            self.timer.as_mut().reset(at.into());
         }
-        if self.timer_at.is_some() && self.timer.as_mut().poll(cx).is_ready() {
-            self.timer_at = None;
-            self.conn.lock().core.handle_timeout(Instant::now());
-            return true;
+        if !self.drive.is_armed() || self.timer.as_mut().poll(cx).is_pending() {
+            return false;
         }
-        false
+        self.drive.fire(&mut self.conn.lock().core, Instant::now());
+        true
     }
 }
 
@@ -183,32 +171,24 @@ impl ActorFuture<Peer> for Driver {
     ) -> Poll<()> {
         let this = self.get_mut();
         this.conn.register_driver(task.waker());
-        let mut streak = 0;
+        this.drive.begin();
         loop {
-            let mut progress = false;
-            if let Some(n) = this.read(task) {
-                progress = true;
-                streak += n;
-            }
-            if let Some(n) = this.write(task) {
-                progress = true;
-                streak += n;
-            }
-            progress |= this.timer(task);
+            let (read, wrote, fired) = (this.read(task), this.write(task), this.timer(task));
             if act.on_core_events(ctx) {
                 return Poll::Ready(());
             }
-            if !progress {
-                return Poll::Pending;
-            }
-            if streak >= STREAK_LIMIT {
-                // Back after the runtime has polled its I/O driver: readiness that
-                // arrived meanwhile (a pong, an urgent message from the remote) is
-                // seen on the next pass. Waking ourselves at once would not let the
-                // runtime look at its sockets until dozens of passes later.
-                let mut later = std::pin::pin!(tokio::task::yield_now());
-                let _ = later.as_mut().poll(task);
-                return Poll::Pending;
+            match this.drive.after_pass(read, wrote, fired) {
+                AfterPass::Again => {}
+                AfterPass::Sleep => return Poll::Pending,
+                AfterPass::Yield => {
+                    // Back after the runtime has polled its I/O driver: readiness that
+                    // arrived meanwhile (a pong, an urgent message from the remote) is
+                    // seen on the next pass. Waking ourselves at once would not let the
+                    // runtime look at its sockets until dozens of passes later.
+                    let mut later = std::pin::pin!(tokio::task::yield_now());
+                    let _ = later.as_mut().poll(task);
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -35,6 +35,7 @@
 //! that arrived before a goodbye is lost.
 
 pub mod delivery;
+pub mod drive;
 pub mod flow;
 pub mod handshake;
 mod inbox;

@@ -6,6 +6,7 @@ mod batch;
 mod close;
 mod delivery;
 mod direct;
+mod drive;
 mod flow;
 mod handshake;
 mod introspect;
