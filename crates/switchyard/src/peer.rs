@@ -6,11 +6,9 @@
 //! register, what may reach a service, when to answer the dialer, when to stop), and
 //! this actor carries them out.
 //!
-//! Delivery to a service uses `try_send`. When its mailbox is full, the one message
-//! (or batch) in hand waits on `send().await`, the rest go back to the core's queue for
-//! that channel, and the core notes the hand-over, which pauses that channel; only it
-//! waits. Credit for a message goes back to the remote once the service's mailbox has
-//! accepted it.
+//! Delivery to a service uses `try_send`; when its mailbox is full, the one message
+//! (or batch) in hand waits on `send().await` and only its channel pauses (the core
+//! chooses each handout, see [`delivery`](switchyard_proto::connection::delivery)).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -21,9 +19,11 @@ use actix::prelude::*;
 use bytes::BytesMut;
 use switchyard_proto::admission::{ConnId, Direction};
 use switchyard_proto::connection::delivery::{AfterHandout, Handout};
-use switchyard_proto::connection::lifecycle::{AfterSecured, CloseStep, Lifecycle, Outcome, Step};
+use switchyard_proto::connection::handshake::Version;
+use switchyard_proto::connection::lifecycle::{AfterSecured, Lifecycle, Outcome, Step};
 use switchyard_proto::secure::{Role, Secured, Suite};
 use switchyard_proto::{DisconnectReason, PeerCore};
+use tokio::net::TcpStream;
 
 use crate::conn::{Conn, SharedConn};
 use crate::driver::Driver;
@@ -114,7 +114,7 @@ impl Peer {
     fn carry_out(&mut self, step: Step, ctx: &mut Context<Self>) {
         match step {
             Step::Nothing => {}
-            Step::Register => self.register(ctx),
+            Step::Register { version, rtt } => self.register(*version, rtt, ctx),
             Step::Deliver(channel) => self.deliver(channel, ctx),
             Step::Room(channel) => self.conn.room_freed(channel),
             Step::ServiceUp(name) => {
@@ -164,14 +164,7 @@ impl Peer {
     }
 
     /// The handshake completed: ask the Switch to admit the peer.
-    fn register(&mut self, ctx: &mut Context<Self>) {
-        let (version, rtt) = {
-            let inner = self.conn.lock();
-            (inner.core.remote().cloned(), inner.core.handshake_time())
-        };
-        let Some(version) = version else {
-            return;
-        };
+    fn register(&mut self, version: Version, rtt: Option<Duration>, ctx: &mut Context<Self>) {
         let handle = PeerHandle::new(PeerShared {
             up: std::sync::Mutex::default(),
             id: version.node_id,
@@ -206,8 +199,7 @@ impl Peer {
     }
 
     /// Hands `channel`'s waiting messages to its service, until the queue is empty or
-    /// the service's mailbox is full (the core chooses each handout, see
-    /// [`delivery`](switchyard_proto::connection::delivery)).
+    /// the service's mailbox is full.
     fn deliver(&mut self, channel: u8, ctx: &mut Context<Self>) {
         let (Some((config, sink)), Some(handle)) =
             (self.registry.channel(channel), self.handle.clone())
@@ -269,10 +261,8 @@ impl Peer {
 
     /// Stops once [`Lifecycle::may_stop`] says so.
     fn maybe_stop(&mut self, ctx: &mut Context<Self>) {
-        if self
-            .life
-            .may_stop(|| self.conn.lock().core.has_undelivered())
-        {
+        let undelivered = || self.conn.lock().core.has_undelivered();
+        if self.life.may_stop(undelivered) {
             ctx.stop();
         }
     }
@@ -282,12 +272,11 @@ impl Peer {
     /// the socket.
     fn secured(
         &mut self,
-        io: tokio::net::TcpStream,
-        result: Result<(Secured, BytesMut), DisconnectReason>,
+        result: Result<(TcpStream, Secured, BytesMut), DisconnectReason>,
         ctx: &mut Context<Self>,
     ) {
         self.securing = None;
-        let (secured, rest) = match result {
+        let (io, secured, rest) = match result {
             Ok(done) => done,
             Err(reason) => {
                 log::debug!(
@@ -335,24 +324,18 @@ impl Actor for Peer {
         let Some(stream) = self.stream.take() else {
             return;
         };
-        let mut io = match tokio::net::TcpStream::from_std(stream) {
-            Ok(io) => io,
-            Err(e) => {
-                self.life.handle_failed(DisconnectReason::Io(e.to_string()));
-                ctx.stop();
-                return;
-            }
-        };
         // The transport's handshake first, within the connection's one deadline.
         let hs = self.transport.start(Role::from(self.direction));
         let deadline = self.conn.lock().core.handshake_deadline();
         let secure = async move {
-            let result = crate::secure::handshake(&mut io, hs, deadline).await;
-            (io, result)
+            let io = TcpStream::from_std(stream);
+            let mut io = io.map_err(|e| DisconnectReason::Io(e.to_string()))?;
+            let (secured, rest) = crate::secure::handshake(&mut io, hs, deadline).await?;
+            Ok((io, secured, rest))
         };
         let securing = secure
             .into_actor(self)
-            .map(|(io, result), act, ctx| act.secured(io, result, ctx));
+            .map(|r, act, ctx| act.secured(r, ctx));
         self.securing = Some(ctx.spawn(securing));
     }
 
@@ -377,15 +360,15 @@ impl Handler<Close> for Peer {
     type Result = ();
 
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
-        match self.life.handle_close(msg.reason, msg.flush) {
-            CloseStep::Core { reason, flush } => self.conn.close(reason, flush),
-            CloseStep::Stop => {
-                if let Some(securing) = self.securing.take() {
-                    ctx.cancel_future(securing);
-                }
-                ctx.stop();
+        let (life, Close { reason, flush }) = (&mut self.life, msg);
+        if self
+            .conn
+            .update(|core, now| life.handle_close(now, reason, flush, core))
+        {
+            if let Some(securing) = self.securing.take() {
+                ctx.cancel_future(securing);
             }
-            CloseStep::Nothing => {}
+            ctx.stop();
         }
     }
 }

@@ -34,9 +34,9 @@
 //!   peer is admitted and open ([`Step::Rtt`]).
 //! * **A close request** ([`Lifecycle::handle_close`]) before the core speaks (the
 //!   transport is being secured, or the node vets the remote) stops at once (nothing
-//!   was said yet); on an open connection it goes to the core,
-//!   which tells the remote why; once closed, a close without flush (a node that
-//!   gives up waiting) stops the delivery of what is left.
+//!   was said yet); on an open connection the core closes, which tells the remote
+//!   why; once closed, a close without flush (a node that gives up waiting) stops the
+//!   delivery of what is left.
 //! * **What arrived before the close** is still delivered, within the linger time
 //!   ([`Step::Closed`]); the runtime stops once nothing is left
 //!   ([`Lifecycle::may_stop`]), or, if the peer was never admitted, at once.
@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::handshake::Version;
 use super::rtt_report::RttReport;
 use super::stall::Refusal;
 use super::{Event, PeerCore};
@@ -105,10 +106,14 @@ pub enum AfterSecured {
 pub enum Step {
     /// Nothing (the event is held back until the peer is admitted, or moot).
     Nothing,
-    /// Ask the node to admit the peer: the handshake completed
-    /// ([`PeerCore::remote`] has the remote's `Version`). Its answer goes to
+    /// Ask the node to admit the peer: the handshake completed. Its answer goes to
     /// [`Lifecycle::handle_admission`].
-    Register,
+    Register {
+        /// The remote's `Version` ([`PeerCore::remote`]).
+        version: Box<Version>,
+        /// How long the handshake took ([`PeerCore::handshake_time`]).
+        rtt: Option<Duration>,
+    },
     /// Hand the channel's waiting messages to its service.
     Deliver(u8),
     /// Wake the senders waiting for room on the channel.
@@ -158,23 +163,6 @@ pub enum Step {
         /// The longest the runtime keeps delivering what is left.
         linger: Duration,
     },
-}
-
-/// What the runtime does with a request to close (from [`Lifecycle::handle_close`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseStep {
-    /// Close through the core ([`PeerCore::close`]) with these arguments.
-    Core {
-        /// Why.
-        reason: DisconnectReason,
-        /// Write what is queued first.
-        flush: bool,
-    },
-    /// Stop now (nothing was said on the connection yet, or it is over and the
-    /// caller gives up on what is left to deliver).
-    Stop,
-    /// Nothing: the connection is over and what is left is still being delivered.
-    Nothing,
 }
 
 /// One connection's life as the runtime sees it (see the [module docs](self)).
@@ -284,12 +272,18 @@ impl Lifecycle {
         self.closed.get_or_insert(reason);
     }
 
-    /// What to do for one event of the core.
-    pub fn handle_event(&mut self, event: Event) -> Step {
+    /// What to do for one event of `core`.
+    pub fn handle_event(&mut self, event: Event, core: &PeerCore) -> Step {
         match event {
             Event::Connected => {
                 self.stage = Stage::Registering;
-                Step::Register
+                match core.remote() {
+                    Some(version) => Step::Register {
+                        version: Box::new(version.clone()),
+                        rtt: core.handshake_time(),
+                    },
+                    None => Step::Nothing,
+                }
             }
             Event::Readable(channel) if self.is_admitted() => Step::Deliver(channel),
             Event::Readable(_) => Step::Nothing,
@@ -387,7 +381,7 @@ impl Lifecycle {
             return Some(step);
         }
         while let Some(event) = core.poll_event() {
-            match self.handle_event(event) {
+            match self.handle_event(event, core) {
                 Step::Nothing => {}
                 step => return Some(step),
             }
@@ -401,18 +395,27 @@ impl Lifecycle {
         self.rtt.poll(now, core.rtt_sample()).map(Step::Rtt)
     }
 
-    /// What to do with a request to close the connection for `reason` (writing what
-    /// is queued first if `flush`).
-    pub fn handle_close(&mut self, reason: DisconnectReason, flush: bool) -> CloseStep {
+    /// A request at `now` to close the connection for `reason` (writing what is
+    /// queued first if `flush`): on an open connection the core closes (telling the
+    /// remote why). Returns whether the runtime stops now: nothing was said on the
+    /// connection yet, or it is over and the caller gives up on what is left to
+    /// deliver (without `flush`).
+    pub fn handle_close(
+        &mut self,
+        now: Instant,
+        reason: DisconnectReason,
+        flush: bool,
+        core: &mut PeerCore,
+    ) -> bool {
         if matches!(self.stage, Stage::Securing | Stage::Vetting) && self.closed.is_none() {
             self.closed = Some(reason);
-            return CloseStep::Stop;
+            return true;
         }
-        match (&self.closed, flush) {
-            (None, _) => CloseStep::Core { reason, flush },
-            (Some(_), false) => CloseStep::Stop,
-            (Some(_), true) => CloseStep::Nothing,
+        if self.closed.is_none() {
+            core.close(now, reason, flush);
+            return false;
         }
+        !flush
     }
 
     /// Whether the runtime may stop now: the connection is over and nothing received
@@ -502,7 +505,9 @@ mod tests {
             life.handle_secured(now, core, &plain()),
             AfterSecured::Speak
         );
-        assert_eq!(life.handle_event(Event::Connected), Step::Register);
+        // (A core that has not spoken has no remote to register: see the Pair's tests.)
+        let _ = life.handle_event(Event::Connected, core);
+        assert_eq!(life.stage(), Stage::Registering);
         assert!(life.handle_admission(now, Ok(()), core));
         assert_eq!(steps(&mut life, now, core), [Step::Reply]);
         life
@@ -523,7 +528,7 @@ mod tests {
             AfterSecured::Speak
         );
         assert_eq!(life.stage(), Stage::Handshake);
-        assert_eq!(life.handle_event(Event::Connected), Step::Register);
+        let _ = life.handle_event(Event::Connected, &core);
         assert_eq!(life.stage(), Stage::Registering);
         assert!(!life.is_admitted());
         assert!(life.handle_admission(now, Ok(()), &mut core));
@@ -542,25 +547,31 @@ mod tests {
             life.handle_secured(now, &mut core, &plain()),
             AfterSecured::Speak
         );
-        let _ = life.handle_event(Event::Connected);
-        assert_eq!(life.handle_event(Event::Readable(3)), Step::Nothing);
+        let _ = life.handle_event(Event::Connected, &core);
+        assert_eq!(life.handle_event(Event::Readable(3), &core), Step::Nothing);
         assert_eq!(
-            life.handle_event(Event::ServiceUp("chat".into())),
+            life.handle_event(Event::ServiceUp("chat".into()), &core),
             Step::Nothing
         );
         // Room and a service going down concern senders and services that heard of
         // the peer: they pass whatever the stage.
-        assert_eq!(life.handle_event(Event::Room(3)), Step::Room(3));
+        assert_eq!(life.handle_event(Event::Room(3), &core), Step::Room(3));
         let down = Event::ServiceDown {
             service: "chat".into(),
             reason: DisconnectReason::ServiceDetached,
         };
-        assert!(matches!(life.handle_event(down), Step::ServiceDown { .. }));
+        assert!(matches!(
+            life.handle_event(down, &core),
+            Step::ServiceDown { .. }
+        ));
 
         assert!(life.handle_admission(now, Ok(()), &mut core));
-        assert_eq!(life.handle_event(Event::Readable(3)), Step::Deliver(3));
         assert_eq!(
-            life.handle_event(Event::ServiceUp("chat".into())),
+            life.handle_event(Event::Readable(3), &core),
+            Step::Deliver(3)
+        );
+        assert_eq!(
+            life.handle_event(Event::ServiceUp("chat".into()), &core),
             Step::ServiceUp("chat".into())
         );
     }
@@ -571,7 +582,7 @@ mod tests {
         let mut core = core(now);
         let mut life = admitted(now, &mut core);
         assert_eq!(
-            life.handle_event(Event::Closed(shutdown())),
+            life.handle_event(Event::Closed(shutdown()), &core),
             Step::Closed {
                 reason: shutdown(),
                 linger: Config::default().linger,
@@ -579,14 +590,18 @@ mod tests {
         );
         assert_eq!(life.closed(), Some(&shutdown()));
         assert_eq!(
-            life.handle_event(Event::ServiceUp("chat".into())),
+            life.handle_event(Event::ServiceUp("chat".into()), &core),
             Step::Nothing
         );
-        assert_eq!(life.handle_event(Event::Readable(3)), Step::Deliver(3));
+        assert_eq!(
+            life.handle_event(Event::Readable(3), &core),
+            Step::Deliver(3)
+        );
     }
 
     #[test]
     fn the_answers_to_our_requests_go_to_their_callers() {
+        let core = core(t0());
         let mut life = Lifecycle::new(&Config::default(), false);
         let answer = |request_id, outcome| Step::Answer {
             channel: 7,
@@ -594,34 +609,45 @@ mod tests {
             outcome,
         };
         assert_eq!(
-            life.handle_event(Event::RequestStalled {
-                channel: 7,
-                request_id: 1
-            }),
+            life.handle_event(
+                Event::RequestStalled {
+                    channel: 7,
+                    request_id: 1
+                },
+                &core
+            ),
             answer(1, Outcome::Stalled)
         );
         assert_eq!(
-            life.handle_event(Event::Response {
-                channel: 7,
-                request_id: 2,
-                payload: Bytes::from_static(b"ok"),
-            }),
+            life.handle_event(
+                Event::Response {
+                    channel: 7,
+                    request_id: 2,
+                    payload: Bytes::from_static(b"ok"),
+                },
+                &core
+            ),
             answer(2, Outcome::Response(Bytes::from_static(b"ok")))
         );
         assert_eq!(
-            life.handle_event(Event::RequestRejected {
-                channel: 7,
-                request_id: 3,
-                refusal: Refusal::Busy,
-            }),
+            life.handle_event(
+                Event::RequestRejected {
+                    channel: 7,
+                    request_id: 3,
+                    refusal: Refusal::Busy,
+                },
+                &core
+            ),
             answer(3, Outcome::Refused(Refusal::Busy))
         );
     }
 
     #[test]
     fn a_close_before_the_transport_is_secured_stops_at_once() {
+        let mut core = core(t0());
         let mut life = Lifecycle::new(&Config::default(), true);
-        assert_eq!(life.handle_close(shutdown(), true), CloseStep::Stop);
+        assert!(life.handle_close(t0(), shutdown(), true, &mut core));
+        assert!(!core.is_closing(), "the core never spoke");
         assert!(life.may_stop(|| unreachable!("never admitted")));
         assert_eq!(life.finish(), shutdown());
     }
@@ -636,13 +662,8 @@ mod tests {
             AfterSecured::Speak
         );
         let reason = DisconnectReason::Application("bye".into());
-        assert_eq!(
-            life.handle_close(reason.clone(), true),
-            CloseStep::Core {
-                reason,
-                flush: true
-            }
-        );
+        assert!(!life.handle_close(now, reason.clone(), true, &mut core));
+        assert_eq!(core.close_reason(), Some(&reason));
         // Only the core's Closed event ends it.
         assert!(!life.may_stop(|| false));
     }
@@ -652,9 +673,9 @@ mod tests {
         let now = t0();
         let mut core = core(now);
         let mut life = admitted(now, &mut core);
-        let _ = life.handle_event(Event::Closed(shutdown()));
-        assert_eq!(life.handle_close(shutdown(), true), CloseStep::Nothing);
-        assert_eq!(life.handle_close(shutdown(), false), CloseStep::Stop);
+        let _ = life.handle_event(Event::Closed(shutdown()), &core);
+        assert!(!life.handle_close(now, shutdown(), true, &mut core));
+        assert!(life.handle_close(now, shutdown(), false, &mut core));
     }
 
     #[test]
@@ -664,7 +685,8 @@ mod tests {
         life.handle_failed(reason.clone());
         assert!(life.may_stop(|| unreachable!("never admitted")));
         // A Switch that closes it meanwhile does not change the reason.
-        assert_eq!(life.handle_close(shutdown(), true), CloseStep::Nothing);
+        let mut core = core(t0());
+        assert!(!life.handle_close(t0(), shutdown(), true, &mut core));
         assert_eq!(life.finish(), reason);
     }
 
@@ -673,11 +695,11 @@ mod tests {
         let now = t0();
         let mut core = core(now);
         let mut life = Lifecycle::new(&Config::default(), true);
-        let _ = life.handle_event(Event::Connected);
+        let _ = life.handle_event(Event::Connected, &core);
         let evicted = DisconnectReason::Evicted;
         assert!(!life.handle_admission(now, Err(evicted.clone()), &mut core));
         assert_eq!(core.close_reason(), Some(&evicted), "the core closes");
-        let _ = life.handle_event(Event::Closed(evicted));
+        let _ = life.handle_event(Event::Closed(evicted), &core);
         assert!(!life.handle_admission(now, Ok(()), &mut core), "late");
         assert!(!life.is_admitted());
         // Never admitted: nothing of it is delivered, it stops at once.
@@ -691,7 +713,7 @@ mod tests {
         let mut core = core(now);
         let mut life = admitted(now, &mut core);
         assert!(!life.may_stop(|| false), "open");
-        let _ = life.handle_event(Event::Closed(shutdown()));
+        let _ = life.handle_event(Event::Closed(shutdown()), &core);
         assert!(!life.may_stop(|| true));
         assert!(life.may_stop(|| false));
         assert_eq!(life.finish(), shutdown());
@@ -712,7 +734,7 @@ mod tests {
             life.handle_secured(now, &mut core, &plain()),
             AfterSecured::Speak
         );
-        let _ = life.handle_event(Event::Connected);
+        let _ = life.handle_event(Event::Connected, &core);
         assert!(life.handle_admission(now, Ok(()), &mut core));
         assert_eq!(steps(&mut life, now, &mut core), []);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchyard_proto::config::Config;
-use switchyard_proto::connection::lifecycle::{AfterSecured, CloseStep, Lifecycle, Stage, Step};
+use switchyard_proto::connection::lifecycle::{AfterSecured, Lifecycle, Stage, Step};
 use switchyard_proto::secure::{RemoteIdentity, Secured};
 use switchyard_proto::wire::control::Control;
 use switchyard_proto::{DisconnectReason, Event, NodeId};
@@ -30,7 +30,7 @@ fn follow(p: &mut Pair, life: &mut Lifecycle) -> Vec<Step> {
     );
     std::mem::take(&mut p.b.events)
         .into_iter()
-        .map(|e| life.handle_event(e))
+        .map(|e| life.handle_event(e, &p.b.core))
         .collect()
 }
 
@@ -55,7 +55,11 @@ fn what_came_up_and_arrived_before_the_admission_is_replayed_by_it() {
     p.run_for(Duration::from_millis(10));
     let mut life = Lifecycle::new(&Config::default(), true);
     let steps = follow(&mut p, &mut life);
-    assert_eq!(steps.first(), Some(&Step::Register));
+    let a = version(1).node_id;
+    assert!(
+        matches!(steps.first(), Some(Step::Register { version: v, rtt: Some(_) }) if v.node_id == a),
+        "the node registers A's version: {steps:?}"
+    );
     assert!(
         steps
             .iter()
@@ -144,7 +148,7 @@ fn round_trip_times_pass_only_while_admitted_and_open() {
     p.run_for(limits.ping_interval + Duration::from_secs(1));
     assert!(matches!(p.b.core.rtt_sample(), Some((_, n)) if n >= 2));
     let mut open = life.clone();
-    let _ = life.handle_event(Event::Closed(DisconnectReason::Shutdown));
+    let _ = life.handle_event(Event::Closed(DisconnectReason::Shutdown), &p.b.core);
     assert!(!has_rtt(&poll(&mut p, &mut life)));
     assert!(has_rtt(&poll(&mut p, &mut open)), "open: it would");
 }
@@ -228,7 +232,7 @@ fn a_refused_id_hears_only_the_goodbye_and_never_our_version() {
     assert!(solo.core.is_closed());
     let steps: Vec<Step> = std::mem::take(&mut solo.events)
         .into_iter()
-        .map(|e| life.handle_event(e))
+        .map(|e| life.handle_event(e, &solo.core))
         .collect();
     assert_eq!(
         steps,
@@ -260,10 +264,7 @@ fn a_close_while_the_node_vets_stops_at_once_and_the_core_never_speaks() {
     let mut life = Lifecycle::new(&Config::default(), false);
     let now = solo.now;
     let _ = life.handle_secured(now, &mut solo.core, &proven(version(2).node_id));
-    assert_eq!(
-        life.handle_close(DisconnectReason::Shutdown, true),
-        CloseStep::Stop
-    );
+    assert!(life.handle_close(now, DisconnectReason::Shutdown, true, &mut solo.core));
     assert!(!life.handle_vetted(now, Ok(()), &mut solo.core), "too late");
     assert!(life.may_stop(|| unreachable!("never admitted")));
     assert_eq!(life.finish(), DisconnectReason::Shutdown);
