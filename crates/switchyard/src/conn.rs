@@ -209,19 +209,13 @@ impl Conn {
             return Ok(());
         }
         self.with_room(channel, || {
-            let stopped = {
-                let mut inner = self.lock();
-                let sent = inner.core.send_run(channel, &mut run);
-                if sent.queued > 0 {
-                    self.after_push(inner);
-                }
-                sent.stopped
-            };
-            match stopped {
-                None | Some(PushError::Full) if run.is_empty() => Ok(()),
-                None => Err(SendFailure::Full(channel)),
-                Some(e) => Err(SendFailure::from_push(channel, e)),
+            let mut inner = self.lock();
+            let sent = inner.core.send_run(channel, &mut run);
+            if sent.queued > 0 {
+                self.after_push(inner);
             }
+            sent.outcome(&run)
+                .map_err(|e| SendFailure::from_push(channel, e))
         })
         .await
     }
@@ -276,9 +270,8 @@ impl Conn {
         let mut inner = self.lock();
         inner.answers.remove(&id);
         inner.core.cancel_request(channel, id);
-        let wake = inner.core.has_events();
-        drop(inner);
-        if wake {
+        if inner.core.has_events() {
+            drop(inner);
             self.wake_driver();
         }
     }

@@ -1,16 +1,13 @@
 //! The driver: one connection's I/O, polled inside its Peer's actor context.
 //!
 //! It moves bytes and time between the socket and the [`PeerCore`](switchyard_proto::PeerCore)
-//! and does nothing else: performs the reads its `Reader` asks for, the vectored
-//! writes and the write-half shutdown its `Writer` asks for (both in
-//! `switchyard_proto`, which make every choice), and arms one timer at
-//! `poll_timeout`. After each pass the Peer drains the core's events. Reading
-//! never waits for a service: flow control bounds what a remote may send.
+//! and does nothing else: it performs the reads its `Reader` asks for, the writes and
+//! the write-half shutdown its `Writer` asks for, and arms one timer where its `Drive`
+//! says (all in `switchyard_proto`, which make every choice, giving the thread back
+//! after a streak included). After each pass the Peer drains the core's events.
 //!
 //! Reads and writes are polled in the same pass, so a blocked write never stops the
-//! reader (and the credit and pongs it brings). After a streak of bytes in a row the
-//! driver gives its thread back once, so other connections on the arbiter get a turn
-//! (the `Drive` decides, with when to re-arm the timer).
+//! reader (and the credit and pongs it brings); reading never waits for a service.
 //! The socket is shared with the connection's senders, which write inline while the
 //! driver has nothing to write (see [`conn`](crate::conn)); one writer at a time, in
 //! order, through the shared `Writer`.
@@ -39,7 +36,6 @@ pub(crate) struct Driver {
     io: Arc<TcpStream>,
     /// Where reads go, and what they feed the core.
     reader: Reader,
-    batch: usize,
     timer: Pin<Box<Sleep>>,
     /// When to re-arm the timer, when to give the thread back.
     drive: Drive,
@@ -57,17 +53,18 @@ impl Driver {
         let io = Arc::new(io);
         conn.set_io(io.clone());
         let mut inner = conn.lock();
-        let batch = inner.core.limits().write_batch_bytes;
         let opener = session.map(|s| {
             inner.writer.set_sealer(s.sealer);
             s.opener
         });
+        // What was read with the transport handshake goes to the core first.
+        let mut reader = Reader::new(opener, rest);
+        let _ = reader.feed_leftover(&mut inner.core, Instant::now());
         drop(inner);
         Driver {
             conn,
             io,
-            reader: Reader::new(opener, rest),
-            batch,
+            reader,
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             drive: Drive::new(),
         }
@@ -76,16 +73,7 @@ impl Driver {
     /// One read, fed to the core (where it goes is the [`Reader`]'s choice). `Some(bytes)`
     /// when something happened.
     fn read(&mut self, cx: &mut Context<'_>) -> Option<usize> {
-        if self.reader.is_done() {
-            return None;
-        }
-        if let Some(n) = self
-            .reader
-            .feed_leftover(&mut self.conn.lock().core, Instant::now())
-        {
-            return Some(n);
-        }
-        loop {
+        while !self.reader.is_done() {
             match self.io.poll_read_ready(cx) {
                 Poll::Pending => {
                     self.reader
@@ -107,6 +95,7 @@ impl Driver {
                 return read;
             }
         }
+        None
     }
 
     /// Writes what the core hands out (what and when is the
@@ -116,7 +105,8 @@ impl Driver {
         let now = Instant::now();
         let mut guard = self.conn.lock();
         let inner = &mut *guard;
-        match inner.writer.poll(&mut inner.core, now, self.batch) {
+        let batch = inner.core.limits().write_batch_bytes;
+        match inner.writer.poll(&mut inner.core, now, batch) {
             WriteStep::Write => {}
             WriteStep::Idle | WriteStep::Busy | WriteStep::Done => return None,
             WriteStep::Shutdown => {

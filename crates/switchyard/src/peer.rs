@@ -150,7 +150,7 @@ impl Peer {
                 self.conn.answer(request_id, outcome);
             }
             Step::Introspect => {
-                crate::introspect::answer_remote(self.switch.clone(), self.conn.clone());
+                crate::introspect::answer_remote(self.switch.clone(), self.conn.clone())
             }
             Step::Introspection(answer) => self.conn.introspection_answered(*answer),
             Step::Reply => {
@@ -361,10 +361,8 @@ impl Handler<Close> for Peer {
 
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
         let (life, Close { reason, flush }) = (&mut self.life, msg);
-        if self
-            .conn
-            .update(|core, now| life.handle_close(now, reason, flush, core))
-        {
+        let close = |core: &mut PeerCore, now| life.handle_close(now, reason, flush, core);
+        if self.conn.update(close) {
             if let Some(securing) = self.securing.take() {
                 ctx.cancel_future(securing);
             }

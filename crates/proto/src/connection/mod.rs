@@ -263,6 +263,19 @@ pub struct RunSent {
     pub stopped: Option<PushError>,
 }
 
+impl RunSent {
+    /// What the sender does now that `rest` is left of its run: `Ok` when all of it
+    /// is queued, `Err(Full)` when it waits for room ([`Event::Room`]) and goes on
+    /// with `rest`, any other error when it gives up (that payload's error).
+    pub fn outcome<T>(&self, rest: &VecDeque<T>) -> Result<(), PushError> {
+        match &self.stopped {
+            None | Some(PushError::Full) if rest.is_empty() => Ok(()),
+            None => Err(PushError::Full),
+            Some(e) => Err(e.clone()),
+        }
+    }
+}
+
 /// One connection's protocol state (see the [module docs](self)).
 #[derive(Debug)]
 pub struct PeerCore {
