@@ -74,21 +74,19 @@ impl Driver {
     /// when something happened.
     fn read(&mut self, cx: &mut Context<'_>) -> Option<usize> {
         while !self.reader.is_done() {
-            match self.io.poll_read_ready(cx) {
-                Poll::Pending => {
-                    self.reader
-                        .drained(&mut self.conn.lock().core, Instant::now());
-                    return None;
-                }
-                Poll::Ready(Err(e)) => {
-                    let mut inner = self.conn.lock();
-                    return Some(self.reader.fail(&mut inner.core, Instant::now(), &e));
-                }
-                Poll::Ready(Ok(())) => {}
+            let ready = self.io.poll_read_ready(cx);
+            if ready.is_pending() {
+                self.reader
+                    .drained(&mut self.conn.lock().core, Instant::now());
+                return None;
             }
             let mut target = self.reader.target(&mut self.conn.lock().core);
             let (buf, most) = self.reader.buffer(&mut target);
-            let result = self.io.try_read_buf(&mut buf.limit(most));
+            // (A socket that failed: the reader gives the target back and ends.)
+            let result = match ready {
+                Poll::Ready(Err(e)) => Err(e),
+                _ => self.io.try_read_buf(&mut buf.limit(most)),
+            };
             let core = &mut self.conn.lock().core;
             let read = self.reader.complete(core, Instant::now(), target, result);
             if read.is_some() {

@@ -19,9 +19,10 @@ use actix::prelude::*;
 use bytes::BytesMut;
 use switchyard_proto::admission::{ConnId, Direction};
 use switchyard_proto::connection::delivery::{AfterHandout, Handout};
-use switchyard_proto::connection::handshake::Version;
-use switchyard_proto::connection::lifecycle::{AfterSecured, Lifecycle, Outcome, Step};
-use switchyard_proto::secure::{Role, Secured, Suite};
+use switchyard_proto::connection::lifecycle::{
+    AfterSecured, Lifecycle, Outcome, Registration, Step,
+};
+use switchyard_proto::secure::{Role, Secured};
 use switchyard_proto::{DisconnectReason, PeerCore};
 use tokio::net::TcpStream;
 
@@ -46,8 +47,6 @@ pub struct Peer {
     conn: SharedConn,
     stream: Option<std::net::TcpStream>,
     transport: Arc<Transport>,
-    /// The cipher the transport agreed on (`None` in plaintext).
-    suite: Option<Suite>,
     /// The transport handshake under way (before the core speaks).
     securing: Option<SpawnHandle>,
     handle: Option<PeerHandle>,
@@ -61,7 +60,6 @@ impl Peer {
     pub(crate) fn new(init: PeerInit) -> Self {
         let limits = init.registry.core.limits();
         crate::socket::tune(&init.stream, limits, &init.remote_addr);
-        let life = Lifecycle::new(limits, init.reply.is_some());
         let core = PeerCore::new(
             Instant::now(),
             init.registry.core.clone(),
@@ -69,6 +67,7 @@ impl Peer {
             init.registry.budget.clone(),
         );
         Peer {
+            life: Lifecycle::new(limits, init.reply.is_some()),
             id: init.conn,
             direction: init.direction,
             remote_addr: init.remote_addr,
@@ -77,10 +76,8 @@ impl Peer {
             switch: init.switch,
             stream: Some(init.stream),
             transport: init.transport,
-            suite: None,
             securing: None,
             handle: None,
-            life,
             guard: init.guard,
             reply: init.reply,
         }
@@ -101,8 +98,7 @@ impl Peer {
         let now = Instant::now();
         loop {
             // (The guard goes with this statement: no step is carried out under it.)
-            let step = self.life.poll_step(now, &mut self.conn.lock().core);
-            let Some(step) = step else {
+            let Some(step) = self.life.poll_step(now, &mut self.conn.lock().core) else {
                 return self.life.closed().is_some();
             };
             log::trace!("peer {}: {step:?}", self.label());
@@ -114,8 +110,11 @@ impl Peer {
     fn carry_out(&mut self, step: Step, ctx: &mut Context<Self>) {
         match step {
             Step::Nothing => {}
-            Step::Register { version, rtt } => self.register(*version, rtt, ctx),
-            Step::Deliver(channel) => self.deliver(channel, ctx),
+            Step::Register(registration) => self.register(*registration, ctx),
+            Step::Deliver(channel) => {
+                self.deliver(channel, ctx);
+                self.maybe_stop(ctx);
+            }
             Step::Room(channel) => self.conn.room_freed(channel),
             Step::ServiceUp(name) => {
                 if let (Some(handle), Some(slot)) = (&self.handle, self.registry.service(&name)) {
@@ -164,21 +163,21 @@ impl Peer {
     }
 
     /// The handshake completed: ask the Switch to admit the peer.
-    fn register(&mut self, version: Version, rtt: Option<Duration>, ctx: &mut Context<Self>) {
+    fn register(&mut self, reg: Registration, ctx: &mut Context<Self>) {
         let handle = PeerHandle::new(PeerShared {
             up: std::sync::Mutex::default(),
-            id: version.node_id,
+            id: reg.version.node_id,
             conn_id: self.id,
-            version,
+            version: reg.version,
             remote_addr: self.remote_addr,
             direction: self.direction,
-            suite: self.suite,
+            suite: reg.suite,
             conn: self.conn.clone(),
             peer: ctx.address(),
             switch: self.switch.clone(),
         });
         self.handle = Some(handle.clone());
-        let conn = self.id;
+        let (conn, rtt) = (self.id, reg.rtt);
         let register = self.switch.send(Register { conn, handle, rtt });
         ctx.spawn(register.into_actor(self).map(|answer, act, ctx| {
             act.admission(answer.unwrap_or(Err(DisconnectReason::Shutdown)), ctx);
@@ -188,10 +187,8 @@ impl Peer {
     /// The Switch answered whether the peer may stay: the [`Lifecycle`] replays what
     /// waited for the admission (or the core closes), carried out at once.
     fn admission(&mut self, answer: Result<(), DisconnectReason>, ctx: &mut Context<Self>) {
-        if self
-            .conn
-            .update(|core, now| self.life.handle_admission(now, answer, core))
-        {
+        let admit = |core: &mut PeerCore, now| self.life.handle_admission(now, answer, core);
+        if self.conn.update(admit) {
             log::debug!("peer {} admitted ({:?})", self.label(), self.direction);
         }
         self.on_core_events(ctx);
@@ -206,18 +203,12 @@ impl Peer {
         else {
             return;
         };
-        if !self.life.is_admitted() {
-            return;
-        }
+        let (batch, fast) = (config.delivery_batch(), sink.payloads());
         let mut msgs = VecDeque::new();
         let pending = loop {
-            // (The guard goes with this statement: the sink decodes outside the lock.)
-            let handout = self.conn.lock().core.handout(
-                channel,
-                config.delivery_batch(),
-                sink.payloads(),
-                &mut msgs,
-            );
+            let mut inner = self.conn.lock();
+            let handout = inner.core.handout(channel, batch, fast, &mut msgs);
+            drop(inner); // (The sink decodes outside the lock.)
             let delivered = match handout {
                 Handout::Nothing => return,
                 Handout::Payloads { to, payloads, cost } => {
@@ -238,8 +229,7 @@ impl Peer {
         ctx.spawn(pending.into_actor(self).map(move |(), act, ctx| {
             act.conn
                 .update(|core, now| core.handle_handover(now, channel));
-            act.deliver(channel, ctx);
-            act.maybe_stop(ctx);
+            act.carry_out(Step::Deliver(channel), ctx);
         }));
     }
 
@@ -251,10 +241,6 @@ impl Peer {
             log::warn!("peer {} closed: {reason}", self.label());
         }
         self.conn.fail_answers(&reason);
-        let readable: Vec<u8> = self.conn.lock().core.readable().collect();
-        for channel in readable {
-            self.deliver(channel, ctx);
-        }
         ctx.run_later(linger, |_, ctx| ctx.stop());
         self.maybe_stop(ctx);
     }
@@ -288,11 +274,8 @@ impl Peer {
                 return;
             }
         };
-        let now = Instant::now();
-        let next = self
-            .life
-            .handle_secured(now, &mut self.conn.lock().core, &secured);
-        self.suite = secured.session.as_ref().map(|s| s.suite);
+        let secure = |core: &mut PeerCore, now| self.life.handle_secured(now, core, &secured);
+        let next = self.conn.update(secure);
         let session = secured.session;
         let AfterSecured::Vet(node) = next else {
             ctx.spawn(Driver::new(self.conn.clone(), io, session, rest));
@@ -305,11 +288,8 @@ impl Peer {
         let vetted = ask.into_actor(self).map(move |answer, act, ctx| {
             act.securing = None;
             let answer = answer.unwrap_or(Err(DisconnectReason::Shutdown));
-            let now = Instant::now();
-            if act
-                .life
-                .handle_vetted(now, answer, &mut act.conn.lock().core)
-            {
+            let vet = |core: &mut PeerCore, now| act.life.handle_vetted(now, answer, core);
+            if act.conn.update(vet) {
                 ctx.spawn(Driver::new(act.conn.clone(), io, session, rest));
             }
         });

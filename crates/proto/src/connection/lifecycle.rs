@@ -56,7 +56,7 @@ use crate::config::Config;
 use crate::id::NodeId;
 use crate::introspect::Introspection;
 use crate::reason::DisconnectReason;
-use crate::secure::Secured;
+use crate::secure::{Secured, Suite};
 use crate::wire::control::RejectReason;
 
 /// How a request of ours ended, for its caller.
@@ -108,13 +108,9 @@ pub enum Step {
     Nothing,
     /// Ask the node to admit the peer: the handshake completed. Its answer goes to
     /// [`Lifecycle::handle_admission`].
-    Register {
-        /// The remote's `Version` ([`PeerCore::remote`]).
-        version: Box<Version>,
-        /// How long the handshake took ([`PeerCore::handshake_time`]).
-        rtt: Option<Duration>,
-    },
-    /// Hand the channel's waiting messages to its service.
+    Register(Box<Registration>),
+    /// Hand the channel's waiting messages to its service (the peer is admitted), then
+    /// see whether the runtime may stop ([`Lifecycle::may_stop`]).
     Deliver(u8),
     /// Wake the senders waiting for room on the channel.
     Room(u8),
@@ -155,14 +151,26 @@ pub enum Step {
     /// Pass this round-trip time on to the node.
     Rtt(Duration),
     /// The connection is over: every caller waiting for an answer learns `reason`;
-    /// what was received before is still delivered, and the runtime stops after
-    /// `linger` at the latest (earlier once [`Lifecycle::may_stop`] says so).
+    /// what was received before is still delivered (a [`Step::Deliver`] per channel
+    /// follows, if the peer was admitted), and the runtime stops after `linger` at
+    /// the latest (earlier once [`Lifecycle::may_stop`] says so).
     Closed {
         /// Why the connection ended.
         reason: DisconnectReason,
         /// The longest the runtime keeps delivering what is left.
         linger: Duration,
     },
+}
+
+/// What the node learns of a peer it is asked to admit (with [`Step::Register`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The remote's `Version` ([`PeerCore::remote`]).
+    pub version: Version,
+    /// How long the handshake took ([`PeerCore::handshake_time`]).
+    pub rtt: Option<Duration>,
+    /// The cipher the transport agreed on (`None` in plaintext).
+    pub suite: Option<Suite>,
 }
 
 /// One connection's life as the runtime sees it (see the [module docs](self)).
@@ -177,6 +185,8 @@ pub struct Lifecycle {
     linger: Duration,
     /// Round-trip times on their way to the node.
     rtt: RttReport,
+    /// The cipher the transport agreed on.
+    suite: Option<Suite>,
     /// Steps an admission left for [`poll_step`](Self::poll_step).
     steps: VecDeque<Step>,
 }
@@ -193,6 +203,7 @@ impl Lifecycle {
             dialer,
             linger: limits.linger,
             rtt: RttReport::new(limits.ping_interval),
+            suite: None,
             steps: VecDeque::new(),
         }
     }
@@ -225,6 +236,7 @@ impl Lifecycle {
         core: &mut PeerCore,
         secured: &Secured,
     ) -> AfterSecured {
+        self.suite = secured.session.as_ref().map(|s| s.suite);
         let proven = secured.remote.as_ref().map(|remote| remote.node_id);
         if let Some(id) = proven {
             core.handle_authenticated(now, id);
@@ -278,10 +290,11 @@ impl Lifecycle {
             Event::Connected => {
                 self.stage = Stage::Registering;
                 match core.remote() {
-                    Some(version) => Step::Register {
-                        version: Box::new(version.clone()),
+                    Some(version) => Step::Register(Box::new(Registration {
+                        version: version.clone(),
                         rtt: core.handshake_time(),
-                    },
+                        suite: self.suite,
+                    })),
                     None => Step::Nothing,
                 }
             }
@@ -330,6 +343,10 @@ impl Lifecycle {
             Event::Introspection(answer) => Step::Introspection(answer),
             Event::Closed(reason) => {
                 self.closed = Some(reason.clone());
+                if self.is_admitted() {
+                    // What arrived before the close still goes to the services.
+                    self.steps.extend(core.readable().map(Step::Deliver));
+                }
                 Step::Closed {
                     reason,
                     linger: self.linger,

@@ -57,7 +57,7 @@ fn what_came_up_and_arrived_before_the_admission_is_replayed_by_it() {
     let steps = follow(&mut p, &mut life);
     let a = version(1).node_id;
     assert!(
-        matches!(steps.first(), Some(Step::Register { version: v, rtt: Some(_) }) if v.node_id == a),
+        matches!(steps.first(), Some(Step::Register(r)) if r.version.node_id == a && r.rtt.is_some() && r.suite.is_none()),
         "the node registers A's version: {steps:?}"
     );
     assert!(
@@ -175,10 +175,28 @@ fn a_closed_connection_is_kept_until_what_it_received_is_delivered() {
         reason: DisconnectReason::ByRemote(Box::new(DisconnectReason::Shutdown)),
         linger: Config::default().linger,
     }));
+    // The close replays every channel with messages left, after the Closed step.
+    assert_eq!(poll(&mut p, &mut life), [Step::Deliver(BULK)]);
     assert!(!life.may_stop(|| p.b.core.has_undelivered()));
     let msg = p.b.core.recv(BULK).expect("still readable after the close");
     assert_eq!(msg.payload, Bytes::from_static(b"last words"));
     assert!(life.may_stop(|| p.b.core.has_undelivered()));
+}
+
+#[test]
+fn a_peer_never_admitted_has_nothing_replayed_at_the_close() {
+    let mut p = Pair::new(&Config::default());
+    p.b.stall(BULK, true);
+    p.connect();
+    p.a.core.send(BULK, Bytes::from_static(b"early")).unwrap();
+    p.run_for(Duration::from_millis(10));
+    let mut life = Lifecycle::new(&Config::default(), false);
+    let _ = follow(&mut p, &mut life);
+    let closed = life.handle_event(Event::Closed(DisconnectReason::Shutdown), &p.b.core);
+    assert!(matches!(closed, Step::Closed { .. }));
+    assert!(p.b.core.readable().next().is_some(), "messages wait");
+    assert_eq!(poll(&mut p, &mut life), []);
+    assert!(life.may_stop(|| unreachable!("never admitted")));
 }
 
 /// What the transport's handshake proved: the remote holds `id`'s key.
