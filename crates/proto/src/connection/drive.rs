@@ -1,6 +1,6 @@
 //! [`Drive`]: the choices of the runtime's driver loop that are neither the
-//! [`Reader`](super::reader::Reader)'s nor the [`Writer`](super::writer::Writer)'s:
-//! when to re-arm its one timer, and when to give its thread back.
+//! [`Reader`](super::reader::Reader)'s nor the [`Writer`]'s: when to re-arm its one
+//! timer, and when to give its thread back.
 //!
 //! The runtime's driver polls the socket's read and write sides and its one timer in
 //! passes, then carries out the core's events, and goes on while a pass did something.
