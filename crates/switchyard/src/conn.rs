@@ -33,16 +33,6 @@ thread_local! {
     static INLINE: Cell<InlineTurn> = const { Cell::new(InlineTurn::new()) };
 }
 
-/// Whether this thread may write inline now; if so, counts the write.
-fn take_inline_turn(now: Instant) -> bool {
-    INLINE.with(|cell| {
-        let mut turn = cell.get();
-        let free = turn.take(now);
-        cell.set(turn);
-        free
-    })
-}
-
 /// Wait lists for room per connection.
 const ROOMS: usize = 8;
 
@@ -115,17 +105,22 @@ impl Conn {
         self.room(channel).notify_waiters();
     }
 
-    /// Waits for room on `channel` until `attempt` answers (`Some`). The wait is
-    /// registered before each attempt, so room freed in between is not missed.
-    async fn with_room<T>(&self, channel: u8, mut attempt: impl FnMut() -> Option<T>) -> T {
+    /// Tries `attempt` until it fails for something else than a full queue on
+    /// `channel`, waiting for room there in between. The wait is registered before
+    /// each attempt, so room freed in between is not missed.
+    async fn with_room<T>(
+        &self,
+        channel: u8,
+        mut attempt: impl FnMut() -> Result<T, SendFailure>,
+    ) -> Result<T, SendFailure> {
         let room = self.room(channel);
         loop {
             let mut notified = pin!(room.notified());
             notified.as_mut().enable();
-            if let Some(answer) = attempt() {
-                return answer;
+            match attempt() {
+                Err(SendFailure::Full(_)) => notified.await,
+                done => return done,
             }
-            notified.await;
         }
     }
 
@@ -148,7 +143,7 @@ impl Conn {
         let now = Instant::now();
         let io = self.io.get();
         let inner = &mut *guard;
-        let may_inline = || io.is_some() && take_inline_turn(now);
+        let may_inline = || io.is_some() && INLINE.with(|turn| InlineTurn::take_in(turn, now));
         let step = inner
             .writer
             .after_push(&mut inner.core, now, INLINE_BATCH, may_inline);
@@ -200,11 +195,8 @@ impl Conn {
             Err(PushError::Full) => {}
             Err(e) => return Err(SendFailure::from_push(channel, e)),
         }
-        self.with_room(channel, || match self.try_push(channel, payload.clone()) {
-            Err(SendFailure::Full(_)) => None,
-            pushed => Some(pushed),
-        })
-        .await
+        self.with_room(channel, || self.try_push(channel, payload.clone()))
+            .await
     }
 
     /// Queues every payload of `run` in order, waiting for room whenever the channel is
@@ -217,19 +209,13 @@ impl Conn {
             return Ok(());
         }
         self.with_room(channel, || {
-            let stopped = {
-                let mut inner = self.lock();
-                let sent = inner.core.send_run(channel, &mut run);
-                if sent.queued > 0 {
-                    self.after_push(inner);
-                }
-                sent.stopped
-            };
-            match stopped {
-                None | Some(PushError::Full) if !run.is_empty() => None,
-                None | Some(PushError::Full) => Some(Ok(())),
-                Some(e) => Some(Err(SendFailure::from_push(channel, e))),
+            let mut inner = self.lock();
+            let sent = inner.core.send_run(channel, &mut run);
+            if sent.queued > 0 {
+                self.after_push(inner);
             }
+            sent.outcome(&run)
+                .map_err(|e| SendFailure::from_push(channel, e))
         })
         .await
     }
@@ -258,10 +244,7 @@ impl Conn {
         timeout: Duration,
     ) -> Result<(u32, oneshot::Receiver<Outcome>), SendFailure> {
         self.with_room(channel, || {
-            match self.try_request(channel, payload.clone(), timeout) {
-                Err(SendFailure::Full(_)) => None,
-                requested => Some(requested),
-            }
+            self.try_request(channel, payload.clone(), timeout)
         })
         .await
     }
@@ -287,9 +270,8 @@ impl Conn {
         let mut inner = self.lock();
         inner.answers.remove(&id);
         inner.core.cancel_request(channel, id);
-        let wake = inner.core.has_events();
-        drop(inner);
-        if wake {
+        if inner.core.has_events() {
+            drop(inner);
             self.wake_driver();
         }
     }
@@ -387,13 +369,16 @@ mod tests {
         let mut tries = 0;
         let mut wait = pin!(conn.with_room(3, || {
             tries += 1;
-            (tries == 2).then_some(tries)
+            if tries < 2 {
+                return Err(SendFailure::Full(3));
+            }
+            Ok(tries)
         }));
         let mut cx = Context::from_waker(noop_waker_ref());
         assert!(wait.as_mut().poll(&mut cx).is_pending());
         assert!(wait.as_mut().poll(&mut cx).is_pending(), "no room yet");
         conn.room_freed(3);
-        assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(2));
+        assert!(matches!(wait.as_mut().poll(&mut cx), Poll::Ready(Ok(2))));
     }
 
     #[test]
@@ -405,12 +390,21 @@ mod tests {
             if tries == 1 {
                 // The driver drains the queue just after this try saw it full.
                 conn.room_freed(3);
-                return None;
+                return Err(SendFailure::Full(3));
             }
-            Some(tries)
+            Ok(tries)
         }));
         let mut cx = Context::from_waker(noop_waker_ref());
-        assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(2));
+        assert!(matches!(wait.as_mut().poll(&mut cx), Poll::Ready(Ok(2))));
+    }
+
+    #[test]
+    fn a_wait_for_room_ends_on_any_other_answer() {
+        let conn = conn();
+        let wait = pin!(conn.with_room(3, || Err::<(), _>(SendFailure::Closed)));
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let answer = wait.poll(&mut cx);
+        assert!(matches!(answer, Poll::Ready(Err(SendFailure::Closed))));
     }
 
     #[test]

@@ -1,21 +1,18 @@
 //! The driver: one connection's I/O, polled inside its Peer's actor context.
 //!
 //! It moves bytes and time between the socket and the [`PeerCore`](switchyard_proto::PeerCore)
-//! and does nothing else: performs the reads its `Reader` asks for, the vectored
-//! writes and the write-half shutdown its `Writer` asks for (both in
-//! `switchyard_proto`, which make every choice), and arms one timer at
-//! `poll_timeout`. After each pass the Peer drains the core's events. Reading
-//! never waits for a service: flow control bounds what a remote may send.
+//! and does nothing else: it performs the reads its `Reader` asks for, the writes and
+//! the write-half shutdown its `Writer` asks for, and arms one timer where its `Drive`
+//! says (all in `switchyard_proto`, which make every choice, giving the thread back
+//! after a streak included). After each pass the Peer drains the core's events.
 //!
 //! Reads and writes are polled in the same pass, so a blocked write never stops the
-//! reader (and the credit and pongs it brings). After a streak of bytes in a row the
-//! driver gives its thread back once, so other connections on the arbiter get a turn.
+//! reader (and the credit and pongs it brings); reading never waits for a service.
 //! The socket is shared with the connection's senders, which write inline while the
 //! driver has nothing to write (see [`conn`](crate::conn)); one writer at a time, in
 //! order, through the shared `Writer`.
 
 use std::future::Future;
-use std::io::ErrorKind;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,6 +23,7 @@ use bytes::{BufMut, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use switchyard_proto::connection::drive::{AfterPass, Drive};
 use switchyard_proto::connection::reader::Reader;
 use switchyard_proto::connection::writer::WriteStep;
 use switchyard_proto::secure::Session;
@@ -33,18 +31,14 @@ use switchyard_proto::secure::Session;
 use crate::conn::SharedConn;
 use crate::peer::Peer;
 
-/// Bytes moved in a row after which the driver lets the arbiter run other work and
-/// poll its sockets (at a few GB/s, every ~100 µs).
-const STREAK_LIMIT: usize = 256 << 10;
-
 pub(crate) struct Driver {
     conn: SharedConn,
     io: Arc<TcpStream>,
     /// Where reads go, and what they feed the core.
     reader: Reader,
-    batch: usize,
     timer: Pin<Box<Sleep>>,
-    timer_at: Option<Instant>,
+    /// When to re-arm the timer, when to give the thread back.
+    drive: Drive,
 }
 
 impl Driver {
@@ -59,62 +53,47 @@ impl Driver {
         let io = Arc::new(io);
         conn.set_io(io.clone());
         let mut inner = conn.lock();
-        let batch = inner.core.limits().write_batch_bytes;
         let opener = session.map(|s| {
             inner.writer.set_sealer(s.sealer);
             s.opener
         });
+        // What was read with the transport handshake goes to the core first.
+        let mut reader = Reader::new(opener, rest);
+        let _ = reader.feed_leftover(&mut inner.core, Instant::now());
         drop(inner);
         Driver {
             conn,
             io,
-            reader: Reader::new(opener, rest),
-            batch,
+            reader,
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
-            timer_at: None,
+            drive: Drive::new(),
         }
     }
 
     /// One read, fed to the core (where it goes is the [`Reader`]'s choice). `Some(bytes)`
     /// when something happened.
     fn read(&mut self, cx: &mut Context<'_>) -> Option<usize> {
-        if self.reader.is_done() {
-            return None;
-        }
-        if let Some(n) = self
-            .reader
-            .feed_leftover(&mut self.conn.lock().core, Instant::now())
-        {
-            return Some(n);
-        }
-        loop {
-            match self.io.poll_read_ready(cx) {
-                Poll::Pending => {
-                    self.reader
-                        .drained(&mut self.conn.lock().core, Instant::now());
-                    return None;
-                }
-                Poll::Ready(Err(e)) => {
-                    let mut inner = self.conn.lock();
-                    return Some(self.reader.fail(&mut inner.core, Instant::now(), &e));
-                }
-                Poll::Ready(Ok(())) => {}
+        while !self.reader.is_done() {
+            let ready = self.io.poll_read_ready(cx);
+            if ready.is_pending() {
+                self.reader
+                    .drained(&mut self.conn.lock().core, Instant::now());
+                return None;
             }
             let mut target = self.reader.target(&mut self.conn.lock().core);
             let (buf, most) = self.reader.buffer(&mut target);
-            let result = self.io.try_read_buf(&mut buf.limit(most));
-            let mut inner = self.conn.lock();
-            match result {
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.reader.abandon(&mut inner.core, Instant::now(), target);
-                }
-                r => {
-                    return self
-                        .reader
-                        .complete(&mut inner.core, Instant::now(), target, r)
-                }
+            // (A socket that failed: the reader gives the target back and ends.)
+            let result = match ready {
+                Poll::Ready(Err(e)) => Err(e),
+                _ => self.io.try_read_buf(&mut buf.limit(most)),
+            };
+            let core = &mut self.conn.lock().core;
+            let read = self.reader.complete(core, Instant::now(), target, result);
+            if read.is_some() {
+                return read;
             }
         }
+        None
     }
 
     /// Writes what the core hands out (what and when is the
@@ -124,7 +103,8 @@ impl Driver {
         let now = Instant::now();
         let mut guard = self.conn.lock();
         let inner = &mut *guard;
-        match inner.writer.poll(&mut inner.core, now, self.batch) {
+        let batch = inner.core.limits().write_batch_bytes;
+        match inner.writer.poll(&mut inner.core, now, batch) {
             WriteStep::Write => {}
             WriteStep::Idle | WriteStep::Busy | WriteStep::Done => return None,
             WriteStep::Shutdown => {
@@ -149,26 +129,22 @@ impl Driver {
             .complete(&mut inner.core, Instant::now(), t, wrote)
     }
 
-    /// Fires the core's timer when due; re-arms it at the core's next deadline.
+    /// Fires the core's timer when due; re-arms it at the core's next deadline (when
+    /// is the [`Drive`]'s choice).
     fn timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let next = {
-            let mut inner = self.conn.lock();
-            let next = inner.core.poll_timeout();
-            inner.writer.set_armed(next);
-            next
+        let rearm = {
+            let mut guard = self.conn.lock();
+            let inner = &mut *guard;
+            self.drive.arm(&inner.core, &mut inner.writer)
         };
-        if next != self.timer_at {
-            self.timer_at = next;
-            if let Some(at) = next {
-                self.timer.as_mut().reset(at.into());
-            }
+        if let Some(at) = rearm {
+            self.timer.as_mut().reset(at.into());
         }
-        if self.timer_at.is_some() && self.timer.as_mut().poll(cx).is_ready() {
-            self.timer_at = None;
-            self.conn.lock().core.handle_timeout(Instant::now());
-            return true;
+        if !self.drive.is_armed() || self.timer.as_mut().poll(cx).is_pending() {
+            return false;
         }
-        false
+        self.drive.fire(&mut self.conn.lock().core, Instant::now());
+        true
     }
 }
 
@@ -183,32 +159,24 @@ impl ActorFuture<Peer> for Driver {
     ) -> Poll<()> {
         let this = self.get_mut();
         this.conn.register_driver(task.waker());
-        let mut streak = 0;
+        this.drive.begin();
         loop {
-            let mut progress = false;
-            if let Some(n) = this.read(task) {
-                progress = true;
-                streak += n;
-            }
-            if let Some(n) = this.write(task) {
-                progress = true;
-                streak += n;
-            }
-            progress |= this.timer(task);
+            let (read, wrote, fired) = (this.read(task), this.write(task), this.timer(task));
             if act.on_core_events(ctx) {
                 return Poll::Ready(());
             }
-            if !progress {
-                return Poll::Pending;
-            }
-            if streak >= STREAK_LIMIT {
-                // Back after the runtime has polled its I/O driver: readiness that
-                // arrived meanwhile (a pong, an urgent message from the remote) is
-                // seen on the next pass. Waking ourselves at once would not let the
-                // runtime look at its sockets until dozens of passes later.
-                let mut later = std::pin::pin!(tokio::task::yield_now());
-                let _ = later.as_mut().poll(task);
-                return Poll::Pending;
+            match this.drive.after_pass(read, wrote, fired) {
+                AfterPass::Again => {}
+                AfterPass::Sleep => return Poll::Pending,
+                AfterPass::Yield => {
+                    // Back after the runtime has polled its I/O driver: readiness that
+                    // arrived meanwhile (a pong, an urgent message from the remote) is
+                    // seen on the next pass. Waking ourselves at once would not let the
+                    // runtime look at its sockets until dozens of passes later.
+                    let mut later = std::pin::pin!(tokio::task::yield_now());
+                    let _ = later.as_mut().poll(task);
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -6,11 +6,9 @@
 //! register, what may reach a service, when to answer the dialer, when to stop), and
 //! this actor carries them out.
 //!
-//! Delivery to a service uses `try_send`. When its mailbox is full, the one message
-//! (or batch) in hand waits on `send().await`, the rest go back to the core's queue for
-//! that channel, and the core notes the hand-over, which pauses that channel; only it
-//! waits. Credit for a message goes back to the remote once the service's mailbox has
-//! accepted it.
+//! Delivery to a service uses `try_send`; when its mailbox is full, the one message
+//! (or batch) in hand waits on `send().await` and only its channel pauses (the core
+//! chooses each handout, see [`delivery`](switchyard_proto::connection::delivery)).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -20,11 +18,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::BytesMut;
 use switchyard_proto::admission::{ConnId, Direction};
+use switchyard_proto::connection::delivery::{AfterHandout, Handout};
 use switchyard_proto::connection::lifecycle::{
-    Admission, AfterSecured, CloseStep, Lifecycle, Outcome, Step,
+    AfterSecured, Lifecycle, Outcome, Registration, Step,
 };
-use switchyard_proto::secure::{Role, Secured, Suite};
-use switchyard_proto::{DisconnectReason, Message, PeerCore};
+use switchyard_proto::secure::{Role, Secured};
+use switchyard_proto::{DisconnectReason, PeerCore};
+use tokio::net::TcpStream;
 
 use crate::conn::{Conn, SharedConn};
 use crate::driver::Driver;
@@ -35,7 +35,6 @@ use crate::msg::{
 };
 use crate::registry::Registry;
 use crate::secure::Transport;
-use crate::service::Delivery;
 use crate::switch::Switch;
 
 /// One connection (see the [module docs](self)).
@@ -48,8 +47,6 @@ pub struct Peer {
     conn: SharedConn,
     stream: Option<std::net::TcpStream>,
     transport: Arc<Transport>,
-    /// The cipher the transport agreed on (`None` in plaintext).
-    suite: Option<Suite>,
     /// The transport handshake under way (before the core speaks).
     securing: Option<SpawnHandle>,
     handle: Option<PeerHandle>,
@@ -63,7 +60,6 @@ impl Peer {
     pub(crate) fn new(init: PeerInit) -> Self {
         let limits = init.registry.core.limits();
         crate::socket::tune(&init.stream, limits, &init.remote_addr);
-        let life = Lifecycle::new(limits, init.reply.is_some());
         let core = PeerCore::new(
             Instant::now(),
             init.registry.core.clone(),
@@ -71,6 +67,7 @@ impl Peer {
             init.registry.budget.clone(),
         );
         Peer {
+            life: Lifecycle::new(limits, init.reply.is_some()),
             id: init.conn,
             direction: init.direction,
             remote_addr: init.remote_addr,
@@ -79,10 +76,8 @@ impl Peer {
             switch: init.switch,
             stream: Some(init.stream),
             transport: init.transport,
-            suite: None,
             securing: None,
             handle: None,
-            life,
             guard: init.guard,
             reply: init.reply,
         }
@@ -95,28 +90,18 @@ impl Peer {
         }
     }
 
-    /// Carries out the core's events, as the [`Lifecycle`] turns them into steps;
-    /// `true` once the connection is over (the driver then ends and the socket is
+    /// Carries out the steps of the [`Lifecycle`], which turns the core's events into
+    /// them; `true` once the connection is over (the driver then ends and the socket is
     /// dropped).
     pub(crate) fn on_core_events(&mut self, ctx: &mut Context<Self>) -> bool {
         // (Read before the lock; the lifecycle times only its reports to the Switch.)
         let now = Instant::now();
         loop {
-            let mut inner = self.conn.lock();
-            let Some(event) = inner.core.poll_event() else {
-                let after = self.life.after_events(now, &inner.core);
-                drop(inner);
-                if after.reply {
-                    self.reply_up();
-                }
-                if let Some(rtt) = after.rtt {
-                    self.switch.do_send(PeerRtt { conn: self.id, rtt });
-                }
+            // (The guard goes with this statement: no step is carried out under it.)
+            let Some(step) = self.life.poll_step(now, &mut self.conn.lock().core) else {
                 return self.life.closed().is_some();
             };
-            drop(inner);
-            log::trace!("peer {}: {event:?}", self.label());
-            let step = self.life.handle_event(event);
+            log::trace!("peer {}: {step:?}", self.label());
             self.carry_out(step, ctx);
         }
     }
@@ -125,10 +110,17 @@ impl Peer {
     fn carry_out(&mut self, step: Step, ctx: &mut Context<Self>) {
         match step {
             Step::Nothing => {}
-            Step::Register => self.register(ctx),
-            Step::Deliver(channel) => self.deliver(channel, ctx),
+            Step::Register(registration) => self.register(*registration, ctx),
+            Step::Deliver(channel) => {
+                self.deliver(channel, ctx);
+                self.maybe_stop(ctx);
+            }
             Step::Room(channel) => self.conn.room_freed(channel),
-            Step::ServiceUp(name) => self.service_up(&name),
+            Step::ServiceUp(name) => {
+                if let (Some(handle), Some(slot)) = (&self.handle, self.registry.service(&name)) {
+                    handle.service_up(slot);
+                }
+            }
             Step::ServiceDown { service, reason } => {
                 if let Some(h) = &self.handle {
                     h.service_down(Some(&service), &reason);
@@ -157,159 +149,88 @@ impl Peer {
                 self.conn.answer(request_id, outcome);
             }
             Step::Introspect => {
-                crate::introspect::answer_remote(self.switch.clone(), self.conn.clone());
+                crate::introspect::answer_remote(self.switch.clone(), self.conn.clone())
             }
             Step::Introspection(answer) => self.conn.introspection_answered(*answer),
+            Step::Reply => {
+                if let (Some(reply), Some(handle)) = (self.reply.take(), self.handle.clone()) {
+                    let _ = reply.send(Ok(handle));
+                }
+            }
+            Step::Rtt(rtt) => self.switch.do_send(PeerRtt { conn: self.id, rtt }),
             Step::Closed { reason, linger } => self.on_closed(reason, linger, ctx),
         }
     }
 
-    /// Answers the dialer: the peer is up.
-    fn reply_up(&mut self) {
-        if let (Some(reply), Some(handle)) = (self.reply.take(), self.handle.clone()) {
-            let _ = reply.send(Ok(handle));
-        }
-    }
-
-    /// Tells the service called `name` that the peer is up for it.
-    fn service_up(&self, name: &str) {
-        if let (Some(handle), Some(slot)) = (&self.handle, self.registry.service(name)) {
-            handle.service_up(slot);
-        }
-    }
-
     /// The handshake completed: ask the Switch to admit the peer.
-    fn register(&mut self, ctx: &mut Context<Self>) {
-        let (version, rtt) = {
-            let inner = self.conn.lock();
-            (inner.core.remote().cloned(), inner.core.handshake_time())
-        };
-        let Some(version) = version else {
-            return;
-        };
+    fn register(&mut self, reg: Registration, ctx: &mut Context<Self>) {
         let handle = PeerHandle::new(PeerShared {
             up: std::sync::Mutex::default(),
-            id: version.node_id,
+            id: reg.version.node_id,
             conn_id: self.id,
-            version,
+            version: reg.version,
             remote_addr: self.remote_addr,
             direction: self.direction,
-            suite: self.suite,
+            suite: reg.suite,
             conn: self.conn.clone(),
             peer: ctx.address(),
             switch: self.switch.clone(),
         });
         self.handle = Some(handle.clone());
-        let conn = self.id;
+        let (conn, rtt) = (self.id, reg.rtt);
         let register = self.switch.send(Register { conn, handle, rtt });
         ctx.spawn(register.into_actor(self).map(|answer, act, ctx| {
             act.admission(answer.unwrap_or(Err(DisconnectReason::Shutdown)), ctx);
         }));
     }
 
-    /// The Switch answered whether the peer may stay.
+    /// The Switch answered whether the peer may stay: the [`Lifecycle`] replays what
+    /// waited for the admission (or the core closes), carried out at once.
     fn admission(&mut self, answer: Result<(), DisconnectReason>, ctx: &mut Context<Self>) {
-        let admission = self.life.handle_admission(answer, &self.conn.lock().core);
-        match admission {
-            Admission::Admitted {
-                reply,
-                services,
-                readable,
-            } => {
-                log::debug!("peer {} admitted ({:?})", self.label(), self.direction);
-                if reply {
-                    self.reply_up();
-                }
-                for name in services {
-                    self.service_up(&name);
-                }
-                for channel in readable {
-                    self.deliver(channel, ctx);
-                }
-            }
-            Admission::Refused(reason) => self.conn.close(reason, false),
-            Admission::Late => {}
+        let admit = |core: &mut PeerCore, now| self.life.handle_admission(now, answer, core);
+        if self.conn.update(admit) {
+            log::debug!("peer {} admitted ({:?})", self.label(), self.direction);
         }
+        self.on_core_events(ctx);
         self.maybe_stop(ctx);
     }
 
     /// Hands `channel`'s waiting messages to its service, until the queue is empty or
     /// the service's mailbox is full.
     fn deliver(&mut self, channel: u8, ctx: &mut Context<Self>) {
-        if !self.life.is_admitted() || self.conn.lock().core.is_handing_over(channel) {
-            return;
-        }
         let (Some((config, sink)), Some(handle)) =
             (self.registry.channel(channel), self.handle.clone())
         else {
             return;
         };
-        let batch = config.delivery_batch();
-        let fast = sink.payloads();
-        let mut msgs: VecDeque<Message> = VecDeque::new();
-        loop {
-            // Batched sinks take plain payloads straight from the core; anything
-            // else (and a request where plain messages belong) goes message by
-            // message.
-            let mut payloads = Vec::new();
-            let mut held = 0;
-            if fast.is_some() {
-                payloads.reserve(batch);
-                held = self
-                    .conn
-                    .lock()
-                    .core
-                    .recv_payloads(channel, batch, &mut payloads);
-            }
-            let delivery = match fast.filter(|_| !payloads.is_empty()) {
-                Some(fast) => fast.deliver_payloads(&handle, payloads, held),
-                None => {
-                    let most = batch.saturating_sub(msgs.len());
-                    self.conn.lock().core.recv_many(channel, most, &mut msgs);
-                    if msgs.is_empty() {
-                        return;
-                    }
-                    sink.deliver(&handle, &mut msgs)
-                }
-            };
-            let now = Instant::now();
+        let (batch, fast) = (config.delivery_batch(), sink.payloads());
+        let mut msgs = VecDeque::new();
+        let pending = loop {
             let mut inner = self.conn.lock();
-            let pending = match delivery {
-                Err(reason) => {
-                    inner.core.close(now, reason, false);
-                    drop(inner);
-                    self.conn.wake_driver();
-                    return;
+            let handout = inner.core.handout(channel, batch, fast, &mut msgs);
+            drop(inner); // (The sink decodes outside the lock.)
+            let delivered = match handout {
+                Handout::Nothing => return,
+                Handout::Payloads { to, payloads, cost } => {
+                    to.deliver_payloads(&handle, payloads, cost)
                 }
-                Ok(Delivery::Done) => {
-                    inner.core.handle_delivered(now, channel, msgs.drain(..), 0);
-                    None
-                }
-                Ok(Delivery::Full { held, pending }) => {
-                    inner
-                        .core
-                        .handle_delivered(now, channel, msgs.drain(..), held);
-                    Some(pending)
-                }
+                Handout::Messages => sink.deliver(&handle, &mut msgs),
             };
-            drop(inner);
-            self.conn.wake_driver();
-            let Some(pending) = pending else {
-                continue;
-            };
-            // The mailbox is full: this channel waits for it (the core knows it is
-            // handing over), the others go on.
-            ctx.spawn(pending.into_actor(self).map(move |(), act, ctx| {
-                act.conn
-                    .lock()
-                    .core
-                    .handle_handover(Instant::now(), channel);
-                act.conn.wake_driver();
-                act.deliver(channel, ctx);
-                act.maybe_stop(ctx);
-            }));
-            return;
-        }
+            match self
+                .conn
+                .update(|core, now| core.handle_handout(now, channel, &mut msgs, delivered))
+            {
+                AfterHandout::More => {}
+                AfterHandout::Stop => return,
+                AfterHandout::Wait(pending) => break pending,
+            }
+        };
+        // The mailbox is full: this channel waits for it, the others go on.
+        ctx.spawn(pending.into_actor(self).map(move |(), act, ctx| {
+            act.conn
+                .update(|core, now| core.handle_handover(now, channel));
+            act.carry_out(Step::Deliver(channel), ctx);
+        }));
     }
 
     /// Carries out [`Step::Closed`].
@@ -320,20 +241,14 @@ impl Peer {
             log::warn!("peer {} closed: {reason}", self.label());
         }
         self.conn.fail_answers(&reason);
-        let readable: Vec<u8> = self.conn.lock().core.readable().collect();
-        for channel in readable {
-            self.deliver(channel, ctx);
-        }
         ctx.run_later(linger, |_, ctx| ctx.stop());
         self.maybe_stop(ctx);
     }
 
     /// Stops once [`Lifecycle::may_stop`] says so.
     fn maybe_stop(&mut self, ctx: &mut Context<Self>) {
-        if self
-            .life
-            .may_stop(|| self.conn.lock().core.has_undelivered())
-        {
+        let undelivered = || self.conn.lock().core.has_undelivered();
+        if self.life.may_stop(undelivered) {
             ctx.stop();
         }
     }
@@ -343,12 +258,11 @@ impl Peer {
     /// the socket.
     fn secured(
         &mut self,
-        io: tokio::net::TcpStream,
-        result: Result<(Secured, BytesMut), DisconnectReason>,
+        result: Result<(TcpStream, Secured, BytesMut), DisconnectReason>,
         ctx: &mut Context<Self>,
     ) {
         self.securing = None;
-        let (secured, rest) = match result {
+        let (io, secured, rest) = match result {
             Ok(done) => done,
             Err(reason) => {
                 log::debug!(
@@ -360,11 +274,8 @@ impl Peer {
                 return;
             }
         };
-        let now = Instant::now();
-        let next = self
-            .life
-            .handle_secured(now, &mut self.conn.lock().core, &secured);
-        self.suite = secured.session.as_ref().map(|s| s.suite);
+        let secure = |core: &mut PeerCore, now| self.life.handle_secured(now, core, &secured);
+        let next = self.conn.update(secure);
         let session = secured.session;
         let AfterSecured::Vet(node) = next else {
             ctx.spawn(Driver::new(self.conn.clone(), io, session, rest));
@@ -377,11 +288,8 @@ impl Peer {
         let vetted = ask.into_actor(self).map(move |answer, act, ctx| {
             act.securing = None;
             let answer = answer.unwrap_or(Err(DisconnectReason::Shutdown));
-            let now = Instant::now();
-            if act
-                .life
-                .handle_vetted(now, answer, &mut act.conn.lock().core)
-            {
+            let vet = |core: &mut PeerCore, now| act.life.handle_vetted(now, answer, core);
+            if act.conn.update(vet) {
                 ctx.spawn(Driver::new(act.conn.clone(), io, session, rest));
             }
         });
@@ -396,24 +304,18 @@ impl Actor for Peer {
         let Some(stream) = self.stream.take() else {
             return;
         };
-        let mut io = match tokio::net::TcpStream::from_std(stream) {
-            Ok(io) => io,
-            Err(e) => {
-                self.life.handle_failed(DisconnectReason::Io(e.to_string()));
-                ctx.stop();
-                return;
-            }
-        };
         // The transport's handshake first, within the connection's one deadline.
         let hs = self.transport.start(Role::from(self.direction));
         let deadline = self.conn.lock().core.handshake_deadline();
         let secure = async move {
-            let result = crate::secure::handshake(&mut io, hs, deadline).await;
-            (io, result)
+            let io = TcpStream::from_std(stream);
+            let mut io = io.map_err(|e| DisconnectReason::Io(e.to_string()))?;
+            let (secured, rest) = crate::secure::handshake(&mut io, hs, deadline).await?;
+            Ok((io, secured, rest))
         };
         let securing = secure
             .into_actor(self)
-            .map(|(io, result), act, ctx| act.secured(io, result, ctx));
+            .map(|r, act, ctx| act.secured(r, ctx));
         self.securing = Some(ctx.spawn(securing));
     }
 
@@ -438,15 +340,13 @@ impl Handler<Close> for Peer {
     type Result = ();
 
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
-        match self.life.handle_close(msg.reason, msg.flush) {
-            CloseStep::Core { reason, flush } => self.conn.close(reason, flush),
-            CloseStep::Stop => {
-                if let Some(securing) = self.securing.take() {
-                    ctx.cancel_future(securing);
-                }
-                ctx.stop();
+        let (life, Close { reason, flush }) = (&mut self.life, msg);
+        let close = |core: &mut PeerCore, now| life.handle_close(now, reason, flush, core);
+        if self.conn.update(close) {
+            if let Some(securing) = self.securing.take() {
+                ctx.cancel_future(securing);
             }
-            CloseStep::Nothing => {}
+            ctx.stop();
         }
     }
 }

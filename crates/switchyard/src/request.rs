@@ -67,6 +67,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use switchyard_proto::connection::delivery::Delivered;
 use switchyard_proto::connection::Refusal;
 use switchyard_proto::{DisconnectReason, Message as Complete, MsgKind};
 use tokio::sync::oneshot;
@@ -357,11 +358,16 @@ where
             };
             match offer(&self.to, request, |_| {}) {
                 Offered::Taken => {}
-                Offered::Full(pending) => return Ok(Delivery::Full { held, pending }),
+                Offered::Full(pending) => {
+                    return Ok(Delivered::Full {
+                        cost: held,
+                        wait: pending,
+                    })
+                }
                 // The service is gone: the responders refuse as they drop.
                 Offered::Stopped => msgs.clear(),
             }
         }
-        Ok(Delivery::Done)
+        Ok(Delivered::All)
     }
 }

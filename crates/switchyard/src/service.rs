@@ -73,6 +73,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use switchyard_proto::connection::delivery::Delivered;
 use switchyard_proto::connection::handshake::ServiceInfo;
 use switchyard_proto::Message as Complete;
 use switchyard_proto::{ChannelConfig, DisconnectReason};
@@ -140,19 +141,9 @@ pub struct PeerDown {
 /// runs on the peer's thread (not `Send`).
 pub(crate) type DeliveryFuture = Pin<Box<dyn Future<Output = ()>>>;
 
-/// What became of messages offered to a service.
-pub(crate) enum Delivery {
-    /// All were handed over (or dropped because the service is gone).
-    Done,
-    /// The mailbox is full: `pending` hands over the one message or batch in hand,
-    /// which costs `held` credit; the messages left in the queue were not touched.
-    Full {
-        /// Credit cost of what is in hand.
-        held: u64,
-        /// Resolves once the mailbox accepted it (or the service stopped).
-        pending: DeliveryFuture,
-    },
-}
+/// What became of messages offered to a service (the core's
+/// [`Delivered`], with the wait for room a full mailbox leaves).
+pub(crate) type Delivery = Delivered<DeliveryFuture>;
 
 /// Decodes payloads of a channel into the type its service receives.
 pub(crate) trait WireFormat: Send + Sync + 'static {
@@ -256,7 +247,7 @@ fn stopped_service(
         msgs.len() + 1
     );
     msgs.clear();
-    Ok(Delivery::Done)
+    Ok(Delivered::All)
 }
 
 /// What a service's mailbox did with one offered item.
@@ -311,11 +302,16 @@ impl<F: WireFormat> Sink for PerMessage<F> {
             };
             match offer(&self.to, item, |i| F::compact(&mut i.msg)) {
                 Offered::Taken => {}
-                Offered::Full(pending) => return Ok(Delivery::Full { held, pending }),
+                Offered::Full(pending) => {
+                    return Ok(Delivered::Full {
+                        cost: held,
+                        wait: pending,
+                    })
+                }
                 Offered::Stopped => return stopped_service(channel, msgs),
             }
         }
-        Ok(Delivery::Done)
+        Ok(Delivered::All)
     }
 }
 
@@ -350,11 +346,16 @@ impl<F: WireFormat> Sink for Batched<F> {
             };
             match offer(&self.to, item, |i| i.msgs.iter_mut().for_each(F::compact)) {
                 Offered::Taken => {}
-                Offered::Full(pending) => return Ok(Delivery::Full { held, pending }),
+                Offered::Full(pending) => {
+                    return Ok(Delivered::Full {
+                        cost: held,
+                        wait: pending,
+                    })
+                }
                 Offered::Stopped => return stopped_service(channel, msgs),
             }
         }
-        Ok(Delivery::Done)
+        Ok(Delivered::All)
     }
 
     fn payloads(&self) -> Option<&dyn PayloadSink> {
@@ -378,13 +379,16 @@ impl<F: WireFormat> PayloadSink for Batched<F> {
             msgs,
         };
         match offer(&self.to, item, |i| i.msgs.iter_mut().for_each(F::compact)) {
-            Offered::Taken => Ok(Delivery::Done),
-            Offered::Full(pending) => Ok(Delivery::Full { held, pending }),
+            Offered::Taken => Ok(Delivered::All),
+            Offered::Full(pending) => Ok(Delivered::Full {
+                cost: held,
+                wait: pending,
+            }),
             Offered::Stopped => {
                 log::warn!(
                     "service of channel {channel:#04x} is stopped; dropping {count} messages"
                 );
-                Ok(Delivery::Done)
+                Ok(Delivered::All)
             }
         }
     }

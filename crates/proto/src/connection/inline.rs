@@ -14,6 +14,7 @@
 //! The runtime keeps one turn per thread (a thread-local) and asks it before each
 //! inline write.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// Shortest time between two inline writes of one thread.
@@ -41,6 +42,16 @@ impl InlineTurn {
         if free {
             self.last = Some(now);
         }
+        free
+    }
+
+    /// [`take`](Self::take) on a turn kept in a `Cell` (a runtime keeps one per
+    /// thread, in a thread-local).
+    #[must_use]
+    pub fn take_in(cell: &Cell<InlineTurn>, now: Instant) -> bool {
+        let mut turn = cell.get();
+        let free = turn.take(now);
+        cell.set(turn);
         free
     }
 }
@@ -74,6 +85,16 @@ mod tests {
             assert!(!turn.take(t + INLINE_GAP * i / 10));
         }
         assert!(turn.take(t + INLINE_GAP), "counted from the last write");
+    }
+
+    #[test]
+    fn a_turn_in_a_cell_is_taken_and_kept_there() {
+        let t = t0();
+        let cell = Cell::new(InlineTurn::new());
+        assert!(InlineTurn::take_in(&cell, t));
+        assert!(!InlineTurn::take_in(&cell, t + INLINE_GAP / 2));
+        assert!(InlineTurn::take_in(&cell, t + INLINE_GAP));
+        assert_eq!(cell.get().last, Some(t + INLINE_GAP));
     }
 
     #[test]

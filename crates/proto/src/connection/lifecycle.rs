@@ -12,7 +12,9 @@
 //!       (Securing ──secured, no id proven──▶ Handshake)
 //! ```
 //!
-//! The choices it makes are these.
+//! The runtime carries out its [`Step`]s, drained with [`Lifecycle::poll_step`],
+//! which turns the core's events into steps as it goes. The choices it makes are
+//! these.
 //!
 //! * **The node vets a proven id before the core speaks.** Once the transport proved
 //!   the remote's key ([`Secured::remote`]), the runtime asks the node whether that
@@ -23,28 +25,30 @@
 //!   met its twin, or a channel with messages waiting, is announced
 //!   ([`Step::ServiceUp`]) or delivered ([`Step::Deliver`]) only once admitted; the
 //!   admission itself replays what came up and what arrived meanwhile
-//!   ([`Admission::Admitted`]). Once the connection is closed, no service hears of
-//!   it coming up any more.
+//!   ([`Lifecycle::handle_admission`]). Once the connection is closed, no service
+//!   hears of it coming up any more.
 //! * **The dialer is answered once**, when the peer is admitted and the services
 //!   offered when the connection came up are answered: every service both nodes run
-//!   is up then, so the dialer can send on it at once ([`AfterEvents::reply`]).
+//!   is up then, so the dialer can send on it at once ([`Step::Reply`]).
 //! * **Round-trip times** reach the node through an [`RttReport`], only while the
-//!   peer is admitted and open.
+//!   peer is admitted and open ([`Step::Rtt`]).
 //! * **A close request** ([`Lifecycle::handle_close`]) before the core speaks (the
 //!   transport is being secured, or the node vets the remote) stops at once (nothing
-//!   was said yet); on an open connection it goes to the core,
-//!   which tells the remote why; once closed, a close without flush (a node that
-//!   gives up waiting) stops the delivery of what is left.
+//!   was said yet); on an open connection the core closes, which tells the remote
+//!   why; once closed, a close without flush (a node that gives up waiting) stops the
+//!   delivery of what is left.
 //! * **What arrived before the close** is still delivered, within the linger time
 //!   ([`Step::Closed`]); the runtime stops once nothing is left
 //!   ([`Lifecycle::may_stop`]), or, if the peer was never admitted, at once.
 //! * **The last word**: the reason the connection ended, or
 //!   [`DisconnectReason::ConnectionClosed`] if nothing said ([`Lifecycle::finish`]).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::handshake::Version;
 use super::rtt_report::RttReport;
 use super::stall::Refusal;
 use super::{Event, PeerCore};
@@ -52,7 +56,7 @@ use crate::config::Config;
 use crate::id::NodeId;
 use crate::introspect::Introspection;
 use crate::reason::DisconnectReason;
-use crate::secure::Secured;
+use crate::secure::{Secured, Suite};
 use crate::wire::control::RejectReason;
 
 /// How a request of ours ended, for its caller.
@@ -96,17 +100,17 @@ pub enum AfterSecured {
     Vet(NodeId),
 }
 
-/// What the runtime carries out for one event of the core (from
-/// [`Lifecycle::handle_event`]).
+/// What the runtime carries out next (from [`Lifecycle::poll_step`], which turns the
+/// core's events into steps with [`Lifecycle::handle_event`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Nothing (the event is held back until the peer is admitted, or moot).
     Nothing,
-    /// Ask the node to admit the peer: the handshake completed
-    /// ([`PeerCore::remote`] has the remote's `Version`). Its answer goes to
+    /// Ask the node to admit the peer: the handshake completed. Its answer goes to
     /// [`Lifecycle::handle_admission`].
-    Register,
-    /// Hand the channel's waiting messages to its service.
+    Register(Box<Registration>),
+    /// Hand the channel's waiting messages to its service (the peer is admitted), then
+    /// see whether the runtime may stop ([`Lifecycle::may_stop`]).
     Deliver(u8),
     /// Wake the senders waiting for room on the channel.
     Room(u8),
@@ -142,9 +146,14 @@ pub enum Step {
     Introspect,
     /// The remote's answer to our introspection request.
     Introspection(Box<Introspection>),
+    /// Answer the waiting dialer: the peer is up.
+    Reply,
+    /// Pass this round-trip time on to the node.
+    Rtt(Duration),
     /// The connection is over: every caller waiting for an answer learns `reason`;
-    /// what was received before is still delivered, and the runtime stops after
-    /// `linger` at the latest (earlier once [`Lifecycle::may_stop`] says so).
+    /// what was received before is still delivered (a [`Step::Deliver`] per channel
+    /// follows, if the peer was admitted), and the runtime stops after `linger` at
+    /// the latest (earlier once [`Lifecycle::may_stop`] says so).
     Closed {
         /// Why the connection ended.
         reason: DisconnectReason,
@@ -153,52 +162,15 @@ pub enum Step {
     },
 }
 
-/// What the runtime does with the node's answer to its registration (from
-/// [`Lifecycle::handle_admission`]).
+/// What the node learns of a peer it is asked to admit (with [`Step::Register`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission {
-    /// The peer stays. Answer the dialer if `reply`, tell each service in `services`
-    /// that the peer is up, deliver each channel in `readable`, in this order.
-    Admitted {
-        /// Answer the waiting dialer now.
-        reply: bool,
-        /// Services that met their twins before the admission.
-        services: Vec<String>,
-        /// Channels whose messages arrived before the admission.
-        readable: Vec<u8>,
-    },
-    /// The node refused the peer: close the connection with this reason (through the
-    /// core, which tells the remote why).
-    Refused(DisconnectReason),
-    /// The connection closed while the node decided: nothing to do.
-    Late,
-}
-
-/// What the runtime does with a request to close (from [`Lifecycle::handle_close`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseStep {
-    /// Close through the core ([`PeerCore::close`]) with these arguments.
-    Core {
-        /// Why.
-        reason: DisconnectReason,
-        /// Write what is queued first.
-        flush: bool,
-    },
-    /// Stop now (nothing was said on the connection yet, or it is over and the
-    /// caller gives up on what is left to deliver).
-    Stop,
-    /// Nothing: the connection is over and what is left is still being delivered.
-    Nothing,
-}
-
-/// What the runtime does once it has drained the core's events (from
-/// [`Lifecycle::after_events`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AfterEvents {
-    /// Answer the waiting dialer now: the peer is up.
-    pub reply: bool,
-    /// Pass this round-trip time on to the node.
+pub struct Registration {
+    /// The remote's `Version` ([`PeerCore::remote`]).
+    pub version: Version,
+    /// How long the handshake took ([`PeerCore::handshake_time`]).
     pub rtt: Option<Duration>,
+    /// The cipher the transport agreed on (`None` in plaintext).
+    pub suite: Option<Suite>,
 }
 
 /// One connection's life as the runtime sees it (see the [module docs](self)).
@@ -213,6 +185,10 @@ pub struct Lifecycle {
     linger: Duration,
     /// Round-trip times on their way to the node.
     rtt: RttReport,
+    /// The cipher the transport agreed on.
+    suite: Option<Suite>,
+    /// Steps an admission left for [`poll_step`](Self::poll_step).
+    steps: VecDeque<Step>,
 }
 
 impl Lifecycle {
@@ -227,6 +203,8 @@ impl Lifecycle {
             dialer,
             linger: limits.linger,
             rtt: RttReport::new(limits.ping_interval),
+            suite: None,
+            steps: VecDeque::new(),
         }
     }
 
@@ -258,6 +236,7 @@ impl Lifecycle {
         core: &mut PeerCore,
         secured: &Secured,
     ) -> AfterSecured {
+        self.suite = secured.session.as_ref().map(|s| s.suite);
         let proven = secured.remote.as_ref().map(|remote| remote.node_id);
         if let Some(id) = proven {
             core.handle_authenticated(now, id);
@@ -305,12 +284,19 @@ impl Lifecycle {
         self.closed.get_or_insert(reason);
     }
 
-    /// What to do for one event of the core.
-    pub fn handle_event(&mut self, event: Event) -> Step {
+    /// What to do for one event of `core`.
+    pub fn handle_event(&mut self, event: Event, core: &PeerCore) -> Step {
         match event {
             Event::Connected => {
                 self.stage = Stage::Registering;
-                Step::Register
+                match core.remote() {
+                    Some(version) => Step::Register(Box::new(Registration {
+                        version: version.clone(),
+                        rtt: core.handshake_time(),
+                        suite: self.suite,
+                    })),
+                    None => Step::Nothing,
+                }
             }
             Event::Readable(channel) if self.is_admitted() => Step::Deliver(channel),
             Event::Readable(_) => Step::Nothing,
@@ -357,6 +343,10 @@ impl Lifecycle {
             Event::Introspection(answer) => Step::Introspection(answer),
             Event::Closed(reason) => {
                 self.closed = Some(reason.clone());
+                if self.is_admitted() {
+                    // What arrived before the close still goes to the services.
+                    self.steps.extend(core.readable().map(Step::Deliver));
+                }
                 Step::Closed {
                     reason,
                     linger: self.linger,
@@ -365,52 +355,84 @@ impl Lifecycle {
         }
     }
 
-    /// The node's answer to the registration ([`Step::Register`]): `Ok` when the peer
-    /// may stay, else why not. `core` tells what came up and arrived meanwhile.
+    /// The node's answer to the registration ([`Step::Register`]) at `now`: `Ok` when
+    /// the peer may stay, else why not (the core then closes the connection with that
+    /// reason, which tells the remote). An admission replays through
+    /// [`poll_step`](Self::poll_step) what came up and arrived meanwhile, in this
+    /// order: the dialer's answer, a [`Step::ServiceUp`] per service that met its
+    /// twin, a [`Step::Deliver`] per channel with messages waiting. Returns whether
+    /// the peer was admitted now (not when the connection closed while the node
+    /// decided).
     pub fn handle_admission(
         &mut self,
+        now: Instant,
         answer: Result<(), DisconnectReason>,
-        core: &PeerCore,
-    ) -> Admission {
+        core: &mut PeerCore,
+    ) -> bool {
         match answer {
-            Err(reason) => Admission::Refused(reason),
-            Ok(()) if self.closed.is_some() => Admission::Late,
+            Err(reason) => {
+                core.close(now, reason, false);
+                false
+            }
+            Ok(()) if self.closed.is_some() => false,
             Ok(()) => {
                 self.stage = Stage::Admitted;
-                Admission::Admitted {
-                    reply: self.take_reply(core),
-                    services: core.services_up().map(String::from).collect(),
-                    readable: core.readable().collect(),
+                if self.take_reply(core) {
+                    self.steps.push_back(Step::Reply);
                 }
+                let services = core.services_up().map(|s| Step::ServiceUp(s.into()));
+                self.steps.extend(services);
+                self.steps.extend(core.readable().map(Step::Deliver));
+                true
             }
         }
     }
 
-    /// What to do once the core's events are drained, at `now`.
-    pub fn after_events(&mut self, now: Instant, core: &PeerCore) -> AfterEvents {
-        let rtt = if self.may_announce() {
-            self.rtt.poll(now, core.rtt_sample())
-        } else {
-            None
-        };
-        AfterEvents {
-            reply: self.take_reply(core),
-            rtt,
+    /// The next step to carry out at `now`: what an admission left first, then one
+    /// per event of the core (as [`handle_event`](Self::handle_event) turns it, events
+    /// that need nothing skipped), then, once the core has no event left, the
+    /// dialer's answer ([`Step::Reply`]) and a round-trip time for the node
+    /// ([`Step::Rtt`]). `None` once nothing is left (until the next input).
+    pub fn poll_step(&mut self, now: Instant, core: &mut PeerCore) -> Option<Step> {
+        if let Some(step) = self.steps.pop_front() {
+            return Some(step);
         }
+        while let Some(event) = core.poll_event() {
+            match self.handle_event(event, core) {
+                Step::Nothing => {}
+                step => return Some(step),
+            }
+        }
+        if self.take_reply(core) {
+            return Some(Step::Reply);
+        }
+        if !self.may_announce() {
+            return None;
+        }
+        self.rtt.poll(now, core.rtt_sample()).map(Step::Rtt)
     }
 
-    /// What to do with a request to close the connection for `reason` (writing what
-    /// is queued first if `flush`).
-    pub fn handle_close(&mut self, reason: DisconnectReason, flush: bool) -> CloseStep {
+    /// A request at `now` to close the connection for `reason` (writing what is
+    /// queued first if `flush`): on an open connection the core closes (telling the
+    /// remote why). Returns whether the runtime stops now: nothing was said on the
+    /// connection yet, or it is over and the caller gives up on what is left to
+    /// deliver (without `flush`).
+    pub fn handle_close(
+        &mut self,
+        now: Instant,
+        reason: DisconnectReason,
+        flush: bool,
+        core: &mut PeerCore,
+    ) -> bool {
         if matches!(self.stage, Stage::Securing | Stage::Vetting) && self.closed.is_none() {
             self.closed = Some(reason);
-            return CloseStep::Stop;
+            return true;
         }
-        match (&self.closed, flush) {
-            (None, _) => CloseStep::Core { reason, flush },
-            (Some(_), false) => CloseStep::Stop,
-            (Some(_), true) => CloseStep::Nothing,
+        if self.closed.is_none() {
+            core.close(now, reason, flush);
+            return false;
         }
+        !flush
     }
 
     /// Whether the runtime may stop now: the connection is over and nothing received
@@ -488,6 +510,11 @@ mod tests {
         }
     }
 
+    /// Every step left at `now`.
+    fn steps(life: &mut Lifecycle, now: Instant, core: &mut PeerCore) -> Vec<Step> {
+        std::iter::from_fn(|| life.poll_step(now, core)).collect()
+    }
+
     /// A lifecycle admitted by the node (the dialer answered already).
     fn admitted(now: Instant, core: &mut PeerCore) -> Lifecycle {
         let mut life = Lifecycle::new(&Config::default(), true);
@@ -495,9 +522,11 @@ mod tests {
             life.handle_secured(now, core, &plain()),
             AfterSecured::Speak
         );
-        assert_eq!(life.handle_event(Event::Connected), Step::Register);
-        let admission = life.handle_admission(Ok(()), core);
-        assert!(matches!(admission, Admission::Admitted { reply: true, .. }));
+        // (A core that has not spoken has no remote to register: see the Pair's tests.)
+        let _ = life.handle_event(Event::Connected, core);
+        assert_eq!(life.stage(), Stage::Registering);
+        assert!(life.handle_admission(now, Ok(()), core));
+        assert_eq!(steps(&mut life, now, core), [Step::Reply]);
         life
     }
 
@@ -516,20 +545,14 @@ mod tests {
             AfterSecured::Speak
         );
         assert_eq!(life.stage(), Stage::Handshake);
-        assert_eq!(life.handle_event(Event::Connected), Step::Register);
+        let _ = life.handle_event(Event::Connected, &core);
         assert_eq!(life.stage(), Stage::Registering);
         assert!(!life.is_admitted());
-        assert_eq!(
-            life.handle_admission(Ok(()), &core),
-            Admission::Admitted {
-                reply: true,
-                services: Vec::new(),
-                readable: Vec::new(),
-            }
-        );
+        assert!(life.handle_admission(now, Ok(()), &mut core));
         assert!(life.is_admitted());
+        assert_eq!(steps(&mut life, now, &mut core), [Step::Reply]);
         // The dialer is answered once.
-        assert!(!life.after_events(now, &core).reply);
+        assert_eq!(steps(&mut life, now, &mut core), []);
     }
 
     #[test]
@@ -541,25 +564,31 @@ mod tests {
             life.handle_secured(now, &mut core, &plain()),
             AfterSecured::Speak
         );
-        let _ = life.handle_event(Event::Connected);
-        assert_eq!(life.handle_event(Event::Readable(3)), Step::Nothing);
+        let _ = life.handle_event(Event::Connected, &core);
+        assert_eq!(life.handle_event(Event::Readable(3), &core), Step::Nothing);
         assert_eq!(
-            life.handle_event(Event::ServiceUp("chat".into())),
+            life.handle_event(Event::ServiceUp("chat".into()), &core),
             Step::Nothing
         );
         // Room and a service going down concern senders and services that heard of
         // the peer: they pass whatever the stage.
-        assert_eq!(life.handle_event(Event::Room(3)), Step::Room(3));
+        assert_eq!(life.handle_event(Event::Room(3), &core), Step::Room(3));
         let down = Event::ServiceDown {
             service: "chat".into(),
             reason: DisconnectReason::ServiceDetached,
         };
-        assert!(matches!(life.handle_event(down), Step::ServiceDown { .. }));
+        assert!(matches!(
+            life.handle_event(down, &core),
+            Step::ServiceDown { .. }
+        ));
 
-        let _ = life.handle_admission(Ok(()), &core);
-        assert_eq!(life.handle_event(Event::Readable(3)), Step::Deliver(3));
+        assert!(life.handle_admission(now, Ok(()), &mut core));
         assert_eq!(
-            life.handle_event(Event::ServiceUp("chat".into())),
+            life.handle_event(Event::Readable(3), &core),
+            Step::Deliver(3)
+        );
+        assert_eq!(
+            life.handle_event(Event::ServiceUp("chat".into()), &core),
             Step::ServiceUp("chat".into())
         );
     }
@@ -570,7 +599,7 @@ mod tests {
         let mut core = core(now);
         let mut life = admitted(now, &mut core);
         assert_eq!(
-            life.handle_event(Event::Closed(shutdown())),
+            life.handle_event(Event::Closed(shutdown()), &core),
             Step::Closed {
                 reason: shutdown(),
                 linger: Config::default().linger,
@@ -578,14 +607,18 @@ mod tests {
         );
         assert_eq!(life.closed(), Some(&shutdown()));
         assert_eq!(
-            life.handle_event(Event::ServiceUp("chat".into())),
+            life.handle_event(Event::ServiceUp("chat".into()), &core),
             Step::Nothing
         );
-        assert_eq!(life.handle_event(Event::Readable(3)), Step::Deliver(3));
+        assert_eq!(
+            life.handle_event(Event::Readable(3), &core),
+            Step::Deliver(3)
+        );
     }
 
     #[test]
     fn the_answers_to_our_requests_go_to_their_callers() {
+        let core = core(t0());
         let mut life = Lifecycle::new(&Config::default(), false);
         let answer = |request_id, outcome| Step::Answer {
             channel: 7,
@@ -593,34 +626,45 @@ mod tests {
             outcome,
         };
         assert_eq!(
-            life.handle_event(Event::RequestStalled {
-                channel: 7,
-                request_id: 1
-            }),
+            life.handle_event(
+                Event::RequestStalled {
+                    channel: 7,
+                    request_id: 1
+                },
+                &core
+            ),
             answer(1, Outcome::Stalled)
         );
         assert_eq!(
-            life.handle_event(Event::Response {
-                channel: 7,
-                request_id: 2,
-                payload: Bytes::from_static(b"ok"),
-            }),
+            life.handle_event(
+                Event::Response {
+                    channel: 7,
+                    request_id: 2,
+                    payload: Bytes::from_static(b"ok"),
+                },
+                &core
+            ),
             answer(2, Outcome::Response(Bytes::from_static(b"ok")))
         );
         assert_eq!(
-            life.handle_event(Event::RequestRejected {
-                channel: 7,
-                request_id: 3,
-                refusal: Refusal::Busy,
-            }),
+            life.handle_event(
+                Event::RequestRejected {
+                    channel: 7,
+                    request_id: 3,
+                    refusal: Refusal::Busy,
+                },
+                &core
+            ),
             answer(3, Outcome::Refused(Refusal::Busy))
         );
     }
 
     #[test]
     fn a_close_before_the_transport_is_secured_stops_at_once() {
+        let mut core = core(t0());
         let mut life = Lifecycle::new(&Config::default(), true);
-        assert_eq!(life.handle_close(shutdown(), true), CloseStep::Stop);
+        assert!(life.handle_close(t0(), shutdown(), true, &mut core));
+        assert!(!core.is_closing(), "the core never spoke");
         assert!(life.may_stop(|| unreachable!("never admitted")));
         assert_eq!(life.finish(), shutdown());
     }
@@ -635,13 +679,8 @@ mod tests {
             AfterSecured::Speak
         );
         let reason = DisconnectReason::Application("bye".into());
-        assert_eq!(
-            life.handle_close(reason.clone(), true),
-            CloseStep::Core {
-                reason,
-                flush: true
-            }
-        );
+        assert!(!life.handle_close(now, reason.clone(), true, &mut core));
+        assert_eq!(core.close_reason(), Some(&reason));
         // Only the core's Closed event ends it.
         assert!(!life.may_stop(|| false));
     }
@@ -651,9 +690,9 @@ mod tests {
         let now = t0();
         let mut core = core(now);
         let mut life = admitted(now, &mut core);
-        let _ = life.handle_event(Event::Closed(shutdown()));
-        assert_eq!(life.handle_close(shutdown(), true), CloseStep::Nothing);
-        assert_eq!(life.handle_close(shutdown(), false), CloseStep::Stop);
+        let _ = life.handle_event(Event::Closed(shutdown()), &core);
+        assert!(!life.handle_close(now, shutdown(), true, &mut core));
+        assert!(life.handle_close(now, shutdown(), false, &mut core));
     }
 
     #[test]
@@ -663,26 +702,26 @@ mod tests {
         life.handle_failed(reason.clone());
         assert!(life.may_stop(|| unreachable!("never admitted")));
         // A Switch that closes it meanwhile does not change the reason.
-        assert_eq!(life.handle_close(shutdown(), true), CloseStep::Nothing);
+        let mut core = core(t0());
+        assert!(!life.handle_close(t0(), shutdown(), true, &mut core));
         assert_eq!(life.finish(), reason);
     }
 
     #[test]
     fn a_refusal_closes_and_an_admission_after_the_close_is_late() {
         let now = t0();
-        let core = core(now);
+        let mut core = core(now);
         let mut life = Lifecycle::new(&Config::default(), true);
-        let _ = life.handle_event(Event::Connected);
-        assert_eq!(
-            life.handle_admission(Err(DisconnectReason::Evicted), &core),
-            Admission::Refused(DisconnectReason::Evicted)
-        );
-        let _ = life.handle_event(Event::Closed(DisconnectReason::Evicted));
-        assert_eq!(life.handle_admission(Ok(()), &core), Admission::Late);
+        let _ = life.handle_event(Event::Connected, &core);
+        let evicted = DisconnectReason::Evicted;
+        assert!(!life.handle_admission(now, Err(evicted.clone()), &mut core));
+        assert_eq!(core.close_reason(), Some(&evicted), "the core closes");
+        let _ = life.handle_event(Event::Closed(evicted), &core);
+        assert!(!life.handle_admission(now, Ok(()), &mut core), "late");
         assert!(!life.is_admitted());
         // Never admitted: nothing of it is delivered, it stops at once.
         assert!(life.may_stop(|| unreachable!("never admitted")));
-        assert!(!life.after_events(now, &core).reply);
+        assert!(!steps(&mut life, now, &mut core).contains(&Step::Reply));
     }
 
     #[test]
@@ -691,7 +730,7 @@ mod tests {
         let mut core = core(now);
         let mut life = admitted(now, &mut core);
         assert!(!life.may_stop(|| false), "open");
-        let _ = life.handle_event(Event::Closed(shutdown()));
+        let _ = life.handle_event(Event::Closed(shutdown()), &core);
         assert!(!life.may_stop(|| true));
         assert!(life.may_stop(|| false));
         assert_eq!(life.finish(), shutdown());
@@ -712,11 +751,8 @@ mod tests {
             life.handle_secured(now, &mut core, &plain()),
             AfterSecured::Speak
         );
-        let _ = life.handle_event(Event::Connected);
-        assert!(matches!(
-            life.handle_admission(Ok(()), &core),
-            Admission::Admitted { reply: false, .. }
-        ));
-        assert_eq!(life.after_events(now, &core), AfterEvents::default());
+        let _ = life.handle_event(Event::Connected, &core);
+        assert!(life.handle_admission(now, Ok(()), &mut core));
+        assert_eq!(steps(&mut life, now, &mut core), []);
     }
 }

@@ -34,6 +34,8 @@
 //! before the connection closed stay readable with `recv` after `Closed`, so nothing
 //! that arrived before a goodbye is lost.
 
+pub mod delivery;
+pub mod drive;
 pub mod flow;
 pub mod handshake;
 mod inbox;
@@ -267,6 +269,19 @@ pub struct RunSent {
     pub queued: usize,
     /// Why it stopped before the end of the run (`None`: every payload is queued).
     pub stopped: Option<PushError>,
+}
+
+impl RunSent {
+    /// What the sender does now that `rest` is left of its run: `Ok` when all of it
+    /// is queued, `Err(Full)` when it waits for room ([`Event::Room`]) and goes on
+    /// with `rest`, any other error when it gives up (that payload's error).
+    pub fn outcome<T>(&self, rest: &VecDeque<T>) -> Result<(), PushError> {
+        match &self.stopped {
+            None | Some(PushError::Full) if rest.is_empty() => Ok(()),
+            None => Err(PushError::Full),
+            Some(e) => Err(e.clone()),
+        }
+    }
 }
 
 /// One connection's protocol state (see the [module docs](self)).

@@ -3,7 +3,8 @@
 //! encrypted connection, where each frame is decrypted.
 //!
 //! It performs no I/O: the runtime asks it for a [`ReadTarget`], reads from the socket
-//! into [`Reader::buffer`], and reports what the read did with [`Reader::complete`].
+//! into [`Reader::buffer`], and reports what the read did with [`Reader::complete`]
+//! (a read that would block included).
 //! The choices it makes are these.
 //!
 //! * **Straight into the message.** When the next bytes of the stream are the payload
@@ -188,7 +189,7 @@ impl Reader {
     }
 
     /// A read into `target` found nothing to read after all: a lent buffer goes back.
-    pub fn abandon(&mut self, core: &mut PeerCore, now: Instant, target: ReadTarget) {
+    fn abandon(&mut self, core: &mut PeerCore, now: Instant, target: ReadTarget) {
         if let ReadTarget::Message { buf, .. } = target {
             core.handle_direct_read(now, buf);
         }
@@ -211,7 +212,9 @@ impl Reader {
     }
 
     /// Feeds the core what a read into `target` did: the bytes read (`Some(0)` once
-    /// the stream ended or failed, which the core has then been told).
+    /// the stream ended or failed, which the core has then been told), or `None` when
+    /// the socket had nothing to read after all (`WouldBlock`: a lent buffer goes
+    /// back, and the runtime waits for readiness again).
     pub fn complete(
         &mut self,
         core: &mut PeerCore,
@@ -221,6 +224,10 @@ impl Reader {
     ) -> Option<usize> {
         let n = match result {
             Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.abandon(core, now, target);
+                return None;
+            }
             Err(e) => {
                 self.abandon(core, now, target);
                 return Some(self.fail(core, now, &e));

@@ -502,11 +502,17 @@ fn a_run_is_queued_as_far_as_it_fits_and_goes_on_after_room() {
     assert_eq!(sent.queued, 4);
     assert_eq!(sent.stopped, Some(switchyard_proto::PushError::Full));
     assert_eq!(run, msgs[4..].to_vec());
+    assert_eq!(
+        sent.outcome(&run),
+        Err(switchyard_proto::PushError::Full),
+        "wait"
+    );
     p.run_for(Duration::from_millis(1));
     assert!(p.a.events.contains(&switchyard_proto::Event::Room(BULK)));
     let sent = p.a.core.send_run(BULK, &mut run);
-    assert_eq!((sent.queued, sent.stopped), (2, None));
+    assert_eq!((sent.queued, sent.stopped.clone()), (2, None));
     assert!(run.is_empty());
+    assert_eq!(sent.outcome(&run), Ok(()));
     p.run_for(Duration::from_millis(1));
     assert_eq!(p.b.payloads(BULK), msgs);
     // A channel with no service up: nothing is queued, the run is left as it was.
@@ -515,8 +521,10 @@ fn a_run_is_queued_as_far_as_it_fits_and_goes_on_after_room() {
     assert_eq!(sent.queued, 0);
     assert!(sent
         .stopped
-        .is_some_and(|e| e != switchyard_proto::PushError::Full));
+        .as_ref()
+        .is_some_and(|e| *e != switchyard_proto::PushError::Full));
     assert_eq!(run.len(), msgs.len());
+    assert!(matches!(sent.outcome(&run), Err(e) if e != switchyard_proto::PushError::Full));
 }
 
 /// Runs one 64 KiB-message transfer of `total` bytes from A to B, with `a_limits`

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchyard_proto::config::Config;
-use switchyard_proto::connection::lifecycle::{
-    Admission, AfterSecured, CloseStep, Lifecycle, Stage, Step,
-};
+use switchyard_proto::connection::lifecycle::{AfterSecured, Lifecycle, Stage, Step};
 use switchyard_proto::secure::{RemoteIdentity, Secured};
 use switchyard_proto::wire::control::Control;
 use switchyard_proto::{DisconnectReason, Event, NodeId};
@@ -32,8 +30,18 @@ fn follow(p: &mut Pair, life: &mut Lifecycle) -> Vec<Step> {
     );
     std::mem::take(&mut p.b.events)
         .into_iter()
-        .map(|e| life.handle_event(e))
+        .map(|e| life.handle_event(e, &p.b.core))
         .collect()
+}
+
+/// Every step B's lifecycle has left now (B's core's events included).
+fn poll(p: &mut Pair, life: &mut Lifecycle) -> Vec<Step> {
+    let now = p.now;
+    std::iter::from_fn(|| life.poll_step(now, &mut p.b.core)).collect()
+}
+
+fn has_rtt(steps: &[Step]) -> bool {
+    steps.iter().any(|s| matches!(s, Step::Rtt(_)))
 }
 
 #[test]
@@ -47,21 +55,64 @@ fn what_came_up_and_arrived_before_the_admission_is_replayed_by_it() {
     p.run_for(Duration::from_millis(10));
     let mut life = Lifecycle::new(&Config::default(), true);
     let steps = follow(&mut p, &mut life);
-    assert_eq!(steps.first(), Some(&Step::Register));
+    let a = version(1).node_id;
+    assert!(
+        matches!(steps.first(), Some(Step::Register(r)) if r.version.node_id == a && r.rtt.is_some() && r.suite.is_none()),
+        "the node registers A's version: {steps:?}"
+    );
     assert!(
         steps
             .iter()
             .all(|s| !matches!(s, Step::ServiceUp(_) | Step::Deliver(_))),
         "nothing before the admission: {steps:?}"
     );
+    let now = p.now;
+    assert!(life.handle_admission(now, Ok(()), &mut p.b.core));
+    let steps = poll(&mut p, &mut life);
     assert_eq!(
-        life.handle_admission(Ok(()), &p.b.core),
-        Admission::Admitted {
-            reply: true,
-            services: vec!["test".into()],
-            readable: vec![BULK],
-        }
+        steps[..3],
+        [
+            Step::Reply,
+            Step::ServiceUp("test".into()),
+            Step::Deliver(BULK)
+        ],
+        "{steps:?}"
     );
+}
+
+/// The steps an admission left come first, then the core's events as steps (the
+/// ones that need nothing skipped); a refusal closes through the core.
+#[test]
+fn the_admission_s_steps_come_before_the_core_s_events() {
+    let mut p = Pair::new(&Config::default());
+    p.b.stall(BULK, true);
+    p.connect();
+    p.a.core.send(BULK, Bytes::from_static(b"early")).unwrap();
+    p.run_for(Duration::from_millis(10));
+    let mut refused = Lifecycle::new(&Config::default(), false);
+    let mut life = refused.clone();
+    let _ = follow(&mut p, &mut life);
+    let now = p.now;
+    assert!(life.handle_admission(now, Ok(()), &mut p.b.core));
+    // Events of the core not drained yet: the remote's end wakes the senders
+    // waiting for room.
+    p.b.core.handle_eof(now, &mut bytes::BytesMut::new());
+    let steps = poll(&mut p, &mut life);
+    assert_eq!(
+        steps[..2],
+        [Step::ServiceUp("test".into()), Step::Deliver(BULK)]
+    );
+    assert!(steps[2..].contains(&Step::Room(BULK)), "{steps:?}");
+    assert!(
+        steps[2..]
+            .iter()
+            .all(|s| matches!(s, Step::Room(_) | Step::Rtt(_))),
+        "no Reply: nobody dialed; {steps:?}"
+    );
+    // The node refuses instead: the core closes with its reason.
+    let _ = follow(&mut p, &mut refused);
+    assert!(!refused.handle_admission(now, Err(DisconnectReason::Evicted), &mut p.b.core));
+    assert!(poll(&mut p, &mut refused).is_empty(), "closed already");
 }
 
 #[test]
@@ -71,16 +122,14 @@ fn the_dialer_is_answered_once_the_offers_of_the_start_are_answered() {
     assert!(p.b.core.offers_pending(), "the start's offers are out");
     let mut life = Lifecycle::new(&Config::default(), true);
     let _ = follow(&mut p, &mut life);
-    assert!(matches!(
-        life.handle_admission(Ok(()), &p.b.core),
-        Admission::Admitted { reply: false, .. }
-    ));
-    assert!(!life.after_events(p.now, &p.b.core).reply);
+    let now = p.now;
+    assert!(life.handle_admission(now, Ok(()), &mut p.b.core));
+    assert!(!poll(&mut p, &mut life).contains(&Step::Reply));
     assert!(p.run_until(Duration::from_secs(5), |p| !p.b.core.offers_pending()));
     let steps = follow(&mut p, &mut life);
     assert!(steps.contains(&Step::ServiceUp("test".into())), "{steps:?}");
-    assert!(life.after_events(p.now, &p.b.core).reply);
-    assert!(!life.after_events(p.now, &p.b.core).reply, "once");
+    assert!(poll(&mut p, &mut life).contains(&Step::Reply));
+    assert!(!poll(&mut p, &mut life).contains(&Step::Reply), "once");
 }
 
 #[test]
@@ -91,19 +140,17 @@ fn round_trip_times_pass_only_while_admitted_and_open() {
     let mut life = Lifecycle::new(&limits, false);
     let _ = follow(&mut p, &mut life);
     assert!(p.b.core.rtt_sample().is_some(), "the probe of the start");
-    assert_eq!(life.after_events(p.now, &p.b.core).rtt, None);
-    let _ = life.handle_admission(Ok(()), &p.b.core);
-    assert!(life.after_events(p.now, &p.b.core).rtt.is_some());
+    assert!(!has_rtt(&poll(&mut p, &mut life)));
+    let now = p.now;
+    assert!(life.handle_admission(now, Ok(()), &mut p.b.core));
+    assert!(has_rtt(&poll(&mut p, &mut life)));
     // A keepalive round trip after the report interval, once closed: not passed on.
     p.run_for(limits.ping_interval + Duration::from_secs(1));
     assert!(matches!(p.b.core.rtt_sample(), Some((_, n)) if n >= 2));
     let mut open = life.clone();
-    let _ = life.handle_event(Event::Closed(DisconnectReason::Shutdown));
-    assert_eq!(life.after_events(p.now, &p.b.core).rtt, None);
-    assert!(
-        open.after_events(p.now, &p.b.core).rtt.is_some(),
-        "open: it would"
-    );
+    let _ = life.handle_event(Event::Closed(DisconnectReason::Shutdown), &p.b.core);
+    assert!(!has_rtt(&poll(&mut p, &mut life)));
+    assert!(has_rtt(&poll(&mut p, &mut open)), "open: it would");
 }
 
 #[test]
@@ -113,7 +160,9 @@ fn a_closed_connection_is_kept_until_what_it_received_is_delivered() {
     p.connect();
     let mut life = Lifecycle::new(&Config::default(), false);
     let _ = follow(&mut p, &mut life);
-    let _ = life.handle_admission(Ok(()), &p.b.core);
+    let now = p.now;
+    assert!(life.handle_admission(now, Ok(()), &mut p.b.core));
+    let _ = poll(&mut p, &mut life);
     p.a.core
         .send(BULK, Bytes::from_static(b"last words"))
         .unwrap();
@@ -126,10 +175,28 @@ fn a_closed_connection_is_kept_until_what_it_received_is_delivered() {
         reason: DisconnectReason::ByRemote(Box::new(DisconnectReason::Shutdown)),
         linger: Config::default().linger,
     }));
+    // The close replays every channel with messages left, after the Closed step.
+    assert_eq!(poll(&mut p, &mut life), [Step::Deliver(BULK)]);
     assert!(!life.may_stop(|| p.b.core.has_undelivered()));
     let msg = p.b.core.recv(BULK).expect("still readable after the close");
     assert_eq!(msg.payload, Bytes::from_static(b"last words"));
     assert!(life.may_stop(|| p.b.core.has_undelivered()));
+}
+
+#[test]
+fn a_peer_never_admitted_has_nothing_replayed_at_the_close() {
+    let mut p = Pair::new(&Config::default());
+    p.b.stall(BULK, true);
+    p.connect();
+    p.a.core.send(BULK, Bytes::from_static(b"early")).unwrap();
+    p.run_for(Duration::from_millis(10));
+    let mut life = Lifecycle::new(&Config::default(), false);
+    let _ = follow(&mut p, &mut life);
+    let closed = life.handle_event(Event::Closed(DisconnectReason::Shutdown), &p.b.core);
+    assert!(matches!(closed, Step::Closed { .. }));
+    assert!(p.b.core.readable().next().is_some(), "messages wait");
+    assert_eq!(poll(&mut p, &mut life), []);
+    assert!(life.may_stop(|| unreachable!("never admitted")));
 }
 
 /// What the transport's handshake proved: the remote holds `id`'s key.
@@ -183,7 +250,7 @@ fn a_refused_id_hears_only_the_goodbye_and_never_our_version() {
     assert!(solo.core.is_closed());
     let steps: Vec<Step> = std::mem::take(&mut solo.events)
         .into_iter()
-        .map(|e| life.handle_event(e))
+        .map(|e| life.handle_event(e, &solo.core))
         .collect();
     assert_eq!(
         steps,
@@ -215,10 +282,7 @@ fn a_close_while_the_node_vets_stops_at_once_and_the_core_never_speaks() {
     let mut life = Lifecycle::new(&Config::default(), false);
     let now = solo.now;
     let _ = life.handle_secured(now, &mut solo.core, &proven(version(2).node_id));
-    assert_eq!(
-        life.handle_close(DisconnectReason::Shutdown, true),
-        CloseStep::Stop
-    );
+    assert!(life.handle_close(now, DisconnectReason::Shutdown, true, &mut solo.core));
     assert!(!life.handle_vetted(now, Ok(()), &mut solo.core), "too late");
     assert!(life.may_stop(|| unreachable!("never admitted")));
     assert_eq!(life.finish(), DisconnectReason::Shutdown);

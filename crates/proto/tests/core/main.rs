@@ -4,7 +4,9 @@
 
 mod batch;
 mod close;
+mod delivery;
 mod direct;
+mod drive;
 mod flow;
 mod handshake;
 mod introspect;

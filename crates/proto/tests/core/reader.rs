@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use switchyard_proto::connection::reader::Reader;
+use switchyard_proto::connection::reader::{ReadTarget, Reader};
 use switchyard_proto::connection::Transmit;
 use switchyard_proto::secure::{Sealer, SecureError, Suite};
 use switchyard_proto::{DisconnectReason, PeerCore};
@@ -197,4 +197,35 @@ fn a_socket_that_fails_before_a_read_ends_reading_and_the_connection() {
         matches!(closed, Some(DisconnectReason::Io(_))),
         "{closed:?}"
     );
+}
+
+#[test]
+fn a_read_that_would_block_gives_the_lent_buffer_back() {
+    let mut p = Pair::connected();
+    let mut reader = Reader::new(None, BytesMut::new());
+    let msg = pattern(100_000, 7);
+    p.a.core.send(BULK, msg.clone()).expect("queued");
+    let now = p.now;
+    let mut plain = Transmit::new();
+    while p.a.core.poll_transmit(now, &mut plain, 256 << 10) {}
+    let mut wire = plain.take_all();
+    // The first chunk's header and a little of its payload: the next read goes
+    // straight into the message.
+    feed(
+        &mut reader,
+        &mut p.b.core,
+        now,
+        &mut wire.split_to(100),
+        100,
+    );
+    let blocked = || Err(std::io::Error::from(std::io::ErrorKind::WouldBlock));
+    for _ in 0..2 {
+        let target = reader.target(&mut p.b.core);
+        assert!(matches!(target, ReadTarget::Message { .. }), "{target:?}");
+        assert_eq!(reader.complete(&mut p.b.core, now, target, blocked()), None);
+        assert!(!reader.is_done());
+    }
+    feed(&mut reader, &mut p.b.core, now, &mut wire, 64 << 10);
+    assert_eq!(p.b.core.recv(BULK).map(|m| m.payload), Some(msg));
+    assert!(p.b.core.is_active());
 }
