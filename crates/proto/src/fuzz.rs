@@ -227,7 +227,10 @@ pub fn peer_core(start: Instant, data: &[u8]) {
         while !wire.is_empty() && !reader.is_done() {
             let mut target = reader.target(&mut core);
             let (into, most) = reader.buffer(&mut target);
-            let take = most.min(read).min(wire.len());
+            // As a socket read: into the room the reader made, which it always makes.
+            let room = into.capacity() - into.len();
+            assert!(room > 0, "the reader made no room for a read");
+            let take = most.min(read).min(wire.len()).min(room);
             into.extend_from_slice(&wire.split_to(take));
             reader.complete(&mut core, now, target, Ok(take));
             reader.drained(&mut core, now);
