@@ -187,13 +187,10 @@ impl Conn {
 
     /// Queues a message, waiting for room in the channel's queue.
     pub(crate) async fn push(&self, channel: u8, payload: Bytes) -> Result<(), SendFailure> {
-        // Fast path: room now, no waiter registration. (The guard must be gone before
-        // `try_push` locks again.)
-        let checked = self.lock().core.check_send(channel, payload.len());
-        match checked {
-            Ok(()) => return self.try_push(channel, payload),
-            Err(PushError::Full) => {}
-            Err(e) => return Err(SendFailure::from_push(channel, e)),
+        // Fast path: room now, no waiter registration (a full queue keeps nothing).
+        match self.try_push(channel, payload.clone()) {
+            Err(SendFailure::Full(_)) => {}
+            done => return done,
         }
         self.with_room(channel, || self.try_push(channel, payload.clone()))
             .await

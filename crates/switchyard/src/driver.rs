@@ -52,15 +52,10 @@ impl Driver {
     ) -> Self {
         let io = Arc::new(io);
         conn.set_io(io.clone());
-        let mut inner = conn.lock();
-        let opener = session.map(|s| {
-            inner.writer.set_sealer(s.sealer);
-            s.opener
-        });
-        // What was read with the transport handshake goes to the core first.
-        let mut reader = Reader::new(opener, rest);
-        let _ = reader.feed_leftover(&mut inner.core, Instant::now());
-        drop(inner);
+        let (mut guard, now) = (conn.lock(), Instant::now());
+        let inner = &mut *guard;
+        let reader = Reader::start(session, rest, &mut inner.writer, &mut inner.core, now);
+        drop(guard);
         Driver {
             conn,
             io,

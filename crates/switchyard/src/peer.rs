@@ -179,20 +179,17 @@ impl Peer {
         self.handle = Some(handle.clone());
         let (conn, rtt) = (self.id, reg.rtt);
         let register = self.switch.send(Register { conn, handle, rtt });
+        // The Switch answered whether the peer may stay: the [`Lifecycle`] replays what
+        // waited for the admission (or the core closes), carried out at once.
         ctx.spawn(register.into_actor(self).map(|answer, act, ctx| {
-            act.admission(answer.unwrap_or(Err(DisconnectReason::Shutdown)), ctx);
+            let answer = answer.unwrap_or(Err(DisconnectReason::Shutdown));
+            let admit = |core: &mut PeerCore, now| act.life.handle_admission(now, answer, core);
+            if act.conn.update(admit) {
+                log::debug!("peer {} admitted ({:?})", act.label(), act.direction);
+            }
+            act.on_core_events(ctx);
+            act.maybe_stop(ctx);
         }));
-    }
-
-    /// The Switch answered whether the peer may stay: the [`Lifecycle`] replays what
-    /// waited for the admission (or the core closes), carried out at once.
-    fn admission(&mut self, answer: Result<(), DisconnectReason>, ctx: &mut Context<Self>) {
-        let admit = |core: &mut PeerCore, now| self.life.handle_admission(now, answer, core);
-        if self.conn.update(admit) {
-            log::debug!("peer {} admitted ({:?})", self.label(), self.direction);
-        }
-        self.on_core_events(ctx);
-        self.maybe_stop(ctx);
     }
 
     /// Hands `channel`'s waiting messages to its service, until the queue is empty or

@@ -31,8 +31,9 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::writer::Writer;
 use super::PeerCore;
-use crate::secure::{Opener, SecureError};
+use crate::secure::{Opener, SecureError, Session};
 
 /// Smallest read into the read buffer.
 pub const MIN_READ: usize = 2 * 1024;
@@ -111,6 +112,26 @@ impl Reader {
             next_read: MIN_READ,
             ..Reader::default()
         }
+    }
+
+    /// The reader of a connection whose transport is secured at `now`: `session`'s
+    /// sealer goes to `writer` and its opener to the reader (plaintext without one),
+    /// and the core is fed at once what was read past the transport handshake
+    /// (`rest`).
+    pub fn start(
+        session: Option<Session>,
+        rest: BytesMut,
+        writer: &mut Writer,
+        core: &mut PeerCore,
+        now: Instant,
+    ) -> Self {
+        let opener = session.map(|s| {
+            writer.set_sealer(s.sealer);
+            s.opener
+        });
+        let mut reader = Reader::new(opener, rest);
+        let _ = reader.feed_leftover(core, now);
+        reader
     }
 
     /// Whether the stream ended or failed (nothing more is to be read).

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use switchyard_proto::connection::reader::{ReadTarget, Reader};
+use switchyard_proto::connection::writer::{WriteStep, Writer};
 use switchyard_proto::connection::Transmit;
 use switchyard_proto::secure::{Sealer, SecureError, Suite};
 use switchyard_proto::{DisconnectReason, PeerCore};
@@ -228,4 +229,42 @@ fn a_read_that_would_block_gives_the_lent_buffer_back() {
     feed(&mut reader, &mut p.b.core, now, &mut wire, 64 << 10);
     assert_eq!(p.b.core.recv(BULK).map(|m| m.payload), Some(msg));
     assert!(p.b.core.is_active());
+}
+
+#[test]
+fn a_started_reader_feeds_the_leftover_at_once_and_gives_the_writer_the_sealer() {
+    for encrypted in [false, true] {
+        let mut p = Pair::connected();
+        let (mut a, b) = sessions(Suite::ChaChaPoly);
+        let msg = pattern(5_000, 7);
+        p.a.core.send(BULK, msg.clone()).expect("queued");
+        let mut plain = Transmit::new();
+        while p.a.core.poll_transmit(p.now, &mut plain, 256 << 10) {}
+        let rest = if encrypted {
+            let mut out = BytesMut::new();
+            a.sealer.seal(&mut plain, &mut out).expect("sealed");
+            out
+        } else {
+            plain.take_all()
+        };
+        let mut writer = Writer::new();
+        let session = encrypted.then_some(b);
+        let reader = Reader::start(session, rest, &mut writer, &mut p.b.core, p.now);
+        assert!(!reader.is_done());
+        let got = p.b.core.recv(BULK).map(|m| m.payload);
+        assert_eq!(got, Some(msg), "encrypted: {encrypted}");
+        // What B writes from now on is sealed with the session's sealer (if any): A
+        // reads it through an opener of the same session.
+        let reply = pattern(100, 8);
+        p.b.core.send(BULK, reply.clone()).expect("queued");
+        assert_eq!(
+            writer.poll(&mut p.b.core, p.now, 256 << 10),
+            WriteStep::Write
+        );
+        let mut wire = writer.take().take_all();
+        let mut a_reader = Reader::new(encrypted.then_some(a.opener), BytesMut::new());
+        feed(&mut a_reader, &mut p.a.core, p.now, &mut wire, 1 << 20);
+        let got = p.a.core.recv(BULK).map(|m| m.payload);
+        assert_eq!(got, Some(reply), "encrypted: {encrypted}");
+    }
 }
