@@ -34,12 +34,12 @@ const MAX_BUFFERS: usize = 64;
 #[derive(Debug, Clone)]
 pub struct BufferPool {
     inner: Arc<Mutex<Pool>>,
+    /// Most bytes of capacity held (fixed: read without the lock).
+    max_bytes: usize,
 }
 
 #[derive(Debug)]
 struct Pool {
-    /// Most bytes of capacity held.
-    max_bytes: usize,
     held: usize,
     buffers: Vec<BytesMut>,
 }
@@ -51,10 +51,10 @@ impl BufferPool {
     pub fn new(max_bytes: usize) -> Self {
         BufferPool {
             inner: Arc::new(Mutex::new(Pool {
-                max_bytes,
                 held: 0,
                 buffers: Vec::new(),
             })),
+            max_bytes,
         }
     }
 
@@ -86,7 +86,7 @@ impl BufferPool {
     /// back to the pool once the last reference to those bytes is dropped.
     #[must_use]
     pub fn freeze(&self, buf: BytesMut) -> Bytes {
-        if buf.capacity() < RECYCLE_MIN || self.lock().max_bytes == 0 {
+        if buf.capacity() < RECYCLE_MIN || self.max_bytes == 0 {
             return buf.freeze();
         }
         Bytes::from_owner(Recycled {
@@ -99,7 +99,7 @@ impl BufferPool {
     fn put(&self, mut buf: BytesMut) {
         let size = buf.capacity();
         let mut pool = self.lock();
-        if pool.buffers.len() >= MAX_BUFFERS || pool.held.saturating_add(size) > pool.max_bytes {
+        if pool.buffers.len() >= MAX_BUFFERS || pool.held.saturating_add(size) > self.max_bytes {
             return;
         }
         buf.clear();
